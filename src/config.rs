@@ -1,0 +1,440 @@
+//! Settings: the config file and `FEATUREBOT__SECTION__KEY` variables, parsed once into a
+//! validated [`Config`].
+//!
+//! Everything past start-up reads typed values from here (URLs, paths, durations) and never
+//! re-checks them. Secrets are read only from the environment and held in [`Secret`], whose
+//! `Debug` and `Display` print a mask, so a config dump in a log cannot leak them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// The validated configuration of one featurebot process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub llm: LlmConfig,
+    pub repo: RepoConfig,
+    pub store: StoreConfig,
+    pub prompts: PromptsConfig,
+}
+
+/// Which wire protocol the LLM server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Any OpenAI-compatible chat-completions server: OpenAI, Ollama, vLLM, llama.cpp, LM Studio,
+    /// OpenRouter.
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    pub provider: Provider,
+    /// For `openai` the URL that `/chat/completions` is appended to (it usually ends in `/v1`);
+    /// for `anthropic` the URL that `/v1/messages` is appended to.
+    pub base_url: Url,
+    pub model: String,
+    /// The environment variable the key was read from, named in error messages.
+    pub api_key_env: String,
+    /// `None` when the variable is unset or empty: fine for local servers.
+    pub api_key: Option<Secret>,
+    /// The transcript sent to the model is fitted into this many tokens (estimated).
+    pub max_context_tokens: usize,
+    /// Upper bound on the tokens of one answer (`max_tokens` on the wire).
+    pub max_output_tokens: u32,
+    /// Time allowed for one HTTP request, streaming included.
+    pub request_timeout: Duration,
+    /// Attempts after the first on 429, 5xx and connection errors.
+    pub max_retries: u32,
+    /// Total time retries may take, waits included.
+    pub retry_budget: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RepoConfig {
+    /// The target repository: a clone the bot may commit to.
+    pub path: PathBuf,
+    pub base_branch: String,
+    pub remote: String,
+    /// Relative to the repository root; never contains `..`.
+    pub tasks_dir: PathBuf,
+    pub push_plans: bool,
+    pub author_name: String,
+    pub author_email: String,
+    /// From `GITHUB_TOKEN`; used as the password when pushing over HTTPS.
+    pub github_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct PromptsConfig {
+    /// A folder whose `<name>.md` files replace the built-in prompts of the same name.
+    pub dir: Option<PathBuf>,
+}
+
+/// A secret value from the environment. It prints as `***` and is only readable through
+/// [`Secret::expose`], so every use is greppable.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Every problem found in the settings, one sentence each, naming the key and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Loads `path` (which may be absent when `required` is false) and the process environment.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Config::load_with_env(path, required, &env)
+    }
+
+    /// Like [`Config::load`] with an explicit environment, so tests need not touch the process's.
+    pub fn load_with_env(
+        path: &Path,
+        required: bool,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let one = |problem: String| ConfigError {
+            problems: vec![problem],
+        };
+        if required && !path.is_file() {
+            return Err(one(format!(
+                "config file {} not found; copy config.toml.example there and edit it, or pass --config PATH",
+                path.display()
+            )));
+        }
+        let overrides: HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("FEATUREBOT__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from(path.to_path_buf()).required(required))
+            .add_source(
+                config::Environment::with_prefix("FEATUREBOT")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| {
+                one(format!(
+                    "{}: {e}; compare with config.toml.example",
+                    path.display()
+                ))
+            })?;
+        raw.validate(env)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawConfig {
+    llm: RawLlm,
+    repo: RawRepo,
+    store: RawStore,
+    prompts: RawPrompts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLlm {
+    provider: Option<String>,
+    base_url: Option<String>,
+    model: Option<String>,
+    api_key_env: Option<String>,
+    max_context_tokens: Option<i64>,
+    max_output_tokens: Option<i64>,
+    request_timeout_secs: Option<i64>,
+    max_retries: Option<i64>,
+    retry_budget_secs: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawRepo {
+    path: Option<String>,
+    base_branch: Option<String>,
+    remote: Option<String>,
+    tasks_dir: Option<String>,
+    push_plans: Option<bool>,
+    author_name: Option<String>,
+    author_email: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawStore {
+    path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawPrompts {
+    dir: Option<String>,
+}
+
+impl RawConfig {
+    fn validate(self, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let secret = |name: &str| {
+            env.get(name)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(Secret::new)
+        };
+
+        let provider = match self.llm.provider.as_deref().unwrap_or("openai") {
+            "openai" => Provider::OpenAi,
+            "anthropic" => Provider::Anthropic,
+            other => {
+                problems.push(format!(
+                    "llm.provider is {other:?}; use \"openai\" (any OpenAI-compatible server) or \"anthropic\""
+                ));
+                Provider::OpenAi
+            }
+        };
+        let default_base = match provider {
+            Provider::OpenAi => "https://api.openai.com/v1",
+            Provider::Anthropic => "https://api.anthropic.com",
+        };
+        let base_url = parse_base_url(
+            "llm.base_url",
+            self.llm.base_url.as_deref().unwrap_or(default_base),
+            &mut problems,
+        );
+        let model = match self.llm.model.as_deref().map(str::trim) {
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => {
+                problems.push(
+                    "llm.model is missing; name the model to use, e.g. model = \"gpt-4o-mini\" (or set FEATUREBOT__LLM__MODEL)"
+                        .to_string(),
+                );
+                String::new()
+            }
+        };
+        let api_key_env = self
+            .llm
+            .api_key_env
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| match provider {
+                Provider::OpenAi => "OPENAI_API_KEY".to_string(),
+                Provider::Anthropic => "ANTHROPIC_API_KEY".to_string(),
+            });
+        let api_key = secret(&api_key_env);
+        let max_context_tokens = positive(
+            "llm.max_context_tokens",
+            self.llm.max_context_tokens,
+            32_000,
+            (1_000, 10_000_000),
+            &mut problems,
+        );
+        let max_output_tokens = positive(
+            "llm.max_output_tokens",
+            self.llm.max_output_tokens,
+            4_096,
+            (64, 1_000_000),
+            &mut problems,
+        );
+        let request_timeout = positive(
+            "llm.request_timeout_secs",
+            self.llm.request_timeout_secs,
+            120,
+            (1, 3_600),
+            &mut problems,
+        );
+        let max_retries = positive(
+            "llm.max_retries",
+            self.llm.max_retries,
+            4,
+            (0, 20),
+            &mut problems,
+        );
+        let retry_budget = positive(
+            "llm.retry_budget_secs",
+            self.llm.retry_budget_secs,
+            60,
+            (0, 3_600),
+            &mut problems,
+        );
+
+        let repo_path = PathBuf::from(self.repo.path.as_deref().unwrap_or("."));
+        let base_branch = self
+            .repo
+            .base_branch
+            .unwrap_or_else(|| "main".to_string());
+        if !is_branch_name(&base_branch) {
+            problems.push(format!(
+                "repo.base_branch {base_branch:?} is not a valid branch name; use a name like \"main\""
+            ));
+        }
+        let remote = self.repo.remote.unwrap_or_else(|| "origin".to_string());
+        if remote.trim().is_empty() {
+            problems.push("repo.remote is empty; name the git remote to push to, e.g. \"origin\"".to_string());
+        }
+        let tasks_dir = self.repo.tasks_dir.unwrap_or_else(|| "tasks".to_string());
+        let tasks_dir_path = PathBuf::from(&tasks_dir);
+        if tasks_dir.trim().is_empty()
+            || tasks_dir_path
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            problems.push(format!(
+                "repo.tasks_dir {tasks_dir:?} must be a relative folder inside the repository without `..`, e.g. \"tasks\""
+            ));
+        }
+        let author_name = self
+            .repo
+            .author_name
+            .unwrap_or_else(|| "featurebot".to_string());
+        let author_email = self
+            .repo
+            .author_email
+            .unwrap_or_else(|| "featurebot@localhost".to_string());
+        if author_name.trim().is_empty() || author_name.contains(['<', '>', '\n']) {
+            problems.push("repo.author_name must be a non-empty name without <, > or newlines".to_string());
+        }
+        if !author_email.contains('@') || author_email.contains(['<', '>', '\n', ' ']) {
+            problems.push(format!(
+                "repo.author_email {author_email:?} is not an email address; use e.g. \"featurebot@example.com\""
+            ));
+        }
+
+        let store_path = PathBuf::from(self.store.path.as_deref().unwrap_or("featurebot-data"));
+        let prompts_dir = self
+            .prompts
+            .dir
+            .filter(|d| !d.trim().is_empty())
+            .map(PathBuf::from);
+        if let Some(dir) = &prompts_dir {
+            if !dir.is_dir() {
+                problems.push(format!(
+                    "prompts.dir {} is not a folder; create it or remove the key to use the built-in prompts",
+                    dir.display()
+                ));
+            }
+        }
+
+        let Some(base_url) = base_url.filter(|_| problems.is_empty()) else {
+            return Err(ConfigError { problems });
+        };
+        Ok(Config {
+            llm: LlmConfig {
+                provider,
+                base_url,
+                model,
+                api_key_env,
+                api_key,
+                max_context_tokens: max_context_tokens as usize,
+                max_output_tokens: max_output_tokens as u32,
+                request_timeout: Duration::from_secs(request_timeout),
+                max_retries: max_retries as u32,
+                retry_budget: Duration::from_secs(retry_budget),
+            },
+            repo: RepoConfig {
+                path: repo_path,
+                base_branch,
+                remote,
+                tasks_dir: tasks_dir_path,
+                push_plans: self.repo.push_plans.unwrap_or(false),
+                author_name,
+                author_email,
+                github_token: secret("GITHUB_TOKEN"),
+            },
+            store: StoreConfig { path: store_path },
+            prompts: PromptsConfig { dir: prompts_dir },
+        })
+    }
+}
+
+fn parse_base_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> {
+    match Url::parse(value.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+            // Keep a trailing slash so that `Url::join` appends instead of replacing the last
+            // path segment.
+            let mut url = url;
+            if !url.path().ends_with('/') {
+                let path = format!("{}/", url.path());
+                url.set_path(&path);
+            }
+            Some(url)
+        }
+        _ => {
+            problems.push(format!(
+                "{key} {value:?} is not an http(s) URL; use e.g. \"http://localhost:11434/v1\""
+            ));
+            None
+        }
+    }
+}
+
+fn positive(
+    key: &str,
+    value: Option<i64>,
+    default: u64,
+    (min, max): (u64, u64),
+    problems: &mut Vec<String>,
+) -> u64 {
+    match value {
+        None => default,
+        Some(v) if v >= min as i64 && v <= max as i64 => v as u64,
+        Some(v) => {
+            problems.push(format!(
+                "{key} is {v}; use a whole number from {min} to {max} (default {default})"
+            ));
+            default
+        }
+    }
+}
+
+/// A conservative subset of git's ref-name rules: enough to refuse typos and injection.
+pub fn is_branch_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with(['-', '/', '.'])
+        && !name.ends_with(['/', '.'])
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.contains("@{")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '.'))
+}

@@ -1,0 +1,16 @@
+//! featurebot turns a conversation into a reviewed plan and then into a pull request.
+//!
+//! Modules in reading order: the leaves first (settings, storage, the LLM, git), then the
+//! pure logic of the conversation and the plan, then the core that ties them together, then
+//! the front ends that translate between people and the core.
+
+pub mod config;
+pub mod store;
+pub mod llm;
+pub mod repo;
+pub mod prompts;
+pub mod conversation;
+pub mod plan;
+pub mod app;
+pub mod console;
+pub mod check;
