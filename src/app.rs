@@ -1,1 +1,542 @@
-//! app
+//! The core: plain events in ([`Input`]), plain events out ([`Output`]).
+//!
+//! Front ends (the console, later Discord) translate people's actions into [`Input`]s, call
+//! [`App::handle`], and render the [`Output`]s that arrive on the channel [`App::new`] returns.
+//! The core knows nothing of any front end. It persists every input before acting on it,
+//! serialises the work of each feature, and turns every failure into an [`Output::Failed`]
+//! with a sentence a person can act on.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::conversation::{self, MarkerFilter};
+use crate::llm::{self, LlmError, Message, Request};
+use crate::plan::{self, Slug, Title};
+use crate::prompts::{self, Prompts};
+use crate::repo::{self, RepoError};
+use crate::store::{
+    Author, Feature, FeatureId, Place, PlanVersion, Speaker, Status, Store, StoreError,
+};
+
+/// Something a person did.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Start a feature with this (untrusted) title.
+    Start {
+        title: String,
+        requester: Author,
+        place: Place,
+    },
+    /// A message in a feature's conversation. `source_id` identifies the front end's message,
+    /// so the same message delivered twice is one turn.
+    Message {
+        feature: FeatureId,
+        author: Author,
+        text: String,
+        source_id: Option<String>,
+    },
+    /// Answer the conversation's last message if it has no answer yet (after a restart).
+    Resume { feature: FeatureId },
+    /// Write (or rewrite) the plan. Without `force`, only once the requirements are confirmed.
+    GeneratePlan { feature: FeatureId, force: bool },
+}
+
+/// Something to show people.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A feature was created; its conversation begins.
+    Started { feature: Feature },
+    /// The input was refused, nothing was done. `feature` is `None` when it never existed.
+    Rejected {
+        feature: Option<FeatureId>,
+        message: String,
+    },
+    /// The LLM is working on an answer.
+    Typing { feature: FeatureId },
+    /// Visible text of the answer being streamed.
+    ReplyDelta { feature: FeatureId, text: String },
+    /// The whole visible answer, after the last delta.
+    Reply { feature: FeatureId, text: String },
+    /// The requirements are confirmed; a plan can be generated.
+    Confirmed { feature: FeatureId, summary: String },
+    /// A plan is being written.
+    PlanStarted { feature: FeatureId, version: u32 },
+    /// A plan version is committed (or, when `again`, an existing one is shown again).
+    PlanCommitted {
+        feature: FeatureId,
+        version: u32,
+        path: String,
+        commit: String,
+        markdown: String,
+        again: bool,
+    },
+    /// Something worth knowing that did not stop the work.
+    Warning { feature: FeatureId, message: String },
+    /// The work failed; nothing already said or written is lost.
+    Failed { feature: FeatureId, message: String },
+}
+
+/// The core of one featurebot process.
+pub struct App {
+    config: Arc<Config>,
+    store: Store,
+    llm: llm::Client,
+    prompts: Prompts,
+    out: mpsc::UnboundedSender<Output>,
+    /// One lock per feature, so that its turns and plans happen one at a time.
+    features: Mutex<HashMap<FeatureId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Commits to the target repository happen one at a time.
+    repo_lock: tokio::sync::Mutex<()>,
+}
+
+/// The author name of the bot's turns in the transcript.
+pub const BOT_NAME: &str = "featurebot";
+
+impl App {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        llm: llm::Client,
+        prompts: Prompts,
+    ) -> (App, mpsc::UnboundedReceiver<Output>) {
+        let (out, rx) = mpsc::unbounded_channel();
+        let app = App {
+            config,
+            store,
+            llm,
+            prompts,
+            out,
+            features: Mutex::new(HashMap::new()),
+            repo_lock: tokio::sync::Mutex::new(()),
+        };
+        (app, rx)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Handles one input to the end. Never fails: failures become [`Output::Failed`] or
+    /// [`Output::Rejected`], with a log line.
+    pub async fn handle(&self, input: Input) {
+        let feature = match &input {
+            Input::Start { .. } => None,
+            Input::Message { feature, .. }
+            | Input::Resume { feature }
+            | Input::GeneratePlan { feature, .. } => Some(*feature),
+        };
+        let span = tracing::info_span!("input", feature = feature.map(|f| f.0));
+        let result = self.dispatch(input).instrument(span).await;
+        if let Err(err) = result {
+            self.report(feature, err);
+        }
+    }
+
+    /// Every input, in one match.
+    async fn dispatch(&self, input: Input) -> anyhow::Result<()> {
+        match input {
+            Input::Start {
+                title,
+                requester,
+                place,
+            } => self.start(&title, requester, place).await,
+            Input::Message {
+                feature,
+                author,
+                text,
+                source_id,
+            } => {
+                self.message(feature, &author, &text, source_id.as_deref())
+                    .await
+            }
+            Input::Resume { feature } => self.resume(feature).await,
+            Input::GeneratePlan { feature, force } => self.generate_plan(feature, force).await,
+        }
+    }
+
+    async fn start(&self, raw_title: &str, requester: Author, place: Place) -> anyhow::Result<()> {
+        let title = match Title::parse(raw_title) {
+            Ok(title) => title,
+            Err(message) => {
+                self.emit(Output::Rejected {
+                    feature: None,
+                    message,
+                });
+                return Ok(());
+            }
+        };
+        let feature = self
+            .store
+            .create_feature(title.as_str(), requester.clone(), place)
+            .await
+            .context("storing the new feature")?;
+        tracing::info!(feature = feature.id.0, title = %title, "feature started");
+        let lock = self.lock_for(feature.id);
+        let _guard = lock.lock().await;
+        self.store
+            .append_turn(
+                feature.id,
+                Speaker::User,
+                &requester.name,
+                &conversation::opening_request(title.as_str(), &requester.name),
+                None,
+            )
+            .await
+            .context("storing the request")?;
+        self.emit(Output::Started {
+            feature: feature.clone(),
+        });
+        self.answer(&feature).await
+    }
+
+    async fn message(
+        &self,
+        id: FeatureId,
+        author: &Author,
+        text: &str,
+        source_id: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let mut feature = self.store.feature(id)?;
+        if !matches!(
+            feature.status,
+            Status::Gathering | Status::Confirmed | Status::Planned
+        ) {
+            self.emit(Output::Rejected {
+                feature: Some(id),
+                message: format!(
+                    "feature #{id} is {}; its requirements conversation is closed",
+                    feature.status
+                ),
+            });
+            return Ok(());
+        }
+        if text.trim().is_empty() {
+            return Ok(());
+        }
+        let stored = self
+            .store
+            .append_turn(id, Speaker::User, &author.name, text, source_id)
+            .await
+            .context("storing your message")?;
+        if stored.is_none() {
+            tracing::debug!(feature = id.0, ?source_id, "duplicate message ignored");
+            return Ok(());
+        }
+        if feature.status != Status::Gathering {
+            // More talk after a confirmation or a plan reopens the requirements; the next plan
+            // becomes a new version.
+            feature = self.store.set_status(id, Status::Gathering).await?;
+        }
+        self.answer(&feature).await
+    }
+
+    async fn resume(&self, id: FeatureId) -> anyhow::Result<()> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let feature = self.store.feature(id)?;
+        let transcript = self.store.transcript(id)?;
+        let unanswered = transcript
+            .last()
+            .is_some_and(|t| t.speaker == Speaker::User);
+        if unanswered && feature.status == Status::Gathering {
+            self.answer(&feature).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the LLM for the next message of the conversation and stores it.
+    async fn answer(&self, feature: &Feature) -> anyhow::Result<()> {
+        let id = feature.id;
+        let transcript = self.store.transcript(id)?;
+        let system = prompts::render(&self.prompts.requirements, &[("title", &feature.title)]);
+        let budget = self
+            .config
+            .llm
+            .max_context_tokens
+            .saturating_sub(self.config.llm.max_output_tokens as usize);
+        let request = Request {
+            messages: conversation::fit_transcript(&system, &transcript, budget),
+            ..Request::default()
+        };
+        self.emit(Output::Typing { feature: id });
+        let mut filter = MarkerFilter::default();
+        let mut visible = String::new();
+        let out = self.out.clone();
+        let response = self
+            .llm
+            .stream(&request, &mut |delta: &str| {
+                let shown = filter.push(delta);
+                if !shown.is_empty() {
+                    visible.push_str(&shown);
+                    let _ = out.send(Output::ReplyDelta {
+                        feature: id,
+                        text: shown,
+                    });
+                }
+            })
+            .await
+            .map_err(|e| {
+                anyhow::Error::new(e).context("the LLM could not answer; your messages are saved, send another message to try again")
+            })?;
+        let rest = filter.finish();
+        if !rest.is_empty() {
+            visible.push_str(&rest);
+            self.emit(Output::ReplyDelta {
+                feature: id,
+                text: rest,
+            });
+        }
+        let reading = filter.reading(visible);
+        self.store.add_usage(id, response.usage).await?;
+        self.store
+            .append_turn(id, Speaker::Assistant, BOT_NAME, &response.text, None)
+            .await
+            .context("storing the answer")?;
+        self.emit(Output::Reply {
+            feature: id,
+            text: reading.visible.clone(),
+        });
+        if let Some(summary) = reading.confirmed {
+            self.store.confirm(id, &summary).await?;
+            tracing::info!(feature = id.0, "requirements confirmed");
+            self.emit(Output::Confirmed {
+                feature: id,
+                summary,
+            });
+        }
+        Ok(())
+    }
+
+    async fn generate_plan(&self, id: FeatureId, force: bool) -> anyhow::Result<()> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let feature = self.store.feature(id)?;
+        match feature.status {
+            Status::Confirmed => {}
+            Status::Gathering if force => self.emit(Output::Warning {
+                feature: id,
+                message: "the requirements are not confirmed yet; the plan may have gaps"
+                    .to_string(),
+            }),
+            Status::Gathering => {
+                self.emit(Output::Rejected {
+                    feature: Some(id),
+                    message:
+                        "the requirements are not confirmed yet; answer the open questions first"
+                            .to_string(),
+                });
+                return Ok(());
+            }
+            Status::Planned => {
+                // Nothing was said since the last plan: show it again instead of paying for
+                // the same plan twice.
+                let plans = self.store.plans(id)?;
+                if let Some(latest) = plans.last() {
+                    self.emit(Output::PlanCommitted {
+                        feature: id,
+                        version: latest.version,
+                        path: latest.path.clone(),
+                        commit: latest.commit.clone(),
+                        markdown: latest.markdown.clone(),
+                        again: true,
+                    });
+                    return Ok(());
+                }
+            }
+            other => {
+                self.emit(Output::Rejected {
+                    feature: Some(id),
+                    message: format!("feature #{id} is {other}; its plan can no longer change"),
+                });
+                return Ok(());
+            }
+        }
+        let version = feature.plan_version + 1;
+        self.emit(Output::PlanStarted {
+            feature: id,
+            version,
+        });
+        let markdown = self.write_plan(&feature).await?;
+        let now = OffsetDateTime::now_utc();
+        let path = match &feature.plan_path {
+            Some(path) => PathBuf::from(path),
+            None => self.new_plan_path(&feature, now)?,
+        };
+        let contents = plan::render_file(&feature, version, now, &markdown);
+        let message = plan::commit_message(&feature, version);
+        let commit = {
+            let _repo = self.repo_lock.lock().await;
+            let cfg = self.config.repo.clone();
+            let rel = path.clone();
+            tokio::task::spawn_blocking(move || {
+                repo::commit_file(&cfg, &rel, contents.as_bytes(), &message)
+            })
+            .await
+            .context("the git task panicked")?
+            .context("committing the plan")?
+        };
+        let path_text = path.to_string_lossy().into_owned();
+        tracing::info!(feature = id.0, version, path = %path_text, %commit, "plan committed");
+        self.store
+            .add_plan(
+                id,
+                PlanVersion {
+                    version,
+                    path: path_text.clone(),
+                    commit: commit.clone(),
+                    markdown: markdown.clone(),
+                    at: now,
+                },
+            )
+            .await
+            .context("storing the plan")?;
+        if self.config.repo.push_plans {
+            let cfg = self.config.repo.clone();
+            let pushed = {
+                let _repo = self.repo_lock.lock().await;
+                tokio::task::spawn_blocking(move || repo::push_base(&cfg))
+                    .await
+                    .context("the git task panicked")?
+            };
+            if let Err(err) = pushed {
+                tracing::warn!(feature = id.0, error = %err, "pushing the plan failed");
+                self.emit(Output::Warning {
+                    feature: id,
+                    message: format!("the plan is committed locally but pushing it failed: {err}"),
+                });
+            }
+        }
+        self.emit(Output::PlanCommitted {
+            feature: id,
+            version,
+            path: path_text,
+            commit,
+            markdown,
+            again: false,
+        });
+        Ok(())
+    }
+
+    /// Asks the LLM for the plan, and once more to repair it when sections are missing.
+    async fn write_plan(&self, feature: &Feature) -> anyhow::Result<String> {
+        let transcript = self.store.transcript(feature.id)?;
+        let instruction = prompts::render(&self.prompts.plan, &[("title", &feature.title)]);
+        let budget = self
+            .config
+            .llm
+            .max_context_tokens
+            .saturating_sub(self.config.llm.max_output_tokens as usize);
+        let mut messages = conversation::fit_transcript(&instruction, &transcript, budget);
+        messages.push(Message::user(instruction.clone()));
+        let mut request = Request {
+            messages,
+            ..Request::default()
+        };
+        let first = self.plan_request(feature.id, &request).await?;
+        let draft = plan::clean_markdown(&first);
+        let missing = plan::missing_sections(&draft);
+        if missing.is_empty() {
+            return Ok(draft);
+        }
+        tracing::info!(
+            feature = feature.id.0,
+            ?missing,
+            "plan lacks sections, asking for a repair"
+        );
+        request.messages.push(Message::assistant(first));
+        request.messages.push(Message::user(prompts::render(
+            &self.prompts.plan_repair,
+            &[("missing", &missing.join(", "))],
+        )));
+        let repaired = plan::clean_markdown(&self.plan_request(feature.id, &request).await?);
+        let still_missing = plan::missing_sections(&repaired);
+        if still_missing.is_empty() {
+            return Ok(repaired);
+        }
+        bail!(
+            "the LLM's plan still lacks these sections after one repair: {}; press Generate plan again, or refine the requirements first",
+            still_missing.join(", ")
+        )
+    }
+
+    async fn plan_request(&self, id: FeatureId, request: &Request) -> anyhow::Result<String> {
+        let response = self
+            .llm
+            .complete(request)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("the LLM could not write the plan"))?;
+        self.store.add_usage(id, response.usage).await?;
+        Ok(response.text)
+    }
+
+    /// A path for a first plan that no other plan uses.
+    fn new_plan_path(&self, feature: &Feature, now: OffsetDateTime) -> anyhow::Result<PathBuf> {
+        let slug = Slug::new(&feature.title, feature.id);
+        let taken: HashSet<String> = self
+            .store
+            .features()?
+            .into_iter()
+            .filter_map(|f| f.plan_path)
+            .collect();
+        let tasks_dir: &Path = &self.config.repo.tasks_dir;
+        let path = (1..)
+            .map(|n| plan::plan_path(tasks_dir, now, &slug, n))
+            .find(|p| {
+                !taken.contains(&*p.to_string_lossy()) && !self.config.repo.path.join(p).exists()
+            })
+            .unwrap_or_else(|| plan::plan_path(tasks_dir, now, &slug, 1));
+        Ok(path)
+    }
+
+    fn lock_for(&self, id: FeatureId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.features.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id).or_default().clone()
+    }
+
+    fn emit(&self, output: Output) {
+        // The receiver is gone only when the front end is shutting down.
+        let _ = self.out.send(output);
+    }
+
+    /// Decides what a person sees for a failure: our own errors read as sentences; anything
+    /// else is a bug, shown as a log id.
+    fn report(&self, feature: Option<FeatureId>, err: anyhow::Error) {
+        let readable = err
+            .chain()
+            .any(|e| e.is::<LlmError>() || e.is::<RepoError>() || e.is::<StoreError>())
+            || err.chain().count() == 1;
+        let message = if readable {
+            format!("{err:#}")
+        } else {
+            let log_id = log_id();
+            tracing::error!(log_id = %log_id, error = ?err, "internal error");
+            format!("internal error, see log id {log_id}")
+        };
+        tracing::warn!(feature = feature.map(|f| f.0), error = %format!("{err:#}"), "input failed");
+        match feature {
+            Some(feature) => self.emit(Output::Failed { feature, message }),
+            None => self.emit(Output::Rejected {
+                feature: None,
+                message,
+            }),
+        }
+    }
+}
+
+/// A short id that ties a message a person sees to the log line with the details.
+fn log_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}", nanos & 0xffff_ffff)
+}

@@ -1,1 +1,128 @@
-//! check
+//! `featurebot check`: proves each configured service works before people rely on it.
+//!
+//! One line per service: `ok` and what was found, or `FAIL` and what to do. The checks only
+//! read, except the LLM check, which sends one tiny request.
+
+use std::fmt;
+
+use crate::config::{Config, Provider};
+use crate::llm;
+use crate::repo;
+use crate::store::{Store, StoreError};
+
+/// The result of checking one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub service: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = if self.ok { "ok  " } else { "FAIL" };
+        write!(f, "{status} {:<6} {}", self.service, self.detail)
+    }
+}
+
+/// Checks the store, the LLM and the repository, in that order.
+pub async fn run(config: &Config) -> Vec<Line> {
+    let mut lines = vec![Line {
+        service: "config",
+        ok: true,
+        detail: "valid".to_string(),
+    }];
+
+    let path = config.store.path.clone();
+    lines.push(match Store::open(&path) {
+        Ok(store) => {
+            let count = store.features().map(|f| f.len()).unwrap_or_default();
+            Line {
+                service: "store",
+                ok: true,
+                detail: format!("{} ({count} features)", path.display()),
+            }
+        }
+        Err(StoreError::Locked { .. }) => Line {
+            service: "store",
+            ok: true,
+            detail: format!("{} is open in a running featurebot", path.display()),
+        },
+        Err(err) => Line {
+            service: "store",
+            ok: false,
+            detail: err.to_string(),
+        },
+    });
+
+    let provider = match config.llm.provider {
+        Provider::OpenAi => "openai",
+        Provider::Anthropic => "anthropic",
+    };
+    let where_ = format!(
+        "{provider} model {} at {}",
+        config.llm.model, config.llm.base_url
+    );
+    lines.push(match llm::Client::new(config.llm.clone()) {
+        Ok(client) => match client.ping().await {
+            Ok(()) => Line {
+                service: "llm",
+                ok: true,
+                detail: where_,
+            },
+            Err(err) => Line {
+                service: "llm",
+                ok: false,
+                detail: format!("{where_}: {err}"),
+            },
+        },
+        Err(err) => Line {
+            service: "llm",
+            ok: false,
+            detail: format!("{err:#}"),
+        },
+    });
+
+    let repo_cfg = config.repo.clone();
+    let inspected = tokio::task::spawn_blocking(move || repo::inspect(&repo_cfg)).await;
+    lines.push(match inspected {
+        Ok(Ok(status)) => {
+            let mut detail = format!(
+                "{} on {}, {} at {}",
+                config.repo.path.display(),
+                status.head,
+                config.repo.base_branch,
+                &status.base_commit[..status.base_commit.len().min(12)]
+            );
+            let mut ok = true;
+            if config.repo.push_plans {
+                match &status.remote_url {
+                    Some(url) => detail.push_str(&format!(", pushes to {} ({url})", config.repo.remote)),
+                    None => {
+                        ok = false;
+                        detail.push_str(&format!(
+                            "; repo.push_plans is set but remote {:?} does not exist: add it with git remote add, or set repo.remote",
+                            config.repo.remote
+                        ));
+                    }
+                }
+            }
+            Line {
+                service: "repo",
+                ok,
+                detail,
+            }
+        }
+        Ok(Err(err)) => Line {
+            service: "repo",
+            ok: false,
+            detail: err.to_string(),
+        },
+        Err(err) => Line {
+            service: "repo",
+            ok: false,
+            detail: format!("the check panicked: {err}"),
+        },
+    });
+    lines
+}

@@ -296,10 +296,7 @@ impl RawConfig {
         );
 
         let repo_path = PathBuf::from(self.repo.path.as_deref().unwrap_or("."));
-        let base_branch = self
-            .repo
-            .base_branch
-            .unwrap_or_else(|| "main".to_string());
+        let base_branch = self.repo.base_branch.unwrap_or_else(|| "main".to_string());
         if !is_branch_name(&base_branch) {
             problems.push(format!(
                 "repo.base_branch {base_branch:?} is not a valid branch name; use a name like \"main\""
@@ -307,7 +304,9 @@ impl RawConfig {
         }
         let remote = self.repo.remote.unwrap_or_else(|| "origin".to_string());
         if remote.trim().is_empty() {
-            problems.push("repo.remote is empty; name the git remote to push to, e.g. \"origin\"".to_string());
+            problems.push(
+                "repo.remote is empty; name the git remote to push to, e.g. \"origin\"".to_string(),
+            );
         }
         let tasks_dir = self.repo.tasks_dir.unwrap_or_else(|| "tasks".to_string());
         let tasks_dir_path = PathBuf::from(&tasks_dir);
@@ -329,7 +328,9 @@ impl RawConfig {
             .author_email
             .unwrap_or_else(|| "featurebot@localhost".to_string());
         if author_name.trim().is_empty() || author_name.contains(['<', '>', '\n']) {
-            problems.push("repo.author_name must be a non-empty name without <, > or newlines".to_string());
+            problems.push(
+                "repo.author_name must be a non-empty name without <, > or newlines".to_string(),
+            );
         }
         if !author_email.contains('@') || author_email.contains(['<', '>', '\n', ' ']) {
             problems.push(format!(

@@ -1,1 +1,282 @@
-//! console
+//! The terminal front end: the same conversation as in Discord, on stdin and stdout.
+//!
+//! Lines typed (or piped) become messages; `/plan` asks for the plan, `/quit` leaves. Replies
+//! stream as they arrive. The session ends with exit code 0 once a plan is committed, after
+//! printing its path and commit id, so the console is scriptable. Diagnostics go to stderr.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+
+use crate::app::{App, Input, Output};
+use crate::store::{Author, FeatureId, Place, Status};
+
+/// How a console session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A plan was committed.
+    Planned { path: String, commit: String },
+    /// The user typed `/quit` before a plan was committed.
+    Quit { feature: Option<FeatureId> },
+    /// Input ended before a plan was committed (exit code 2, so scripts notice).
+    InputEnded { feature: Option<FeatureId> },
+}
+
+/// What the console does with a line typed by the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Plan,
+    Quit,
+    Help,
+    Say(String),
+    Nothing,
+    Unknown(String),
+}
+
+impl Command {
+    pub fn parse(line: &str) -> Command {
+        let trimmed = line.trim();
+        match trimmed {
+            "" => Command::Nothing,
+            "/plan" => Command::Plan,
+            "/quit" | "/exit" => Command::Quit,
+            "/help" | "/?" => Command::Help,
+            _ if trimmed.starts_with('/') && !trimmed.contains(' ') => {
+                Command::Unknown(trimmed.to_string())
+            }
+            _ => Command::Say(line.trim_end_matches(['\r', '\n']).to_string()),
+        }
+    }
+}
+
+const HELP: &str = "type your answers; /plan writes the plan (a warning if the requirements are not confirmed yet), /quit leaves";
+
+/// Runs a console session: starts a feature titled `title` (asked for when `None`), or
+/// continues feature `resume`.
+pub async fn run(
+    app: Arc<App>,
+    mut outputs: mpsc::UnboundedReceiver<Output>,
+    title: Option<String>,
+    resume: Option<FeatureId>,
+) -> anyhow::Result<Outcome> {
+    let user = local_user();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut ui = Ui::default();
+
+    let feature = match resume {
+        Some(id) => {
+            let feature = app
+                .store()
+                .feature(id)
+                .context("looking up the feature to resume")?;
+            ui.say(&format!(
+                "resuming feature #{id}: {} ({})",
+                feature.title, feature.status
+            ));
+            for turn in app.store().transcript(id)? {
+                let text = crate::conversation::read_reply(&turn.text).visible;
+                ui.say(&format!("[{}] {}", turn.author, text));
+            }
+            ui.feature = Some(id);
+            drive(&app, &mut outputs, &mut ui, Input::Resume { feature: id }).await;
+            if matches!(feature.status, Status::Planned) {
+                ui.say("this feature already has a plan; send a message to change it, or /quit");
+            }
+            id
+        }
+        None => {
+            let title = match title {
+                Some(title) => title,
+                None => {
+                    ui.prompt("feature title: ");
+                    lines.next_line().await?.unwrap_or_default()
+                }
+            };
+            let input = Input::Start {
+                title,
+                requester: user.clone(),
+                place: Place::Console,
+            };
+            drive(&app, &mut outputs, &mut ui, input).await;
+            match ui.feature {
+                Some(id) => id,
+                None => return Ok(Outcome::InputEnded { feature: None }),
+            }
+        }
+    };
+    ui.note(HELP);
+
+    loop {
+        if let Some(done) = ui.planned.take() {
+            return Ok(done);
+        }
+        ui.prompt("> ");
+        let Some(line) = lines.next_line().await? else {
+            ui.note(&format!(
+                "input ended before a plan was committed; continue with: featurebot console --resume {feature}"
+            ));
+            return Ok(Outcome::InputEnded {
+                feature: Some(feature),
+            });
+        };
+        let input = match Command::parse(&line) {
+            Command::Nothing => continue,
+            Command::Help => {
+                ui.note(HELP);
+                continue;
+            }
+            Command::Unknown(cmd) => {
+                ui.note(&format!("unknown command {cmd}; {HELP}"));
+                continue;
+            }
+            Command::Quit => {
+                ui.note(&format!(
+                    "feature #{feature} is saved; continue with: featurebot console --resume {feature}"
+                ));
+                return Ok(Outcome::Quit {
+                    feature: Some(feature),
+                });
+            }
+            Command::Plan => Input::GeneratePlan {
+                feature,
+                force: true,
+            },
+            Command::Say(text) => Input::Message {
+                feature,
+                author: user.clone(),
+                text,
+                source_id: None,
+            },
+        };
+        drive(&app, &mut outputs, &mut ui, input).await;
+    }
+}
+
+/// Handles one input, printing its outputs as they arrive.
+async fn drive(
+    app: &App,
+    outputs: &mut mpsc::UnboundedReceiver<Output>,
+    ui: &mut Ui,
+    input: Input,
+) {
+    let work = app.handle(input);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            Some(output) = outputs.recv() => ui.show(output),
+            () = &mut work => break,
+        }
+    }
+    while let Ok(output) = outputs.try_recv() {
+        ui.show(output);
+    }
+}
+
+/// The terminal's state: which feature, whether a reply is mid-line, whether a plan landed.
+#[derive(Default)]
+struct Ui {
+    feature: Option<FeatureId>,
+    mid_reply: bool,
+    planned: Option<Outcome>,
+}
+
+impl Ui {
+    fn show(&mut self, output: Output) {
+        match output {
+            Output::Started { feature } => {
+                self.feature = Some(feature.id);
+                self.note(&format!(
+                    "feature #{} started: {}",
+                    feature.id, feature.title
+                ));
+            }
+            Output::Rejected { message, .. } => self.note(&format!("refused: {message}")),
+            Output::Typing { .. } => {}
+            Output::ReplyDelta { text, .. } => {
+                if !self.mid_reply {
+                    self.write("\nfeaturebot: ");
+                    self.mid_reply = true;
+                }
+                self.write(&text);
+            }
+            Output::Reply { .. } => {
+                if self.mid_reply {
+                    self.write("\n");
+                    self.mid_reply = false;
+                }
+            }
+            Output::Confirmed { .. } => {
+                self.note("requirements confirmed; type /plan to write the plan, or keep refining");
+            }
+            Output::PlanStarted { version, .. } => {
+                self.note(&format!("writing the plan (version {version})..."))
+            }
+            Output::PlanCommitted {
+                version,
+                path,
+                commit,
+                markdown,
+                again,
+                ..
+            } => {
+                if again {
+                    self.note(&format!(
+                        "nothing changed since plan version {version}; here it is again"
+                    ));
+                }
+                self.write(&format!("\n{markdown}\n\n"));
+                self.say(&format!("plan version {version} committed"));
+                self.say(&format!("path: {path}"));
+                self.say(&format!("commit: {commit}"));
+                self.planned = Some(Outcome::Planned { path, commit });
+            }
+            Output::Warning { message, .. } => self.note(&format!("warning: {message}")),
+            Output::Failed { message, .. } => {
+                if self.mid_reply {
+                    self.write("\n");
+                    self.mid_reply = false;
+                }
+                self.note(&format!("error: {message}"))
+            }
+        }
+    }
+
+    /// A line of the product's output, on stdout.
+    fn say(&mut self, line: &str) {
+        self.write(&format!("{line}\n"));
+    }
+
+    /// A note about the session, on stderr so piped stdout stays clean.
+    fn note(&mut self, line: &str) {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+
+    fn prompt(&mut self, text: &str) {
+        let mut err = std::io::stderr();
+        let _ = write!(err, "{text}");
+        let _ = err.flush();
+    }
+
+    fn write(&mut self, text: &str) {
+        let mut out = std::io::stdout();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// The person at the terminal, from `USER` (or `USERNAME`), `local` if neither is set.
+fn local_user() -> Author {
+    let name = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "local".to_string());
+    Author {
+        id: format!("console:{name}"),
+        name,
+    }
+}

@@ -1,1 +1,118 @@
-fn main() {}
+//! The `featurebot` command: parses arguments, loads the config, starts logging and hands over
+//! to the library. Printing to stdout is this binary's job, so `println!` is allowed here.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use featurebot::app::App;
+use featurebot::config::Config;
+use featurebot::console::{self, Outcome};
+use featurebot::prompts::Prompts;
+use featurebot::store::{FeatureId, Store};
+use featurebot::{check, llm};
+
+#[derive(Parser)]
+#[command(
+    name = "featurebot",
+    version,
+    about = "Turns a conversation into a reviewed plan, then into a pull request"
+)]
+struct Cli {
+    /// The config file (see config.toml.example). Every key can also be set with an
+    /// environment variable FEATUREBOT__SECTION__KEY.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Hold a feature conversation in this terminal (lines from stdin, replies on stdout).
+    Console {
+        /// The feature's title; asked for when missing.
+        #[arg(long, conflicts_with = "resume")]
+        title: Option<String>,
+        /// Continue an earlier feature, by its number.
+        #[arg(long, value_name = "FEATURE")]
+        resume: Option<FeatureId>,
+    },
+    /// Validate the config and try each configured service.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Console { .. } => "warn",
+        Command::Check => "error",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: could not start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let (path, required) = match cli.config {
+        Some(path) => (path, true),
+        None => (PathBuf::from("config.toml"), false),
+    };
+    let config = Arc::new(Config::load(&path, required)?);
+    match cli.command {
+        Command::Check => {
+            let lines = check::run(&config).await;
+            let ok = lines.iter().all(|l| l.ok);
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Console { title, resume } => {
+            let store = Store::open(&config.store.path)?;
+            let llm = llm::Client::new(config.llm.clone())?;
+            let prompts = Prompts::load(config.prompts.dir.as_deref())?;
+            let (app, outputs) = App::new(config.clone(), store, llm, prompts);
+            let session = console::run(Arc::new(app), outputs, title, resume);
+            let outcome = tokio::select! {
+                outcome = session => outcome.context("console session")?,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("\ninterrupted; everything said so far is saved");
+                    return Ok(ExitCode::from(130));
+                }
+            };
+            Ok(match outcome {
+                Outcome::Planned { .. } => ExitCode::SUCCESS,
+                Outcome::Quit { .. } => ExitCode::SUCCESS,
+                Outcome::InputEnded { .. } => ExitCode::from(2),
+            })
+        }
+    }
+}

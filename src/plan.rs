@@ -1,1 +1,248 @@
-//! plan
+//! The plan: the title and slug types, the section check, the file name and the Markdown
+//! written to the repository.
+//!
+//! Everything here is pure. Invariant: a plan path is `<tasks_dir>/<UTC YYYYMMDD-HHMMSS>-<slug>.md`
+//! where the slug is ASCII `[a-z0-9-]`, so it can never leave the tasks folder.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::store::{Feature, FeatureId};
+
+/// The longest title we accept. Details belong in the conversation.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// The longest slug in a file name.
+pub const MAX_SLUG_CHARS: usize = 60;
+
+/// A feature title: one line, no control characters, 1 to [`MAX_TITLE_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Title(String);
+
+impl Title {
+    /// Cleans up whitespace and control characters, then refuses what is left if it is empty or
+    /// too long. The error is a sentence for the user.
+    pub fn parse(raw: &str) -> Result<Title, String> {
+        let cleaned: String = raw
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .filter(|c| !is_invisible(*c))
+            .collect();
+        let title = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
+        let count = title.chars().count();
+        if count == 0 {
+            return Err(
+                "the feature needs a title: say in a few words what you want built".to_string(),
+            );
+        }
+        if count > MAX_TITLE_CHARS {
+            return Err(format!(
+                "the title is {count} characters long; keep it to {MAX_TITLE_CHARS} and put the details in the conversation"
+            ));
+        }
+        Ok(Title(title))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Title {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Zero-width and bidirectional-control characters that would hide text in a title.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// The file-name part derived from a title: ASCII letters, digits and single hyphens, 1 to
+/// [`MAX_SLUG_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slug(String);
+
+impl Slug {
+    /// The slug of `title`, or `feature-<id>` when the title has no letters or digits to keep.
+    pub fn new(title: &str, id: FeatureId) -> Slug {
+        let full = slug::slugify(title);
+        let mut cut = String::new();
+        for word in full.split('-').filter(|w| !w.is_empty()) {
+            let extra = if cut.is_empty() { 0 } else { 1 };
+            if cut.len() + extra + word.len() > MAX_SLUG_CHARS {
+                if cut.is_empty() {
+                    cut.push_str(&word[..MAX_SLUG_CHARS]);
+                }
+                break;
+            }
+            if extra == 1 {
+                cut.push('-');
+            }
+            cut.push_str(word);
+        }
+        let safe = !cut.is_empty()
+            && cut
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if safe {
+            Slug(cut)
+        } else {
+            Slug(format!("feature-{id}"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Slug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The path of a new plan, relative to the repository root. `n` > 1 adds a suffix, for the
+/// rare case of two plans with the same slug in the same second.
+pub fn plan_path(tasks_dir: &Path, at: OffsetDateTime, slug: &Slug, n: u32) -> PathBuf {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let stamp = format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
+    let name = if n > 1 {
+        format!("{stamp}-{slug}-{n}.md")
+    } else {
+        format!("{stamp}-{slug}.md")
+    };
+    tasks_dir.join(name)
+}
+
+/// The sections every plan must have, as shown to people and the LLM.
+pub const SECTIONS: [&str; 4] = [
+    "Summary & goal",
+    "User stories / acceptance criteria",
+    "Implementation steps",
+    "Test plan",
+];
+
+/// The required sections `markdown` lacks, in order. A section counts when a heading names it
+/// (any level, any case); the implementation steps also need at least one numbered step.
+pub fn missing_sections(markdown: &str) -> Vec<&'static str> {
+    let headings: Vec<String> = markdown
+        .lines()
+        .filter(|l| l.trim_start().starts_with('#'))
+        .map(|l| normalize(l.trim_start().trim_start_matches('#')))
+        .collect();
+    let has = |keys: &[&str]| headings.iter().any(|h| keys.iter().any(|k| h.contains(k)));
+    let mut missing = Vec::new();
+    if !has(&["summary", "goal"]) {
+        missing.push(SECTIONS[0]);
+    }
+    if !has(&["user stor", "acceptance criteria"]) {
+        missing.push(SECTIONS[1]);
+    }
+    if !has(&["implementation steps", "implementation plan"]) || steps(markdown).is_empty() {
+        missing.push(SECTIONS[2]);
+    }
+    if !has(&["test plan", "testing plan", "tests"]) {
+        missing.push(SECTIONS[3]);
+    }
+    missing
+}
+
+/// The numbered steps of the *Implementation steps* section, in order, as their first lines.
+pub fn steps(markdown: &str) -> Vec<String> {
+    let mut in_section = false;
+    let mut level = 0;
+    let mut out = Vec::new();
+    for line in markdown.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('#') {
+            let this_level = trimmed.chars().take_while(|c| *c == '#').count();
+            let name = normalize(trimmed.trim_start_matches('#'));
+            if name.contains("implementation steps") || name.contains("implementation plan") {
+                in_section = true;
+                level = this_level;
+            } else if in_section && this_level <= level {
+                in_section = false;
+            }
+            continue;
+        }
+        if !in_section || line.starts_with("    ") || line.starts_with('\t') {
+            continue;
+        }
+        let digits = trimmed.chars().take_while(|c| c.is_ascii_digit()).count();
+        if digits > 0 {
+            if let Some(rest) = trimmed[digits..].strip_prefix(['.', ')']) {
+                if rest.starts_with(' ') {
+                    out.push(rest.trim().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn normalize(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Removes what LLMs put around a plan despite being asked not to: a fence around the whole
+/// answer, and leading or trailing blank lines.
+pub fn clean_markdown(answer: &str) -> String {
+    let trimmed = answer.trim();
+    if let Some(inner) = trimmed.strip_prefix("```") {
+        if let Some(body_start) = inner.find('\n') {
+            let body = &inner[body_start + 1..];
+            if let Some(body) = body.trim_end().strip_suffix("```") {
+                return body.trim().to_string();
+            }
+        }
+    }
+    trimmed.to_string()
+}
+
+/// The plan file: a small front matter, then the plan.
+pub fn render_file(feature: &Feature, version: u32, at: OffsetDateTime, markdown: &str) -> String {
+    let created = at
+        .to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    // JSON strings are valid YAML scalars, and escape anything odd in a title or a name.
+    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    format!(
+        "---\nfeature_id: {}\ntitle: {}\nrequester: {}\nversion: {}\ncreated: {}\nstatus: planned\n---\n\n# {}\n\n{}\n",
+        feature.id,
+        quote(&feature.title),
+        quote(&feature.requester.name),
+        version,
+        created,
+        feature.title,
+        markdown.trim()
+    )
+}
+
+/// The commit message of a plan version: `plan: <title>` and the `Feature-Id` and
+/// `Plan-Version` trailers.
+pub fn commit_message(feature: &Feature, version: u32) -> String {
+    format!(
+        "plan: {}\n\nFeature-Id: {}\nPlan-Version: {}\n",
+        feature.title, feature.id, version
+    )
+}

@@ -3,5 +3,9 @@
 
 mod support;
 
+mod config;
+mod conversation;
 mod llm;
+mod plan;
 mod repo;
+mod store;

@@ -1,0 +1,147 @@
+//! Loading and validating the config: defaults, environment overrides, secrets, errors.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use featurebot::config::{Config, Provider};
+
+fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::load_with_env(&path, true, &env).map_err(|e| e.to_string())
+}
+
+#[test]
+fn defaults_fill_everything_but_the_model() {
+    let config = load("[llm]\nmodel = \"m\"\n", &[]).unwrap();
+    assert_eq!(config.llm.provider, Provider::OpenAi);
+    assert_eq!(config.llm.base_url.as_str(), "https://api.openai.com/v1/");
+    assert_eq!(config.llm.api_key_env, "OPENAI_API_KEY");
+    assert_eq!(config.llm.request_timeout, Duration::from_secs(120));
+    assert_eq!(config.repo.base_branch, "main");
+    assert_eq!(config.repo.tasks_dir, PathBuf::from("tasks"));
+    assert!(!config.repo.push_plans);
+    assert_eq!(config.store.path, PathBuf::from("featurebot-data"));
+    assert!(config.prompts.dir.is_none());
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example"))
+            .unwrap();
+    let config = load(&example, &[]).unwrap();
+    assert_eq!(config.llm.model, "gpt-4o-mini");
+}
+
+#[test]
+fn environment_variables_override_the_file() {
+    let config = load(
+        "[llm]\nmodel = \"m\"\nmax_context_tokens = 8000\n[repo]\npush_plans = false\n",
+        &[
+            ("FEATUREBOT__LLM__MODEL", "llama3"),
+            ("FEATUREBOT__LLM__MAX_CONTEXT_TOKENS", "16000"),
+            ("FEATUREBOT__REPO__PUSH_PLANS", "true"),
+            ("FEATUREBOT__LLM__BASE_URL", "http://localhost:11434/v1"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.llm.model, "llama3");
+    assert_eq!(config.llm.max_context_tokens, 16_000);
+    assert!(config.repo.push_plans);
+    assert_eq!(config.llm.base_url.as_str(), "http://localhost:11434/v1/");
+}
+
+#[test]
+fn secrets_come_from_the_environment_and_never_print() {
+    let config = load(
+        "[llm]\nprovider = \"anthropic\"\nmodel = \"claude\"\n",
+        &[
+            ("ANTHROPIC_API_KEY", "sk-ant-secret"),
+            ("GITHUB_TOKEN", "ghp_secret"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.llm.base_url.as_str(), "https://api.anthropic.com/");
+    assert_eq!(
+        config.llm.api_key.as_ref().unwrap().expose(),
+        "sk-ant-secret"
+    );
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains("sk-ant-secret") && !debug.contains("ghp_secret"),
+        "{debug}"
+    );
+
+    let renamed = load(
+        "[llm]\nmodel = \"m\"\napi_key_env = \"MY_KEY\"\n",
+        &[("MY_KEY", "k1"), ("OPENAI_API_KEY", "k2")],
+    )
+    .unwrap();
+    assert_eq!(renamed.llm.api_key.unwrap().expose(), "k1");
+}
+
+fn check_error(toml: &str, expected: &[&str]) {
+    let err = load(toml, &[]).unwrap_err();
+    for part in expected {
+        assert!(err.contains(part), "{err:?} should mention {part:?}");
+    }
+}
+
+#[test]
+fn every_error_names_the_key_and_the_fix() {
+    check_error("", &["llm.model is missing", "FEATUREBOT__LLM__MODEL"]);
+    check_error(
+        "[llm]\nmodel = \"m\"\nprovider = \"gemini\"\n",
+        &["llm.provider is \"gemini\"", "\"anthropic\""],
+    );
+    check_error(
+        "[llm]\nmodel = \"m\"\nbase_url = \"localhost:8080\"\n",
+        &["llm.base_url", "http(s) URL"],
+    );
+    check_error(
+        "[llm]\nmodel = \"m\"\nmax_context_tokens = -5\n",
+        &["llm.max_context_tokens is -5"],
+    );
+    check_error(
+        "[llm]\nmodel = \"m\"\n[repo]\ntasks_dir = \"../out\"\n",
+        &["repo.tasks_dir", "without `..`"],
+    );
+    check_error(
+        "[llm]\nmodel = \"m\"\n[repo]\ntasks_dir = \"/abs\"\n",
+        &["repo.tasks_dir"],
+    );
+    check_error(
+        "[llm]\nmodel = \"m\"\n[repo]\nbase_branch = \"bad..name\"\n",
+        &["repo.base_branch"],
+    );
+    check_error(
+        "[llm]\nmodel = \"m\"\n[repo]\nauthor_email = \"nope\"\n",
+        &["repo.author_email"],
+    );
+    check_error(
+        "[llm]\nmodel = \"m\"\n[prompts]\ndir = \"/no/such/dir\"\n",
+        &["prompts.dir"],
+    );
+    check_error("[llm]\nmodel = \"m\"\ntypo_key = 1\n", &["typo_key"]);
+    // Several problems are reported together.
+    check_error("[llm]\nprovider = \"x\"\n", &["llm.provider", "llm.model"]);
+}
+
+#[test]
+fn a_missing_required_file_says_how_to_create_it() {
+    let err = Config::load_with_env(
+        &PathBuf::from("/no/such/config.toml"),
+        true,
+        &HashMap::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("config.toml.example"), "{err}");
+}

@@ -1,0 +1,155 @@
+//! Titles, slugs, file names, the section check and the plan file.
+
+use std::path::Path;
+
+use featurebot::plan::{self, Slug, Title};
+use featurebot::store::{Author, Feature, FeatureId, Place, Priority, Status};
+use time::macros::datetime;
+
+fn check_title(raw: &str, expected: Result<&str, &str>) {
+    match (Title::parse(raw), expected) {
+        (Ok(title), Ok(want)) => assert_eq!(title.as_str(), want),
+        (Err(err), Err(want)) => assert!(err.contains(want), "{err:?} should mention {want:?}"),
+        (got, want) => panic!("{raw:?}: got {got:?}, want {want:?}"),
+    }
+}
+
+#[test]
+fn titles_are_cleaned_or_refused() {
+    check_title("  Dark   mode\n", Ok("Dark mode"));
+    check_title("Export\tCSV\u{0}now", Ok("Export CSV now"));
+    check_title("hid\u{200b}den", Ok("hidden"));
+    check_title("🚀 Rocket launch", Ok("🚀 Rocket launch"));
+    check_title("", Err("needs a title"));
+    check_title("   \n\t", Err("needs a title"));
+    check_title(&"x".repeat(10_000), Err("10000 characters"));
+    check_title(&"é".repeat(200), Ok(&"é".repeat(200)));
+}
+
+fn check_slug(title: &str, expected: &str) {
+    let slug = Slug::new(title, FeatureId(42));
+    assert_eq!(slug.as_str(), expected, "slug of {title:?}");
+    assert!(slug.as_str().len() <= plan::MAX_SLUG_CHARS);
+    assert!(slug
+        .as_str()
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+}
+
+#[test]
+fn slugs_are_short_ascii_and_never_empty() {
+    check_slug("Dark mode", "dark-mode");
+    check_slug("Export CSV (v2)!", "export-csv-v2");
+    check_slug("../../etc/passwd", "etc-passwd");
+    check_slug("..", "feature-42");
+    check_slug("!!! ??? ...", "feature-42");
+    check_slug("🚀🚀🚀", "rocket-rocket-rocket");
+    check_slug("\u{200b}", "feature-42");
+    check_slug("Crème brûlée für Straße", "creme-brulee-fur-strasse");
+    check_slug("日本語のタイトル", "ri-ben-yu-notaitoru");
+    check_slug(
+        "a very long title that keeps going well past the sixty character limit of slugs",
+        "a-very-long-title-that-keeps-going-well-past-the-sixty",
+    );
+    check_slug(&"x".repeat(100), &"x".repeat(60));
+}
+
+#[test]
+fn plan_paths_are_timestamped_inside_the_tasks_folder() {
+    let at = datetime!(2026-11-26 14:03:09 UTC);
+    let slug = Slug::new("Dark mode", FeatureId(1));
+    assert_eq!(
+        plan::plan_path(Path::new("tasks"), at, &slug, 1),
+        Path::new("tasks/20261126-140309-dark-mode.md")
+    );
+    assert_eq!(
+        plan::plan_path(Path::new("docs/tasks"), at, &slug, 2),
+        Path::new("docs/tasks/20261126-140309-dark-mode-2.md")
+    );
+    // Local offsets are converted to UTC.
+    let local = datetime!(2026-11-26 23:30:00 +02:00);
+    assert_eq!(
+        plan::plan_path(Path::new("tasks"), local, &slug, 1),
+        Path::new("tasks/20261126-213000-dark-mode.md")
+    );
+}
+
+const GOOD_PLAN: &str = "## Summary & goal\nExport.\n\n## User stories / acceptance criteria\n- [ ] a\n\n## Implementation steps\n### Backend\n1. Add the endpoint\n2. Add the query\n### Frontend\n3. Add the button\n\n## Test plan\n- unit tests\n";
+
+#[test]
+fn the_section_check_names_what_is_missing() {
+    assert!(plan::missing_sections(GOOD_PLAN).is_empty());
+    assert_eq!(
+        plan::missing_sections("## Summary\nx\n## Test plan\ny"),
+        ["User stories / acceptance criteria", "Implementation steps"]
+    );
+    // Steps without numbers do not count.
+    let unnumbered = GOOD_PLAN
+        .replace("1. ", "- ")
+        .replace("2. ", "- ")
+        .replace("3. ", "- ");
+    assert_eq!(
+        plan::missing_sections(&unnumbered),
+        ["Implementation steps"]
+    );
+    assert_eq!(plan::missing_sections("").len(), 4);
+    // Headings in other cases and levels count.
+    assert!(plan::missing_sections(&GOOD_PLAN.replace("## ", "# ").to_uppercase()).is_empty());
+}
+
+#[test]
+fn steps_are_read_in_order_across_layers() {
+    assert_eq!(
+        plan::steps(GOOD_PLAN),
+        ["Add the endpoint", "Add the query", "Add the button"]
+    );
+}
+
+#[test]
+fn a_fence_around_the_whole_answer_is_removed() {
+    assert_eq!(plan::clean_markdown("```markdown\n# Plan\n```\n"), "# Plan");
+    assert_eq!(plan::clean_markdown("\n\n# Plan\n\n"), "# Plan");
+    let inner = "# Plan\n```rust\nfn x() {}\n```\nmore";
+    assert_eq!(plan::clean_markdown(inner), inner);
+}
+
+fn feature(title: &str) -> Feature {
+    let at = datetime!(2026-11-26 14:03:09 UTC);
+    Feature {
+        id: FeatureId(7),
+        title: title.to_string(),
+        requester: Author {
+            id: "u1".to_string(),
+            name: "Ann \"the boss\"".to_string(),
+        },
+        place: Place::Console,
+        status: Status::Confirmed,
+        priority: Priority::P2,
+        created_at: at,
+        updated_at: at,
+        summary: None,
+        plan_version: 0,
+        plan_path: None,
+        usage: Default::default(),
+    }
+}
+
+#[test]
+fn the_plan_file_has_front_matter_then_the_plan() {
+    let file = plan::render_file(
+        &feature("Dark: mode"),
+        2,
+        datetime!(2026-11-26 14:03:09 UTC),
+        "## Summary & goal\nx\n",
+    );
+    let expected = "---\nfeature_id: 7\ntitle: \"Dark: mode\"\nrequester: \"Ann \\\"the boss\\\"\"\nversion: 2\ncreated: 2026-11-26T14:03:09Z\nstatus: planned\n---\n\n# Dark: mode\n\n## Summary & goal\nx\n";
+    assert_eq!(file, expected);
+}
+
+#[test]
+fn the_commit_message_has_the_title_and_trailers() {
+    assert_eq!(
+        plan::commit_message(&feature("Dark mode"), 1),
+        "plan: Dark mode\n\nFeature-Id: 7\nPlan-Version: 1\n"
+    );
+}
