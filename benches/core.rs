@@ -1,1 +1,233 @@
-fn main() {}
+//! `cargo bench --bench core`: what the core costs, measured against the in-process fakes.
+//!
+//! 1. Overhead per conversation turn: a full turn through `App::handle` (store the message,
+//!    fit the transcript, stream the answer, store it) minus a bare streamed request to the same
+//!    instant fake LLM.
+//! 2. Committing a plan in a repository of 100,000 files (checked out, base branch = HEAD).
+//! 3. Opening a store that holds 10,000 features, and listing them.
+//!
+//! Figures are printed as a table; BENCH_QUICK=1 shrinks the sizes for a smoke run.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use featurebot::app::Input;
+use featurebot::llm::{self, Message, Request};
+use featurebot::repo;
+use featurebot::store::{Author, Place, Speaker, Store};
+
+use support::fake_llm::Reply;
+use support::git::{git, repo_config, repo_with_commit};
+use support::harness::{alice, Harness};
+
+fn main() {
+    let quick = std::env::var_os("BENCH_QUICK").is_some();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    println!(
+        "featurebot core benchmark ({} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "{:<58} {:>10} {:>10} {:>10}",
+        "measure", "p50", "p99", "max"
+    );
+    runtime.block_on(turns(if quick { 50 } else { 500 }));
+    plan_commit(
+        if quick { 2_000 } else { 100_000 },
+        if quick { 5 } else { 20 },
+    );
+    runtime.block_on(store_open(if quick { 500 } else { 10_000 }));
+}
+
+fn row(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "{:<58} {:>10} {:>10} {:>10}",
+        name,
+        fmt(pick(0.5)),
+        fmt(pick(0.99)),
+        fmt(*samples.last().unwrap())
+    );
+}
+
+fn fmt(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{}µs", d.as_micros())
+    } else if d < Duration::from_secs(1) {
+        format!("{:.2}ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
+}
+
+async fn turns(n: usize) {
+    let mut h = Harness::start().await;
+    h.llm.set_default(Reply::Text(
+        "Noted. What should happen when the list is empty?".to_string(),
+    ));
+    let (id, _) = h.start_feature("Benchmark feature").await;
+
+    let client = llm::Client::new(h.config.llm.clone()).unwrap();
+    let request = Request {
+        messages: vec![Message::system("s"), Message::user("hello")],
+        ..Request::default()
+    };
+    let mut bare = Vec::new();
+    let mut full = Vec::new();
+    for i in 0..n {
+        let start = Instant::now();
+        client.stream(&request, &mut |_| {}).await.unwrap();
+        bare.push(start.elapsed());
+
+        let start = Instant::now();
+        h.send(Input::Message {
+            feature: id,
+            author: alice(),
+            text: format!("answer number {i}: the list shows a friendly empty state"),
+            source_id: Some(format!("m{i}")),
+        })
+        .await;
+        full.push(start.elapsed());
+    }
+    let overhead: Vec<Duration> = {
+        let mut b = bare.clone();
+        let mut f = full.clone();
+        b.sort();
+        f.sort();
+        f.iter()
+            .zip(&b)
+            .map(|(f, b)| f.saturating_sub(*b))
+            .collect()
+    };
+    row(
+        &format!("bare streamed LLM request to the fake (n={n})"),
+        bare,
+    );
+    row(
+        &format!("full turn through the core (n={n}, transcript grows)"),
+        full,
+    );
+    row("core overhead per turn (quantile of full - bare)", overhead);
+}
+
+fn plan_commit(files: usize, commits: usize) {
+    let repo = repo_with_commit("main");
+    let start = Instant::now();
+    fast_import(&repo.path, files);
+    git(&repo.path, &["reset", "--quiet", "--hard", "main"]);
+    let setup = start.elapsed();
+    let count = git(&repo.path, &["ls-files"]).lines().count();
+    assert!(count >= files, "the repository has {count} files");
+    let cfg = repo_config(&repo);
+    let mut samples = Vec::new();
+    for i in 0..commits {
+        let path = Path::new("tasks").join(format!("20261126-000000-bench-{i}.md"));
+        let body = format!("---\nversion: 1\n---\n\n# plan {i}\n");
+        let start = Instant::now();
+        repo::commit_file(
+            &cfg,
+            &path,
+            body.as_bytes(),
+            "plan: bench\n\nFeature-Id: 1\n",
+        )
+        .unwrap();
+        samples.push(start.elapsed());
+    }
+    row(
+        &format!(
+            "plan commit, {count} files checked out (setup {})",
+            fmt(setup)
+        ),
+        samples,
+    );
+}
+
+/// Adds `files` small files in folders of 1,000 to `main`, with `git fast-import`.
+fn fast_import(repo: &Path, files: usize) {
+    let mut child = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(repo)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = std::io::BufWriter::new(child.stdin.take().unwrap());
+    writeln!(stdin, "commit refs/heads/main").unwrap();
+    writeln!(
+        stdin,
+        "committer Bench <bench@test.invalid> 1700000000 +0000"
+    )
+    .unwrap();
+    writeln!(stdin, "data 5\nbulk\n").unwrap();
+    writeln!(stdin, "from refs/heads/main^0").unwrap();
+    for i in 0..files {
+        let content = format!("file {i}\n");
+        writeln!(stdin, "M 100644 inline src/d{:03}/f{i}.txt", i / 1_000).unwrap();
+        writeln!(stdin, "data {}\n{content}", content.len()).unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+async fn store_open(features: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let store = Store::open(&path).unwrap();
+        for i in 0..features {
+            let f = store
+                .create_feature(
+                    &format!("feature {i}"),
+                    Author {
+                        id: "u".to_string(),
+                        name: "bench".to_string(),
+                    },
+                    Place::Discord {
+                        channel_id: 1,
+                        thread_id: i as u64,
+                    },
+                )
+                .await
+                .unwrap();
+            store
+                .append_turn(
+                    f.id,
+                    Speaker::User,
+                    "bench",
+                    "a request of some length",
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let mut open = Vec::new();
+    let mut list = Vec::new();
+    for _ in 0..5 {
+        // Wait until the previous handle's background threads have let go of the lock.
+        drop(support::reopen_store(&path));
+        let start = Instant::now();
+        let store = loop {
+            match Store::open(&path) {
+                Ok(store) => break store,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        open.push(start.elapsed());
+        let start = Instant::now();
+        assert_eq!(store.features().unwrap().len(), features);
+        list.push(start.elapsed());
+    }
+    row(&format!("open a store of {features} features"), open);
+    row(&format!("list {features} features"), list);
+}

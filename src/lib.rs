@@ -4,13 +4,13 @@
 //! pure logic of the conversation and the plan, then the core that ties them together, then
 //! the front ends that translate between people and the core.
 
-pub mod app;
-pub mod check;
 pub mod config;
-pub mod console;
-pub mod conversation;
-pub mod llm;
-pub mod plan;
-pub mod prompts;
-pub mod repo;
 pub mod store;
+pub mod llm;
+pub mod repo;
+pub mod prompts;
+pub mod conversation;
+pub mod plan;
+pub mod app;
+pub mod console;
+pub mod check;

@@ -537,8 +537,14 @@ impl Store {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Writes everything to disk. Runs on tokio's blocking pool rather than through sled's
+    /// `flush_async`, whose worker thread may keep the database (and its file lock) alive for
+    /// a moment after the future completes; here the clone is gone when the call returns.
     async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("the flush task failed: {e}")))??;
         Ok(())
     }
 }

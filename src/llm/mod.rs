@@ -10,11 +10,19 @@
 //! callback as they arrive and still returns the whole [`Response`] at the end. Errors are
 //! [`LlmError`], whose `Display` is a sentence a user can act on.
 
+mod anthropic;
+mod openai;
+mod retry;
+mod sse;
+
 use std::time::Duration;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use url::Url;
 
-use crate::config::LlmConfig;
+use crate::config::{LlmConfig, Provider};
+use retry::{Failure, Retry};
 
 /// Who said a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,29 +181,297 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-// TEMPORARY STUB, replaced by the real client.
 impl Client {
+    /// Builds the client. Fails only when the API key cannot be sent as a header, the API path
+    /// cannot be joined to `llm.base_url`, or the TLS stack cannot start.
     pub fn new(config: LlmConfig) -> anyhow::Result<Client> {
-        Ok(Client {
-            config,
-            http: reqwest::Client::new(),
-        })
+        let headers = match config.provider {
+            Provider::OpenAi => openai::headers(&config)?,
+            Provider::Anthropic => anthropic::headers(&config)?,
+        };
+        endpoint(&config).context("llm.base_url cannot take the API path")?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("featurebot/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .connect_timeout(config.request_timeout)
+            .build()
+            .context("starting the HTTP client")?;
+        Ok(Client { config, http })
     }
+
     pub fn config(&self) -> &LlmConfig {
         &self.config
     }
-    pub async fn complete(&self, _req: &Request) -> Result<Response, LlmError> {
-        let _ = &self.http;
-        Err(LlmError::ContextTooLong)
+
+    /// Asks for a whole answer at once.
+    pub async fn complete(&self, req: &Request) -> Result<Response, LlmError> {
+        non_empty(self.run(req, None).await?)
     }
+
+    /// Asks for a streamed answer, handing each piece of text to `on_text` as it arrives, and
+    /// returns the whole answer (text, tool calls, usage) at the end.
     pub async fn stream(
         &self,
-        _req: &Request,
-        _on_text: &mut (dyn FnMut(&str) + Send),
+        req: &Request,
+        on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Response, LlmError> {
-        Err(LlmError::ContextTooLong)
+        non_empty(self.run(req, Some(on_text)).await?)
     }
+
+    /// Makes the smallest real request, proving that the URL, key and model work. Any
+    /// well-formed answer will do, even an empty one.
     pub async fn ping(&self) -> Result<(), LlmError> {
+        let req = Request {
+            messages: vec![Message::user("Reply with the word pong.")],
+            max_tokens: Some(8),
+            ..Request::default()
+        };
+        self.run(&req, None).await.map(|_| ())
+    }
+
+    async fn run(
+        &self,
+        req: &Request,
+        mut on_text: Option<&mut (dyn FnMut(&str) + Send)>,
+    ) -> Result<Response, LlmError> {
+        let streaming = on_text.is_some();
+        let url = endpoint(&self.config).map_err(|e| LlmError::Unavailable {
+            detail: format!("llm.base_url cannot take the API path: {e}"),
+        })?;
+        let body = match self.config.provider {
+            Provider::OpenAi => openai::body(&self.config, req, streaming),
+            Provider::Anthropic => anthropic::body(&self.config, req, streaming),
+        };
+        let mut retry = Retry::new(&self.config);
+        loop {
+            let attempt = retry.attempt();
+            let outcome = match on_text.as_deref_mut() {
+                Some(on_text) => self.attempt_stream(&url, &body, attempt, on_text).await,
+                None => self.attempt_complete(&url, &body, attempt).await,
+            };
+            match outcome {
+                Ok(response) => return Ok(response),
+                Err(failure) => retry.wait(failure).await?,
+            }
+        }
+    }
+
+    /// One non-streamed attempt, bounded as a whole by `request_timeout`.
+    async fn attempt_complete(
+        &self,
+        url: &Url,
+        body: &serde_json::Value,
+        attempt: u32,
+    ) -> Result<Response, Failure> {
+        let timeout = self.config.request_timeout;
+        let whole = async {
+            let response = self.send(url, body, attempt).await?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| retry::from_reqwest(e, timeout))?;
+            self.parse(&bytes).map_err(Failure::fatal)
+        };
+        tokio::time::timeout(timeout, whole)
+            .await
+            .unwrap_or_else(|_| Err(Failure::transient(LlmError::Timeout(timeout), None)))
+    }
+
+    /// One streamed attempt: `request_timeout` bounds the wait for the headers and each gap
+    /// between chunks. Once text has reached `on_text` a failure is final, as a retry would
+    /// repeat it.
+    async fn attempt_stream(
+        &self,
+        url: &Url,
+        body: &serde_json::Value,
+        attempt: u32,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Response, Failure> {
+        let timeout = self.config.request_timeout;
+        let mut response = self.send(url, body, attempt).await?;
+        let is_json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if is_json {
+            // Some servers ignore `stream: true` and answer at once; take that answer whole.
+            let bytes = tokio::time::timeout(timeout, response.bytes())
+                .await
+                .map_err(|_| Failure::transient(LlmError::Timeout(timeout), None))?
+                .map_err(|e| retry::from_reqwest(e, timeout))?;
+            let answer = self.parse(&bytes).map_err(Failure::fatal)?;
+            if !answer.text.is_empty() {
+                on_text(&answer.text);
+            }
+            return Ok(answer);
+        }
+        let mut state = match self.config.provider {
+            Provider::OpenAi => StreamState::OpenAi(openai::Stream::default()),
+            Provider::Anthropic => StreamState::Anthropic(anthropic::Stream::default()),
+        };
+        let read = self.read_stream(&mut response, &mut state, on_text).await;
+        match read {
+            Ok(()) => state.finish().map_err(Failure::fatal),
+            Err(failure) if state.delivered() => Err(failure.into_fatal()),
+            Err(failure) => Err(failure),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        response: &mut reqwest::Response,
+        state: &mut StreamState,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), Failure> {
+        let timeout = self.config.request_timeout;
+        let mut decoder = sse::Decoder::default();
+        loop {
+            let chunk = tokio::time::timeout(timeout, response.chunk())
+                .await
+                .map_err(|_| Failure::transient(LlmError::Timeout(timeout), None))?
+                .map_err(|e| retry::from_reqwest(e, timeout))?;
+            let Some(chunk) = chunk else { break };
+            for event in decoder.feed(&chunk) {
+                if state.event(&event, on_text, &self.config)? {
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(event) = decoder.finish() {
+            state.event(&event, on_text, &self.config)?;
+        }
         Ok(())
+    }
+
+    /// Sends the request and waits for the headers; an error status becomes a failure.
+    async fn send(
+        &self,
+        url: &Url,
+        body: &serde_json::Value,
+        attempt: u32,
+    ) -> Result<reqwest::Response, Failure> {
+        let timeout = self.config.request_timeout;
+        let sent =
+            tokio::time::timeout(timeout, self.http.post(url.clone()).json(body).send()).await;
+        let response = match sent {
+            Err(_) => {
+                tracing::debug!(attempt, "llm request timed out before the headers");
+                return Err(Failure::transient(LlmError::Timeout(timeout), None));
+            }
+            Ok(Err(e)) => {
+                let failure = retry::from_reqwest(e, timeout);
+                tracing::debug!(attempt, error = %failure.error, "llm request failed");
+                return Err(failure);
+            }
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status().as_u16();
+        tracing::debug!(attempt, status, "llm request answered");
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let retry_after = retry::retry_after(response.headers());
+        // The error body only feeds the message; losing it to a timeout is acceptable.
+        let body = tokio::time::timeout(timeout, response.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        Err(retry::classify(
+            status,
+            &String::from_utf8_lossy(&body),
+            retry_after,
+            &self.config,
+        ))
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Result<Response, LlmError> {
+        match self.config.provider {
+            Provider::OpenAi => openai::parse(bytes),
+            Provider::Anthropic => anthropic::parse(bytes),
+        }
+    }
+}
+
+fn endpoint(config: &LlmConfig) -> Result<Url, url::ParseError> {
+    match config.provider {
+        Provider::OpenAi => openai::endpoint(&config.base_url),
+        Provider::Anthropic => anthropic::endpoint(&config.base_url),
+    }
+}
+
+/// An answer with neither text nor tool calls is of no use to any caller.
+fn non_empty(response: Response) -> Result<Response, LlmError> {
+    if response.text.trim().is_empty() && response.tool_calls.is_empty() {
+        return Err(LlmError::BadResponse(
+            "the answer has neither text nor tool calls".to_string(),
+        ));
+    }
+    Ok(response)
+}
+
+/// The decoding state of one streamed answer, per provider.
+enum StreamState {
+    OpenAi(openai::Stream),
+    Anthropic(anthropic::Stream),
+}
+
+impl StreamState {
+    fn event(
+        &mut self,
+        event: &sse::Event,
+        on_text: &mut (dyn FnMut(&str) + Send),
+        config: &LlmConfig,
+    ) -> Result<bool, Failure> {
+        match self {
+            StreamState::OpenAi(s) => s.event(event, on_text, config),
+            StreamState::Anthropic(s) => s.event(event, on_text, config),
+        }
+    }
+
+    fn delivered(&self) -> bool {
+        match self {
+            StreamState::OpenAi(s) => s.delivered(),
+            StreamState::Anthropic(s) => s.delivered(),
+        }
+    }
+
+    fn finish(self) -> Result<Response, LlmError> {
+        match self {
+            StreamState::OpenAi(s) => s.finish(),
+            StreamState::Anthropic(s) => s.finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Callers spawn these futures onto the runtime, so they must stay `Send`.
+    #[test]
+    fn futures_are_send() {
+        let config = LlmConfig {
+            provider: Provider::OpenAi,
+            base_url: Url::parse("http://127.0.0.1:9/v1/").unwrap(),
+            model: "m".to_string(),
+            api_key_env: "KEY".to_string(),
+            api_key: Some(crate::config::Secret::new("sk-very-secret")),
+            max_context_tokens: 1000,
+            max_output_tokens: 64,
+            request_timeout: Duration::from_secs(1),
+            max_retries: 0,
+            retry_budget: Duration::from_secs(1),
+        };
+        let client = Client::new(config).unwrap();
+        let req = Request::default();
+        let mut on_text = |_: &str| {};
+        assert_send(&client.complete(&req));
+        assert_send(&client.stream(&req, &mut on_text));
+        assert_send(&client.ping());
+        assert!(!format!("{client:?}").contains("sk-very-secret"));
     }
 }

@@ -3,7 +3,9 @@
 
 mod support;
 
+mod app;
 mod config;
+mod console;
 mod conversation;
 mod llm;
 mod plan;

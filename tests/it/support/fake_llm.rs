@@ -1,1 +1,592 @@
+//! An in-process fake LLM server that speaks OpenAI's chat completions and Anthropic's
+//! messages over real HTTP on 127.0.0.1, so tests drive the production client at the wire.
+//!
+//! Each request takes the next scripted [`Reply`] (or the default one) and is recorded. The
+//! server is hand-written on a `TcpListener` so that tests control every byte and every flush:
+//! it reads one request per connection, always answers `Connection: close`, and streams
+//! without a `Content-Length`, so the end of a stream is the end of the connection.
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use featurebot::config::{LlmConfig, Provider, Secret};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Which wire protocol the fake speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    OpenAi,
+    Anthropic,
+}
+
+/// A running fake; clones share the server, which stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct FakeLlm {
+    api: Api,
+    addr: SocketAddr,
+    state: Arc<State>,
+    _server: Arc<AbortOnDrop>,
+}
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// Names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body; `Null` when empty, a string when not JSON.
+    pub body: Value,
+}
+
+impl Recorded {
+    /// The value of the first header called `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the fake answers to one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A complete answer: SSE in small pieces when the request asked for a stream, JSON
+    /// otherwise. Usage is 10 input tokens and one output token per word.
+    Text(String),
+    /// An answer made of tool calls (name, arguments), streamed as realistic fragments.
+    ToolCalls(Vec<(String, Value)>),
+    /// Some text followed by tool calls in the same answer.
+    TextAndToolCalls(String, Vec<(String, Value)>),
+    /// Any status with these headers and body (JSON content type unless a header says
+    /// otherwise).
+    Status {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// Starts the answer with this text, then closes the connection without the end marker
+    /// (a non-streaming request gets half of the JSON).
+    Truncated(String),
+    /// Status 200, `text/event-stream`, then these chunks verbatim, flushed one by one with a
+    /// millisecond between them so that the client sees them as separate reads.
+    Raw(Vec<Vec<u8>>),
+    /// Waits before answering at all (before the status line).
+    Slow { delay: Duration, then: Box<Reply> },
+    /// Status 200, `text/event-stream`, these chunks, then silence for `hold` with the
+    /// connection open: a server that hangs mid-stream.
+    Stalled {
+        chunks: Vec<Vec<u8>>,
+        hold: Duration,
+    },
+}
+
+impl FakeLlm {
+    pub async fn start(api: Api) -> FakeLlm {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let server_state = state.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = server_state.clone();
+                tokio::spawn(async move {
+                    // A client that hangs up early is not the fake's problem.
+                    let _ = serve(socket, api, &state).await;
+                });
+            }
+        });
+        FakeLlm {
+            api,
+            addr,
+            state,
+            _server: Arc::new(AbortOnDrop(server)),
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        match self.api {
+            Api::OpenAi => format!("http://{}/v1", self.addr),
+            Api::Anthropic => format!("http://{}", self.addr),
+        }
+    }
+
+    pub fn push(&self, reply: Reply) {
+        self.state.script.lock().unwrap().push_back(reply);
+    }
+
+    pub fn set_default(&self, reply: Reply) {
+        *self.state.default.lock().unwrap() = Some(reply);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn llm_config(&self) -> LlmConfig {
+        LlmConfig {
+            provider: match self.api {
+                Api::OpenAi => Provider::OpenAi,
+                Api::Anthropic => Provider::Anthropic,
+            },
+            base_url: url::Url::parse(&format!("{}/", self.base_url())).unwrap(),
+            model: "fake-model".to_string(),
+            api_key_env: "FAKE_LLM_API_KEY".to_string(),
+            api_key: Some(Secret::new("sk-test-secret")),
+            max_context_tokens: 32_000,
+            max_output_tokens: 1024,
+            request_timeout: Duration::from_secs(5),
+            max_retries: 3,
+            retry_budget: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Option<Reply>>,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn serve(mut socket: TcpStream, api: Api, state: &State) -> std::io::Result<()> {
+    socket.set_nodelay(true)?;
+    let request = read_request(&mut socket).await?;
+    let stream = request.body.get("stream") == Some(&Value::Bool(true));
+    let model = request.body["model"]
+        .as_str()
+        .unwrap_or("fake-model")
+        .to_string();
+    let reply = {
+        let next = state.script.lock().unwrap().pop_front();
+        next.or_else(|| state.default.lock().unwrap().clone())
+    };
+    state.requests.lock().unwrap().push(request);
+    let mut reply = reply.unwrap_or_else(|| Reply::Status {
+        status: 500,
+        headers: Vec::new(),
+        body: json!({"error": {"message": "fake llm: no scripted reply", "type": "server_error"}})
+            .to_string(),
+    });
+    while let Reply::Slow { delay, then } = reply {
+        tokio::time::sleep(delay).await;
+        reply = *then;
+    }
+    let answer = Answer { api, model: &model };
+    match reply {
+        Reply::Text(text) => answer.complete(&mut socket, stream, &text, &[], true).await,
+        Reply::ToolCalls(calls) => answer.complete(&mut socket, stream, "", &calls, true).await,
+        Reply::TextAndToolCalls(text, calls) => {
+            answer
+                .complete(&mut socket, stream, &text, &calls, true)
+                .await
+        }
+        Reply::Truncated(text) => {
+            answer
+                .complete(&mut socket, stream, &text, &[], false)
+                .await
+        }
+        Reply::Status {
+            status,
+            headers,
+            body,
+        } => write_status(&mut socket, status, &headers, body.as_bytes()).await,
+        Reply::Raw(chunks) => write_chunks(&mut socket, "text/event-stream", &chunks, true).await,
+        Reply::Stalled { chunks, hold } => {
+            write_head(&mut socket, "text/event-stream").await?;
+            for chunk in chunks {
+                socket.write_all(&chunk).await?;
+                socket.flush().await?;
+            }
+            tokio::time::sleep(hold).await;
+            socket.shutdown().await
+        }
+        Reply::Slow { .. } => unreachable!("slow replies were unwrapped above"),
+    }
+}
+
+async fn read_request(socket: &mut TcpStream) -> std::io::Result<Recorded> {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let method = request_line.next().unwrap_or_default().to_string();
+    let path = request_line.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0);
+    let mut body = bytes[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).to_string()))
+    };
+    Ok(Recorded {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+async fn write_status(
+    socket: &mut TcpStream,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        head.push_str("content-type: application/json\r\n");
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(body).await?;
+    socket.flush().await?;
+    socket.shutdown().await
+}
+
+/// Writes a 200 whose body ends when the connection closes.
+async fn write_chunks(
+    socket: &mut TcpStream,
+    content_type: &str,
+    chunks: &[Vec<u8>],
+    pause: bool,
+) -> std::io::Result<()> {
+    write_head(socket, content_type).await?;
+    for chunk in chunks {
+        socket.write_all(chunk).await?;
+        socket.flush().await?;
+        if pause {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    socket.shutdown().await
+}
+
+/// Writes the head of a 200 answer without a length, so the body ends at the close.
+async fn write_head(socket: &mut TcpStream, content_type: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.flush().await
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        529 => "Overloaded",
+        _ => "Whatever",
+    }
+}
+
+/// Renders answers in one API's format.
+struct Answer<'a> {
+    api: Api,
+    model: &'a str,
+}
+
+impl Answer<'_> {
+    /// Writes an answer of `text` then `calls`; without `end` it stops short of the end.
+    async fn complete(
+        &self,
+        socket: &mut TcpStream,
+        stream: bool,
+        text: &str,
+        calls: &[(String, Value)],
+        end: bool,
+    ) -> std::io::Result<()> {
+        let usage = (10, text.split_whitespace().count() + 8 * calls.len());
+        if stream {
+            let events = match self.api {
+                Api::OpenAi => self.openai_events(text, calls, usage, end),
+                Api::Anthropic => self.anthropic_events(text, calls, usage, end),
+            };
+            return write_chunks(socket, "text/event-stream", &events, false).await;
+        }
+        let body = match self.api {
+            Api::OpenAi => self.openai_json(text, calls, usage),
+            Api::Anthropic => self.anthropic_json(text, calls, usage),
+        }
+        .to_string();
+        if end {
+            write_status(socket, 200, &[], body.as_bytes()).await
+        } else {
+            let half = body.as_bytes()[..body.len() / 2].to_vec();
+            write_chunks(socket, "application/json", &[half], false).await
+        }
+    }
+
+    fn openai_json(&self, text: &str, calls: &[(String, Value)], usage: (usize, usize)) -> Value {
+        let mut message = json!({"role": "assistant", "content": text});
+        if !calls.is_empty() {
+            if text.is_empty() {
+                message["content"] = Value::Null;
+            }
+            message["tool_calls"] = calls
+                .iter()
+                .enumerate()
+                .map(|(i, (name, args))| {
+                    json!({
+                        "id": format!("call_{i}"),
+                        "type": "function",
+                        "function": {"name": name, "arguments": args.to_string()},
+                    })
+                })
+                .collect();
+        }
+        json!({
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": message,
+                "finish_reason": if calls.is_empty() { "stop" } else { "tool_calls" },
+            }],
+            "usage": {
+                "prompt_tokens": usage.0,
+                "completion_tokens": usage.1,
+                "total_tokens": usage.0 + usage.1,
+            },
+        })
+    }
+
+    fn openai_events(
+        &self,
+        text: &str,
+        calls: &[(String, Value)],
+        usage: (usize, usize),
+        end: bool,
+    ) -> Vec<Vec<u8>> {
+        let chunk = |delta: Value, finish: Value| {
+            let chunk = json!({
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            });
+            format!("data: {chunk}\n\n").into_bytes()
+        };
+        let mut events = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
+        for piece in pieces(text, 4) {
+            events.push(chunk(json!({"content": piece}), Value::Null));
+        }
+        for (i, (name, args)) in calls.iter().enumerate() {
+            events.push(chunk(
+                json!({"tool_calls": [{
+                    "index": i,
+                    "id": format!("call_{i}"),
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }]}),
+                Value::Null,
+            ));
+            for fragment in pieces(&args.to_string(), 7) {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": i, "function": {"arguments": fragment}}]}),
+                    Value::Null,
+                ));
+            }
+        }
+        if !end {
+            return events;
+        }
+        let finish = if calls.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        };
+        events.push(chunk(json!({}), json!(finish)));
+        let usage = json!({
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": self.model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": usage.0,
+                "completion_tokens": usage.1,
+                "total_tokens": usage.0 + usage.1,
+            },
+        });
+        events.push(format!("data: {usage}\n\n").into_bytes());
+        events.push(b"data: [DONE]\n\n".to_vec());
+        events
+    }
+
+    fn anthropic_json(
+        &self,
+        text: &str,
+        calls: &[(String, Value)],
+        usage: (usize, usize),
+    ) -> Value {
+        let mut content = Vec::new();
+        if !text.is_empty() {
+            content.push(json!({"type": "text", "text": text}));
+        }
+        for (i, (name, args)) in calls.iter().enumerate() {
+            content.push(json!({"type": "tool_use", "id": format!("toolu_{i}"), "name": name, "input": args}));
+        }
+        json!({
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": if calls.is_empty() { "end_turn" } else { "tool_use" },
+            "stop_sequence": null,
+            "usage": {"input_tokens": usage.0, "output_tokens": usage.1},
+        })
+    }
+
+    fn anthropic_events(
+        &self,
+        text: &str,
+        calls: &[(String, Value)],
+        usage: (usize, usize),
+        end: bool,
+    ) -> Vec<Vec<u8>> {
+        let event =
+            |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n").into_bytes();
+        let mut events = vec![event(
+            "message_start",
+            json!({"type": "message_start", "message": {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": [],
+                "stop_reason": null,
+                "stop_sequence": null,
+                "usage": {"input_tokens": usage.0, "output_tokens": 1},
+            }}),
+        )];
+        let mut index = 0;
+        if !text.is_empty() || calls.is_empty() {
+            events.push(event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+            ));
+            events.push(event("ping", json!({"type": "ping"})));
+            for piece in pieces(text, 4) {
+                events.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}),
+                ));
+            }
+            if !end {
+                return events;
+            }
+            events.push(event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            ));
+            index += 1;
+        }
+        for (i, (name, args)) in calls.iter().enumerate() {
+            events.push(event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index, "content_block": {
+                    "type": "tool_use", "id": format!("toolu_{i}"), "name": name, "input": {},
+                }}),
+            ));
+            for fragment in pieces(&args.to_string(), 7) {
+                events.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": fragment}}),
+                ));
+            }
+            events.push(event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            ));
+            index += 1;
+        }
+        let stop = if calls.is_empty() {
+            "end_turn"
+        } else {
+            "tool_use"
+        };
+        events.push(event(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": usage.1}}),
+        ));
+        events.push(event("message_stop", json!({"type": "message_stop"})));
+        events
+    }
+}
+
+/// Splits `text` into pieces of at most `chars` characters.
+fn pieces(text: &str, chars: usize) -> Vec<String> {
+    let chars_vec: Vec<char> = text.chars().collect();
+    chars_vec
+        .chunks(chars)
+        .map(|c| c.iter().collect())
+        .collect()
+}
