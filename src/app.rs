@@ -258,11 +258,7 @@ impl App {
         let id = feature.id;
         let transcript = self.store.transcript(id)?;
         let system = prompts::render(&self.prompts.requirements, &[("title", &feature.title)]);
-        let budget = self
-            .config
-            .llm
-            .max_context_tokens
-            .saturating_sub(self.config.llm.max_output_tokens as usize);
+        let budget = self.context_budget();
         let request = Request {
             messages: conversation::fit_transcript(&system, &transcript, budget),
             ..Request::default()
@@ -430,11 +426,10 @@ impl App {
     async fn write_plan(&self, feature: &Feature) -> anyhow::Result<String> {
         let transcript = self.store.transcript(feature.id)?;
         let instruction = prompts::render(&self.prompts.plan, &[("title", &feature.title)]);
+        // The instruction is repeated after the transcript, where models follow it best.
         let budget = self
-            .config
-            .llm
-            .max_context_tokens
-            .saturating_sub(self.config.llm.max_output_tokens as usize);
+            .context_budget()
+            .saturating_sub(conversation::estimate_tokens(&instruction));
         let mut messages = conversation::fit_transcript(&instruction, &transcript, budget);
         messages.push(Message::user(instruction.clone()));
         let mut request = Request {
@@ -495,6 +490,13 @@ impl App {
             })
             .unwrap_or_else(|| plan::plan_path(tasks_dir, now, &slug, 1));
         Ok(path)
+    }
+
+    /// The tokens the transcript may take: the context window less room for the answer.
+    fn context_budget(&self) -> usize {
+        let llm = &self.config.llm;
+        llm.max_context_tokens
+            .saturating_sub(llm.max_output_tokens as usize)
     }
 
     fn lock_for(&self, id: FeatureId) -> Arc<tokio::sync::Mutex<()>> {

@@ -273,6 +273,11 @@ impl RawConfig {
             (64, 1_000_000),
             &mut problems,
         );
+        if max_output_tokens * 2 > max_context_tokens {
+            problems.push(format!(
+                "llm.max_output_tokens ({max_output_tokens}) leaves too little of llm.max_context_tokens ({max_context_tokens}) for the conversation; keep it at most half"
+            ));
+        }
         let request_timeout = positive(
             "llm.request_timeout_secs",
             self.llm.request_timeout_secs,

@@ -4,7 +4,7 @@
 //! stream as they arrive. The session ends with exit code 0 once a plan is committed, after
 //! printing its path and commit id, so the console is scriptable. Diagnostics go to stderr.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -255,7 +255,11 @@ impl Ui {
         let _ = writeln!(std::io::stderr(), "{line}");
     }
 
+    /// A prompt, only when a person is typing: piped input gets none.
     fn prompt(&mut self, text: &str) {
+        if !std::io::stdin().is_terminal() {
+            return;
+        }
         let mut err = std::io::stderr();
         let _ = write!(err, "{text}");
         let _ = err.flush();

@@ -130,6 +130,10 @@ fn every_error_names_the_key_and_the_fix() {
         &["prompts.dir"],
     );
     check_error("[llm]\nmodel = \"m\"\ntypo_key = 1\n", &["typo_key"]);
+    check_error(
+        "[llm]\nmodel = \"m\"\nmax_context_tokens = 4000\nmax_output_tokens = 4000\n",
+        &["llm.max_output_tokens (4000)", "at most half"],
+    );
     // Several problems are reported together.
     check_error("[llm]\nprovider = \"x\"\n", &["llm.provider", "llm.model"]);
 }
