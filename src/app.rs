@@ -46,6 +46,14 @@ pub enum Input {
     Resume { feature: FeatureId },
     /// Write (or rewrite) the plan. Without `force`, only once the requirements are confirmed.
     GeneratePlan { feature: FeatureId, force: bool },
+    /// The requirements were confirmed, but the person wants to keep talking first.
+    KeepRefining { feature: FeatureId },
+    /// Approve plan `version` for an agent run.
+    Approve { feature: FeatureId, version: u32 },
+    /// Reopen the conversation about plan `version`; the next plan is a new version.
+    RequestChanges { feature: FeatureId, version: u32 },
+    /// Close the feature for good.
+    Discard { feature: FeatureId },
 }
 
 /// Something to show people.
@@ -77,10 +85,40 @@ pub enum Output {
         markdown: String,
         again: bool,
     },
+    /// The conversation goes on after a confirmation.
+    Refining { feature: FeatureId },
+    /// Plan `version` was approved; an agent run may start.
+    Approved { feature: FeatureId, version: u32 },
+    /// Plan `version` was sent back for changes; the conversation is open again.
+    ChangesRequested { feature: FeatureId, version: u32 },
+    /// The feature was closed without going further.
+    Discarded { feature: FeatureId },
     /// Something worth knowing that did not stop the work.
     Warning { feature: FeatureId, message: String },
     /// The work failed; nothing already said or written is lost.
     Failed { feature: FeatureId, message: String },
+}
+
+impl Output {
+    /// The feature this output is about, if any.
+    pub fn feature(&self) -> Option<FeatureId> {
+        match self {
+            Output::Started { feature } => Some(feature.id),
+            Output::Rejected { feature, .. } => *feature,
+            Output::Typing { feature }
+            | Output::ReplyDelta { feature, .. }
+            | Output::Reply { feature, .. }
+            | Output::Confirmed { feature, .. }
+            | Output::PlanStarted { feature, .. }
+            | Output::PlanCommitted { feature, .. }
+            | Output::Refining { feature }
+            | Output::Approved { feature, .. }
+            | Output::ChangesRequested { feature, .. }
+            | Output::Discarded { feature }
+            | Output::Warning { feature, .. }
+            | Output::Failed { feature, .. } => Some(*feature),
+        }
+    }
 }
 
 /// The core of one featurebot process.
@@ -130,7 +168,11 @@ impl App {
             Input::Start { .. } => None,
             Input::Message { feature, .. }
             | Input::Resume { feature }
-            | Input::GeneratePlan { feature, .. } => Some(*feature),
+            | Input::GeneratePlan { feature, .. }
+            | Input::KeepRefining { feature }
+            | Input::Approve { feature, .. }
+            | Input::RequestChanges { feature, .. }
+            | Input::Discard { feature } => Some(*feature),
         };
         let span = tracing::info_span!("input", feature = feature.map(|f| f.0));
         let result = self.dispatch(input).instrument(span).await;
@@ -158,7 +200,126 @@ impl App {
             }
             Input::Resume { feature } => self.resume(feature).await,
             Input::GeneratePlan { feature, force } => self.generate_plan(feature, force).await,
+            Input::KeepRefining { feature } => self.keep_refining(feature).await,
+            Input::Approve { feature, version } => self.approve(feature, version).await,
+            Input::RequestChanges { feature, version } => {
+                self.request_changes(feature, version).await
+            }
+            Input::Discard { feature } => self.discard(feature).await,
         }
+    }
+
+    async fn keep_refining(&self, id: FeatureId) -> anyhow::Result<()> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let feature = self.store.feature(id)?;
+        match feature.status {
+            Status::Gathering => {}
+            Status::Confirmed => {
+                self.store.set_status(id, Status::Gathering).await?;
+            }
+            other => {
+                self.refuse(
+                    id,
+                    format!("feature #{id} is {other}; there is nothing to refine"),
+                );
+                return Ok(());
+            }
+        }
+        self.emit(Output::Refining { feature: id });
+        Ok(())
+    }
+
+    async fn approve(&self, id: FeatureId, version: u32) -> anyhow::Result<()> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let feature = self.store.feature(id)?;
+        if !self.is_current_plan(&feature, version) {
+            return Ok(());
+        }
+        match feature.status {
+            Status::Planned => {
+                self.store.set_status(id, Status::Approved).await?;
+                tracing::info!(feature = id.0, version, "plan approved");
+                self.emit(Output::Approved {
+                    feature: id,
+                    version,
+                });
+            }
+            Status::Approved => {} // A second click: already done.
+            other => self.refuse(
+                id,
+                format!("feature #{id} is {other}; it cannot be approved"),
+            ),
+        }
+        Ok(())
+    }
+
+    async fn request_changes(&self, id: FeatureId, version: u32) -> anyhow::Result<()> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let feature = self.store.feature(id)?;
+        if !self.is_current_plan(&feature, version) {
+            return Ok(());
+        }
+        match feature.status {
+            Status::Planned => {
+                self.store.set_status(id, Status::Gathering).await?;
+                self.emit(Output::ChangesRequested {
+                    feature: id,
+                    version,
+                });
+            }
+            Status::Gathering => {} // A second click: already reopened.
+            other => self.refuse(
+                id,
+                format!("feature #{id} is {other}; its plan cannot change"),
+            ),
+        }
+        Ok(())
+    }
+
+    async fn discard(&self, id: FeatureId) -> anyhow::Result<()> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let feature = self.store.feature(id)?;
+        match feature.status {
+            Status::Discarded => {}
+            status if status.can_move_to(Status::Discarded) => {
+                self.store.set_status(id, Status::Discarded).await?;
+                tracing::info!(feature = id.0, "feature discarded");
+                self.emit(Output::Discarded { feature: id });
+            }
+            other => self.refuse(
+                id,
+                format!("feature #{id} is {other}; it cannot be discarded now"),
+            ),
+        }
+        Ok(())
+    }
+
+    /// Whether `version` is the feature's latest plan; says which one is when it is not.
+    fn is_current_plan(&self, feature: &Feature, version: u32) -> bool {
+        if feature.plan_version == version && version > 0 {
+            return true;
+        }
+        let message = if feature.plan_version == 0 {
+            format!("feature #{} has no plan yet", feature.id)
+        } else {
+            format!(
+                "that was plan version {version}; version {} is current, use its buttons",
+                feature.plan_version
+            )
+        };
+        self.refuse(feature.id, message);
+        false
+    }
+
+    fn refuse(&self, feature: FeatureId, message: String) {
+        self.emit(Output::Rejected {
+            feature: Some(feature),
+            message,
+        });
     }
 
     async fn start(&self, raw_title: &str, requester: Author, place: Place) -> anyhow::Result<()> {

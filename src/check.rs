@@ -124,5 +124,19 @@ pub async fn run(config: &Config) -> Vec<Line> {
             detail: format!("the check panicked: {err}"),
         },
     });
+    if config.discord.is_some() {
+        lines.push(match crate::discord::whoami(config).await {
+            Ok(name) => Line {
+                service: "discord",
+                ok: true,
+                detail: format!("logged in as {name}"),
+            },
+            Err(err) => Line {
+                service: "discord",
+                ok: false,
+                detail: format!("{err:#}"),
+            },
+        });
+    }
     lines
 }

@@ -20,6 +20,8 @@ pub struct Config {
     pub repo: RepoConfig,
     pub store: StoreConfig,
     pub prompts: PromptsConfig,
+    /// Present when the config has a `[discord]` section.
+    pub discord: Option<DiscordConfig>,
 }
 
 /// Which wire protocol the LLM server speaks.
@@ -79,6 +81,26 @@ pub struct StoreConfig {
 pub struct PromptsConfig {
     /// A folder whose `<name>.md` files replace the built-in prompts of the same name.
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiscordConfig {
+    /// The server the bot serves; its slash commands are registered there.
+    pub guild_id: u64,
+    /// Channels where `/feature` is allowed; empty means any channel of the guild.
+    pub feature_channels: Vec<u64>,
+    /// Members with one of these roles are admins.
+    pub admin_roles: Vec<u64>,
+    /// These users are admins.
+    pub admin_users: Vec<u64>,
+    /// Where REST calls go (`<api_base>/api/v10/...`); `None` means Discord itself, with
+    /// serenity's rate limiter. A custom base is for proxies that rate-limit themselves, and
+    /// for tests.
+    pub api_base: Option<Url>,
+    /// A streamed reply is edited at most this often.
+    pub stream_edit_interval: Duration,
+    /// From `DISCORD_TOKEN`.
+    pub token: Option<Secret>,
 }
 
 /// A secret value from the environment. It prints as `***` and is only readable through
@@ -170,6 +192,62 @@ struct RawConfig {
     repo: RawRepo,
     store: RawStore,
     prompts: RawPrompts,
+    discord: Option<RawDiscord>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawDiscord {
+    guild_id: Option<IdList>,
+    feature_channels: Option<IdList>,
+    admin_roles: Option<IdList>,
+    admin_users: Option<IdList>,
+    api_base: Option<String>,
+    stream_edit_interval_ms: Option<i64>,
+}
+
+/// Discord ids as TOML integers, strings, lists of either, or (from the environment) a
+/// comma-separated string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum IdList {
+    One(u64),
+    Many(Vec<OneId>),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneId {
+    Int(u64),
+    Text(String),
+}
+
+impl IdList {
+    /// The ids, or the first entry that is not one.
+    fn parse(&self) -> Result<Vec<u64>, String> {
+        let parse_text = |t: &str| -> Result<Vec<u64>, String> {
+            t.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse::<u64>().map_err(|_| p.to_string()))
+                .collect()
+        };
+        match self {
+            IdList::One(id) => Ok(vec![*id]),
+            IdList::Text(t) => parse_text(t),
+            IdList::Many(items) => {
+                let mut ids = Vec::new();
+                for item in items {
+                    match item {
+                        OneId::Int(id) => ids.push(*id),
+                        OneId::Text(t) => ids.extend(parse_text(t)?),
+                    }
+                }
+                Ok(ids)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -358,6 +436,10 @@ impl RawConfig {
             }
         }
 
+        let discord = self
+            .discord
+            .map(|raw| validate_discord(raw, env, &mut problems));
+
         let Some(base_url) = base_url.filter(|_| problems.is_empty()) else {
             return Err(ConfigError { problems });
         };
@@ -386,7 +468,71 @@ impl RawConfig {
             },
             store: StoreConfig { path: store_path },
             prompts: PromptsConfig { dir: prompts_dir },
+            discord,
         })
+    }
+}
+
+fn validate_discord(
+    raw: RawDiscord,
+    env: &HashMap<String, String>,
+    problems: &mut Vec<String>,
+) -> DiscordConfig {
+    let mut ids = |key: &str, value: Option<IdList>| -> Vec<u64> {
+        match value.map(|v| v.parse()) {
+            None => Vec::new(),
+            Some(Ok(ids)) => ids,
+            Some(Err(bad)) => {
+                problems.push(format!(
+                    "{key} has {bad:?}, which is not a Discord id; copy ids with Discord's developer mode (right click, Copy ID)"
+                ));
+                Vec::new()
+            }
+        }
+    };
+    let guild = ids("discord.guild_id", raw.guild_id);
+    let feature_channels = ids("discord.feature_channels", raw.feature_channels);
+    let admin_roles = ids("discord.admin_roles", raw.admin_roles);
+    let admin_users = ids("discord.admin_users", raw.admin_users);
+    let guild_id = match guild.as_slice() {
+        [id] => *id,
+        _ => {
+            problems.push(
+                "discord.guild_id must be the one id of your Discord server (right click the server, Copy Server ID)"
+                    .to_string(),
+            );
+            0
+        }
+    };
+    if admin_roles.is_empty() && admin_users.is_empty() {
+        problems.push(
+            "discord.admin_roles and discord.admin_users are both empty, so nobody could use the bot; list at least one admin user or role id"
+                .to_string(),
+        );
+    }
+    let api_base = raw
+        .api_base
+        .filter(|b| !b.trim().is_empty() && b.trim() != "https://discord.com")
+        .and_then(|b| parse_base_url("discord.api_base", &b, problems));
+    let interval = positive(
+        "discord.stream_edit_interval_ms",
+        raw.stream_edit_interval_ms,
+        1_200,
+        (200, 60_000),
+        problems,
+    );
+    DiscordConfig {
+        guild_id,
+        feature_channels,
+        admin_roles,
+        admin_users,
+        api_base,
+        stream_edit_interval: Duration::from_millis(interval),
+        token: env
+            .get("DISCORD_TOKEN")
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(Secret::new),
     }
 }
 

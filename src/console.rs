@@ -234,6 +234,14 @@ impl Ui {
                 self.say(&format!("commit: {commit}"));
                 self.planned = Some(Outcome::Planned { path, commit });
             }
+            Output::Refining { .. } => self.note("ok, keep refining"),
+            Output::Approved { version, .. } => {
+                self.note(&format!("plan version {version} approved"))
+            }
+            Output::ChangesRequested { version, .. } => self.note(&format!(
+                "plan version {version} reopened; say what to change"
+            )),
+            Output::Discarded { feature } => self.note(&format!("feature #{feature} discarded")),
             Output::Warning { message, .. } => self.note(&format!("warning: {message}")),
             Output::Failed { message, .. } => {
                 if self.mid_reply {

@@ -13,4 +13,5 @@ pub mod conversation;
 pub mod plan;
 pub mod app;
 pub mod console;
+pub mod discord;
 pub mod check;

@@ -16,7 +16,8 @@ use featurebot::config::Config;
 use featurebot::console::{self, Outcome};
 use featurebot::prompts::Prompts;
 use featurebot::store::{FeatureId, Store};
-use featurebot::{check, llm};
+use featurebot::{check, discord, llm};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +45,10 @@ enum Command {
         #[arg(long, value_name = "FEATURE")]
         resume: Option<FeatureId>,
     },
+    /// Run the Discord bot (needs a [discord] section and DISCORD_TOKEN).
+    Run,
+    /// Print the URL that invites the bot to a server, with the scopes and permissions it needs.
+    Invite,
     /// Validate the config and try each configured service.
     Check,
 }
@@ -52,7 +57,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Console { .. } => "warn",
-        Command::Check => "error",
+        Command::Run => "info,serenity=warn",
+        Command::Check | Command::Invite => "error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -97,6 +103,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Run => {
+            let store = Store::open(&config.store.path)?;
+            let llm = llm::Client::new(config.llm.clone())?;
+            let prompts = Prompts::load(config.prompts.dir.as_deref())?;
+            let (app, outputs) = App::new(config.clone(), store, llm, prompts);
+            let shutdown = CancellationToken::new();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                stop.cancel();
+            });
+            discord::run(config, Arc::new(app), outputs, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Invite => {
+            let id = discord::application_id(&config).await?;
+            println!("{}", discord::invite_url(id));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Console { title, resume } => {
             let store = Store::open(&config.store.path)?;
             let llm = llm::Client::new(config.llm.clone())?;
@@ -116,5 +142,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Outcome::InputEnded { .. } => ExitCode::from(2),
             })
         }
+    }
+}
+
+/// Ctrl-C, or SIGTERM (what `docker stop` and systemd send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -149,3 +149,35 @@ fn a_missing_required_file_says_how_to_create_it() {
     .to_string();
     assert!(err.contains("config.toml.example"), "{err}");
 }
+
+#[test]
+fn the_discord_section_takes_ids_as_numbers_strings_or_lists() {
+    let config = load(
+        "[llm]\nmodel = \"m\"\n[discord]\nguild_id = \"42\"\nadmin_roles = [7, \"8\"]\napi_base = \"http://127.0.0.1:9000\"\n",
+        &[("FEATUREBOT__DISCORD__ADMIN_USERS", "1, 2"), ("DISCORD_TOKEN", "discord-secret")],
+    )
+    .unwrap();
+    let discord = config.discord.unwrap();
+    assert_eq!(discord.guild_id, 42);
+    assert_eq!(discord.admin_roles, [7, 8]);
+    assert_eq!(discord.admin_users, [1, 2]);
+    assert!(discord.feature_channels.is_empty());
+    assert_eq!(discord.api_base.unwrap().as_str(), "http://127.0.0.1:9000/");
+    assert_eq!(discord.token.unwrap().expose(), "discord-secret");
+    assert!(load("[llm]\nmodel = \"m\"\n", &[])
+        .unwrap()
+        .discord
+        .is_none());
+}
+
+#[test]
+fn the_discord_section_needs_a_guild_and_an_admin() {
+    check_error(
+        "[llm]\nmodel = \"m\"\n[discord]\nfeature_channels = [\"general\"]\n",
+        &[
+            "discord.guild_id",
+            "discord.admin_roles and discord.admin_users are both empty",
+            "\"general\"",
+        ],
+    );
+}

@@ -7,6 +7,7 @@ mod app;
 mod config;
 mod console;
 mod conversation;
+mod discord_text;
 mod llm;
 mod plan;
 mod repo;

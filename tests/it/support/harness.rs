@@ -45,6 +45,7 @@ impl Harness {
                 path: store_dir.path().join("store"),
             },
             prompts: PromptsConfig { dir: None },
+            discord: None,
         };
         Harness::with_config(llm, repo, store_dir, config)
     }

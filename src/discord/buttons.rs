@@ -1,0 +1,93 @@
+//! The buttons under the bot's messages and their custom ids.
+//!
+//! A custom id is `fb:<action>:<feature>:<plan version>`. Everything a click needs is in it,
+//! so buttons keep working after a restart, and a click on a superseded plan's button can say
+//! which version is current instead of acting.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::store::FeatureId;
+
+/// What a button does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    GeneratePlan,
+    KeepRefining,
+    Approve,
+    RequestChanges,
+    Discard,
+}
+
+impl Action {
+    fn code(self) -> &'static str {
+        match self {
+            Action::GeneratePlan => "plan",
+            Action::KeepRefining => "refine",
+            Action::Approve => "approve",
+            Action::RequestChanges => "changes",
+            Action::Discard => "discard",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::GeneratePlan => "Generate plan",
+            Action::KeepRefining => "Keep refining",
+            Action::Approve => "Approve agent run",
+            Action::RequestChanges => "Request changes",
+            Action::Discard => "Discard",
+        }
+    }
+}
+
+/// A parsed custom id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Button {
+    pub action: Action,
+    pub feature: FeatureId,
+    /// The plan version the button belongs to (for the confirmation buttons: the latest plan
+    /// when they were posted, 0 before the first).
+    pub version: u32,
+}
+
+impl fmt::Display for Button {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fb:{}:{}:{}",
+            self.action.code(),
+            self.feature.0,
+            self.version
+        )
+    }
+}
+
+impl FromStr for Button {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Button, ()> {
+        let mut parts = s.split(':');
+        if parts.next() != Some("fb") {
+            return Err(());
+        }
+        let action = match parts.next().ok_or(())? {
+            "plan" => Action::GeneratePlan,
+            "refine" => Action::KeepRefining,
+            "approve" => Action::Approve,
+            "changes" => Action::RequestChanges,
+            "discard" => Action::Discard,
+            _ => return Err(()),
+        };
+        let feature = parts.next().ok_or(())?.parse::<u64>().map_err(|_| ())?;
+        let version = parts.next().ok_or(())?.parse::<u32>().map_err(|_| ())?;
+        if parts.next().is_some() || feature == 0 {
+            return Err(());
+        }
+        Ok(Button {
+            action,
+            feature: FeatureId(feature),
+            version,
+        })
+    }
+}

@@ -1,0 +1,555 @@
+//! Gateway events to core inputs.
+//!
+//! Every interaction is answered inside Discord's 3-second deadline before any slow work:
+//! refusals are ephemeral and immediate; accepted commands are deferred, accepted clicks get
+//! an immediate message. If that first answer fails (the interaction was already answered, or
+//! is stale), nothing is done, so a replayed or doubled interaction acts once.
+//!
+//! Inputs of one feature go through one queue, so its messages reach the core in the order
+//! Discord delivered them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use serenity::all::{
+    ChannelId, CommandInteraction, CommandOptionType, ComponentInteraction, Context,
+    CreateAllowedMentions, CreateCommand, CreateCommandOption, CreateInteractionResponse,
+    CreateInteractionResponseMessage, CreateMessage, CreateThread, EditInteractionResponse,
+    EventHandler, GetMessages, GuildId, Interaction, Message, MessageFlags, MessageId, Permissions,
+    Ready, RoleId, UserId,
+};
+use tokio::sync::mpsc;
+
+use super::buttons::{Action, Button};
+use super::text;
+use crate::app::{App, Input};
+use crate::config::{Config, DiscordConfig};
+use crate::plan::Title;
+use crate::store::{Author, Feature, FeatureId, Place, Speaker, Status};
+
+/// An input waiting in a feature's queue.
+struct Job {
+    input: Input,
+    done: Option<(FeatureId, Action)>,
+}
+
+/// The bot's state between events.
+pub struct Bot {
+    discord: DiscordConfig,
+    app: Arc<App>,
+    /// One input queue per feature.
+    queues: Mutex<HashMap<FeatureId, mpsc::UnboundedSender<Job>>>,
+    /// Button actions accepted and not yet finished, so a second click is told, not obeyed.
+    in_flight: Arc<Mutex<HashSet<(FeatureId, Action)>>>,
+    /// Non-admins already told that their messages are not used, per thread.
+    noticed: Mutex<HashSet<(u64, u64)>>,
+}
+
+impl Bot {
+    pub fn new(_config: Arc<Config>, discord: DiscordConfig, app: Arc<App>) -> Bot {
+        Bot {
+            discord,
+            app,
+            queues: Mutex::new(HashMap::new()),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
+            noticed: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn is_admin(&self, user: UserId, roles: &[RoleId]) -> bool {
+        self.discord.admin_users.contains(&user.get())
+            || roles
+                .iter()
+                .any(|r| self.discord.admin_roles.contains(&r.get()))
+    }
+
+    /// Queues `input` behind the feature's earlier inputs. `done` is the in-flight mark that
+    /// the queue clears once the core has handled the input.
+    fn submit(&self, feature: FeatureId, input: Input, done: Option<(FeatureId, Action)>) {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let sender = queues.entry(feature).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+            let app = self.app.clone();
+            let in_flight = self.in_flight.clone();
+            tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    app.handle(job.input).await;
+                    if let Some(key) = job.done {
+                        in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
+                    }
+                }
+            });
+            tx
+        });
+        if sender.send(Job { input, done }).is_err() {
+            queues.remove(&feature);
+        }
+    }
+
+    fn feature_in(&self, channel: ChannelId) -> Option<Feature> {
+        let place = Place::Discord {
+            channel_id: 0,
+            thread_id: channel.get(),
+        };
+        let id = self.app.store().feature_at(&place).ok().flatten()?;
+        self.app.store().feature(id).ok()
+    }
+
+    async fn register_commands(&self, ctx: &Context) {
+        let command = CreateCommand::new("feature")
+            .description("Start a feature: featurebot asks questions in a private thread, then writes the plan")
+            .default_member_permissions(Permissions::ADMINISTRATOR)
+            .dm_permission(false)
+            .add_option(
+                CreateCommandOption::new(CommandOptionType::String, "title", "What should be built, in a few words")
+                    .required(true)
+                    .max_length(crate::plan::MAX_TITLE_CHARS as u16),
+            );
+        let guild = GuildId::new(self.discord.guild_id);
+        match guild.set_commands(&ctx.http, vec![command]).await {
+            Ok(_) => tracing::info!(guild = guild.get(), "slash commands registered"),
+            Err(err) => {
+                tracing::error!(guild = guild.get(), error = %err, "registering slash commands failed; check discord.guild_id and that the bot was invited with the applications.commands scope")
+            }
+        }
+    }
+
+    async fn feature_command(&self, ctx: &Context, cmd: &CommandInteraction) {
+        let roles = cmd
+            .member
+            .as_ref()
+            .map(|m| m.roles.clone())
+            .unwrap_or_default();
+        let raw_title = cmd
+            .data
+            .options
+            .iter()
+            .find(|o| o.name == "title")
+            .and_then(|o| o.value.as_str())
+            .unwrap_or_default();
+        let refusal = if cmd.guild_id.map(|g| g.get()) != Some(self.discord.guild_id) {
+            Some("featurebot serves another server".to_string())
+        } else if !self.is_admin(cmd.user.id, &roles) {
+            Some("only featurebot admins can start a feature; ask an admin, or to be added to discord.admin_users or discord.admin_roles".to_string())
+        } else if !self.discord.feature_channels.is_empty()
+            && !self
+                .discord
+                .feature_channels
+                .contains(&cmd.channel_id.get())
+        {
+            let channels: Vec<String> = self
+                .discord
+                .feature_channels
+                .iter()
+                .map(|c| format!("<#{c}>"))
+                .collect();
+            Some(format!(
+                "/feature is not allowed in this channel; use it in {}",
+                channels.join(", ")
+            ))
+        } else {
+            Title::parse(raw_title).err()
+        };
+        if let Some(message) = refusal {
+            tracing::info!(user = cmd.user.id.get(), %message, "/feature refused");
+            let _ = cmd
+                .create_response(&ctx.http, ephemeral(&message))
+                .await
+                .map_err(|e| tracing::warn!(error = %e, "answering /feature failed"));
+            return;
+        }
+        let Ok(title) = Title::parse(raw_title) else {
+            return;
+        };
+        let defer = CreateInteractionResponse::Defer(
+            CreateInteractionResponseMessage::new().ephemeral(true),
+        );
+        if let Err(err) = cmd.create_response(&ctx.http, defer).await {
+            // Already answered (a replayed event) or too late: do nothing twice.
+            tracing::warn!(error = %err, interaction = cmd.id.get(), "deferring /feature failed; not acting on it");
+            return;
+        }
+        let thread = cmd
+            .channel_id
+            .create_thread(
+                &ctx.http,
+                CreateThread::new(text::thread_name(title.as_str())).invitable(false),
+            )
+            .await;
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(err) => {
+                tracing::error!(error = %err, "creating the feature thread failed");
+                let _ = cmd
+                    .edit_response(
+                        &ctx.http,
+                        EditInteractionResponse::new().content(
+                            "could not create the private thread; check that featurebot may create private threads in this channel",
+                        ),
+                    )
+                    .await;
+                return;
+            }
+        };
+        if let Err(err) = thread.id.add_thread_member(&ctx.http, cmd.user.id).await {
+            tracing::warn!(error = %err, "adding the requester to the thread failed");
+        }
+        let _ = cmd
+            .edit_response(
+                &ctx.http,
+                EditInteractionResponse::new()
+                    .content(format!("Started <#{}>: {title}", thread.id.get())),
+            )
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "following up /feature failed"));
+        let input = Input::Start {
+            title: title.as_str().to_string(),
+            requester: Author {
+                id: cmd.user.id.get().to_string(),
+                name: display_name(&cmd.user, cmd.member.as_ref().and_then(|m| m.nick.clone())),
+            },
+            place: Place::Discord {
+                channel_id: cmd.channel_id.get(),
+                thread_id: thread.id.get(),
+            },
+        };
+        let app = self.app.clone();
+        tokio::spawn(async move { app.handle(input).await });
+    }
+
+    async fn click(&self, ctx: &Context, click: &ComponentInteraction) {
+        let Ok(button) = click.data.custom_id.parse::<Button>() else {
+            return;
+        };
+        let roles = click
+            .member
+            .as_ref()
+            .map(|m| m.roles.clone())
+            .unwrap_or_default();
+        let refusal = if !self.is_admin(click.user.id, &roles) {
+            Some("only featurebot admins can use these buttons".to_string())
+        } else {
+            match self.app.store().feature(button.feature) {
+                Err(_) => Some(format!("feature #{} no longer exists", button.feature)),
+                Ok(feature) => self.click_refusal(&feature, button),
+            }
+        };
+        if let Some(message) = refusal {
+            let _ = click
+                .create_response(&ctx.http, ephemeral(&message))
+                .await
+                .map_err(|e| tracing::warn!(error = %e, "answering a click failed"));
+            return;
+        }
+        let key = (button.feature, button.action);
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+        if !fresh {
+            let message = match button.action {
+                Action::GeneratePlan => "the plan is already being written; it will appear here",
+                _ => "someone just did that; it is being handled",
+            };
+            let _ = click.create_response(&ctx.http, ephemeral(message)).await;
+            return;
+        }
+        let who = format!("<@{}>", click.user.id.get());
+        let (announcement, input) = match button.action {
+            Action::GeneratePlan => (
+                format!("{who} asked for the plan: writing the plan..."),
+                Input::GeneratePlan {
+                    feature: button.feature,
+                    force: false,
+                },
+            ),
+            Action::KeepRefining => (
+                format!("{who} wants to keep refining: tell me what to add or change"),
+                Input::KeepRefining {
+                    feature: button.feature,
+                },
+            ),
+            Action::Approve => (
+                format!("{who} approved plan version {}", button.version),
+                Input::Approve {
+                    feature: button.feature,
+                    version: button.version,
+                },
+            ),
+            Action::RequestChanges => (
+                format!(
+                    "{who} requested changes to plan version {}: say what to change, and the next plan will be version {}",
+                    button.version,
+                    button.version + 1
+                ),
+                Input::RequestChanges {
+                    feature: button.feature,
+                    version: button.version,
+                },
+            ),
+            Action::Discard => (
+                format!("{who} discarded this feature; the thread will be archived"),
+                Input::Discard {
+                    feature: button.feature,
+                },
+            ),
+        };
+        let response = CreateInteractionResponse::Message(
+            CreateInteractionResponseMessage::new()
+                .content(announcement)
+                .allowed_mentions(CreateAllowedMentions::new()),
+        );
+        if let Err(err) = click.create_response(&ctx.http, response).await {
+            tracing::warn!(error = %err, interaction = click.id.get(), "answering a click failed; not acting on it");
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            return;
+        }
+        tracing::info!(feature = button.feature.0, action = ?button.action, user = click.user.id.get(), "button");
+        self.submit(button.feature, input, Some(key));
+    }
+
+    /// Why a click on `button` should not act, as a sentence for the clicker.
+    fn click_refusal(&self, feature: &Feature, button: Button) -> Option<String> {
+        let id = feature.id;
+        let current = feature.plan_version;
+        let status = feature.status;
+        match button.action {
+            _ if status == Status::Discarded => Some(format!("feature #{id} was discarded")),
+            Action::GeneratePlan | Action::KeepRefining if current > button.version => Some(
+                format!("plan version {current} is already written; use the buttons under it"),
+            ),
+            Action::GeneratePlan if status == Status::Gathering => Some(
+                "the conversation was reopened; wait for the requirements to be confirmed again".to_string(),
+            ),
+            Action::KeepRefining if status == Status::Gathering => {
+                Some("the conversation is already open: just write your message".to_string())
+            }
+            Action::GeneratePlan | Action::KeepRefining if status != Status::Confirmed => {
+                Some(format!("feature #{id} is {status}; this button no longer applies"))
+            }
+            Action::Approve | Action::RequestChanges | Action::Discard
+                if button.version != current =>
+            {
+                Some(format!(
+                    "this is plan version {}; version {current} is current, use the buttons under it",
+                    button.version
+                ))
+            }
+            Action::Approve if status == Status::Approved => {
+                Some(format!("plan version {current} is already approved"))
+            }
+            Action::RequestChanges if status == Status::Gathering => {
+                Some("changes were already requested: just write what to change".to_string())
+            }
+            Action::Approve | Action::RequestChanges if status != Status::Planned => {
+                Some(format!("feature #{id} is {status}; this button no longer applies"))
+            }
+            _ => None,
+        }
+    }
+
+    async fn thread_message(&self, ctx: &Context, msg: &Message) {
+        if msg.author.bot || msg.guild_id.map(|g| g.get()) != Some(self.discord.guild_id) {
+            return;
+        }
+        let Some(feature) = self.feature_in(msg.channel_id) else {
+            return;
+        };
+        let roles = msg
+            .member
+            .as_ref()
+            .map(|m| m.roles.clone())
+            .unwrap_or_default();
+        if !self.is_admin(msg.author.id, &roles) {
+            self.notice_non_admin(ctx, msg).await;
+            return;
+        }
+        if msg.content.trim().is_empty() {
+            tracing::warn!(
+                feature = feature.id.0,
+                message = msg.id.get(),
+                "empty message ignored; is the Message Content intent on?"
+            );
+            return;
+        }
+        self.submit(
+            feature.id,
+            Input::Message {
+                feature: feature.id,
+                author: Author {
+                    id: msg.author.id.get().to_string(),
+                    name: display_name(
+                        &msg.author,
+                        msg.member.as_ref().and_then(|m| m.nick.clone()),
+                    ),
+                },
+                text: msg.content.clone(),
+                source_id: Some(msg.id.get().to_string()),
+            },
+            None,
+        );
+    }
+
+    /// Tells a non-admin, once per thread and without a notification, that their messages
+    /// are not used.
+    async fn notice_non_admin(&self, ctx: &Context, msg: &Message) {
+        let first = self
+            .noticed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((msg.channel_id.get(), msg.author.id.get()));
+        if !first {
+            return;
+        }
+        let notice = CreateMessage::new()
+            .content("Only featurebot admins' messages are used in this feature's conversation; yours was not.")
+            .reference_message(msg)
+            .allowed_mentions(CreateAllowedMentions::new())
+            .flags(MessageFlags::SUPPRESS_NOTIFICATIONS);
+        if let Err(err) = msg.channel_id.send_message(&ctx.http, notice).await {
+            tracing::warn!(error = %err, "sending the non-admin notice failed");
+        }
+    }
+
+    /// After a (re)start: feeds the messages posted in open feature threads while the bot was
+    /// away, in order, then answers any message left without an answer.
+    async fn catch_up(&self, ctx: &Context) {
+        let features = match self.app.store().features() {
+            Ok(features) => features,
+            Err(err) => {
+                tracing::error!(error = %err, "reading features for the catch-up failed");
+                return;
+            }
+        };
+        for feature in features.into_iter().rev() {
+            let Place::Discord { thread_id, .. } = feature.place else {
+                continue;
+            };
+            if !matches!(
+                feature.status,
+                Status::Gathering | Status::Confirmed | Status::Planned
+            ) {
+                continue;
+            }
+            let thread = ChannelId::new(thread_id);
+            let transcript = self.app.store().transcript(feature.id).unwrap_or_default();
+            let mut after = transcript
+                .iter()
+                .filter(|t| t.speaker == Speaker::User)
+                .filter_map(|t| t.source_id.as_deref()?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(thread_id);
+            let mut missed = Vec::new();
+            loop {
+                let page = match thread
+                    .messages(
+                        &ctx.http,
+                        GetMessages::new().after(MessageId::new(after)).limit(100),
+                    )
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(err) => {
+                        tracing::warn!(feature = feature.id.0, error = %err, "fetching missed messages failed");
+                        break;
+                    }
+                };
+                let count = page.len();
+                let newest = page.iter().map(|m| m.id.get()).max();
+                missed.extend(page.into_iter().filter(|m| !m.author.bot));
+                match newest {
+                    Some(newest) if count == 100 => after = newest,
+                    _ => break,
+                }
+            }
+            missed.sort_by_key(|m| m.id.get());
+            let mut roles_of: HashMap<UserId, Vec<RoleId>> = HashMap::new();
+            for msg in missed {
+                let roles = match roles_of.get(&msg.author.id) {
+                    Some(roles) => roles.clone(),
+                    None => {
+                        // Fetched messages carry no member, so the roles are asked for.
+                        let roles = GuildId::new(self.discord.guild_id)
+                            .member(&ctx.http, msg.author.id)
+                            .await
+                            .map(|m| m.roles)
+                            .unwrap_or_default();
+                        roles_of.insert(msg.author.id, roles.clone());
+                        roles
+                    }
+                };
+                if !self.is_admin(msg.author.id, &roles) || msg.content.trim().is_empty() {
+                    continue;
+                }
+                tracing::info!(
+                    feature = feature.id.0,
+                    message = msg.id.get(),
+                    "answering a message posted while offline"
+                );
+                self.submit(
+                    feature.id,
+                    Input::Message {
+                        feature: feature.id,
+                        author: Author {
+                            id: msg.author.id.get().to_string(),
+                            name: display_name(&msg.author, None),
+                        },
+                        text: msg.content.clone(),
+                        source_id: Some(msg.id.get().to_string()),
+                    },
+                    None,
+                );
+            }
+            self.submit(
+                feature.id,
+                Input::Resume {
+                    feature: feature.id,
+                },
+                None,
+            );
+        }
+    }
+}
+
+#[serenity::async_trait]
+impl EventHandler for Bot {
+    async fn ready(&self, ctx: Context, ready: Ready) {
+        tracing::info!(user = %ready.user.name, application = ready.application.id.get(), "connected to Discord");
+        self.register_commands(&ctx).await;
+        self.catch_up(&ctx).await;
+    }
+
+    async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        match interaction {
+            Interaction::Command(cmd) if cmd.data.name == "feature" => {
+                self.feature_command(&ctx, &cmd).await
+            }
+            Interaction::Component(click) => self.click(&ctx, &click).await,
+            _ => {}
+        }
+    }
+
+    async fn message(&self, ctx: Context, msg: Message) {
+        self.thread_message(&ctx, &msg).await;
+    }
+}
+
+fn ephemeral(message: &str) -> CreateInteractionResponse {
+    CreateInteractionResponse::Message(
+        CreateInteractionResponseMessage::new()
+            .content(message)
+            .ephemeral(true),
+    )
+}
+
+fn display_name(user: &serenity::all::User, nick: Option<String>) -> String {
+    nick.or_else(|| user.global_name.clone())
+        .unwrap_or_else(|| user.name.clone())
+}
