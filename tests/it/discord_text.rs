@@ -129,3 +129,15 @@ fn button_ids_round_trip_and_stay_short() {
         assert!(bad.parse::<Button>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn the_invite_url_asks_for_what_the_readme_says() {
+    let url = featurebot::discord::invite_url(42);
+    assert_eq!(
+        url,
+        "https://discord.com/oauth2/authorize?client_id=42&scope=bot%20applications.commands&permissions=360777370624"
+    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(readme.contains("permissions=360777370624"));
+}
