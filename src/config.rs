@@ -22,6 +22,56 @@ pub struct Config {
     pub prompts: PromptsConfig,
     /// Present when the config has a `[discord]` section.
     pub discord: Option<DiscordConfig>,
+    /// Present when the config has a `[github]` section.
+    pub github: Option<GithubConfig>,
+    pub agent: AgentConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    /// The REST API root; `https://api.github.com` unless GitHub Enterprise or a test.
+    pub api_base: Url,
+    pub owner: String,
+    pub repo: String,
+    /// From `GITHUB_TOKEN`.
+    pub token: Option<Secret>,
+}
+
+/// How the coding agent runs an approved plan.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub backend: AgentBackend,
+    /// Formatter commands, run in the work tree after each step (`sh -c`).
+    pub format: Vec<String>,
+    /// Test commands, run after the formatters.
+    pub test: Vec<String>,
+    pub command_timeout: Duration,
+    pub max_repair_attempts: u32,
+    pub max_concurrent_runs: usize,
+    pub max_run: Duration,
+    /// Tokens one run may spend.
+    pub max_tokens: u64,
+    pub max_tool_calls_per_step: u32,
+    /// Extra environment variables for the commands the agent runs (never secrets).
+    pub env: Vec<(String, String)>,
+    /// Where work trees are created; default: `<store.path>/worktrees`.
+    pub worktrees_dir: PathBuf,
+}
+
+impl AgentConfig {
+    /// The defaults, for configs built in code (tests, tools).
+    pub fn with_defaults(store_path: &Path) -> AgentConfig {
+        validate_agent(RawAgent::default(), store_path, &mut Vec::new())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentBackend {
+    /// The tool-calling loop on the configured LLM.
+    Builtin,
+    /// An external coding agent run once per step. Placeholders: `{prompt_file}`,
+    /// `{worktree}`, `{step}`, `{plan_file}`.
+    Command(String),
 }
 
 /// Which wire protocol the LLM server speaks.
@@ -193,6 +243,33 @@ struct RawConfig {
     store: RawStore,
     prompts: RawPrompts,
     discord: Option<RawDiscord>,
+    github: Option<RawGithub>,
+    agent: RawAgent,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawGithub {
+    api_base: Option<String>,
+    owner: Option<String>,
+    repo: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawAgent {
+    backend: Option<String>,
+    command: Option<String>,
+    format: Option<Vec<String>>,
+    test: Option<Vec<String>>,
+    command_timeout_secs: Option<i64>,
+    max_repair_attempts: Option<i64>,
+    max_concurrent_runs: Option<i64>,
+    max_run_minutes: Option<i64>,
+    max_tokens: Option<i64>,
+    max_tool_calls_per_step: Option<i64>,
+    env: Option<HashMap<String, String>>,
+    worktrees_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -439,6 +516,10 @@ impl RawConfig {
         let discord = self
             .discord
             .map(|raw| validate_discord(raw, env, &mut problems));
+        let github = self
+            .github
+            .map(|raw| validate_github(raw, env, &mut problems));
+        let agent = validate_agent(self.agent, &store_path, &mut problems);
 
         let Some(base_url) = base_url.filter(|_| problems.is_empty()) else {
             return Err(ConfigError { problems });
@@ -469,6 +550,8 @@ impl RawConfig {
             store: StoreConfig { path: store_path },
             prompts: PromptsConfig { dir: prompts_dir },
             discord,
+            github,
+            agent,
         })
     }
 }
@@ -534,6 +617,150 @@ fn validate_discord(
             .filter(|v| !v.is_empty())
             .map(Secret::new),
     }
+}
+
+fn validate_github(
+    raw: RawGithub,
+    env: &HashMap<String, String>,
+    problems: &mut Vec<String>,
+) -> GithubConfig {
+    let api_base = parse_base_url(
+        "github.api_base",
+        raw.api_base.as_deref().unwrap_or("https://api.github.com"),
+        problems,
+    );
+    let mut name = |key: &str, value: Option<String>| -> String {
+        match value.map(|v| v.trim().to_string()) {
+            Some(v)
+                if !v.is_empty()
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+            {
+                v
+            }
+            _ => {
+                problems.push(format!(
+                    "{key} is missing or not a GitHub name; for https://github.com/acme/shop use owner = \"acme\", repo = \"shop\""
+                ));
+                String::new()
+            }
+        }
+    };
+    let owner = name("github.owner", raw.owner);
+    let repo = name("github.repo", raw.repo);
+    GithubConfig {
+        // A placeholder when invalid: validation fails as a whole in that case.
+        api_base: api_base.unwrap_or_else(unreachable_url),
+        owner,
+        repo,
+        token: env
+            .get("GITHUB_TOKEN")
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(Secret::new),
+    }
+}
+
+fn validate_agent(raw: RawAgent, store_path: &Path, problems: &mut Vec<String>) -> AgentConfig {
+    let backend = match (raw.backend.as_deref().unwrap_or("builtin"), raw.command) {
+        ("builtin", _) => AgentBackend::Builtin,
+        ("command", Some(template)) if !template.trim().is_empty() => {
+            if !template.contains("{prompt_file}") {
+                problems.push(
+                    "agent.command must contain {prompt_file} (the file holding the step's instructions); see the examples in config.toml.example"
+                        .to_string(),
+                );
+            }
+            AgentBackend::Command(template)
+        }
+        ("command", _) => {
+            problems.push("agent.backend is \"command\" but agent.command is empty; give the command template, e.g. codex exec --full-auto \"$(cat {prompt_file})\"".to_string());
+            AgentBackend::Builtin
+        }
+        (other, _) => {
+            problems.push(format!(
+                "agent.backend is {other:?}; use \"builtin\" (the configured LLM with tools) or \"command\" (an external coding agent)"
+            ));
+            AgentBackend::Builtin
+        }
+    };
+    let timeout = positive(
+        "agent.command_timeout_secs",
+        raw.command_timeout_secs,
+        600,
+        (1, 86_400),
+        problems,
+    );
+    let repairs = positive(
+        "agent.max_repair_attempts",
+        raw.max_repair_attempts,
+        3,
+        (0, 20),
+        problems,
+    );
+    let concurrent = positive(
+        "agent.max_concurrent_runs",
+        raw.max_concurrent_runs,
+        1,
+        (1, 64),
+        problems,
+    );
+    let minutes = positive(
+        "agent.max_run_minutes",
+        raw.max_run_minutes,
+        120,
+        (1, 10_080),
+        problems,
+    );
+    let tokens = positive(
+        "agent.max_tokens",
+        raw.max_tokens,
+        2_000_000,
+        (1_000, 1_000_000_000),
+        problems,
+    );
+    let tool_calls = positive(
+        "agent.max_tool_calls_per_step",
+        raw.max_tool_calls_per_step,
+        60,
+        (1, 10_000),
+        problems,
+    );
+    let mut env: Vec<(String, String)> = raw.env.unwrap_or_default().into_iter().collect();
+    env.sort();
+    for (key, _) in &env {
+        let upper = key.to_ascii_uppercase();
+        if ["TOKEN", "SECRET", "PASSWORD", "API_KEY"]
+            .iter()
+            .any(|s| upper.contains(s))
+        {
+            problems.push(format!(
+                "agent.env has {key}, which looks like a secret; the agent's commands never get secrets, remove it"
+            ));
+        }
+    }
+    AgentConfig {
+        backend,
+        format: raw.format.unwrap_or_default(),
+        test: raw.test.unwrap_or_default(),
+        command_timeout: Duration::from_secs(timeout),
+        max_repair_attempts: repairs as u32,
+        max_concurrent_runs: concurrent as usize,
+        max_run: Duration::from_secs(minutes * 60),
+        max_tokens: tokens,
+        max_tool_calls_per_step: tool_calls as u32,
+        env,
+        worktrees_dir: raw
+            .worktrees_dir
+            .filter(|d| !d.trim().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| store_path.join("worktrees")),
+    }
+}
+
+#[allow(clippy::unwrap_used)] // A constant URL that parses.
+fn unreachable_url() -> Url {
+    Url::parse("http://invalid.invalid/").unwrap()
 }
 
 fn parse_base_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> {

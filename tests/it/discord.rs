@@ -57,6 +57,8 @@ impl Bot {
                 stream_edit_interval: Duration::from_millis(200),
                 token: Some(Secret::new(discord.token())),
             }),
+            github: None,
+            agent: featurebot::config::AgentConfig::with_defaults(dir.path()),
         };
         if let Some(d) = config.discord.as_mut() {
             change(d);

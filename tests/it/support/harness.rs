@@ -46,6 +46,8 @@ impl Harness {
             },
             prompts: PromptsConfig { dir: None },
             discord: None,
+            github: None,
+            agent: featurebot::config::AgentConfig::with_defaults(store_dir.path()),
         };
         Harness::with_config(llm, repo, store_dir, config)
     }
