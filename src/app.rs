@@ -15,14 +15,17 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::agent::run::Runner;
 use crate::config::Config;
 use crate::conversation::{self, MarkerFilter};
 use crate::llm::{self, LlmError, Message, Request};
 use crate::plan::{self, Slug, Title};
 use crate::prompts::{self, Prompts};
 use crate::repo::{self, RepoError};
+use crate::runs::{self, RunQueue};
 use crate::store::{
-    Author, Feature, FeatureId, Place, PlanVersion, Speaker, Status, Store, StoreError,
+    Author, Feature, FeatureId, Place, PlanVersion, Run, RunState, Speaker, Status, Store,
+    StoreError,
 };
 
 /// Something a person did.
@@ -54,6 +57,12 @@ pub enum Input {
     RequestChanges { feature: FeatureId, version: u32 },
     /// Close the feature for good.
     Discard { feature: FeatureId },
+    /// Stop the feature's agent run.
+    CancelRun { feature: FeatureId },
+    /// Continue an interrupted, failed or cancelled run from its next step.
+    ResumeRun { feature: FeatureId },
+    /// Give up an interrupted run.
+    AbortRun { feature: FeatureId },
 }
 
 /// Something to show people.
@@ -93,6 +102,17 @@ pub enum Output {
     ChangesRequested { feature: FeatureId, version: u32 },
     /// The feature was closed without going further.
     Discarded { feature: FeatureId },
+    /// An agent run is queued; `position` runs are ahead of it (0: it starts now).
+    RunQueued { feature: FeatureId, position: usize },
+    /// Progress of the feature's agent run.
+    RunEvent {
+        feature: FeatureId,
+        event: crate::agent::Event,
+    },
+    /// The run ended (finished, stopped by a limit, failed or cancelled); see `run.state`.
+    RunEnded { feature: FeatureId, run: Run },
+    /// A run was going when featurebot stopped; it can be resumed or aborted.
+    RunInterrupted { feature: FeatureId, run: Run },
     /// Something worth knowing that did not stop the work.
     Warning { feature: FeatureId, message: String },
     /// The work failed; nothing already said or written is lost.
@@ -115,6 +135,10 @@ impl Output {
             | Output::Approved { feature, .. }
             | Output::ChangesRequested { feature, .. }
             | Output::Discarded { feature }
+            | Output::RunQueued { feature, .. }
+            | Output::RunEvent { feature, .. }
+            | Output::RunEnded { feature, .. }
+            | Output::RunInterrupted { feature, .. }
             | Output::Warning { feature, .. }
             | Output::Failed { feature, .. } => Some(*feature),
         }
@@ -132,6 +156,8 @@ pub struct App {
     features: Mutex<HashMap<FeatureId, Arc<tokio::sync::Mutex<()>>>>,
     /// Commits to the target repository happen one at a time.
     repo_lock: tokio::sync::Mutex<()>,
+    /// The agent runs, when an agent is configured.
+    runs: Option<RunQueue>,
 }
 
 /// The author name of the bot's turns in the transcript.
@@ -153,8 +179,45 @@ impl App {
             out,
             features: Mutex::new(HashMap::new()),
             repo_lock: tokio::sync::Mutex::new(()),
+            runs: None,
         };
         (app, rx)
+    }
+
+    /// Gives the core a coding agent: approving a plan then starts a run.
+    pub fn with_agent(mut self, runner: Runner) -> App {
+        self.runs = Some(RunQueue::new(runner, self.store.clone(), self.out.clone()));
+        self
+    }
+
+    /// For a shutdown: stops the agent runs, leaving them resumable at the next start.
+    pub async fn shutdown(&self) {
+        if let Some(runs) = &self.runs {
+            runs.shutdown().await;
+        }
+    }
+
+    /// At start-up: marks the runs a stop interrupted and reports each, so people can resume
+    /// or abort them.
+    pub async fn recover_runs(&self) {
+        match runs::recover(&self.store).await {
+            Ok(interrupted) => {
+                for run in interrupted {
+                    tracing::warn!(
+                        feature = run.feature.0,
+                        run = run.number,
+                        "run interrupted by a stop"
+                    );
+                    self.emit(Output::RunInterrupted {
+                        feature: run.feature,
+                        run,
+                    });
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "checking for interrupted runs failed")
+            }
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -172,7 +235,10 @@ impl App {
             | Input::KeepRefining { feature }
             | Input::Approve { feature, .. }
             | Input::RequestChanges { feature, .. }
-            | Input::Discard { feature } => Some(*feature),
+            | Input::Discard { feature }
+            | Input::CancelRun { feature }
+            | Input::ResumeRun { feature }
+            | Input::AbortRun { feature } => Some(*feature),
         };
         let span = tracing::info_span!("input", feature = feature.map(|f| f.0));
         let result = self.dispatch(input).instrument(span).await;
@@ -206,7 +272,57 @@ impl App {
                 self.request_changes(feature, version).await
             }
             Input::Discard { feature } => self.discard(feature).await,
+            Input::CancelRun { feature } => {
+                let cancelled = self.runs.as_ref().is_some_and(|r| r.cancel(feature));
+                if !cancelled {
+                    self.refuse(feature, format!("feature #{feature} has no run going"));
+                }
+                Ok(())
+            }
+            Input::ResumeRun { feature } => self.resume_run(feature).await,
+            Input::AbortRun { feature } => self.abort_run(feature).await,
         }
+    }
+
+    async fn resume_run(&self, id: FeatureId) -> anyhow::Result<()> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let Some(runs) = &self.runs else {
+            self.refuse(id, "no coding agent is configured".to_string());
+            return Ok(());
+        };
+        let last = self.store.runs(id)?.pop();
+        match last {
+            Some(run)
+                if matches!(
+                    run.state,
+                    RunState::Interrupted
+                        | RunState::Failed
+                        | RunState::Cancelled
+                        | RunState::Stopped
+                ) && run.next_step < run.steps.len() =>
+            {
+                runs.start(id, Some(run)).await
+            }
+            _ => {
+                self.refuse(id, format!("feature #{id} has no run to resume"));
+                Ok(())
+            }
+        }
+    }
+
+    async fn abort_run(&self, id: FeatureId) -> anyhow::Result<()> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        if let Some(mut run) = self.store.runs(id)?.pop() {
+            if run.state == RunState::Interrupted {
+                run.state = RunState::Cancelled;
+                run.message = Some("aborted after a stop".to_string());
+                let run = self.store.save_run(&run).await?;
+                self.emit(Output::RunEnded { feature: id, run });
+            }
+        }
+        Ok(())
     }
 
     async fn keep_refining(&self, id: FeatureId) -> anyhow::Result<()> {
@@ -245,6 +361,9 @@ impl App {
                     feature: id,
                     version,
                 });
+                if let Some(runs) = &self.runs {
+                    runs.start(id, None).await?;
+                }
             }
             Status::Approved => {} // A second click: already done.
             other => self.refuse(
@@ -367,6 +486,18 @@ impl App {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut feature = self.store.feature(id)?;
+        if matches!(feature.status, Status::Running | Status::Queued) {
+            let answered = self.runs.as_ref().is_some_and(|r| r.answer(id, text));
+            if answered {
+                self.store
+                    .append_turn(id, Speaker::User, &author.name, text, source_id)
+                    .await
+                    .context("storing your answer")?;
+            } else {
+                self.refuse(id, "the agent is working on this feature; it will ask here if it needs you, or press Cancel to stop it".to_string());
+            }
+            return Ok(());
+        }
         if !matches!(
             feature.status,
             Status::Gathering | Status::Confirmed | Status::Planned

@@ -29,6 +29,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Plan,
+    Approve,
     Quit,
     Help,
     Say(String),
@@ -42,6 +43,7 @@ impl Command {
         match trimmed {
             "" => Command::Nothing,
             "/plan" => Command::Plan,
+            "/approve" => Command::Approve,
             "/quit" | "/exit" => Command::Quit,
             "/help" | "/?" => Command::Help,
             _ if trimmed.starts_with('/') && !trimmed.contains(' ') => {
@@ -52,7 +54,7 @@ impl Command {
     }
 }
 
-const HELP: &str = "type your answers; /plan writes the plan (a warning if the requirements are not confirmed yet), /quit leaves";
+const HELP: &str = "type your answers; /plan writes the plan (a warning if the requirements are not confirmed yet), /approve runs the coding agent on it, /quit leaves";
 
 /// Runs a console session: starts a feature titled `title` (asked for when `None`), or
 /// continues feature `resume`.
@@ -110,11 +112,12 @@ pub async fn run(
     ui.note(HELP);
 
     loop {
-        if let Some(done) = ui.planned.take() {
-            return Ok(done);
-        }
         ui.prompt("> ");
         let Some(line) = lines.next_line().await? else {
+            // Input ended: a success once a plan is committed.
+            if let Some(done) = ui.planned.take() {
+                return Ok(done);
+            }
             ui.note(&format!(
                 "input ended before a plan was committed; continue with: featurebot console --resume {feature}"
             ));
@@ -144,6 +147,28 @@ pub async fn run(
                 feature,
                 force: true,
             },
+            Command::Approve => {
+                let version = app.store().feature(feature)?.plan_version;
+                drive(
+                    &app,
+                    &mut outputs,
+                    &mut ui,
+                    Input::Approve { feature, version },
+                )
+                .await;
+                if ui.run_started {
+                    // The run goes on in the background: show it until it ends.
+                    while let Some(output) = outputs.recv().await {
+                        let ended =
+                            matches!(output, Output::RunEnded { .. } | Output::Failed { .. });
+                        ui.show(output);
+                        if ended {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
             Command::Say(text) => Input::Message {
                 feature,
                 author: user.clone(),
@@ -182,6 +207,7 @@ struct Ui {
     feature: Option<FeatureId>,
     mid_reply: bool,
     planned: Option<Outcome>,
+    run_started: bool,
 }
 
 impl Ui {
@@ -242,6 +268,30 @@ impl Ui {
                 "plan version {version} reopened; say what to change"
             )),
             Output::Discarded { feature } => self.note(&format!("feature #{feature} discarded")),
+            Output::RunQueued { position, .. } => {
+                self.run_started = true;
+                if position == 0 {
+                    self.note("agent run starting");
+                } else {
+                    self.note(&format!("agent run queued; {position} ahead of it"));
+                }
+            }
+            Output::RunEvent { event, .. } => self.note(&crate::batch::describe(&event)),
+            Output::RunEnded { run, .. } => {
+                self.run_started = false;
+                self.say(&format!("run {:?}; branch: {}", run.state, run.branch));
+                if let Some(url) = &run.pr_url {
+                    self.say(&format!("pull request: {url}"));
+                }
+                if let Some(message) = &run.message {
+                    self.note(message);
+                }
+            }
+            Output::RunInterrupted { run, .. } => self.note(&format!(
+                "run {} was interrupted: {}",
+                run.number,
+                run.message.as_deref().unwrap_or_default()
+            )),
             Output::Warning { message, .. } => self.note(&format!("warning: {message}")),
             Output::Failed { message, .. } => {
                 if self.mid_reply {

@@ -5,13 +5,18 @@
 //! the front ends that translate between people and the core.
 
 pub mod config;
+pub mod redact;
 pub mod store;
 pub mod llm;
 pub mod repo;
+pub mod github;
 pub mod prompts;
 pub mod conversation;
 pub mod plan;
+pub mod agent;
+pub mod runs;
 pub mod app;
 pub mod console;
+pub mod batch;
 pub mod discord;
 pub mod check;

@@ -11,12 +11,16 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use featurebot::agent::run::Runner;
 use featurebot::app::App;
 use featurebot::config::Config;
 use featurebot::console::{self, Outcome};
+use featurebot::github::GitHub;
 use featurebot::prompts::Prompts;
+use featurebot::redact::Redactor;
+use featurebot::store::RunState;
 use featurebot::store::{FeatureId, Store};
-use featurebot::{check, discord, llm};
+use featurebot::{batch, check, discord, llm};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -49,6 +53,11 @@ enum Command {
     Run,
     /// Print the URL that invites the bot to a server, with the scopes and permissions it needs.
     Invite,
+    /// Run the coding agent on a plan file: a branch, a commit per step, a pull request.
+    Agent {
+        /// A plan written by featurebot (tasks/<timestamp>-<slug>.md).
+        plan: PathBuf,
+    },
     /// Validate the config and try each configured service.
     Check,
 }
@@ -58,6 +67,7 @@ fn main() -> ExitCode {
     let default_level = match cli.command {
         Command::Console { .. } => "warn",
         Command::Run => "info,serenity=warn",
+        Command::Agent { .. } => "warn",
         Command::Check | Command::Invite => "error",
     };
     tracing_subscriber::fmt()
@@ -108,6 +118,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let llm = llm::Client::new(config.llm.clone())?;
             let prompts = Prompts::load(config.prompts.dir.as_deref())?;
             let (app, outputs) = App::new(config.clone(), store, llm, prompts);
+            let app = app.with_agent(runner(&config)?);
+            app.recover_runs().await;
             let shutdown = CancellationToken::new();
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -117,6 +129,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             discord::run(config, Arc::new(app), outputs, shutdown).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent { plan } => {
+            let run = batch::run(config, &plan).await?;
+            println!("branch: {}", run.branch);
+            if let Some(url) = &run.pr_url {
+                println!("pull request: {url}");
+            }
+            println!("state: {:?}", run.state);
+            if let Some(message) = &run.message {
+                println!("note: {message}");
+            }
+            let green = run.steps.iter().all(|s| s.green == Some(true));
+            Ok(match run.state {
+                RunState::Finished if green => ExitCode::SUCCESS,
+                RunState::Finished | RunState::Stopped => ExitCode::from(3),
+                RunState::Cancelled => ExitCode::from(130),
+                _ => ExitCode::FAILURE,
+            })
         }
         Command::Invite => {
             let id = discord::application_id(&config).await?;
@@ -128,6 +158,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let llm = llm::Client::new(config.llm.clone())?;
             let prompts = Prompts::load(config.prompts.dir.as_deref())?;
             let (app, outputs) = App::new(config.clone(), store, llm, prompts);
+            let app = app.with_agent(runner(&config)?);
+            app.recover_runs().await;
             let session = console::run(Arc::new(app), outputs, title, resume);
             let outcome = tokio::select! {
                 outcome = session => outcome.context("console session")?,
@@ -143,6 +175,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The coding agent, as configured.
+fn runner(config: &Arc<Config>) -> anyhow::Result<Runner> {
+    let github = match &config.github {
+        Some(cfg) => Some(GitHub::new(cfg)?),
+        None => None,
+    };
+    Ok(Runner {
+        config: config.clone(),
+        llm: llm::Client::new(config.llm.clone())?,
+        prompts: Prompts::load(config.prompts.dir.as_deref())?,
+        redactor: Redactor::from_config(config),
+        github,
+    })
 }
 
 /// Ctrl-C, or SIGTERM (what `docker stop` and systemd send).

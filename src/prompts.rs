@@ -17,16 +17,19 @@ pub struct Prompts {
     pub plan: String,
     /// The follow-up sent when a plan lacks sections (`plan-repair.md`).
     pub plan_repair: String,
+    /// The coding agent's system prompt (`agent.md`).
+    pub agent: String,
 }
 
 /// Each prompt's file name and built-in text.
-const BUILTIN: [(&str, &str); 3] = [
+const BUILTIN: [(&str, &str); 4] = [
     (
         "requirements.md",
         include_str!("../prompts/requirements.md"),
     ),
     ("plan.md", include_str!("../prompts/plan.md")),
     ("plan-repair.md", include_str!("../prompts/plan-repair.md")),
+    ("agent.md", include_str!("../prompts/agent.md")),
 ];
 
 impl Prompts {
@@ -36,6 +39,7 @@ impl Prompts {
             requirements: BUILTIN[0].1.to_string(),
             plan: BUILTIN[1].1.to_string(),
             plan_repair: BUILTIN[2].1.to_string(),
+            agent: BUILTIN[3].1.to_string(),
         }
     }
 
@@ -58,11 +62,12 @@ impl Prompts {
                 }
             }
         }
-        let [requirements, plan, plan_repair] = texts.map(|(_, text)| text);
+        let [requirements, plan, plan_repair, agent] = texts.map(|(_, text)| text);
         Ok(Prompts {
             requirements,
             plan,
             plan_repair,
+            agent,
         })
     }
 }

@@ -208,6 +208,16 @@ pub fn push_base(cfg: &RepoConfig) -> Result<(), RepoError> {
     let repo = open(cfg)?;
     let head = head(&repo)?;
     base_tip(&repo, cfg, &head)?;
+    push_branch_in(&repo, cfg, &cfg.base_branch)
+}
+
+/// Pushes `refs/heads/<branch>` to the configured remote (an agent run's branch).
+pub fn push_branch(cfg: &RepoConfig, branch: &str) -> Result<(), RepoError> {
+    let repo = open(cfg)?;
+    push_branch_in(&repo, cfg, branch)
+}
+
+fn push_branch_in(repo: &Repository, cfg: &RepoConfig, branch: &str) -> Result<(), RepoError> {
     let remote_error = |message: String| RepoError::Remote {
         remote: cfg.remote.clone(),
         message,
@@ -279,11 +289,10 @@ pub fn push_base(cfg: &RepoConfig) -> Result<(), RepoError> {
     let mut options = PushOptions::new();
     options.remote_callbacks(callbacks).proxy_options(proxy);
 
-    let refname = format!("refs/heads/{}", cfg.base_branch);
+    let refname = format!("refs/heads/{branch}");
     let moved = || {
         format!(
             "the remote branch has commits that the local {branch} does not have; pull or rebase {branch} onto {remote}/{branch}, then push again",
-            branch = cfg.base_branch,
             remote = cfg.remote
         )
     };
@@ -320,7 +329,7 @@ pub fn push_base(cfg: &RepoConfig) -> Result<(), RepoError> {
             message,
         });
     }
-    tracing::info!(remote = %cfg.remote, branch = %cfg.base_branch, "pushed the base branch");
+    tracing::info!(remote = %cfg.remote, %branch, "pushed");
     Ok(())
 }
 
@@ -377,6 +386,288 @@ impl fmt::Display for Head {
             }
         }
     }
+}
+
+/// A git work tree of the target repository, checked out on an agent run's branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worktree {
+    pub path: PathBuf,
+    pub branch: String,
+    /// The commit the branch started from (the base branch's tip when it was created).
+    pub base_commit: String,
+    /// False when an existing branch and work tree were reused (a resumed run).
+    pub created: bool,
+}
+
+/// Updates `<remote>/<base_branch>` from the remote, so a new run starts from the latest base.
+/// Returns `Ok(false)` when there is no such remote (a purely local repository).
+pub fn fetch_base(cfg: &RepoConfig) -> Result<bool, RepoError> {
+    let repo = open(cfg)?;
+    let mut remote = match repo.find_remote(&cfg.remote) {
+        Ok(remote) => remote,
+        Err(e) if matches!(e.code(), ErrorCode::NotFound | ErrorCode::InvalidSpec) => {
+            return Ok(false)
+        }
+        Err(e) => return Err(git_error(format!("reading remote {}", cfg.remote), e)),
+    };
+    let url = remote.url().unwrap_or_default().to_string();
+    let shown = strip_userinfo(&url);
+    if is_ssh(&url) {
+        return Err(RepoError::Remote {
+            remote: cfg.remote.clone(),
+            message: format!("{shown} is an ssh URL, which featurebot cannot fetch from; use the https URL and set GITHUB_TOKEN"),
+        });
+    }
+    let token = cfg.github_token.as_ref().map(|t| t.expose().to_string());
+    let asked = Cell::new(0u32);
+    let mut callbacks = RemoteCallbacks::new();
+    callbacks.credentials(|_url, _username, allowed| {
+        asked.set(asked.get() + 1);
+        match &token {
+            Some(token)
+                if asked.get() == 1 && allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+            {
+                Cred::userpass_plaintext("x-access-token", token)
+            }
+            _ => Err(git2::Error::from_str("no usable credentials")),
+        }
+    });
+    let mut options = git2::FetchOptions::new();
+    options.remote_callbacks(callbacks);
+    let refspec = format!(
+        "+refs/heads/{base}:refs/remotes/{remote}/{base}",
+        base = cfg.base_branch,
+        remote = cfg.remote
+    );
+    remote
+        .fetch(&[refspec], Some(&mut options), None)
+        .map_err(|e| {
+            let mut message = e.message().replace(&url, &shown);
+            if let Some(token) = &token {
+                message = message.replace(token.as_str(), "***");
+            }
+            RepoError::Remote {
+                remote: cfg.remote.clone(),
+                message: format!(
+                    "fetching {} from {shown} failed: {message}",
+                    cfg.base_branch
+                ),
+            }
+        })?;
+    Ok(true)
+}
+
+/// Creates (or, for a resumed run, reuses) a work tree at `dir` on a new branch `branch`
+/// started from the base branch: `<remote>/<base>` when it was fetched, the local base
+/// otherwise. The bot's own checkout is never touched.
+pub fn prepare_worktree(cfg: &RepoConfig, branch: &str, dir: &Path) -> Result<Worktree, RepoError> {
+    if !crate::config::is_branch_name(branch) {
+        return Err(RepoError::Git(format!(
+            "{branch:?} is not a valid branch name"
+        )));
+    }
+    let repo = open(cfg)?;
+    let local = repo.find_branch(branch, git2::BranchType::Local).ok();
+    let (branch_ref, base_commit, created) = match local {
+        Some(existing) => {
+            let commit = existing
+                .get()
+                .peel_to_commit()
+                .map_err(|e| git_error(format!("reading branch {branch}"), e))?;
+            (existing.into_reference(), commit.id().to_string(), false)
+        }
+        None => {
+            let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
+            let start = match repo.find_reference(&tracking) {
+                Ok(r) => r,
+                Err(_) => {
+                    let head = head(&repo)?;
+                    let tip = base_tip(&repo, cfg, &head)?;
+                    repo.find_reference(&format!("refs/heads/{}", cfg.base_branch))
+                        .map_err(|e| git_error(format!("reading {}", tip.id()), e))?
+                }
+            };
+            let commit = start
+                .peel_to_commit()
+                .map_err(|e| git_error("reading the base commit", e))?;
+            let new = repo
+                .branch(branch, &commit, false)
+                .map_err(|e| git_error(format!("creating branch {branch}"), e))?;
+            (new.into_reference(), commit.id().to_string(), true)
+        }
+    };
+    if dir.join(".git").exists() {
+        let existing = Repository::open(dir).map_err(|_| RepoError::NotARepository {
+            path: dir.to_path_buf(),
+        })?;
+        let on = existing
+            .head()
+            .ok()
+            .and_then(|h| h.shorthand().map(str::to_string));
+        if on.as_deref() == Some(branch) {
+            return Ok(Worktree {
+                path: dir.to_path_buf(),
+                branch: branch.to_string(),
+                base_commit,
+                created: false,
+            });
+        }
+        return Err(RepoError::Git(format!(
+            "{} exists but is not on branch {branch}; remove it or set agent.worktrees_dir",
+            dir.display()
+        )));
+    }
+    let name: String = branch
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if let Ok(stale) = repo.find_worktree(&name) {
+        // Its folder is gone (checked above): forget it so the name can be used again.
+        let mut prune = git2::WorktreePruneOptions::new();
+        prune.valid(true).working_tree(true);
+        stale
+            .prune(Some(&mut prune))
+            .map_err(|e| git_error(format!("pruning the stale work tree {name}"), e))?;
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| RepoError::Git(format!("creating {}: {e}", parent.display())))?;
+    }
+    let mut options = git2::WorktreeAddOptions::new();
+    options.reference(Some(&branch_ref));
+    repo.worktree(&name, dir, Some(&options))
+        .map_err(|e| git_error(format!("creating the work tree at {}", dir.display()), e))?;
+    Ok(Worktree {
+        path: dir.to_path_buf(),
+        branch: branch.to_string(),
+        base_commit,
+        created,
+    })
+}
+
+/// Commits every change in the work tree at `dir` (new, changed and deleted files, except
+/// ignored ones) on its branch. Returns `None` when nothing changed.
+pub fn commit_all(
+    cfg: &RepoConfig,
+    dir: &Path,
+    message: &str,
+) -> Result<Option<String>, RepoError> {
+    let repo = Repository::open(dir).map_err(|_| RepoError::NotARepository {
+        path: dir.to_path_buf(),
+    })?;
+    let mut index = repo
+        .index()
+        .map_err(|e| git_error("reading the work tree's index", e))?;
+    index
+        .add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None)
+        .map_err(|e| git_error("staging changes", e))?;
+    index
+        .update_all(["*"].iter(), None)
+        .map_err(|e| git_error("staging deletions", e))?;
+    index
+        .write()
+        .map_err(|e| git_error("writing the index", e))?;
+    let tree_id = index
+        .write_tree()
+        .map_err(|e| git_error("writing the tree", e))?;
+    let parent = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| git_error("reading the work tree's HEAD", e))?;
+    if parent.tree_id() == tree_id {
+        return Ok(None);
+    }
+    let tree = repo
+        .find_tree(tree_id)
+        .map_err(|e| git_error("reading the tree", e))?;
+    let signature = Signature::now(&cfg.author_name, &cfg.author_email)
+        .map_err(|e| git_error("making the signature", e))?;
+    let id = repo
+        .commit(
+            Some("HEAD"),
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &[&parent],
+        )
+        .map_err(|e| git_error("committing", e))?;
+    Ok(Some(id.to_string()))
+}
+
+/// The files git sees in the work tree at `dir`: tracked ones and untracked ones that are not
+/// ignored, as relative paths, sorted.
+pub fn list_files(dir: &Path) -> Result<Vec<String>, RepoError> {
+    let repo = Repository::open(dir).map_err(|_| RepoError::NotARepository {
+        path: dir.to_path_buf(),
+    })?;
+    let index = repo
+        .index()
+        .map_err(|e| git_error("reading the index", e))?;
+    let mut files: Vec<String> = index
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+        .filter(|p| dir.join(p).is_file())
+        .collect();
+    let mut options = StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    let statuses = repo
+        .statuses(Some(&mut options))
+        .map_err(|e| git_error("reading the status", e))?;
+    for entry in statuses.iter() {
+        if entry.status().contains(Status::WT_NEW) {
+            if let Some(path) = entry.path() {
+                files.push(path.to_string());
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// The files changed between `from` and the work tree's HEAD, with `+added -removed` lines.
+pub fn diff_stat(dir: &Path, from: &str) -> Result<Vec<(String, usize, usize)>, RepoError> {
+    let repo = Repository::open(dir).map_err(|_| RepoError::NotARepository {
+        path: dir.to_path_buf(),
+    })?;
+    let old = repo
+        .revparse_single(from)
+        .and_then(|o| o.peel_to_tree())
+        .map_err(|e| git_error(format!("reading {from}"), e))?;
+    let new = repo
+        .head()
+        .and_then(|h| h.peel_to_tree())
+        .map_err(|e| git_error("reading HEAD", e))?;
+    let diff = repo
+        .diff_tree_to_tree(Some(&old), Some(&new), None)
+        .map_err(|e| git_error("diffing", e))?;
+    let mut out = Vec::new();
+    for (i, delta) in diff.deltas().enumerate() {
+        let path = delta
+            .new_file()
+            .path()
+            .or_else(|| delta.old_file().path())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (added, removed) = git2::Patch::from_diff(&diff, i)
+            .ok()
+            .flatten()
+            .and_then(|p| p.line_stats().ok())
+            .map(|(_, a, r)| (a, r))
+            .unwrap_or((0, 0));
+        out.push((path, added, removed));
+    }
+    Ok(out)
 }
 
 fn missing_base_message(branch: &str, head: &str) -> String {

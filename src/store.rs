@@ -7,7 +7,8 @@
 //! - `sources`: feature id plus source message id to sequence number, so that a message seen
 //!   twice (a gateway replay, a double submit) becomes one turn;
 //! - `plans`: [`PlanVersion`] by feature id then version;
-//! - `places`: where a feature lives (a Discord thread) to its id.
+//! - `places`: where a feature lives (a Discord thread) to its id;
+//! - `runs`: agent [`Run`]s by feature id then run number.
 //!
 //! Invariant: every mutating method flushes to disk before it returns, so whatever the caller
 //! acknowledges survives `kill -9`. Mutations are serialised by one lock held only around the
@@ -99,8 +100,8 @@ impl Status {
                 | (Confirmed, Gathering | Planned | Discarded)
                 | (Planned, Gathering | Planned | Approved | Discarded)
                 | (Approved, Queued | Running | Planned | Discarded | Cancelled)
-                | (Queued, Running | Cancelled)
-                | (Running, PrOpen | Failed | Cancelled)
+                | (Queued, Running | Cancelled | Failed)
+                | (Running, PrOpen | Closed | Failed | Cancelled)
                 | (PrOpen, Merged | Closed | Running)
                 | (Failed | Cancelled, Queued | Gathering | Planned | Discarded)
                 | (Closed, PrOpen)
@@ -199,6 +200,60 @@ pub struct PlanVersion {
     pub at: OffsetDateTime,
 }
 
+/// One agent run of a feature's approved plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub feature: FeatureId,
+    /// 1 for the feature's first run, then 2...
+    pub number: u32,
+    pub plan_version: u32,
+    pub branch: String,
+    pub worktree: String,
+    pub steps: Vec<StepRecord>,
+    /// The index of the next step to do.
+    pub next_step: usize,
+    pub state: RunState,
+    pub pr_url: Option<String>,
+    /// What ended the run, in a sentence, when it ended other than by success.
+    pub message: Option<String>,
+    pub usage: Usage,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub title: String,
+    /// `None` until the step is done.
+    pub green: Option<bool>,
+    pub commit: Option<String>,
+    pub summary: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Queued,
+    Running,
+    /// All steps done and the PR is open (a draft when anything stayed red).
+    Finished,
+    /// A limit (time, tokens, tool calls, a repeated failure) stopped it; the work so far is
+    /// pushed in a draft PR.
+    Stopped,
+    Failed,
+    Cancelled,
+    /// The bot stopped while the run was going; it can resume from `next_step`.
+    Interrupted,
+}
+
+impl RunState {
+    pub fn is_active(self) -> bool {
+        matches!(self, RunState::Queued | RunState::Running)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the store at {path} is in use by another featurebot process; stop that process or set store.path to another folder")]
@@ -233,6 +288,7 @@ pub struct Store {
     sources: sled::Tree,
     plans: sled::Tree,
     places: sled::Tree,
+    runs: sled::Tree,
     write: Arc<Mutex<()>>,
 }
 
@@ -262,6 +318,7 @@ impl Store {
             sources: db.open_tree("sources")?,
             plans: db.open_tree("plans")?,
             places: db.open_tree("places")?,
+            runs: db.open_tree("runs")?,
             db,
             write: Arc::new(Mutex::new(())),
         };
@@ -508,6 +565,39 @@ impl Store {
             .scan_prefix(id.0.to_be_bytes())
             .map(|kv| decode(&kv?.1))
             .collect()
+    }
+
+    /// Stores `run` (new or updated), refreshing its `updated_at`.
+    pub async fn save_run(&self, run: &Run) -> Result<Run, StoreError> {
+        let mut run = run.clone();
+        run.updated_at = OffsetDateTime::now_utc();
+        {
+            let _guard = self.lock();
+            self.runs
+                .insert(plan_key(run.feature, run.number), encode(&run)?)?;
+        }
+        self.flush().await?;
+        Ok(run)
+    }
+
+    /// A feature's runs, oldest first.
+    pub fn runs(&self, id: FeatureId) -> Result<Vec<Run>, StoreError> {
+        self.runs
+            .scan_prefix(id.0.to_be_bytes())
+            .map(|kv| decode(&kv?.1))
+            .collect()
+    }
+
+    /// Every run still queued or running, for the start-up check.
+    pub fn active_runs(&self) -> Result<Vec<Run>, StoreError> {
+        let mut active = Vec::new();
+        for kv in self.runs.iter() {
+            let run: Run = decode(&kv?.1)?;
+            if run.state.is_active() {
+                active.push(run);
+            }
+        }
+        Ok(active)
     }
 
     /// Applies `change` to a feature record and stores it, refreshing `updated_at`.

@@ -17,6 +17,9 @@ pub enum Action {
     Approve,
     RequestChanges,
     Discard,
+    CancelRun,
+    ResumeRun,
+    AbortRun,
 }
 
 impl Action {
@@ -27,6 +30,9 @@ impl Action {
             Action::Approve => "approve",
             Action::RequestChanges => "changes",
             Action::Discard => "discard",
+            Action::CancelRun => "cancel",
+            Action::ResumeRun => "resume",
+            Action::AbortRun => "abort",
         }
     }
 
@@ -37,6 +43,9 @@ impl Action {
             Action::Approve => "Approve agent run",
             Action::RequestChanges => "Request changes",
             Action::Discard => "Discard",
+            Action::CancelRun => "Cancel run",
+            Action::ResumeRun => "Resume run",
+            Action::AbortRun => "Abort run",
         }
     }
 }
@@ -47,7 +56,7 @@ pub struct Button {
     pub action: Action,
     pub feature: FeatureId,
     /// The plan version the button belongs to (for the confirmation buttons: the latest plan
-    /// when they were posted, 0 before the first).
+    /// when they were posted, 0 before the first; for run buttons: the run number).
     pub version: u32,
 }
 
@@ -77,6 +86,9 @@ impl FromStr for Button {
             "approve" => Action::Approve,
             "changes" => Action::RequestChanges,
             "discard" => Action::Discard,
+            "cancel" => Action::CancelRun,
+            "resume" => Action::ResumeRun,
+            "abort" => Action::AbortRun,
             _ => return Err(()),
         };
         let feature = parts.next().ok_or(())?.parse::<u64>().map_err(|_| ())?;

@@ -25,7 +25,7 @@ use super::text;
 use crate::app::{App, Input};
 use crate::config::{Config, DiscordConfig};
 use crate::plan::Title;
-use crate::store::{Author, Feature, FeatureId, Place, Speaker, Status};
+use crate::store::{Author, Feature, FeatureId, Place, RunState, Speaker, Status};
 
 /// An input waiting in a feature's queue.
 struct Job {
@@ -297,6 +297,24 @@ impl Bot {
                     feature: button.feature,
                 },
             ),
+            Action::CancelRun => (
+                format!("{who} cancelled the agent run; stopping it..."),
+                Input::CancelRun {
+                    feature: button.feature,
+                },
+            ),
+            Action::ResumeRun => (
+                format!("{who} resumed the agent run"),
+                Input::ResumeRun {
+                    feature: button.feature,
+                },
+            ),
+            Action::AbortRun => (
+                format!("{who} aborted the interrupted run"),
+                Input::AbortRun {
+                    feature: button.feature,
+                },
+            ),
         };
         let response = CreateInteractionResponse::Message(
             CreateInteractionResponseMessage::new()
@@ -320,8 +338,27 @@ impl Bot {
         let id = feature.id;
         let current = feature.plan_version;
         let status = feature.status;
+        let last_run = self.app.store().runs(id).ok().and_then(|mut r| r.pop());
         match button.action {
             _ if status == Status::Discarded => Some(format!("feature #{id} was discarded")),
+            Action::CancelRun if !matches!(status, Status::Queued | Status::Running) => {
+                Some("no agent run is going for this feature".to_string())
+            }
+            Action::ResumeRun | Action::AbortRun
+                if last_run.as_ref().map(|r| r.number) != Some(button.version) =>
+            {
+                Some("that run is not the feature's latest".to_string())
+            }
+            Action::ResumeRun | Action::AbortRun
+                if matches!(status, Status::Queued | Status::Running) =>
+            {
+                Some("a run is already going for this feature".to_string())
+            }
+            Action::AbortRun
+                if last_run.as_ref().map(|r| r.state) != Some(RunState::Interrupted) =>
+            {
+                Some("that run is already over".to_string())
+            }
             Action::GeneratePlan | Action::KeepRefining if current > button.version => Some(
                 format!("plan version {current} is already written; use the buttons under it"),
             ),

@@ -116,6 +116,7 @@ pub async fn run(
     tracing::info!("connecting to Discord");
     let result = client.start().await;
     shutdown.cancel();
+    app.shutdown().await;
     renderer.abort();
     result.context("the Discord connection failed; check DISCORD_TOKEN and discord.api_base")
 }

@@ -18,10 +18,11 @@ use tokio::time::Instant;
 
 use super::buttons::{Action, Button};
 use super::text::{self, MESSAGE_LIMIT};
+use crate::agent::Event;
 use crate::app::Output;
 use crate::config::DiscordConfig;
 use crate::plan::Slug;
-use crate::store::{Feature, FeatureId, Place, Store};
+use crate::store::{Feature, FeatureId, Place, RunState, Store};
 
 /// How often the typing indicator is renewed (Discord shows it for about 10 seconds).
 const TYPING_EVERY: Duration = Duration::from_secs(8);
@@ -60,6 +61,8 @@ pub async fn run(
             interval: discord.stream_edit_interval,
             stream: Stream::default(),
             typing_until: None,
+            typing_reset: false,
+            card: None,
         };
         tokio::spawn(worker.run(rx));
         let _ = tx.send(output);
@@ -75,6 +78,21 @@ struct Worker {
     stream: Stream,
     /// While set, the typing indicator is renewed.
     typing_until: Option<Instant>,
+    /// Typing was just sent: the next renewal is a full period away.
+    typing_reset: bool,
+    /// The agent run's status card, edited in place.
+    card: Option<Card>,
+}
+
+/// The message that shows an agent run's progress.
+struct Card {
+    id: MessageId,
+    run_started: Instant,
+    branch: String,
+    steps: Vec<(String, Option<bool>)>,
+    current: String,
+    tokens: u64,
+    edited_at: Instant,
 }
 
 /// The reply being streamed: the messages posted for it and what each shows.
@@ -95,6 +113,8 @@ struct Posted {
 impl Worker {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Output>) {
         let mut typing = tokio::time::interval(TYPING_EVERY);
+        // An idle thread must not pile up ticks that would all fire at the next turn.
+        typing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let pending = self.stream.pending;
             let typing_on = self.typing_until.is_some_and(|t| t > Instant::now());
@@ -105,6 +125,9 @@ impl Worker {
                 },
                 () = sleep_until(pending), if pending.is_some() => self.sync(false).await,
                 _ = typing.tick(), if typing_on => self.type_now().await,
+            }
+            if std::mem::take(&mut self.typing_reset) {
+                typing.reset();
             }
         }
     }
@@ -122,6 +145,7 @@ impl Worker {
                 // Typing stops by itself after 10 s; this keeps it up for at most 10 minutes.
                 self.typing_until = Some(Instant::now() + Duration::from_secs(600));
                 self.type_now().await;
+                self.typing_reset = true;
             }
             Output::ReplyDelta { text, .. } => {
                 self.stream.text.push_str(&text);
@@ -185,6 +209,98 @@ impl Worker {
             Output::Refining { .. } | Output::Approved { .. } | Output::ChangesRequested { .. } => {
                 // The click's own answer already said so in the thread.
             }
+            Output::RunQueued { feature, position } => {
+                self.end_stream().await;
+                let line = if position == 0 {
+                    "starting".to_string()
+                } else {
+                    format!("queued, {position} run(s) ahead")
+                };
+                let message = CreateMessage::new()
+                    .content(format!("**Agent run**: {line}"))
+                    .components(vec![run_row(
+                        feature,
+                        0,
+                        &[(Action::CancelRun, ButtonStyle::Danger)],
+                    )])
+                    .allowed_mentions(CreateAllowedMentions::new());
+                match self.thread.send_message(&self.http, message).await {
+                    Ok(msg) => {
+                        self.card = Some(Card {
+                            id: msg.id,
+                            run_started: Instant::now(),
+                            branch: String::new(),
+                            steps: Vec::new(),
+                            current: line,
+                            tokens: 0,
+                            edited_at: Instant::now(),
+                        })
+                    }
+                    Err(err) => {
+                        tracing::warn!(thread = self.thread.get(), error = %err, "posting the run card failed")
+                    }
+                }
+            }
+            Output::RunEvent { feature, event } => self.run_event(feature, event).await,
+            Output::RunEnded { feature, run } => {
+                let summary = match run.state {
+                    RunState::Finished => "finished".to_string(),
+                    RunState::Stopped => {
+                        format!("stopped: {}", run.message.clone().unwrap_or_default())
+                    }
+                    RunState::Cancelled => run
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "cancelled".to_string()),
+                    _ => format!("failed: {}", run.message.clone().unwrap_or_default()),
+                };
+                if let Some(card) = self.card.as_mut() {
+                    card.current = summary.clone();
+                    for (i, step) in run.steps.iter().enumerate() {
+                        if let Some(slot) = card.steps.get_mut(i) {
+                            slot.1 = step.green;
+                        }
+                    }
+                }
+                self.edit_card(feature, true, false).await;
+                let text = match (&run.pr_url, run.state) {
+                    (Some(url), _) => format!("✅ Pull request: {url}"),
+                    (None, RunState::Finished | RunState::Stopped) => {
+                        format!("✅ Branch `{}` is pushed.", run.branch)
+                    }
+                    (None, RunState::Cancelled) => format!("⏹️ The agent run was {summary}."),
+                    (None, _) => format!("❌ The agent run {summary}"),
+                };
+                let mut message = CreateMessage::new().content(truncate(&text, MESSAGE_LIMIT));
+                if matches!(run.state, RunState::Failed | RunState::Cancelled)
+                    && run.next_step < run.steps.len()
+                {
+                    message = message.components(vec![run_row(
+                        feature,
+                        run.number,
+                        &[(Action::ResumeRun, ButtonStyle::Primary)],
+                    )]);
+                }
+                self.post(message).await;
+                self.card = None;
+            }
+            Output::RunInterrupted { feature, run } => {
+                let text = format!(
+                    "⚠️ The agent run was interrupted at step {} of {} when featurebot stopped. Resume it from there, or abort it.",
+                    (run.next_step + 1).min(run.steps.len()),
+                    run.steps.len()
+                );
+                let row = run_row(
+                    feature,
+                    run.number,
+                    &[
+                        (Action::ResumeRun, ButtonStyle::Primary),
+                        (Action::AbortRun, ButtonStyle::Danger),
+                    ],
+                );
+                self.post(CreateMessage::new().content(text).components(vec![row]))
+                    .await;
+            }
             Output::Rejected { message, .. } | Output::Warning { message, .. } => {
                 self.end_stream().await;
                 self.post(CreateMessage::new().content(format!("⚠️ {message}")))
@@ -195,6 +311,129 @@ impl Worker {
                 self.post(CreateMessage::new().content(format!("❌ {message}")))
                     .await;
             }
+        }
+    }
+
+    async fn run_event(&mut self, feature: FeatureId, event: Event) {
+        match event {
+            Event::Started {
+                branch,
+                steps,
+                from,
+            } => {
+                if let Some(card) = self.card.as_mut() {
+                    card.branch = branch;
+                    card.steps = steps
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, s)| (s, (i < from).then_some(true)))
+                        .collect();
+                }
+                self.edit_card(feature, true, true).await;
+            }
+            Event::Phase {
+                step,
+                total,
+                title,
+                phase,
+                usage,
+            } => {
+                if let Some(card) = self.card.as_mut() {
+                    card.current = if title.is_empty() {
+                        phase.as_str().to_string()
+                    } else {
+                        format!("step {}/{total} {title}: {}", step + 1, phase.as_str())
+                    };
+                    card.tokens = usage.input_tokens + usage.output_tokens;
+                }
+                self.edit_card(feature, false, true).await;
+            }
+            Event::StepCommitted { step, green, .. } => {
+                if let Some(slot) = self.card.as_mut().and_then(|c| c.steps.get_mut(step)) {
+                    slot.1 = Some(green);
+                }
+                self.edit_card(feature, true, true).await;
+            }
+            Event::ChecksFailed {
+                step,
+                attempt,
+                command,
+                tail,
+                log,
+            } => {
+                let tail = crate::agent::backend::last_lines(&tail, 30);
+                let skip = tail.chars().count().saturating_sub(1_500);
+                let tail: String = tail.chars().skip(skip).collect();
+                let text = format!(
+                    "❌ Step {} (attempt {}): `{}` failed\n```\n{}\n```",
+                    step + 1,
+                    attempt + 1,
+                    truncate(&command, 200),
+                    tail.replace("```", "` ` `")
+                );
+                let mut message = CreateMessage::new().content(text);
+                if let Ok(bytes) = tokio::fs::read(&log).await {
+                    message = message.add_file(CreateAttachment::bytes(
+                        bytes,
+                        format!("step-{}-checks.log", step + 1),
+                    ));
+                }
+                self.post(message).await;
+            }
+            Event::Question { text } => {
+                let text = format!(
+                    "❓ **The agent asks:** {text}\nReply in this thread: an admin's next message is the answer."
+                );
+                self.post(CreateMessage::new().content(truncate(&text, MESSAGE_LIMIT)))
+                    .await;
+            }
+            Event::Finished { .. } => {}
+        }
+    }
+
+    /// Edits the run card; without `force`, at most once per interval.
+    async fn edit_card(&mut self, feature: FeatureId, force: bool, running: bool) {
+        let interval = self.interval;
+        let Some(card) = self.card.as_mut() else {
+            return;
+        };
+        if !force && card.edited_at.elapsed() < interval {
+            return;
+        }
+        let mut text = String::from("**Agent run**");
+        if !card.branch.is_empty() {
+            text.push_str(&format!(" on `{}`", card.branch));
+        }
+        text.push_str(&format!(
+            "\n{} · {}s · {} tokens\n",
+            card.current,
+            card.run_started.elapsed().as_secs(),
+            card.tokens
+        ));
+        for (i, (title, green)) in card.steps.iter().enumerate() {
+            let mark = match green {
+                Some(true) => "✅",
+                Some(false) => "❌",
+                None => "▫️",
+            };
+            text.push_str(&format!("{mark} {}. {}\n", i + 1, title));
+        }
+        let components = if running {
+            vec![run_row(
+                feature,
+                0,
+                &[(Action::CancelRun, ButtonStyle::Danger)],
+            )]
+        } else {
+            Vec::new()
+        };
+        let edit = EditMessage::new()
+            .content(truncate(&text, MESSAGE_LIMIT))
+            .components(components);
+        let id = card.id;
+        card.edited_at = Instant::now();
+        if let Err(err) = self.thread.edit_message(&self.http, id, edit).await {
+            tracing::warn!(thread = self.thread.get(), error = %err, "editing the run card failed");
         }
     }
 
@@ -342,6 +581,10 @@ fn buttons(feature: FeatureId, version: u32, actions: &[(Action, ButtonStyle)]) 
             })
             .collect(),
     )
+}
+
+fn run_row(feature: FeatureId, run: u32, actions: &[(Action, ButtonStyle)]) -> CreateActionRow {
+    buttons(feature, run, actions)
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -4,16 +4,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use featurebot::agent::run::Runner;
 use featurebot::app::App;
 use featurebot::config::{Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
+use featurebot::github::GitHub;
 use featurebot::llm;
 use featurebot::prompts::Prompts;
+use featurebot::redact::Redactor;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
+use crate::support::fake_github::FakeGithub;
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
-use crate::support::git::{git, repo_config, repo_with_commit, TestRepo};
+use crate::support::git::{git, repo_config, repo_with_remote, TestRepo};
 use crate::support::harness::GOOD_PLAN;
 
 const ADMIN: u64 = 5001;
@@ -21,6 +25,7 @@ const STRANGER: u64 = 5002;
 
 struct Bot {
     discord: FakeDiscord,
+    github: FakeGithub,
     llm: FakeLlm,
     repo: TestRepo,
     config: Arc<Config>,
@@ -39,7 +44,8 @@ impl Bot {
         discord.add_member(ADMIN, "ada", &[ADMIN_ROLE]);
         discord.add_member(STRANGER, "mallory", &[]);
         let llm = FakeLlm::start(Api::OpenAi).await;
-        let repo = repo_with_commit("main");
+        let repo = repo_with_remote("main");
+        let github = FakeGithub::start("acme", "shop").await;
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             llm: llm.llm_config(),
@@ -57,8 +63,8 @@ impl Bot {
                 stream_edit_interval: Duration::from_millis(200),
                 token: Some(Secret::new(discord.token())),
             }),
-            github: None,
-            agent: featurebot::config::AgentConfig::with_defaults(dir.path()),
+            github: Some(github.config()),
+            agent: featurebot::config::AgentConfig::with_defaults(&dir.path().join("store")),
         };
         if let Some(d) = config.discord.as_mut() {
             change(d);
@@ -68,6 +74,7 @@ impl Bot {
         discord.wait_ready().await;
         let bot = Bot {
             discord,
+            github,
             llm,
             repo,
             config,
@@ -168,7 +175,15 @@ async fn launch(
 ) {
     let store = crate::support::reopen_store(&config.store.path);
     let client = llm::Client::new(config.llm.clone()).unwrap();
-    let (app, outputs) = App::new(config.clone(), store, client, Prompts::builtin());
+    let (app, outputs) = App::new(config.clone(), store, client.clone(), Prompts::builtin());
+    let app = app.with_agent(Runner {
+        config: config.clone(),
+        llm: client,
+        prompts: Prompts::builtin(),
+        redactor: Redactor::from_config(config),
+        github: config.github.as_ref().map(|g| GitHub::new(g).unwrap()),
+    });
+    app.recover_runs().await;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(featurebot::discord::run(
         config.clone(),
@@ -667,6 +682,157 @@ async fn an_llm_failing_mid_stream_is_reported_and_the_thread_stays_usable() {
         contents(&b.bot_messages())
             .iter()
             .any(|c| c == "Let us try again: which columns?")
+    })
+    .await;
+}
+
+/// Takes a feature to a committed plan and returns the plan message's id.
+async fn planned(bot: &Bot) -> u64 {
+    script_conversation(&bot.llm);
+    let thread = bot.started("Export CSV").await;
+    bot.confirmed(thread).await;
+    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let (message, id) = bot.message_with_button("fb:plan:").unwrap();
+    bot.discord.click(ADMIN, message, &id).await;
+    bot.wait_for("the plan", |b| {
+        b.message_with_button("fb:approve:1:1").is_some()
+    })
+    .await;
+    bot.message_with_button("fb:approve:1:1").unwrap().0
+}
+
+#[tokio::test]
+async fn approve_runs_the_agent_with_a_status_card_and_ends_in_a_pull_request() {
+    let bot = Bot::start().await;
+    let plan = planned(&bot).await;
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "write_file".to_string(),
+        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "endpoint added"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "button added"}),
+    )]));
+    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.wait_for("the pull request", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.starts_with("✅ Pull request: "))
+    })
+    .await;
+    let card = bot
+        .bot_messages()
+        .into_iter()
+        .find(|m| {
+            m["content"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("**Agent run** on `featurebot/1-export-csv`")
+        })
+        .expect("the status card");
+    let text = card["content"].as_str().unwrap();
+    assert!(
+        text.contains("✅ 1. Add GET /export.csv") && text.contains("✅ 2. Add an Export button"),
+        "{text}"
+    );
+    assert!(
+        custom_ids(&card).is_empty(),
+        "no Cancel button once the run is over"
+    );
+    let pulls = bot.github.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(pulls[0]["head"]["ref"], "featurebot/1-export-csv");
+    let remote = bot.repo.remote.clone().unwrap();
+    let file = git(&remote, &["show", "featurebot/1-export-csv:export.txt"]);
+    assert_eq!(file, "GET /export.csv\n");
+}
+
+#[tokio::test]
+async fn cancel_stops_a_run_and_resume_finishes_it() {
+    let bot = Bot::start().await;
+    let plan = planned(&bot).await;
+    // The first step waits on a slow LLM answer; Cancel arrives meanwhile.
+    bot.llm.push(Reply::Slow {
+        delay: Duration::from_secs(30),
+        then: Box::new(Reply::ToolCalls(vec![(
+            "finish_step".to_string(),
+            json!({"summary": "late"}),
+        )])),
+    });
+    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.wait_for("the card's Cancel button", |b| {
+        b.message_with_button("fb:cancel:").is_some()
+    })
+    .await;
+    let (card, cancel) = bot.message_with_button("fb:cancel:").unwrap();
+    let stranger = bot.discord.click(STRANGER, card, &cancel).await;
+    bot.wait_for("a refusal", |b| !b.discord.responses(&stranger).is_empty())
+        .await;
+    assert!(bot.discord.responses(&stranger)[0]
+        .to_string()
+        .contains("only featurebot admins"));
+    let started = Instant::now();
+    bot.discord.click(ADMIN, card, &cancel).await;
+    bot.wait_for("the cancellation", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.contains("cancelled at step 1 of 2"))
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "one"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "two"}),
+    )]));
+    let (message, resume) = bot.message_with_button("fb:resume:").unwrap();
+    bot.discord.click(ADMIN, message, &resume).await;
+    bot.wait_for("the pull request", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.starts_with("✅ Pull request: "))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_run_interrupted_by_a_restart_offers_resume_and_abort() {
+    let bot = Bot::start().await;
+    let plan = planned(&bot).await;
+    bot.llm.push(Reply::Slow {
+        delay: Duration::from_secs(30),
+        then: Box::new(Reply::ToolCalls(vec![(
+            "finish_step".to_string(),
+            json!({"summary": "late"}),
+        )])),
+    });
+    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.wait_for("the run", |b| b.message_with_button("fb:cancel:").is_some())
+        .await;
+    let bot = bot.restart(|_| {}).await;
+    bot.wait_for("the interruption notice", |b| {
+        b.message_with_button("fb:abort:").is_some()
+    })
+    .await;
+    let (message, abort) = bot.message_with_button("fb:abort:").unwrap();
+    assert!(bot.message_with_button("fb:resume:").is_some());
+    bot.discord.click(ADMIN, message, &abort).await;
+    bot.wait_for("the abort", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.contains("aborted after a stop"))
     })
     .await;
 }

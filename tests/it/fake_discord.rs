@@ -62,8 +62,8 @@ async fn the_client_connects_and_registers_commands() {
     assert_eq!(refusal(surprise).0, 404);
     let last = fake.requests().pop().unwrap();
     assert_eq!(
-        (last.method.as_str(), last.path.as_str()),
-        ("GET", format!("/api/v10/guilds/{GUILD_ID}").as_str())
+        (last.method.as_str(), last.path.as_str(), last.status),
+        ("GET", format!("/api/v10/guilds/{GUILD_ID}").as_str(), 404)
     );
     assert_events_parse(&fake);
 }

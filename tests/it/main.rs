@@ -3,13 +3,16 @@
 
 mod support;
 
+mod agent;
 mod app;
 mod config;
 mod console;
 mod conversation;
+mod exec;
 mod discord;
 mod discord_text;
 mod fake_discord;
+mod github;
 mod llm;
 mod plan;
 mod repo;

@@ -65,7 +65,10 @@ pub struct Recorded {
     /// The JSON body (for multipart, the `payload_json` part); `Null` when empty, a string when
     /// not JSON.
     pub body: Value,
+    /// When the request had been read in full.
     pub at: Instant,
+    /// The HTTP status the fake answered (0 if it never did).
+    pub status: u16,
 }
 
 impl FakeDiscord {
@@ -1122,13 +1125,19 @@ async fn serve_rest(mut socket: TcpStream, inner: &Inner) -> std::io::Result<()>
     let req = parse_request(&head, body);
     let resp = {
         let mut st = inner.lock();
+        // Recorded before routing, so that a request the fake panics on is still listed.
         st.requests.push(Recorded {
             method: req.method.clone(),
             path: req.target.clone(),
             body: req.json.clone(),
             at,
+            status: 0,
         });
-        route(&mut st, &req, at)
+        let resp = route(&mut st, &req, at);
+        if let Some(recorded) = st.requests.last_mut() {
+            recorded.status = resp.status;
+        }
+        resp
     };
     write_response(&mut socket, &resp).await
 }

@@ -1,6 +1,7 @@
 //! Fake servers, temporary repositories and a wired-up core for the integration tests.
 
 pub mod fake_discord;
+pub mod fake_github;
 pub mod fake_llm;
 pub mod git;
 pub mod harness;

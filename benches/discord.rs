@@ -1,0 +1,443 @@
+//! `cargo bench --bench discord`: the real `featurebot run` binary, as a child process, against
+//! the in-process fake Discord and a fake LLM that answers every request at once.
+//!
+//! 1. Resident memory (VmRSS) once the bot is connected and its command registered.
+//! 2. 100 `/feature` commands sent back to back: each one's delay to its deferral, and the time
+//!    until all 100 threads hold the bot's first answer.
+//! 3. Turn latency with 1, 10 and 100 threads busy at once: in rounds, one MESSAGE_CREATE per
+//!    thread, back to back; the delay from each dispatch to the bot's first REST request about
+//!    that thread (the typing indicator) and to the answer's POST. Each round's answers are
+//!    complete before the next round is sent.
+//! 4. Resident memory with 100 live threads, after the rounds.
+//!
+//! Figures are printed as a table; BENCH_QUICK=1 takes fewer samples. The binary is the one
+//! Cargo builds for this bench (`CARGO_BIN_EXE_featurebot`, the release profile).
+//!
+//! What the figures leave out: the fake Discord has no rate limits (and serenity's limiter is
+//! off whenever `discord.api_base` is set), so bursts that real Discord would answer with 429s
+//! go through here; every REST call is a fresh loopback connection; and the fakes share the
+//! machine's cores with the bot.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use support::fake_discord::{FakeDiscord, Recorded, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
+use support::fake_llm::{Api, FakeLlm, Reply};
+use support::git::repo_with_commit;
+
+const ADMIN: u64 = 5001;
+const FEATURES: usize = 100;
+const LEVELS: [usize; 3] = [1, 10, 100];
+/// The fake LLM's answer to everything: no confirmation marker, so every turn is a plain one.
+const REPLY: &str = "Noted. What should happen when the list is empty?";
+
+fn main() {
+    let quick = std::env::var_os("BENCH_QUICK").is_some();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    println!(
+        "featurebot Discord benchmark ({} cores, bot and fakes share them)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    runtime.block_on(run(if quick { 20 } else { 200 }));
+}
+
+/// The bot as a child process, with its log in a file (a full pipe would stall it).
+struct Bot {
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl Bot {
+    fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "featurebot exited ({status}); its log:\n{}",
+                read_log(&self.log)
+            );
+        }
+    }
+
+    /// Polls `condition` every few milliseconds until it holds; panics after `limit`.
+    async fn wait_for(&mut self, what: &str, limit: Duration, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !condition() {
+            self.assert_alive();
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn run(samples: usize) {
+    let discord = FakeDiscord::start().await;
+    discord.add_member(ADMIN, "ada", &[ADMIN_ROLE]);
+    let llm = FakeLlm::start(Api::OpenAi).await;
+    llm.set_default(Reply::Text(REPLY.to_string()));
+    let repo = repo_with_commit("main");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &llm, &repo.path, &discord);
+    let mut bot = start(&config, dir.path(), &discord).await;
+
+    tokio::select! {
+        () = discord.wait_ready() => {}
+        status = bot.child.wait() => {
+            panic!("featurebot exited ({status:?}) before connecting; its log:\n{}", read_log(&bot.log))
+        }
+    }
+    bot.wait_for("the slash command", Duration::from_secs(20), || {
+        !discord.commands().is_empty()
+    })
+    .await;
+    let idle = rss_kib(bot.pid);
+
+    let threads = create_features(&mut bot, &discord).await;
+
+    println!(
+        "{:<58} {:>10} {:>10} {:>10}",
+        "turn latency (dispatch to ...)", "p50", "p99", "max"
+    );
+    let mut answers: HashMap<u64, usize> = threads.iter().map(|t| (*t, 1)).collect();
+    let mut per_turn = Vec::new();
+    for k in LEVELS {
+        let cpu_before = (cpu_time("self"), cpu_time(&bot.pid.to_string()));
+        let sent = turns(&mut bot, &discord, &threads[..k], samples, &mut answers).await;
+        let cpu = (
+            cpu_time("self") - cpu_before.0,
+            cpu_time(&bot.pid.to_string()) - cpu_before.1,
+        );
+        let requests = discord.requests();
+        let first = delays(&sent, &requests, |_| true);
+        let posted = delays(&sent, &requests, |r| {
+            r.method == "POST" && r.path.ends_with("/messages")
+        });
+        let n = sent.len();
+        row(
+            &format!("{k:>3} thread(s) busy: first REST request (n={n})"),
+            first,
+        );
+        row(
+            &format!("{k:>3} thread(s) busy: answer POSTed (n={n})"),
+            posted,
+        );
+        per_turn.push((k, n, count_per_turn(&sent, &requests), cpu));
+    }
+
+    let busy = rss_kib(bot.pid);
+    let peak = status_kib(bot.pid, "VmHWM:");
+    println!();
+    println!("{:<58} {:>10}", "measure", "value");
+    value_row("resident memory, connected, no feature (VmRSS)", &kib(idle));
+    value_row(
+        &format!("resident memory, {FEATURES} live threads after the rounds (VmRSS)"),
+        &kib(busy),
+    );
+    value_row("resident memory, peak (VmHWM)", &kib(peak));
+    for (k, n, (typing, posts, edits, other), (bench_cpu, bot_cpu)) in per_turn {
+        value_row(
+            &format!("CPU per turn at {k} busy: bot / this process (fakes)"),
+            &format!(
+                "{} / {}",
+                fmt(bot_cpu / n as u32),
+                fmt(bench_cpu / n as u32)
+            ),
+        );
+        value_row(
+            &format!("REST calls per turn at {k} busy: typing/POST/PATCH/other"),
+            &format!(
+                "{:.2}/{:.2}/{:.2}/{:.2}",
+                typing as f64 / n as f64,
+                posts as f64 / n as f64,
+                edits as f64 / n as f64,
+                other as f64 / n as f64
+            ),
+        );
+    }
+    let requests = discord.requests();
+    let limited = requests.iter().filter(|r| r.status == 429).count();
+    let failed: Vec<&Recorded> = requests
+        .iter()
+        .filter(|r| r.status >= 400 || r.status == 0)
+        .collect();
+    value_row(
+        "REST requests the fake received",
+        &requests.len().to_string(),
+    );
+    value_row(
+        "  of which 429 (the fake never rate-limits)",
+        &limited.to_string(),
+    );
+    value_row(
+        "  of which errors (status >= 400, or none)",
+        &failed.len().to_string(),
+    );
+    for r in failed.iter().take(5) {
+        println!("    {} {} {} {}", r.status, r.method, r.path, r.body);
+    }
+
+    bot.child.start_kill().unwrap();
+    let _ = bot.child.wait().await;
+    let log = read_log(&bot.log);
+    let complaints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    value_row(
+        "warnings and errors in the bot's log",
+        &complaints.len().to_string(),
+    );
+    for line in complaints.iter().take(5) {
+        println!("    {line}");
+    }
+}
+
+fn write_config(dir: &Path, llm: &FakeLlm, repo: &Path, discord: &FakeDiscord) -> PathBuf {
+    let path = dir.join("config.toml");
+    let text = format!(
+        "[llm]\nbase_url = \"{}\"\nmodel = \"fake-model\"\napi_key_env = \"FAKE_LLM_KEY\"\nrequest_timeout_secs = 5\nmax_retries = 1\n\n\
+         [repo]\npath = {:?}\nbase_branch = \"main\"\n\n\
+         [store]\npath = {:?}\n\n\
+         [discord]\nguild_id = {GUILD_ID}\nadmin_roles = [{ADMIN_ROLE}]\nfeature_channels = [{CHANNEL_ID}]\napi_base = \"{}\"\nstream_edit_interval_ms = 200\n",
+        llm.base_url(),
+        repo,
+        dir.join("store"),
+        discord.api_base(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn start(config: &Path, dir: &Path, discord: &FakeDiscord) -> Bot {
+    let log = dir.join("featurebot.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_featurebot"))
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env("DISCORD_TOKEN", discord.token())
+        .env("FAKE_LLM_KEY", "sk-bench")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    Bot { child, pid, log }
+}
+
+/// Sends `/feature` [`FEATURES`] times back to back and waits for every thread's first answer;
+/// returns the thread ids, oldest first.
+async fn create_features(bot: &mut Bot, discord: &FakeDiscord) -> Vec<u64> {
+    let start = Instant::now();
+    let mut interactions = Vec::new();
+    for i in 0..FEATURES {
+        let title = format!("bench feature {i}");
+        interactions.push(
+            discord
+                .slash_command(ADMIN, CHANNEL_ID, "feature", json!({ "title": title }))
+                .await,
+        );
+    }
+    bot.wait_for("the threads", Duration::from_secs(60), || {
+        discord.threads().len() == FEATURES
+    })
+    .await;
+    let threads: Vec<u64> = discord
+        .threads()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    bot.wait_for("every first answer", Duration::from_secs(60), || {
+        threads.iter().all(|t| answered(discord, *t) >= 1)
+    })
+    .await;
+    let all = start.elapsed();
+    let requests = discord.requests();
+    let deferred: Vec<Duration> = interactions
+        .iter()
+        .map(|i| {
+            let prefix = format!("/api/v10/interactions/{}/", i.id);
+            requests
+                .iter()
+                .filter(|r| r.path.starts_with(&prefix) && r.path.ends_with("/callback"))
+                .map(|r| r.at.saturating_duration_since(i.dispatched_at))
+                .min()
+                .unwrap()
+        })
+        .collect();
+    println!(
+        "{:<58} {:>10} {:>10} {:>10}",
+        "/feature", "p50", "p99", "max"
+    );
+    row(
+        &format!("dispatch to deferral ({FEATURES} sent back to back)"),
+        deferred,
+    );
+    value_row(
+        &format!("{FEATURES} /feature to every thread's first answer"),
+        &fmt(all),
+    );
+    println!();
+    threads
+}
+
+/// Runs rounds of one message per thread until there are at least `samples`; returns each
+/// message's thread and dispatch instant.
+async fn turns(
+    bot: &mut Bot,
+    discord: &FakeDiscord,
+    threads: &[u64],
+    samples: usize,
+    answers: &mut HashMap<u64, usize>,
+) -> Vec<(u64, Instant)> {
+    let mut sent = Vec::new();
+    for round in 0..samples.div_ceil(threads.len()) {
+        for thread in threads {
+            let at = Instant::now();
+            discord
+                .user_message(
+                    ADMIN,
+                    *thread,
+                    &format!("answer {round} in a round of {}", threads.len()),
+                )
+                .await;
+            sent.push((*thread, at));
+            *answers.entry(*thread).or_default() += 1;
+        }
+        let expected: Vec<(u64, usize)> = threads.iter().map(|t| (*t, answers[t])).collect();
+        bot.wait_for("the round's answers", Duration::from_secs(60), || {
+            expected.iter().all(|(t, n)| answered(discord, *t) >= *n)
+        })
+        .await;
+    }
+    sent
+}
+
+/// How many of the bot's messages in `thread` show the whole answer.
+fn answered(discord: &FakeDiscord, thread: u64) -> usize {
+    discord
+        .messages(thread)
+        .iter()
+        .filter(|m| m["author"]["bot"] == true && m["content"] == REPLY)
+        .count()
+}
+
+/// For each sent message, the delay to the first request about its thread that `matches`.
+fn delays(
+    sent: &[(u64, Instant)],
+    requests: &[Recorded],
+    matches: impl Fn(&Recorded) -> bool,
+) -> Vec<Duration> {
+    sent.iter()
+        .map(|(thread, at)| {
+            let needle = format!("/channels/{thread}/");
+            requests
+                .iter()
+                .filter(|r| r.at > *at && r.path.contains(&needle) && matches(r))
+                .map(|r| r.at - *at)
+                .min()
+                .unwrap_or_else(|| panic!("no matching request for thread {thread}"))
+        })
+        .collect()
+}
+
+/// The requests about the threads in `sent` from its first dispatch on, by kind: typing,
+/// message POSTs, message PATCHes, anything else.
+fn count_per_turn(sent: &[(u64, Instant)], requests: &[Recorded]) -> (usize, usize, usize, usize) {
+    let Some(from) = sent.iter().map(|(_, at)| *at).min() else {
+        return (0, 0, 0, 0);
+    };
+    let needles: Vec<String> = sent
+        .iter()
+        .map(|(t, _)| format!("/channels/{t}/"))
+        .collect();
+    let mut counts = (0, 0, 0, 0);
+    for r in requests.iter().filter(|r| r.at > from) {
+        if !needles.iter().any(|n| r.path.contains(n.as_str())) {
+            continue;
+        }
+        match (r.method.as_str(), r.path.rsplit('/').next()) {
+            ("POST", Some("typing")) => counts.0 += 1,
+            ("POST", Some("messages")) => counts.1 += 1,
+            ("PATCH", _) => counts.2 += 1,
+            _ => counts.3 += 1,
+        }
+    }
+    counts
+}
+
+/// User plus system CPU time of a process (`self` or a pid) and all its threads, in Linux's
+/// fixed 1/100 s ticks.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` line of /proc/<pid>/status.
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn row(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "{:<58} {:>10} {:>10} {:>10}",
+        name,
+        fmt(pick(0.5)),
+        fmt(pick(0.99)),
+        fmt(*samples.last().unwrap())
+    );
+}
+
+fn value_row(name: &str, value: &str) {
+    println!("{name:<58} {value:>10}");
+}
+
+fn kib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn fmt(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{}µs", d.as_micros())
+    } else if d < Duration::from_secs(1) {
+        format!("{:.2}ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
+}

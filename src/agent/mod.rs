@@ -1,0 +1,115 @@
+//! The coding agent: turns an approved plan into a branch, commits and a pull request.
+//!
+//! - `run.rs`: one run, step by step: work tree, backend, formatters and tests, repairs,
+//!   per-step commits, limits, push, pull request. Reports [`Event`]s as it goes.
+//! - `backend.rs`: who edits the code for a step: the built-in tool loop on the configured LLM,
+//!   or an external coding agent command. A step goes in as a [`StepRequest`] and comes back as
+//!   a [`StepReport`], so a remote backend can take the same place.
+//! - `tools.rs`: the built-in agent's file tools, confined to the work tree.
+//! - `exec.rs`: runs a command with a cleared environment, a timeout and a process-group kill.
+//!
+//! Invariant: the commands the agent runs never see a secret: their environment is cleared
+//! (`exec::clean_env`) and their output is redacted before anyone sees it.
+
+pub mod backend;
+pub mod exec;
+pub mod run;
+pub mod tools;
+
+use std::path::PathBuf;
+
+use crate::github::PullRequest;
+use crate::llm::Usage;
+
+/// What the run is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Preparing,
+    Editing,
+    Formatting,
+    Testing,
+    Repairing,
+    WaitingForAnswer,
+    Pushing,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Preparing => "preparing the work tree",
+            Phase::Editing => "editing",
+            Phase::Formatting => "formatting",
+            Phase::Testing => "testing",
+            Phase::Repairing => "repairing",
+            Phase::WaitingForAnswer => "waiting for an answer",
+            Phase::Pushing => "pushing",
+        }
+    }
+}
+
+/// Progress of a run, for the people watching it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Started {
+        branch: String,
+        steps: Vec<String>,
+        /// The first step to do (0 for a new run).
+        from: usize,
+    },
+    Phase {
+        /// 0-based.
+        step: usize,
+        total: usize,
+        title: String,
+        phase: Phase,
+        usage: Usage,
+    },
+    ChecksFailed {
+        step: usize,
+        attempt: u32,
+        command: String,
+        /// The end of the output, redacted.
+        tail: String,
+        /// The full (redacted) log.
+        log: PathBuf,
+    },
+    StepCommitted {
+        step: usize,
+        total: usize,
+        commit: Option<String>,
+        green: bool,
+        summary: String,
+    },
+    /// The agent asks the humans; the run waits for an answer on its answer channel.
+    Question { text: String },
+    Finished {
+        branch: String,
+        pull_request: Option<PullRequest>,
+        green: bool,
+        /// Why the run stopped early, if it did.
+        stopped: Option<String>,
+    },
+}
+
+/// One step for a backend to carry out.
+#[derive(Debug, Clone)]
+pub struct StepRequest {
+    pub worktree: PathBuf,
+    pub plan_markdown: String,
+    pub plan_file: PathBuf,
+    /// 0-based.
+    pub index: usize,
+    pub total: usize,
+    pub title: String,
+    /// Failing check output to repair, or a human's feedback.
+    pub feedback: Option<String>,
+}
+
+/// What a backend did for a step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepReport {
+    pub summary: String,
+    pub usage: Usage,
+    /// Set when the backend stopped on a limit rather than finishing.
+    pub stopped: Option<String>,
+}

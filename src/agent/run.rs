@@ -1,0 +1,439 @@
+//! One agent run: the plan's numbered steps, one by one, in their own branch and work tree.
+//!
+//! For each step: the backend edits; the formatters and tests run; on failure the backend gets
+//! the failing output and repairs, up to `agent.max_repair_attempts`; then the step is
+//! committed (`step k/n: <title>`), green or not, and the run record is saved, so a run can
+//! resume from the next step. At the end the branch is pushed and a pull request opened (a
+//! draft when anything is red or unfinished). Limits (run time, tokens, tool calls, a
+//! repeated failure) stop the run gracefully: what exists is committed, pushed and proposed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::backend::{self, Backend, Tools};
+use super::{Event, Phase, StepReport, StepRequest};
+use crate::config::Config;
+use crate::github::{GitHub, PullRequest, PullRequestSpec};
+use crate::llm::{self, Usage};
+use crate::plan::{self, Slug};
+use crate::prompts::Prompts;
+use crate::redact::Redactor;
+use crate::repo;
+use crate::store::{Feature, PlanVersion, Run, RunState, StepRecord, Store};
+
+/// What a run needs that outlives it.
+pub struct Runner {
+    pub config: Arc<Config>,
+    pub llm: llm::Client,
+    pub prompts: Prompts,
+    pub redactor: Redactor,
+    pub github: Option<GitHub>,
+}
+
+/// One run to carry out.
+pub struct Job {
+    pub feature: Feature,
+    pub plan: PlanVersion,
+    /// The run record to continue, for a resumed run.
+    pub resume: Option<Run>,
+    /// A link to where the feature was discussed, for the pull request.
+    pub discussion_url: Option<String>,
+}
+
+/// The branch of a feature's runs.
+pub fn branch_name(feature: &Feature) -> String {
+    format!(
+        "featurebot/{}-{}",
+        feature.id,
+        Slug::new(&feature.title, feature.id)
+    )
+}
+
+impl Runner {
+    /// Carries out `job`, saving the run record in `store` as it goes, and returns the final
+    /// record. Errors that end the run are recorded in it (state `failed`, with the message);
+    /// `Err` is only for a store that cannot save.
+    pub async fn execute(
+        &self,
+        job: Job,
+        store: &Store,
+        events: mpsc::UnboundedSender<Event>,
+        mut answers: mpsc::UnboundedReceiver<String>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Run> {
+        let steps = plan::steps(&job.plan.markdown);
+        let branch = branch_name(&job.feature);
+        let worktree = self.config.agent.worktrees_dir.join(format!(
+            "{}-{}",
+            job.feature.id,
+            Slug::new(&job.feature.title, job.feature.id)
+        ));
+        let now = OffsetDateTime::now_utc();
+        let mut run = match job.resume.clone() {
+            Some(run) => run,
+            None => Run {
+                feature: job.feature.id,
+                number: store.runs(job.feature.id)?.len() as u32 + 1,
+                plan_version: job.plan.version,
+                branch: branch.clone(),
+                worktree: worktree.to_string_lossy().into_owned(),
+                steps: steps
+                    .iter()
+                    .map(|title| StepRecord {
+                        title: title.clone(),
+                        green: None,
+                        commit: None,
+                        summary: None,
+                    })
+                    .collect(),
+                next_step: 0,
+                state: RunState::Running,
+                pr_url: None,
+                message: None,
+                usage: Usage::default(),
+                started_at: now,
+                updated_at: now,
+            },
+        };
+        run.state = RunState::Running;
+        run.message = None;
+        let mut run = store.save_run(&run).await?;
+        let span = tracing::info_span!("run", feature = job.feature.id.0, run = run.number);
+        let _guard = span.enter();
+        drop(_guard);
+
+        let result = self
+            .steps(
+                &job,
+                &mut run,
+                &worktree,
+                store,
+                &events,
+                &mut answers,
+                &cancel,
+            )
+            .await;
+        match result {
+            Ok(()) => {}
+            Err(err) if cancel.is_cancelled() => {
+                run.state = RunState::Cancelled;
+                run.message = Some(format!(
+                    "cancelled at step {} of {}",
+                    (run.next_step + 1).min(run.steps.len()),
+                    run.steps.len()
+                ));
+                tracing::info!(feature = run.feature.0, error = %err, "run cancelled");
+            }
+            Err(err) => {
+                run.state = RunState::Failed;
+                run.message = Some(self.redactor.redact(&format!("{err:#}")));
+                tracing::warn!(feature = run.feature.0, error = %format!("{err:#}"), "run failed");
+            }
+        }
+        Ok(store.save_run(&run).await?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn steps(
+        &self,
+        job: &Job,
+        run: &mut Run,
+        worktree: &Path,
+        store: &Store,
+        events: &mpsc::UnboundedSender<Event>,
+        answers: &mut mpsc::UnboundedReceiver<String>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let agent = &self.config.agent;
+        let total = run.steps.len();
+        if total == 0 {
+            anyhow::bail!(
+                "the plan has no numbered implementation steps; press Request changes and ask for numbered steps"
+            );
+        }
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + agent.max_run;
+        let _ = events.send(Event::Phase {
+            step: run.next_step,
+            total,
+            title: String::new(),
+            phase: Phase::Preparing,
+            usage: run.usage,
+        });
+        let repo_cfg = self.config.repo.clone();
+        let branch = run.branch.clone();
+        let dir = worktree.to_path_buf();
+        let prepared = tokio::task::spawn_blocking(move || {
+            if let Err(err) = repo::fetch_base(&repo_cfg) {
+                tracing::warn!(error = %err, "fetching the base branch failed; starting from the local one");
+            }
+            repo::prepare_worktree(&repo_cfg, &branch, &dir)
+        })
+        .await
+        .context("the git task panicked")?
+        .context("preparing the work tree")?;
+        let _ = events.send(Event::Started {
+            branch: run.branch.clone(),
+            steps: run.steps.iter().map(|s| s.title.clone()).collect(),
+            from: run.next_step,
+        });
+        let scratch = agent.worktrees_dir.join(format!(
+            "{}.logs",
+            worktree
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        let plan_file = self.config.repo.path.join(&job.plan.path);
+        let backend = Backend::from_config(agent);
+        let mut stopped: Option<String> = None;
+
+        while run.next_step < total {
+            let index = run.next_step;
+            let title = run.steps[index].title.clone();
+            let mut feedback = None;
+            let mut green = false;
+            let mut summary = String::new();
+            for attempt in 0..=agent.max_repair_attempts {
+                if cancel.is_cancelled() {
+                    anyhow::bail!("cancelled");
+                }
+                let phase = if attempt == 0 {
+                    Phase::Editing
+                } else {
+                    Phase::Repairing
+                };
+                let _ = events.send(Event::Phase {
+                    step: index,
+                    total,
+                    title: title.clone(),
+                    phase,
+                    usage: run.usage,
+                });
+                let request = StepRequest {
+                    worktree: prepared.path.clone(),
+                    plan_markdown: job.plan.markdown.clone(),
+                    plan_file: plan_file.clone(),
+                    index,
+                    total,
+                    title: title.clone(),
+                    feedback: feedback.take(),
+                };
+                let spent = run.usage.input_tokens + run.usage.output_tokens;
+                let mut tools = Tools {
+                    agent,
+                    llm: &self.llm,
+                    prompts: &self.prompts,
+                    redactor: &self.redactor,
+                    cancel,
+                    events,
+                    answers,
+                    scratch: &scratch,
+                    tokens_left: agent.max_tokens.saturating_sub(spent),
+                };
+                let report =
+                    match tokio::time::timeout_at(deadline, backend.run_step(&request, &mut tools))
+                        .await
+                    {
+                        Ok(report) => report?,
+                        Err(_) => StepReport {
+                            stopped: Some(format!(
+                            "the run reached its time limit of {} minutes (agent.max_run_minutes)",
+                            agent.max_run.as_secs() / 60
+                        )),
+                            ..StepReport::default()
+                        },
+                    };
+                run.usage.add(report.usage);
+                if !report.summary.trim().is_empty() {
+                    summary = report.summary.clone();
+                }
+                if let Some(limit) = report.stopped {
+                    stopped = Some(limit);
+                    break;
+                }
+                let _ = events.send(Event::Phase {
+                    step: index,
+                    total,
+                    title: title.clone(),
+                    phase: Phase::Testing,
+                    usage: run.usage,
+                });
+                let checks =
+                    backend::run_checks(agent, &prepared.path, cancel, &self.redactor, &scratch)
+                        .await?;
+                if checks.green {
+                    green = true;
+                    break;
+                }
+                if let Some((command, tail, log)) = checks.failure {
+                    let _ = events.send(Event::ChecksFailed {
+                        step: index,
+                        attempt,
+                        command: command.clone(),
+                        tail: tail.clone(),
+                        log,
+                    });
+                    feedback = Some(format!("`{command}` failed:\n{tail}"));
+                }
+                if run.usage.input_tokens + run.usage.output_tokens >= agent.max_tokens {
+                    stopped =
+                        Some("the run's token budget (agent.max_tokens) is spent".to_string());
+                    break;
+                }
+            }
+            let commit = self
+                .commit(
+                    &prepared.path,
+                    &format!("step {}/{}: {}", index + 1, total, title),
+                )
+                .await?;
+            run.steps[index].green = Some(green);
+            run.steps[index].commit = commit.clone();
+            run.steps[index].summary = Some(self.redactor.redact(&summary));
+            run.next_step = index + 1;
+            *run = store.save_run(run).await?;
+            let _ = events.send(Event::StepCommitted {
+                step: index,
+                total,
+                commit,
+                green,
+                summary: self.redactor.redact(&summary),
+            });
+            if stopped.is_some() {
+                break;
+            }
+        }
+
+        let _ = events.send(Event::Phase {
+            step: run.next_step.min(total - 1),
+            total,
+            title: String::new(),
+            phase: Phase::Pushing,
+            usage: run.usage,
+        });
+        let all_green = run.next_step == total && run.steps.iter().all(|s| s.green == Some(true));
+        let repo_cfg = self.config.repo.clone();
+        let branch = run.branch.clone();
+        tokio::task::spawn_blocking(move || repo::push_branch(&repo_cfg, &branch))
+            .await
+            .context("the git task panicked")?
+            .context("pushing the run's branch")?;
+        let pull_request = match &self.github {
+            Some(github) => Some(
+                self.open_pull_request(
+                    github,
+                    job,
+                    run,
+                    !all_green || stopped.is_some(),
+                    started.elapsed(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        run.pr_url = pull_request.as_ref().map(|p| p.url.clone());
+        run.state = if stopped.is_some() {
+            RunState::Stopped
+        } else {
+            RunState::Finished
+        };
+        run.message = stopped.clone();
+        let _ = events.send(Event::Finished {
+            branch: run.branch.clone(),
+            pull_request,
+            green: all_green,
+            stopped,
+        });
+        Ok(())
+    }
+
+    async fn commit(&self, worktree: &Path, message: &str) -> anyhow::Result<Option<String>> {
+        let repo_cfg = self.config.repo.clone();
+        let dir: PathBuf = worktree.to_path_buf();
+        let message = self.redactor.redact(message);
+        tokio::task::spawn_blocking(move || repo::commit_all(&repo_cfg, &dir, &message))
+            .await
+            .context("the git task panicked")?
+            .context("committing the step")
+    }
+
+    async fn open_pull_request(
+        &self,
+        github: &GitHub,
+        job: &Job,
+        run: &Run,
+        draft: bool,
+        elapsed: std::time::Duration,
+    ) -> anyhow::Result<PullRequest> {
+        let body = self
+            .redactor
+            .redact(&pull_request_body(github, job, run, elapsed));
+        let spec = PullRequestSpec {
+            head: run.branch.clone(),
+            base: self.config.repo.base_branch.clone(),
+            title: job.feature.title.clone(),
+            body,
+            draft,
+        };
+        github
+            .open_or_update_pr(&spec)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("opening the pull request"))
+    }
+}
+
+/// The pull request's description: what was asked, what was done, what was verified.
+pub fn pull_request_body(
+    github: &GitHub,
+    job: &Job,
+    run: &Run,
+    elapsed: std::time::Duration,
+) -> String {
+    let mut body = String::new();
+    body.push_str("## Summary\n\n");
+    body.push_str(job.feature.summary.as_deref().unwrap_or(&job.feature.title));
+    body.push_str("\n\n");
+    body.push_str(&format!(
+        "Plan: [{}]({}) (version {})\n",
+        job.plan.path,
+        github.file_url(&run.branch, &job.plan.path),
+        job.plan.version
+    ));
+    if let Some(url) = &job.discussion_url {
+        body.push_str(&format!("Discussion: {url}\n"));
+    }
+    body.push_str("\n## Steps\n\n");
+    for (i, step) in run.steps.iter().enumerate() {
+        let (tick, result) = match step.green {
+            Some(true) => ("x", "checks passed".to_string()),
+            Some(false) => ("x", "**checks failing**".to_string()),
+            None => (" ", "not done".to_string()),
+        };
+        let commit = step
+            .commit
+            .as_deref()
+            .map(|c| format!(" ({})", &c[..c.len().min(7)]))
+            .unwrap_or_default();
+        body.push_str(&format!(
+            "- [{tick}] {}. {} — {result}{commit}\n",
+            i + 1,
+            step.title
+        ));
+    }
+    body.push_str(&format!(
+        "\nDuration: {}m{:02}s · Tokens: {} in, {} out\n\nFeature-Id: {}\n",
+        elapsed.as_secs() / 60,
+        elapsed.as_secs() % 60,
+        run.usage.input_tokens,
+        run.usage.output_tokens,
+        job.feature.id
+    ));
+    body
+}

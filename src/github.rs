@@ -1,0 +1,536 @@
+//! GitHub's REST API: checking that the configured repository is reachable, and opening the
+//! pull request for a feature branch (or updating the one already open for it).
+//!
+//! This is the only module that uses octocrab. octocrab's own retry layer is left out (its
+//! `retry` feature is off): it retries server errors at once, without backoff, and would sleep
+//! for as long as a primary rate limit asks (up to an hour). Instead [`GitHub`] makes at most
+//! [`ATTEMPTS`] attempts per request, with exponential backoff after a server error, a
+//! connection error or a bare 429, and waits as long as `Retry-After` (or a reset close at
+//! hand) asks only when that is at most [`MAX_WAIT`]; a longer wait is returned to the
+//! caller as [`GithubError::RateLimited`].
+//!
+//! Opening a pull request is idempotent per branch: an open pull request whose head is the
+//! branch is updated (title, body, base) rather than duplicated, and a create that GitHub
+//! answers with "a pull request already exists" (a retried create that had in fact gone
+//! through, or a race) falls back to that update.
+//!
+//! Invariant: the token goes into octocrab's `Authorization` header and nowhere else; it never
+//! appears in an error, a log line or `Debug` output, and GitHub's messages are scrubbed of
+//! it in case a proxy echoes it back.
+
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use octocrab::models::pulls::PullRequest as OctoPullRequest;
+use octocrab::Octocrab;
+use url::Url;
+
+use crate::config::{GithubConfig, Secret};
+
+/// Attempts per request, the first included.
+pub const ATTEMPTS: u32 = 3;
+/// The wait before the second attempt; each later one doubles it.
+const BASE_DELAY: Duration = Duration::from_millis(250);
+/// The longest rate-limit wait we sit out; a longer one goes back to the caller.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// For each read and each write on the connection, not for the whole request.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much of GitHub's message we repeat to the user.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// What went wrong, one variant per thing a caller or a user does differently.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GithubError {
+    #[error("GitHub refused the token (401); check GITHUB_TOKEN: it may be mistyped, expired or revoked")]
+    Unauthorized,
+    #[error("GitHub refused the request (403): {message}; give the token read and write access to contents and pull requests of the repository, or, if GitHub mentions a secondary rate limit, wait a few minutes and try again")]
+    Forbidden { message: String },
+    #[error("{what} not found on GitHub, or the token cannot see it; check github.owner and github.repo, and that the token has access to that repository")]
+    NotFound { what: String },
+    #[error("GitHub rejected the request (422): {message}")]
+    Unprocessable { message: String },
+    #[error("GitHub is rate limiting us{}; wait and try again", wait_hint(.retry_after))]
+    RateLimited { retry_after: Option<Duration> },
+    #[error(
+        "GitHub had a server error ({status}) on each of {ATTEMPTS} attempts; try again later"
+    )]
+    Server { status: u16 },
+    #[error("cannot reach GitHub ({0}); check github.api_base and the network")]
+    Network(String),
+    #[error("GitHub sent an answer we could not use: {0}")]
+    Unexpected(String),
+}
+
+fn wait_hint(retry_after: &Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!(" (it asked us to wait {}s)", d.as_secs().max(1)),
+        None => String::new(),
+    }
+}
+
+/// The pull request to open or update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequestSpec {
+    /// The branch with the changes, in the configured repository.
+    pub head: String,
+    /// The branch to merge into.
+    pub base: String,
+    pub title: String,
+    pub body: String,
+    /// Only for a new pull request: GitHub's REST API cannot turn a draft into a ready pull
+    /// request or back, so an existing one keeps its state.
+    pub draft: bool,
+}
+
+/// A pull request as opened or updated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub number: u64,
+    /// The page people open (`html_url`).
+    pub url: String,
+    /// False when an open pull request for the head branch existed and was updated.
+    pub created: bool,
+}
+
+/// A client for the configured repository. Cheap to clone: the HTTP client is shared.
+#[derive(Clone)]
+pub struct GitHub {
+    client: Octocrab,
+    api_base: Url,
+    /// The web root, for links people open: `https://github.com/` for github.com.
+    web_base: Url,
+    owner: String,
+    repo: String,
+    /// Only to scrub GitHub's messages; octocrab holds its own copy for the header.
+    token: Secret,
+}
+
+impl fmt::Debug for GitHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitHub")
+            .field("api_base", &self.api_base.as_str())
+            .field("owner", &self.owner)
+            .field("repo", &self.repo)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GitHub {
+    /// Builds the client. Fails when `GITHUB_TOKEN` is missing or cannot be sent as a header,
+    /// or when the TLS stack finds no CA certificates.
+    pub fn new(cfg: &GithubConfig) -> anyhow::Result<GitHub> {
+        let Some(token) = cfg.token.as_ref() else {
+            bail!(
+                "GITHUB_TOKEN is not set; create a token that can read and write contents and pull requests of {}/{} and export it as GITHUB_TOKEN",
+                cfg.owner,
+                cfg.repo
+            );
+        };
+        let secret = token.clone();
+        let token = token.expose();
+        // octocrab panics on a token that is not a valid header value; refuse it here.
+        if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
+            bail!("GITHUB_TOKEN has spaces or characters other than printable ASCII; copy the token again");
+        }
+        let client = Octocrab::builder()
+            .base_uri(cfg.api_base.as_str())
+            .context("github.api_base is not a URL octocrab accepts")?
+            .personal_token(token.to_string())
+            .set_connect_timeout(Some(CONNECT_TIMEOUT))
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .build()
+            .context("starting the GitHub client (are CA certificates installed?)")?;
+        Ok(GitHub {
+            client,
+            api_base: cfg.api_base.clone(),
+            web_base: web_base(&cfg.api_base)?,
+            owner: cfg.owner.clone(),
+            repo: cfg.repo.clone(),
+            token: secret,
+        })
+    }
+
+    /// Reads the repository, for `featurebot check`: `owner/repo (default branch main)`.
+    pub async fn check(&self) -> Result<String, GithubError> {
+        let repo = self
+            .call("GET repository", &self.repository(), || async move {
+                self.client.repos(&self.owner, &self.repo).get().await
+            })
+            .await?;
+        let name = repo
+            .full_name
+            .unwrap_or_else(|| format!("{}/{}", self.owner, self.repo));
+        let branch = repo.default_branch.as_deref().unwrap_or("unknown");
+        Ok(format!("{name} (default branch {branch})"))
+    }
+
+    /// Opens a pull request from `spec.head` into `spec.base`, or, when one is already open
+    /// for `spec.head`, sets its title, body and base to the spec's.
+    pub async fn open_or_update_pr(
+        &self,
+        spec: &PullRequestSpec,
+    ) -> Result<PullRequest, GithubError> {
+        if let Some(number) = self.find_open(spec).await? {
+            return self.update(number, spec).await;
+        }
+        let created = self
+            .call("POST pull request", &self.repository(), || async move {
+                self.client
+                    .pulls(&self.owner, &self.repo)
+                    .create(&spec.title, &spec.head, &spec.base)
+                    .body(spec.body.as_str())
+                    .draft(spec.draft)
+                    .send()
+                    .await
+            })
+            .await;
+        match created {
+            Ok(pr) => {
+                let pr = self.pull_request(pr, true);
+                tracing::info!(number = pr.number, head = %spec.head, "opened pull request");
+                Ok(pr)
+            }
+            Err(GithubError::Unprocessable { message }) if message.contains("already exists") => {
+                match self.find_open(spec).await? {
+                    Some(number) => self.update(number, spec).await,
+                    None => Err(GithubError::Unprocessable { message }),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The page showing `path` on `branch`, e.g.
+    /// `https://github.com/acme/shop/blob/feature/x/tasks/plan.md`.
+    pub fn file_url(&self, branch: &str, path: &str) -> String {
+        let mut url = self.web_base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments
+                .pop_if_empty()
+                .extend([self.owner.as_str(), self.repo.as_str(), "blob"])
+                .extend(branch.split('/'))
+                .extend(path.split('/').filter(|s| !s.is_empty()));
+        }
+        url.to_string()
+    }
+
+    /// The number of the open pull request from `spec.head`, preferring one into `spec.base`
+    /// (GitHub allows one per base).
+    async fn find_open(&self, spec: &PullRequestSpec) -> Result<Option<u64>, GithubError> {
+        let head = format!("{}:{}", self.owner, spec.head);
+        let head = &head;
+        let page = self
+            .call("GET pull requests", &self.repository(), || async move {
+                self.client
+                    .pulls(&self.owner, &self.repo)
+                    .list()
+                    .state(octocrab::params::State::Open)
+                    .head(head.as_str())
+                    .per_page(10)
+                    .send()
+                    .await
+            })
+            .await?;
+        let into_base = page.items.iter().find(|pr| pr.base.ref_field == spec.base);
+        Ok(into_base.or(page.items.first()).map(|pr| pr.number))
+    }
+
+    async fn update(
+        &self,
+        number: u64,
+        spec: &PullRequestSpec,
+    ) -> Result<PullRequest, GithubError> {
+        let what = format!("pull request #{number} of {}/{}", self.owner, self.repo);
+        let pr = self
+            .call("PATCH pull request", &what, || async move {
+                self.client
+                    .pulls(&self.owner, &self.repo)
+                    .update(number)
+                    .title(spec.title.as_str())
+                    .body(spec.body.as_str())
+                    .base(spec.base.as_str())
+                    .send()
+                    .await
+            })
+            .await?;
+        let pr = self.pull_request(pr, false);
+        tracing::info!(number = pr.number, head = %spec.head, "updated pull request");
+        Ok(pr)
+    }
+
+    fn pull_request(&self, pr: OctoPullRequest, created: bool) -> PullRequest {
+        let url = match pr.html_url {
+            Some(url) => url.to_string(),
+            None => {
+                let mut url = self.web_base.clone();
+                if let Ok(mut segments) = url.path_segments_mut() {
+                    segments.pop_if_empty().extend([
+                        self.owner.as_str(),
+                        self.repo.as_str(),
+                        "pull",
+                        &pr.number.to_string(),
+                    ]);
+                }
+                url.to_string()
+            }
+        };
+        PullRequest {
+            number: pr.number,
+            url,
+            created,
+        }
+    }
+
+    fn repository(&self) -> String {
+        format!("repository {}/{}", self.owner, self.repo)
+    }
+
+    /// Runs `send` up to [`ATTEMPTS`] times, waiting between attempts as [`classify`] says.
+    /// `request` names the request in logs and `what` the thing a 404 did not find.
+    async fn call<T, F, Fut>(
+        &self,
+        request: &str,
+        what: &str,
+        mut send: F,
+    ) -> Result<T, GithubError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = octocrab::Result<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let err = match send().await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let (error, retry) = classify(err, what, self.token.expose());
+            let delay = match retry {
+                Retry::No => None,
+                Retry::Backoff => Some(BASE_DELAY.saturating_mul(1 << (attempt - 1).min(8))),
+                Retry::After(wait) => Some(wait),
+            };
+            let Some(delay) = delay.filter(|_| attempt < ATTEMPTS) else {
+                tracing::warn!(request, attempt, error = %error, "GitHub request failed");
+                return Err(error);
+            };
+            tracing::warn!(
+                request,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                error = ?error,
+                "GitHub request failed, retrying"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// Whether another attempt could help, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    No,
+    Backoff,
+    After(Duration),
+}
+
+/// Turns an octocrab error into what the caller sees, and whether to try again.
+fn classify(err: octocrab::Error, what: &str, token: &str) -> (GithubError, Retry) {
+    let octocrab::Error::GitHub { source, .. } = err else {
+        return classify_transport(err, token);
+    };
+    let status = source.status_code.as_u16();
+    let message = scrub(&github_message(&source), token);
+    let headers = source.headers.as_ref();
+    let header = |name: &str| {
+        headers
+            .and_then(|h| h.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if status == 403 || status == 429 {
+        let retry_after = header("retry-after")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // A spent primary limit: `x-ratelimit-remaining: 0` until `x-ratelimit-reset`.
+        let reset = match (header("x-ratelimit-remaining"), header("x-ratelimit-reset")) {
+            (Some("0"), Some(reset)) => reset.parse::<u64>().ok().map(|reset| {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                Duration::from_secs(reset.saturating_sub(now).max(1))
+            }),
+            _ => None,
+        };
+        if let Some(wait) = retry_after.or(reset) {
+            let retry = if wait <= MAX_WAIT {
+                Retry::After(wait)
+            } else {
+                Retry::No
+            };
+            return (
+                GithubError::RateLimited {
+                    retry_after: Some(wait),
+                },
+                retry,
+            );
+        }
+        if status == 429 {
+            return (
+                GithubError::RateLimited { retry_after: None },
+                Retry::Backoff,
+            );
+        }
+        // GitHub asks for at least a minute after a secondary limit without `Retry-After`;
+        // that is the caller's to sit out.
+        if message.to_lowercase().contains("rate limit") {
+            return (GithubError::RateLimited { retry_after: None }, Retry::No);
+        }
+        return (GithubError::Forbidden { message }, Retry::No);
+    }
+    let error = match status {
+        401 => GithubError::Unauthorized,
+        404 => GithubError::NotFound {
+            what: what.to_string(),
+        },
+        422 => GithubError::Unprocessable { message },
+        500..=599 => return (GithubError::Server { status }, Retry::Backoff),
+        301 | 302 | 307 | 308 => GithubError::Unexpected(format!(
+            "{status}: {what} moved (renamed or transferred?); set github.owner and github.repo to its new name"
+        )),
+        _ => GithubError::Unexpected(format!("{status}: {message}")),
+    };
+    (error, Retry::No)
+}
+
+/// Errors before or instead of an HTTP answer: connecting, TLS, timeouts, unreadable JSON.
+fn classify_transport(err: octocrab::Error, token: &str) -> (GithubError, Retry) {
+    match err {
+        octocrab::Error::Json { source, .. } => (
+            GithubError::Unexpected(scrub(
+                &format!("at {}: {}", source.path(), source.inner()),
+                token,
+            )),
+            Retry::No,
+        ),
+        octocrab::Error::Serde { source, .. } => (
+            GithubError::Unexpected(scrub(&source.to_string(), token)),
+            Retry::No,
+        ),
+        other => (
+            GithubError::Network(scrub(&error_chain(&other), token)),
+            Retry::Backoff,
+        ),
+    }
+}
+
+/// GitHub's message plus the details of its `errors` list, e.g.
+/// `Validation Failed: No commits between main and feature`.
+fn github_message(err: &octocrab::GitHubError) -> String {
+    let details: Vec<String> = err
+        .errors
+        .iter()
+        .flatten()
+        .filter_map(|e| match e {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Object(o) => {
+                let text = |key: &str| o.get(key).and_then(|v| v.as_str());
+                match (text("message"), text("field"), text("code")) {
+                    (Some(message), _, _) => Some(message.to_string()),
+                    (None, Some(field @ ("base" | "head")), Some("invalid")) => {
+                        Some(format!("{field} is invalid (is that branch on GitHub?)"))
+                    }
+                    (None, Some(field), Some(code)) => Some(format!("{field} is {code}")),
+                    (None, None, Some(code)) => Some(code.to_string()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    let message = if details.is_empty() {
+        err.message.clone()
+    } else {
+        format!("{}: {}", err.message, details.join("; "))
+    };
+    shorten(&message)
+}
+
+/// An error and its sources, `outer: inner: innermost`, without repeats.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    shorten(&parts.join(": "))
+}
+
+fn shorten(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+fn scrub(text: &str, token: &str) -> String {
+    if token.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(token, "***")
+    }
+}
+
+/// The web root for an API root: `https://github.com/` for `https://api.github.com/`,
+/// `https://acme.ghe.com/` for `https://api.acme.ghe.com/`, and the same scheme, host and
+/// port otherwise (GitHub Enterprise Server serves the API under `/api/v3/`).
+fn web_base(api: &Url) -> anyhow::Result<Url> {
+    let host = api
+        .host_str()
+        .context("github.api_base has no host; use e.g. https://api.github.com")?;
+    let web_host = match host.strip_prefix("api.") {
+        Some(rest) if rest == "github.com" || rest.ends_with(".ghe.com") => rest,
+        _ => host,
+    };
+    let port = api.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Url::parse(&format!("{}://{web_host}{port}/", api.scheme()))
+        .with_context(|| format!("cannot derive GitHub's web address from {api}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn web_base_follows_the_api_base() {
+        let check = |api: &str, web: &str| {
+            let api = Url::parse(api).unwrap();
+            assert_eq!(web_base(&api).unwrap().as_str(), web, "for {api}");
+        };
+        check("https://api.github.com/", "https://github.com/");
+        check("https://api.acme.ghe.com/", "https://acme.ghe.com/");
+        check(
+            "https://ghe.example.com/api/v3/",
+            "https://ghe.example.com/",
+        );
+        check("http://127.0.0.1:8080/", "http://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(MAX_MESSAGE_CHARS + 10);
+        let short = shorten(&long);
+        assert_eq!(short.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(short.ends_with('…'));
+    }
+}

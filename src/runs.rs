@@ -1,0 +1,250 @@
+//! The core's agent runs: a queue bounded by `agent.max_concurrent_runs`, with a cancel token
+//! and an answer channel per run, and the start-up check for runs a stop interrupted.
+//!
+//! Part of the core: it speaks in [`Output`]s and knows no front end. Every run task is owned
+//! here: it is registered before it starts and removed when it ends, and cancelling its token
+//! stops it (and the commands it started) within seconds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::run::{Job, Runner};
+use crate::agent::Event;
+use crate::app::Output;
+use crate::store::{FeatureId, Run, RunState, Status, Store};
+
+/// The runs of one featurebot process.
+pub struct RunQueue {
+    runner: Arc<Runner>,
+    store: Store,
+    out: mpsc::UnboundedSender<Output>,
+    slots: Arc<Semaphore>,
+    handles: Arc<Mutex<HashMap<FeatureId, Handle>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set by [`RunQueue::shutdown`]: runs stopping now are interrupted, not cancelled.
+    stopping: Arc<AtomicBool>,
+}
+
+struct Handle {
+    cancel: CancellationToken,
+    answers: mpsc::UnboundedSender<String>,
+    /// Set while the agent waits for an answer.
+    waiting: Arc<AtomicBool>,
+}
+
+impl RunQueue {
+    pub fn new(runner: Runner, store: Store, out: mpsc::UnboundedSender<Output>) -> RunQueue {
+        let slots = runner.config.agent.max_concurrent_runs.max(1);
+        RunQueue {
+            runner: Arc::new(runner),
+            store,
+            out,
+            slots: Arc::new(Semaphore::new(slots)),
+            handles: Arc::new(Mutex::new(HashMap::new())),
+            tasks: Mutex::new(Vec::new()),
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Stops every run for a shutdown, leaving each one resumable: its record stays `running`,
+    /// which the next start reports as interrupted. Waits (up to 20 s) for the runs to stop.
+    pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for handle in self.lock().values() {
+            handle.cancel.cancel();
+        }
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(20), task).await;
+        }
+    }
+
+    pub fn is_active(&self, feature: FeatureId) -> bool {
+        self.lock().contains_key(&feature)
+    }
+
+    /// Queues a run of the feature's latest plan (or continues `resume`). The feature must be
+    /// `approved` (or, to resume, `failed`/`cancelled`); it becomes `queued`, then `running`.
+    pub async fn start(&self, feature: FeatureId, resume: Option<Run>) -> anyhow::Result<()> {
+        if self.is_active(feature) {
+            return Ok(());
+        }
+        let plan = self
+            .store
+            .plans(feature)?
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("feature #{feature} has no plan to run"))?;
+        self.store.set_status(feature, Status::Queued).await?;
+        let cancel = CancellationToken::new();
+        let (answers_tx, answers_rx) = mpsc::unbounded_channel();
+        let waiting = Arc::new(AtomicBool::new(false));
+        self.lock().insert(
+            feature,
+            Handle {
+                cancel: cancel.clone(),
+                answers: answers_tx,
+                waiting: waiting.clone(),
+            },
+        );
+        // Runs beyond the concurrency limit wait; 0 means this one starts now.
+        let position = self
+            .lock()
+            .len()
+            .saturating_sub(self.runner.config.agent.max_concurrent_runs);
+        let _ = self.out.send(Output::RunQueued { feature, position });
+
+        let runner = self.runner.clone();
+        let store = self.store.clone();
+        let out = self.out.clone();
+        let slots = self.slots.clone();
+        let handles = self.handles.clone();
+        let stopping = self.stopping.clone();
+        let task = tokio::spawn(async move {
+            let permit = tokio::select! {
+                p = slots.acquire_owned() => p.ok(),
+                () = cancel.cancelled() => None,
+            };
+            let result = match permit {
+                None => Err(anyhow::anyhow!("cancelled before it started")),
+                Some(_permit) => {
+                    run_one(
+                        &runner,
+                        &store,
+                        &out,
+                        feature,
+                        plan,
+                        resume,
+                        answers_rx,
+                        waiting,
+                        cancel.clone(),
+                    )
+                    .await
+                }
+            };
+            handles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&feature);
+            if stopping.load(Ordering::SeqCst) {
+                // A shutdown, not a decision: checkpoint the run as still going, so the next
+                // start offers to resume it.
+                if let Ok(mut run) = result {
+                    run.state = RunState::Running;
+                    run.message = None;
+                    let _ = store.save_run(&run).await;
+                }
+                return;
+            }
+            let status = match &result {
+                Ok(run) if run.pr_url.is_some() => Status::PrOpen,
+                // Pushed, with no GitHub configured to propose it: the work is done here.
+                Ok(run) if matches!(run.state, RunState::Finished | RunState::Stopped) => {
+                    Status::Closed
+                }
+                Ok(run) if run.state == RunState::Cancelled => Status::Cancelled,
+                Ok(_) => Status::Failed,
+                Err(_) if cancel.is_cancelled() => Status::Cancelled,
+                Err(_) => Status::Failed,
+            };
+            // From `queued` (cancelled early) the feature goes straight to its end state.
+            let _ = store.set_status(feature, status).await;
+            match result {
+                Ok(run) => {
+                    let _ = out.send(Output::RunEnded { feature, run });
+                }
+                Err(err) => {
+                    let _ = out.send(Output::Failed {
+                        feature,
+                        message: format!("the agent run could not go on: {err:#}"),
+                    });
+                }
+            }
+        });
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+        Ok(())
+    }
+
+    /// Cancels the feature's run; returns whether there was one.
+    pub fn cancel(&self, feature: FeatureId) -> bool {
+        match self.lock().get(&feature) {
+            Some(handle) => {
+                handle.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands a person's message to a run waiting for an answer; returns whether one was.
+    pub fn answer(&self, feature: FeatureId, text: &str) -> bool {
+        match self.lock().get(&feature) {
+            Some(handle) if handle.waiting.swap(false, Ordering::SeqCst) => {
+                handle.answers.send(text.to_string()).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FeatureId, Handle>> {
+        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_one(
+    runner: &Runner,
+    store: &Store,
+    out: &mpsc::UnboundedSender<Output>,
+    feature: FeatureId,
+    plan: crate::store::PlanVersion,
+    resume: Option<Run>,
+    answers: mpsc::UnboundedReceiver<String>,
+    waiting: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Run> {
+    store.set_status(feature, Status::Running).await?;
+    let record = store.feature(feature)?;
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
+    let forward_out = out.clone();
+    let forwarder = tokio::spawn(async move {
+        while let Some(event) = events_rx.recv().await {
+            if matches!(event, Event::Question { .. }) {
+                waiting.store(true, Ordering::SeqCst);
+            }
+            let _ = forward_out.send(Output::RunEvent { feature, event });
+        }
+    });
+    let job = Job {
+        feature: record,
+        plan,
+        resume,
+        discussion_url: None,
+    };
+    let run = runner.execute(job, store, events_tx, answers, cancel).await;
+    let _ = forwarder.await;
+    run
+}
+
+/// Marks the runs a stop interrupted, so people can resume or abort them.
+pub async fn recover(store: &Store) -> anyhow::Result<Vec<Run>> {
+    let mut interrupted = Vec::new();
+    for mut run in store.active_runs()? {
+        run.state = RunState::Interrupted;
+        run.message = Some(format!(
+            "featurebot stopped during step {} of {}",
+            (run.next_step + 1).min(run.steps.len()),
+            run.steps.len()
+        ));
+        let run = store.save_run(&run).await?;
+        let _ = store.set_status(run.feature, Status::Failed).await;
+        interrupted.push(run);
+    }
+    Ok(interrupted)
+}

@@ -1,0 +1,530 @@
+//! The coding agent run: a fixture repository whose test fails until the agent fixes it, the
+//! fake LLM scripted with tool calls, a bare repository as the remote.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use featurebot::agent::run::{Job, Runner};
+use featurebot::agent::{Event, Phase};
+use featurebot::config::{AgentBackend, AgentConfig, Config, PromptsConfig, StoreConfig};
+use featurebot::github::GitHub;
+use featurebot::llm;
+use featurebot::prompts::Prompts;
+use featurebot::redact::Redactor;
+use featurebot::store::{Author, Place, PlanVersion, Run, RunState, Store};
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::fake_github::FakeGithub;
+use crate::support::fake_llm::{Api, FakeLlm, Reply};
+use crate::support::git::{git, repo_config, repo_with_remote, TestRepo};
+
+const PLAN: &str = "## Summary & goal\nAdd numbers right.\n\n## User stories / acceptance criteria\n- [ ] add 2 3 gives 5\n\n## Implementation steps\n### Backend\n1. Fix the add function\n### Docs\n2. Document add\n\n## Test plan\n- sh test.sh\n";
+
+struct Fixture {
+    github: Option<FakeGithub>,
+    llm: FakeLlm,
+    repo: TestRepo,
+    dir: tempfile::TempDir,
+    config: Config,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let llm = FakeLlm::start(Api::OpenAi).await;
+        let repo = repo_with_remote("main");
+        std::fs::write(repo.path.join("app.sh"), "add() { echo $(( $1 - $2 )); }\n").unwrap();
+        std::fs::write(
+            repo.path.join("test.sh"),
+            ". ./app.sh\n[ \"$(add 2 3)\" = 5 ] || { echo \"FAIL: add 2 3 gave $(add 2 3)\"; exit 1; }\necho ok\n",
+        )
+        .unwrap();
+        git(&repo.path, &["add", "."]);
+        git(&repo.path, &["commit", "--quiet", "-m", "fixture"]);
+        git(&repo.path, &["push", "--quiet", "origin", "main"]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = AgentConfig::with_defaults(&dir.path().join("store"));
+        agent.format = vec!["sed -i 's/[[:space:]]*$//' app.sh".to_string()];
+        agent.test = vec!["sh test.sh".to_string()];
+        agent.worktrees_dir = dir.path().join("worktrees");
+        agent.command_timeout = Duration::from_secs(20);
+        let config = Config {
+            llm: llm.llm_config(),
+            repo: repo_config(&repo),
+            store: StoreConfig {
+                path: dir.path().join("store"),
+            },
+            prompts: PromptsConfig { dir: None },
+            discord: None,
+            github: None,
+            agent,
+        };
+        Fixture {
+            github: None,
+            llm,
+            repo,
+            dir,
+            config,
+        }
+    }
+
+    fn worktree(&self) -> PathBuf {
+        self.config.agent.worktrees_dir.join("1-fix-adding")
+    }
+
+    /// Runs the agent on PLAN and collects its events.
+    async fn run(
+        &self,
+        cancel: CancellationToken,
+        answers: Option<Vec<String>>,
+    ) -> (Run, Vec<Event>) {
+        let store = Store::open(&self.config.store.path).unwrap();
+        let feature = store
+            .create_feature(
+                "Fix adding",
+                Author {
+                    id: "u".to_string(),
+                    name: "ada".to_string(),
+                },
+                Place::Console,
+            )
+            .await
+            .unwrap();
+        let runner = Runner {
+            config: Arc::new(self.config.clone()),
+            llm: llm::Client::new(self.config.llm.clone()).unwrap(),
+            prompts: Prompts::builtin(),
+            redactor: Redactor::new([self
+                .config
+                .llm
+                .api_key
+                .clone()
+                .unwrap()
+                .expose()
+                .to_string()]),
+            github: self
+                .github
+                .as_ref()
+                .map(|g| GitHub::new(&g.config()).unwrap()),
+        };
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let (answers_tx, answers_rx) = mpsc::unbounded_channel();
+        for answer in answers.unwrap_or_default() {
+            answers_tx.send(answer).unwrap();
+        }
+        let job = Job {
+            feature,
+            plan: PlanVersion {
+                version: 1,
+                path: "tasks/20261126-000000-fix-adding.md".to_string(),
+                commit: String::new(),
+                markdown: PLAN.to_string(),
+                at: OffsetDateTime::now_utc(),
+            },
+            resume: None,
+            discussion_url: None,
+        };
+        let run = runner
+            .execute(job, &store, events_tx, answers_rx, cancel)
+            .await
+            .unwrap();
+        drop(answers_tx);
+        let mut events = Vec::new();
+        while let Ok(e) = events_rx.try_recv() {
+            events.push(e);
+        }
+        (run, events)
+    }
+}
+
+fn call(name: &str, args: serde_json::Value) -> Reply {
+    Reply::ToolCalls(vec![(name.to_string(), args)])
+}
+
+#[tokio::test]
+async fn a_run_goes_red_repairs_and_ends_green_with_the_branch_pushed() {
+    let f = Fixture::new().await;
+    // Step 1: a wrong fix, then the repair after the test fails.
+    f.llm.push(call("read_file", json!({"path": "app.sh"})));
+    f.llm.push(call(
+        "edit_file",
+        json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 * $2"}),
+    ));
+    f.llm.push(call(
+        "finish_step",
+        json!({"summary": "changed the operator"}),
+    ));
+    f.llm.push(call(
+        "edit_file",
+        json!({"path": "app.sh", "search": "$1 * $2", "replace": "$1 + $2"}),
+    ));
+    f.llm
+        .push(call("finish_step", json!({"summary": "add now adds"})));
+    // Step 2: a new file.
+    f.llm.push(call(
+        "write_file",
+        json!({"path": "docs/add.md", "content": "# add\nAdds two numbers.\n"}),
+    ));
+    f.llm
+        .push(call("finish_step", json!({"summary": "documented add"})));
+
+    let (run, events) = f.run(CancellationToken::new(), None).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    assert_eq!(run.branch, "featurebot/1-fix-adding");
+    assert_eq!(run.next_step, 2);
+    assert!(
+        run.steps.iter().all(|s| s.green == Some(true)),
+        "{:?}",
+        run.steps
+    );
+    assert_eq!(run.steps[0].summary.as_deref(), Some("add now adds"));
+
+    let failed: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::ChecksFailed { .. }))
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
+    if let Event::ChecksFailed { tail, command, .. } = failed[0] {
+        assert_eq!(command, "sh test.sh");
+        assert!(tail.contains("FAIL: add 2 3 gave 6"), "{tail}");
+    }
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Phase {
+            phase: Phase::Repairing,
+            ..
+        }
+    )));
+    // The repair request carried the failing output to the model.
+    let bodies: Vec<String> = f
+        .llm
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(bodies[3].contains("FAIL: add 2 3 gave 6"), "{}", bodies[3]);
+    // Tool results went back with the call ids.
+    assert!(bodies[1].contains("\"role\":\"tool\""));
+
+    // One commit per step on the branch, in the remote, formatted by the formatter.
+    let remote = f.repo.remote.clone().unwrap();
+    let log = git(&remote, &["log", "--format=%s", "featurebot/1-fix-adding"]);
+    assert_eq!(
+        log.lines().take(2).collect::<Vec<_>>(),
+        ["step 2/2: Document add", "step 1/2: Fix the add function"]
+    );
+    let app = git(&remote, &["show", "featurebot/1-fix-adding:app.sh"]);
+    assert_eq!(app, "add() { echo $(( $1 + $2 )); }\n");
+    assert!(
+        git(&remote, &["show", "featurebot/1-fix-adding:docs/add.md"]).contains("Adds two numbers")
+    );
+    // The bot's own checkout is untouched.
+    assert_eq!(git(&f.repo.path, &["status", "--porcelain"]), "");
+    assert_eq!(
+        std::fs::read_to_string(f.repo.path.join("app.sh")).unwrap(),
+        "add() { echo $(( $1 - $2 )); }\n"
+    );
+}
+
+#[tokio::test]
+async fn a_step_that_stays_red_is_committed_and_the_run_goes_on() {
+    let mut f = Fixture::new().await;
+    f.config.agent.max_repair_attempts = 1;
+    // Both steps try twice (one repair each); the test stays red throughout.
+    for _ in 0..4 {
+        f.llm
+            .push(call("finish_step", json!({"summary": "did nothing"})));
+    }
+    let (run, events) = f.run(CancellationToken::new(), None).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    assert_eq!(run.steps[0].green, Some(false));
+    assert_eq!(run.steps[1].green, Some(false));
+    let failures = events
+        .iter()
+        .filter(|e| matches!(e, Event::ChecksFailed { .. }))
+        .count();
+    assert_eq!(failures, 4);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Finished { green: false, .. })));
+    assert_eq!(
+        run.steps[0].commit, None,
+        "nothing changed, nothing committed"
+    );
+    assert_eq!(run.next_step, 2);
+}
+
+#[tokio::test]
+async fn file_tools_refuse_to_leave_the_work_tree_and_errors_reach_the_model() {
+    let f = Fixture::new().await;
+    f.llm
+        .push(call("read_file", json!({"path": "../../../etc/passwd"})));
+    f.llm.push(call(
+        "edit_file",
+        json!({"path": "app.sh", "search": "nowhere", "replace": "x"}),
+    ));
+    f.llm.push(call(
+        "write_file",
+        json!({"path": ".git/config", "content": "x"}),
+    ));
+    f.llm
+        .push(call("finish_step", json!({"summary": "gave up"})));
+    f.llm.push(call("finish_step", json!({"summary": "docs"})));
+    let mut f = f;
+    f.config.agent.max_repair_attempts = 0;
+    let (run, _) = f.run(CancellationToken::new(), None).await;
+    let bodies: Vec<String> = f
+        .llm
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(bodies[1].contains("not allowed"), "{}", bodies[1]);
+    assert!(
+        !bodies[1].contains("root:x:0"),
+        "no file outside the tree was read"
+    );
+    assert!(
+        bodies[2].contains("does not occur in app.sh"),
+        "{}",
+        bodies[2]
+    );
+    assert!(bodies[3].contains("not allowed"));
+    assert_eq!(run.state, RunState::Finished);
+}
+
+#[tokio::test]
+async fn a_repeated_failing_action_stops_the_run_and_keeps_the_work() {
+    let f = Fixture::new().await;
+    f.llm.push(call(
+        "write_file",
+        json!({"path": "notes.txt", "content": "partial work\n"}),
+    ));
+    for _ in 0..3 {
+        f.llm
+            .push(call("read_file", json!({"path": "missing.txt"})));
+    }
+    let (run, events) = f.run(CancellationToken::new(), None).await;
+    assert_eq!(run.state, RunState::Stopped, "{run:?}");
+    assert!(run
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("repeated a failing action 3 times"));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Finished {
+            stopped: Some(_),
+            ..
+        }
+    )));
+    let remote = f.repo.remote.clone().unwrap();
+    let notes = git(&remote, &["show", "featurebot/1-fix-adding:notes.txt"]);
+    assert_eq!(
+        notes, "partial work\n",
+        "the partial work was committed and pushed"
+    );
+}
+
+#[tokio::test]
+async fn a_question_waits_for_the_answer() {
+    let f = Fixture::new().await;
+    f.llm
+        .push(call("ask_human", json!({"question": "Plus or minus?"})));
+    f.llm.push(call(
+        "edit_file",
+        json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
+    ));
+    f.llm
+        .push(call("finish_step", json!({"summary": "plus, as answered"})));
+    f.llm.push(call("finish_step", json!({"summary": "docs"})));
+    let (run, events) = f
+        .run(CancellationToken::new(), Some(vec!["plus".to_string()]))
+        .await;
+    assert!(events.contains(&Event::Question {
+        text: "Plus or minus?".to_string()
+    }));
+    let body = f.llm.requests()[1].body.to_string();
+    assert!(body.contains("\"content\":\"plus\""), "{body}");
+    assert_eq!(run.steps[0].green, Some(true));
+}
+
+#[tokio::test]
+async fn cancel_during_a_long_test_stops_the_run_and_its_processes() {
+    let mut f = Fixture::new().await;
+    let pid_file = f.dir.path().join("sleeper.pid");
+    f.config.agent.test = vec![format!("sleep 60 & echo $! > {}; wait", pid_file.display())];
+    f.llm
+        .push(call("finish_step", json!({"summary": "nothing"})));
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let watched = pid_file.clone();
+    tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !watched.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let (run, _) = f.run(cancel, None).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.state, RunState::Cancelled);
+    assert_eq!(run.message.as_deref(), Some("cancelled at step 1 of 2"));
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    wait_until_gone(pid.trim()).await;
+}
+
+async fn wait_until_gone(pid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive = std::process::Command::new("kill")
+            .args(["-0", pid])
+            .status()
+            .unwrap()
+            .success();
+        if !alive {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} survived the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_command_backend_runs_an_external_agent_per_step() {
+    let mut f = Fixture::new().await;
+    let script = f.dir.path().join("agent.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n# A stand-in for codex/claude/aider: reads the prompt, edits the tree.\ngrep -q 'Do step' \"$1\" || exit 9\nif [ \"$2\" = 1 ]; then sed -i 's/\\$1 - \\$2/$1 + $2/' app.sh; else echo docs > docs.md; fi\necho \"agent step $2 done; secret env: ${OPENAI_API_KEY:-none}\"\n",
+    )
+    .unwrap();
+    f.config.agent.backend =
+        AgentBackend::Command(format!("sh {} {{prompt_file}} {{step}}", script.display()));
+    let (run, events) = f.run(CancellationToken::new(), None).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    assert!(run.steps.iter().all(|s| s.green == Some(true)));
+    assert!(run.steps[0]
+        .summary
+        .as_deref()
+        .unwrap()
+        .contains("agent step 1 done; secret env: none"));
+    assert!(
+        f.llm.requests().is_empty(),
+        "the external agent, not the LLM, did the work"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::StepCommitted { step: 1, .. })));
+    assert!(Path::new(&f.worktree()).join("docs.md").exists());
+}
+
+#[tokio::test]
+async fn a_planted_secret_is_masked_in_tool_results_and_check_output() {
+    let mut f = Fixture::new().await;
+    let secret = f.config.llm.api_key.clone().unwrap().expose().to_string();
+    std::fs::write(f.repo.path.join("leak.txt"), format!("key={secret}\n")).unwrap();
+    git(&f.repo.path, &["add", "leak.txt"]);
+    git(&f.repo.path, &["commit", "--quiet", "-m", "a leaked key"]);
+    git(&f.repo.path, &["push", "--quiet", "origin", "main"]);
+    f.config.agent.test = vec!["cat leak.txt; exit 1".to_string()];
+    f.config.agent.max_repair_attempts = 0;
+    f.llm.push(call("read_file", json!({"path": "leak.txt"})));
+    f.llm.push(call(
+        "finish_step",
+        json!({"summary": format!("found {secret}")}),
+    ));
+    f.llm.push(call("finish_step", json!({"summary": "docs"})));
+    let (run, events) = f.run(CancellationToken::new(), None).await;
+    let sent: String = f
+        .llm
+        .requests()
+        .iter()
+        .skip(1)
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(!sent.contains(&secret), "the key went back to the model");
+    assert!(sent.contains("key=***"));
+    let shown = format!("{events:?}{run:?}");
+    assert!(!shown.contains(&secret), "{shown}");
+    for entry in std::fs::read_dir(f.config.agent.worktrees_dir.join("1-fix-adding.logs")).unwrap()
+    {
+        let log = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!log.contains(&secret), "a log holds the key");
+    }
+}
+
+#[tokio::test]
+async fn a_finished_run_opens_a_pull_request_and_a_red_one_a_draft() {
+    let mut f = Fixture::new().await;
+    f.github = Some(FakeGithub::start("acme", "shop").await);
+    f.llm.push(call(
+        "edit_file",
+        json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
+    ));
+    f.llm
+        .push(call("finish_step", json!({"summary": "add adds"})));
+    f.llm.push(call("finish_step", json!({"summary": "docs"})));
+    let (run, events) = f.run(CancellationToken::new(), None).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    let github = f.github.as_ref().unwrap();
+    let pulls = github.pulls();
+    assert_eq!(pulls.len(), 1);
+    let pr = &pulls[0];
+    assert_eq!(pr["title"], "Fix adding");
+    assert_eq!(pr["draft"], false);
+    let body = pr["body"].as_str().unwrap();
+    assert!(
+        body.contains("- [x] 1. Fix the add function — checks passed"),
+        "{body}"
+    );
+    assert!(body.contains("Feature-Id: 1"));
+    assert!(body.contains("tasks/20261126-000000-fix-adding.md"));
+    assert!(!body.contains("sk-test-secret"));
+    assert_eq!(run.pr_url.as_deref(), pr["html_url"].as_str());
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Finished {
+            pull_request: Some(_),
+            green: true,
+            ..
+        }
+    )));
+    let request = github
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
+    assert_eq!(request.body["head"], "featurebot/1-fix-adding");
+    assert_eq!(request.body["base"], "main");
+}
+
+#[tokio::test]
+async fn a_run_that_stays_red_opens_a_draft() {
+    let mut f = Fixture::new().await;
+    f.github = Some(FakeGithub::start("acme", "shop").await);
+    f.config.agent.max_repair_attempts = 0;
+    f.llm
+        .push(call("finish_step", json!({"summary": "nothing"})));
+    f.llm
+        .push(call("finish_step", json!({"summary": "nothing"})));
+    let (run, _) = f.run(CancellationToken::new(), None).await;
+    assert_eq!(run.state, RunState::Finished);
+    let pulls = f.github.as_ref().unwrap().pulls();
+    assert_eq!(pulls[0]["draft"], true);
+    assert!(pulls[0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("**checks failing**"));
+}

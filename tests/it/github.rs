@@ -1,0 +1,429 @@
+//! The GitHub client (octocrab underneath) against the fake GitHub, through real HTTP on
+//! 127.0.0.1: what it sends, what it makes of GitHub's answers, and when it retries.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use featurebot::config::Secret;
+use featurebot::github::{GitHub, GithubError, PullRequest, PullRequestSpec, ATTEMPTS};
+use serde_json::json;
+
+use crate::support::fake_github::{FakeGithub, TOKEN};
+
+async fn fake() -> (FakeGithub, GitHub) {
+    let fake = FakeGithub::start("acme", "shop").await;
+    let github = GitHub::new(&fake.config()).unwrap();
+    (fake, github)
+}
+
+fn spec(head: &str, base: &str) -> PullRequestSpec {
+    PullRequestSpec {
+        head: head.to_string(),
+        base: base.to_string(),
+        title: "Add a dark mode".to_string(),
+        body: "Implements tasks/dark-mode.md.\n\n- [x] toggle".to_string(),
+        draft: true,
+    }
+}
+
+/// The error, after checking that neither its message nor its `Debug` shows a token.
+fn no_token(err: GithubError, tokens: &[&str]) -> GithubError {
+    for token in tokens.iter().chain([&TOKEN]) {
+        assert!(!err.to_string().contains(token), "{err}");
+        assert!(!format!("{err:?}").contains(token), "{err:?}");
+    }
+    err
+}
+
+#[tokio::test]
+async fn check_names_the_repository_and_its_default_branch() {
+    let (fake, github) = fake().await;
+
+    assert_eq!(
+        github.check().await.unwrap(),
+        "acme/shop (default branch main)"
+    );
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].method, "GET");
+    assert_eq!(requests[0].path, "/repos/acme/shop");
+    assert_eq!(
+        requests[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert_eq!(
+        requests[0].header("x-github-api-version"),
+        Some("2022-11-28")
+    );
+}
+
+#[tokio::test]
+async fn a_new_branch_gets_a_new_pull_request_with_exactly_the_spec() {
+    let (fake, github) = fake().await;
+
+    let pr = github
+        .open_or_update_pr(&spec("feature/dark-mode", "main"))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        pr,
+        PullRequest {
+            number: 1,
+            url: format!("{}acme/shop/pull/1", fake.api_base()),
+            created: true,
+        }
+    );
+    let requests = fake.requests();
+    let calls: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (
+                "GET",
+                "/repos/acme/shop/pulls?state=open&head=acme%3Afeature%2Fdark-mode&per_page=10"
+            ),
+            ("POST", "/repos/acme/shop/pulls"),
+        ]
+    );
+    assert_eq!(
+        requests[1].body,
+        json!({
+            "title": "Add a dark mode",
+            "body": "Implements tasks/dark-mode.md.\n\n- [x] toggle",
+            "head": "feature/dark-mode",
+            "base": "main",
+            "draft": true,
+        })
+    );
+    let pulls = fake.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(pulls[0]["head"]["ref"], "feature/dark-mode");
+    assert_eq!(pulls[0]["base"]["ref"], "main");
+    assert_eq!(pulls[0]["draft"], true);
+    assert_eq!(pulls[0]["state"], "open");
+}
+
+#[tokio::test]
+async fn an_open_pull_request_for_the_branch_is_updated_not_duplicated() {
+    let (fake, github) = fake().await;
+    let first = github
+        .open_or_update_pr(&spec("feature/dark-mode", "main"))
+        .await
+        .unwrap();
+
+    let mut again = spec("feature/dark-mode", "main");
+    again.title = "Add a dark mode (v2)".to_string();
+    again.body = "Now with a toggle.".to_string();
+    let second = github.open_or_update_pr(&again).await.unwrap();
+
+    assert_eq!(second.number, first.number);
+    assert_eq!(second.url, first.url);
+    assert!(!second.created);
+    let requests = fake.requests();
+    let last = requests.last().unwrap();
+    assert_eq!(last.method, "PATCH");
+    assert_eq!(last.path, "/repos/acme/shop/pulls/1");
+    // octocrab also sends the number in the body; GitHub ignores it.
+    assert_eq!(
+        last.body,
+        json!({
+            "title": "Add a dark mode (v2)",
+            "body": "Now with a toggle.",
+            "base": "main",
+            "pull_number": 1,
+        })
+    );
+    let pulls = fake.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(pulls[0]["title"], "Add a dark mode (v2)");
+    assert_eq!(pulls[0]["body"], "Now with a toggle.");
+}
+
+#[tokio::test]
+async fn a_create_that_finds_the_pull_request_already_there_updates_it() {
+    let (fake, github) = fake().await;
+    github
+        .open_or_update_pr(&spec("feature/dark-mode", "main"))
+        .await
+        .unwrap();
+    // The list misses it (as after a create whose answer was lost), so the create gets
+    // GitHub's "already exists".
+    fake.fail_next(200, "[]", Vec::new());
+
+    let pr = github
+        .open_or_update_pr(&spec("feature/dark-mode", "main"))
+        .await
+        .unwrap();
+
+    assert_eq!((pr.number, pr.created), (1, false));
+    let methods: Vec<String> = fake.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, ["GET", "POST", "GET", "POST", "GET", "PATCH"]);
+    assert_eq!(fake.pulls().len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_token_is_unauthorized_and_never_shown() {
+    let fake = FakeGithub::start("acme", "shop").await;
+    let mut config = fake.config();
+    config.token = Some(Secret::new("ghp_wrongtoken456"));
+    let github = GitHub::new(&config).unwrap();
+    assert!(!format!("{github:?}").contains("ghp_wrongtoken456"));
+
+    let err = no_token(github.check().await.unwrap_err(), &["ghp_wrongtoken456"]);
+
+    assert!(matches!(err, GithubError::Unauthorized), "{err:?}");
+    assert!(err.to_string().contains("GITHUB_TOKEN"), "{err}");
+    assert_eq!(fake.requests().len(), 1, "a 401 is not retried");
+}
+
+#[tokio::test]
+async fn no_log_line_shows_the_token_even_at_trace_level() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // While only one dispatcher exists, tracing caches a callsite's interest from whichever
+    // thread reaches it first, so a parallel test without a subscriber could switch ours off;
+    // a second (silent) dispatcher makes tracing ask every dispatcher instead.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let fake = FakeGithub::start("acme", "shop").await;
+    fake.fail_next(500, r#"{"message":"Server Error"}"#, Vec::new());
+    let github = GitHub::new(&fake.config()).unwrap();
+    github
+        .open_or_update_pr(&spec("feature/dark-mode", "main"))
+        .await
+        .unwrap();
+    let mut config = fake.config();
+    config.token = Some(Secret::new("ghp_wrongtoken456"));
+    GitHub::new(&config).unwrap().check().await.unwrap_err();
+
+    let logs = logs.text();
+    assert!(logs.contains("GitHub request failed, retrying"), "{logs}");
+    assert!(logs.contains("GitHub refused the token"), "{logs}");
+    for token in [TOKEN, "ghp_wrongtoken456"] {
+        assert!(!logs.contains(token), "{logs}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_token_is_refused_before_any_request() {
+    let fake = FakeGithub::start("acme", "shop").await;
+    let mut config = fake.config();
+    config.token = None;
+
+    let err = GitHub::new(&config).unwrap_err().to_string();
+
+    assert!(err.contains("GITHUB_TOKEN is not set"), "{err}");
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn forbidden_passes_on_githubs_message_without_retrying() {
+    let (fake, github) = fake().await;
+    fake.fail_next(
+        403,
+        r#"{"message":"Resource not accessible by personal access token","documentation_url":"https://docs.github.com/rest/pulls/pulls#create-a-pull-request","status":"403"}"#,
+        Vec::new(),
+    );
+
+    let err = no_token(github.check().await.unwrap_err(), &[]);
+
+    match &err {
+        GithubError::Forbidden { message } => {
+            assert_eq!(message, "Resource not accessible by personal access token")
+        }
+        other => panic!("expected Forbidden, got {other:?}"),
+    }
+    assert!(err.to_string().contains("rate limit"), "{err}");
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_repository_is_not_found_and_names_the_config_keys() {
+    let fake = FakeGithub::start("acme", "shop").await;
+    let mut config = fake.config();
+    config.repo = "shpo".to_string();
+    let github = GitHub::new(&config).unwrap();
+
+    let err = no_token(github.check().await.unwrap_err(), &[]);
+
+    assert!(
+        matches!(&err, GithubError::NotFound { what } if what == "repository acme/shpo"),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("acme/shpo"), "{message}");
+    assert!(message.contains("github.repo"), "{message}");
+    assert_eq!(fake.requests()[0].path, "/repos/acme/shpo");
+}
+
+#[tokio::test]
+async fn validation_failures_pass_on_githubs_message() {
+    let check = |base: &'static str, expected: &'static str| async move {
+        let (fake, github) = fake().await;
+        let err = github
+            .open_or_update_pr(&spec("feature/dark-mode", base))
+            .await
+            .unwrap_err();
+        match no_token(err, &[]) {
+            GithubError::Unprocessable { message } => assert_eq!(message, expected),
+            other => panic!("expected Unprocessable, got {other:?}"),
+        }
+        assert!(fake.pulls().is_empty());
+    };
+    check(
+        "missing-branch",
+        "Validation Failed: base is invalid (is that branch on GitHub?)",
+    )
+    .await;
+    check(
+        "feature/dark-mode",
+        "Validation Failed: No commits between feature/dark-mode and feature/dark-mode",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_error_is_retried() {
+    let (fake, github) = fake().await;
+    fake.fail_next(500, r#"{"message":"Server Error"}"#, Vec::new());
+
+    assert_eq!(
+        github.check().await.unwrap(),
+        "acme/shop (default branch main)"
+    );
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn server_errors_give_up_after_a_bounded_number_of_attempts() {
+    let (fake, github) = fake().await;
+    for _ in 0..ATTEMPTS + 2 {
+        fake.fail_next(502, "<html>Bad Gateway</html>", vec![text_html()]);
+    }
+    let started = Instant::now();
+
+    let err = no_token(github.check().await.unwrap_err(), &[]);
+
+    assert!(
+        matches!(err, GithubError::Server { status: 502 }),
+        "{err:?}"
+    );
+    assert_eq!(fake.requests().len(), ATTEMPTS as usize);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_secondary_rate_limit_is_waited_out_as_asked() {
+    let (fake, github) = fake().await;
+    fake.fail_next(
+        403,
+        r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again.","documentation_url":"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits","status":"403"}"#,
+        vec![("retry-after".to_string(), "1".to_string())],
+    );
+    let started = Instant::now();
+
+    let pr = github
+        .open_or_update_pr(&spec("feature/dark-mode", "main"))
+        .await
+        .unwrap();
+
+    assert!(pr.created);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let methods: Vec<String> = fake.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, ["GET", "GET", "POST"]);
+}
+
+#[tokio::test]
+async fn a_long_rate_limit_goes_back_to_the_caller_at_once() {
+    let (fake, github) = fake().await;
+    fake.fail_next(
+        429,
+        r#"{"message":"API rate limit exceeded for user ID 583231.","status":"429"}"#,
+        vec![("retry-after".to_string(), "3600".to_string())],
+    );
+
+    let err = no_token(github.check().await.unwrap_err(), &[]);
+
+    assert!(
+        matches!(err, GithubError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(3600)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("3600s"), "{err}");
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_network_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let fake = FakeGithub::start("acme", "shop").await;
+    let mut config = fake.config();
+    config.api_base = url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+    let github = GitHub::new(&config).unwrap();
+
+    let err = no_token(github.check().await.unwrap_err(), &[]);
+
+    assert!(matches!(err, GithubError::Network(_)), "{err:?}");
+    assert!(err.to_string().contains("github.api_base"), "{err}");
+}
+
+#[tokio::test]
+async fn file_urls_point_at_the_web_pages() {
+    let (fake, github) = fake().await;
+    assert_eq!(
+        github.file_url("main", "tasks/dark-mode.md"),
+        format!("{}acme/shop/blob/main/tasks/dark-mode.md", fake.api_base())
+    );
+
+    let mut config = fake.config();
+    config.api_base = url::Url::parse("https://api.github.com/").unwrap();
+    let github = GitHub::new(&config).unwrap();
+    assert_eq!(
+        github.file_url("feature/dark-mode", "tasks/dark mode #2.md"),
+        "https://github.com/acme/shop/blob/feature/dark-mode/tasks/dark%20mode%20%232.md"
+    );
+    assert!(fake.requests().is_empty());
+}
+
+fn text_html() -> (String, String) {
+    ("content-type".to_string(), "text/html".to_string())
+}
+
+/// Log output collected in memory, for the current thread's subscriber.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}

@@ -1,0 +1,689 @@
+//! An in-process fake of GitHub's REST API for one repository, over real HTTP on 127.0.0.1,
+//! so tests drive the production client (octocrab) at the wire.
+//!
+//! It knows the routes featurebot uses: the repository, listing pull requests (filtered by
+//! `state` and `head`), creating one and updating one. It answers with GitHub's JSON shapes,
+//! complete enough for octocrab's models, and with GitHub's rules: a token in the
+//! `Authorization` header (401 otherwise), a `User-Agent` (403 otherwise), 422 for a missing
+//! base branch (`missing-branch`), for a head equal to its base and for a second open pull
+//! request from the same head. Anything else is a 404 `{"message":"Not Found"}`, recorded like
+//! every request. [`FakeGithub::fail_next`] queues raw answers that take precedence over all
+//! of that. Like the fake LLM it reads one request per connection and answers
+//! `Connection: close`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use featurebot::config::{GithubConfig, Secret};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The token [`FakeGithub::config`] carries and the fake accepts.
+pub const TOKEN: &str = "ghp_testtoken123";
+/// The fake's sha for every branch tip.
+const SHA: &str = "6dcb09b5b57875f334f61aebed695e2e4193db5e";
+const CREATED_AT: &str = "2024-05-01T12:00:00Z";
+const UPDATED_AT: &str = "2024-05-01T12:30:00Z";
+
+/// A running fake; clones share the server, which stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct FakeGithub {
+    addr: SocketAddr,
+    state: Arc<State>,
+    _server: Arc<AbortOnDrop>,
+}
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// The path with its query, as sent (percent-encoded).
+    pub path: String,
+    /// Names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body; `Null` when empty, a string when not JSON.
+    pub body: Value,
+}
+
+impl Recorded {
+    /// The value of the first header called `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl FakeGithub {
+    pub async fn start(owner: &str, repo: &str) -> FakeGithub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            owner: owner.to_string(),
+            repo: repo.to_string(),
+            base: format!("http://{addr}"),
+            script: Mutex::new(VecDeque::new()),
+            requests: Mutex::new(Vec::new()),
+            pulls: Mutex::new(Vec::new()),
+        });
+        let server_state = state.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = server_state.clone();
+                tokio::spawn(async move {
+                    // A client that hangs up early is not the fake's problem.
+                    let _ = serve(socket, &state).await;
+                });
+            }
+        });
+        FakeGithub {
+            addr,
+            state,
+            _server: Arc::new(AbortOnDrop(server)),
+        }
+    }
+
+    /// The API root, `http://127.0.0.1:PORT/`; the fake's web pages live under it too.
+    pub fn api_base(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// A `[github]` config pointing here, with the token the fake accepts.
+    pub fn config(&self) -> GithubConfig {
+        GithubConfig {
+            api_base: url::Url::parse(&self.api_base()).unwrap(),
+            owner: self.state.owner.clone(),
+            repo: self.state.repo.clone(),
+            token: Some(Secret::new(TOKEN)),
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Every pull request, in GitHub's JSON, oldest first.
+    pub fn pulls(&self) -> Vec<Value> {
+        self.state.pulls.lock().unwrap().clone()
+    }
+
+    /// Queues a raw answer for the next request that finds the queue non-empty, whatever it
+    /// asks. The body is sent as given, as JSON unless a header says otherwise.
+    pub fn fail_next(&self, status: u16, body: &str, headers: Vec<(String, String)>) {
+        self.state.script.lock().unwrap().push_back(Answer {
+            status,
+            headers,
+            body: body.to_string(),
+        });
+    }
+}
+
+struct State {
+    owner: String,
+    repo: String,
+    /// `http://127.0.0.1:PORT`, for the URLs in answers.
+    base: String,
+    script: Mutex<VecDeque<Answer>>,
+    requests: Mutex<Vec<Recorded>>,
+    pulls: Mutex<Vec<Value>>,
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn json(status: u16, body: Value) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: body.to_string(),
+        }
+    }
+
+    /// GitHub's error shape.
+    fn error(status: u16, message: &str, docs: &str) -> Answer {
+        Answer::json(
+            status,
+            json!({"message": message, "documentation_url": docs, "status": status.to_string()}),
+        )
+    }
+
+    /// GitHub's 422 with an `errors` list.
+    fn validation(error: Value) -> Answer {
+        Answer::json(
+            422,
+            json!({
+                "message": "Validation Failed",
+                "errors": [error],
+                "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+                "status": "422",
+            }),
+        )
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn serve(mut socket: TcpStream, state: &State) -> std::io::Result<()> {
+    socket.set_nodelay(true)?;
+    let request = read_request(&mut socket).await?;
+    let answer = {
+        let scripted = state.script.lock().unwrap().pop_front();
+        let answer = scripted.unwrap_or_else(|| route(state, &request));
+        state.requests.lock().unwrap().push(request);
+        answer
+    };
+    write_answer(&mut socket, &answer).await
+}
+
+fn route(state: &State, request: &Recorded) -> Answer {
+    let (path, query) = request
+        .path
+        .split_once('?')
+        .unwrap_or((request.path.as_str(), ""));
+    let query: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if request.header("user-agent").is_none() {
+        return Answer::error(
+            403,
+            "Request forbidden by administrative rules. Please make sure your request has a User-Agent header (https://docs.github.com/en/rest/overview/resources-in-the-rest-api#user-agent-required). Check https://developer.github.com for other possible causes.",
+            "https://docs.github.com/rest",
+        );
+    }
+    let authorized = request
+        .header("authorization")
+        .is_some_and(|auth| auth == format!("Bearer {TOKEN}") || auth == format!("token {TOKEN}"));
+    if !authorized {
+        return Answer::error(401, "Bad credentials", "https://docs.github.com/rest");
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let ours = |owner: &str, repo: &str| {
+        owner.eq_ignore_ascii_case(&state.owner) && repo.eq_ignore_ascii_case(&state.repo)
+    };
+    match (request.method.as_str(), segments.as_slice()) {
+        ("GET", ["repos", owner, repo]) if ours(owner, repo) => {
+            Answer::json(200, repository_json(state))
+        }
+        ("GET", ["repos", owner, repo, "pulls"]) if ours(owner, repo) => {
+            let wanted_state = param("state").unwrap_or("open");
+            let pulls = state.pulls.lock().unwrap();
+            let found: Vec<Value> = pulls
+                .iter()
+                .filter(|pr| wanted_state == "all" || pr["state"] == wanted_state)
+                .filter(|pr| {
+                    param("head").is_none_or(|head| {
+                        pr["head"]["label"]
+                            .as_str()
+                            .is_some_and(|label| label.eq_ignore_ascii_case(head))
+                    })
+                })
+                .filter(|pr| param("base").is_none_or(|base| pr["base"]["ref"] == base))
+                .cloned()
+                .collect();
+            Answer::json(200, Value::Array(found))
+        }
+        ("POST", ["repos", owner, repo, "pulls"]) if ours(owner, repo) => {
+            create_pull(state, &request.body)
+        }
+        ("GET", ["repos", owner, repo, "pulls", number]) if ours(owner, repo) => {
+            let pulls = state.pulls.lock().unwrap();
+            match pulls.iter().find(|pr| is_number(pr, number)) {
+                Some(pr) => Answer::json(200, pr.clone()),
+                None => not_found(),
+            }
+        }
+        ("PATCH", ["repos", owner, repo, "pulls", number]) if ours(owner, repo) => {
+            update_pull(state, number, &request.body)
+        }
+        _ => not_found(),
+    }
+}
+
+/// Whether `pr` is the pull request numbered `number` (a path segment).
+fn is_number(pr: &Value, number: &str) -> bool {
+    number.parse::<u64>().is_ok_and(|n| pr["number"] == n)
+}
+
+fn not_found() -> Answer {
+    Answer::error(404, "Not Found", "https://docs.github.com/rest")
+}
+
+fn create_pull(state: &State, body: &Value) -> Answer {
+    for field in ["head", "base"] {
+        if body[field].as_str().is_none() {
+            return Answer::error(
+                422,
+                &format!("Invalid request.\n\n\"{field}\" wasn't supplied."),
+                "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+            );
+        }
+    }
+    let head = body["head"].as_str().unwrap_or_default();
+    let base = body["base"].as_str().unwrap_or_default();
+    if base == "missing-branch" {
+        return Answer::validation(
+            json!({"resource": "PullRequest", "field": "base", "code": "invalid"}),
+        );
+    }
+    if head == base {
+        return Answer::validation(json!({
+            "resource": "PullRequest",
+            "code": "custom",
+            "message": format!("No commits between {base} and {head}"),
+        }));
+    }
+    let Some(title) = body["title"].as_str() else {
+        return Answer::validation(
+            json!({"resource": "Issue", "field": "title", "code": "missing_field"}),
+        );
+    };
+    let label = format!("{}:{head}", state.owner);
+    let mut pulls = state.pulls.lock().unwrap();
+    if pulls
+        .iter()
+        .any(|pr| pr["state"] == "open" && pr["head"]["label"] == label.as_str())
+    {
+        return Answer::validation(json!({
+            "resource": "PullRequest",
+            "code": "custom",
+            "message": format!("A pull request already exists for {label}."),
+        }));
+    }
+    let number = pulls.len() as u64 + 1;
+    let pr = pull_json(
+        state,
+        number,
+        title,
+        body["body"].as_str(),
+        head,
+        base,
+        body["draft"].as_bool().unwrap_or(false),
+    );
+    pulls.push(pr.clone());
+    let mut answer = Answer::json(201, pr);
+    answer.headers.push((
+        "location".to_string(),
+        format!(
+            "{}/repos/{}/{}/pulls/{number}",
+            state.base, state.owner, state.repo
+        ),
+    ));
+    answer
+}
+
+fn update_pull(state: &State, number: &str, body: &Value) -> Answer {
+    let mut pulls = state.pulls.lock().unwrap();
+    let Some(pr) = pulls.iter_mut().find(|pr| is_number(pr, number)) else {
+        return not_found();
+    };
+    if body["base"] == "missing-branch" {
+        return Answer::validation(
+            json!({"resource": "PullRequest", "field": "base", "code": "invalid"}),
+        );
+    }
+    for field in ["title", "body", "state"] {
+        if let Some(value) = body[field].as_str() {
+            pr[field] = json!(value);
+        }
+    }
+    if let Some(base) = body["base"].as_str() {
+        pr["base"]["ref"] = json!(base);
+        pr["base"]["label"] = json!(format!("{}:{base}", state.owner));
+    }
+    pr["updated_at"] = json!(UPDATED_AT);
+    Answer::json(200, pr.clone())
+}
+
+/// A user as GitHub embeds it (`simple-user`), every URL field included: octocrab requires
+/// them all.
+fn user_json(state: &State, login: &str) -> Value {
+    let api = format!("{}/users/{login}", state.base);
+    json!({
+        "login": login,
+        "id": 583231,
+        "node_id": "MDQ6VXNlcjU4MzIzMQ==",
+        "avatar_url": "https://avatars.githubusercontent.com/u/583231?v=4",
+        "gravatar_id": "",
+        "url": api,
+        "html_url": format!("{}/{login}", state.base),
+        "followers_url": format!("{api}/followers"),
+        "following_url": format!("{api}/following{{/other_user}}"),
+        "gists_url": format!("{api}/gists{{/gist_id}}"),
+        "starred_url": format!("{api}/starred{{/owner}}{{/repo}}"),
+        "subscriptions_url": format!("{api}/subscriptions"),
+        "organizations_url": format!("{api}/orgs"),
+        "repos_url": format!("{api}/repos"),
+        "events_url": format!("{api}/events{{/privacy}}"),
+        "received_events_url": format!("{api}/received_events"),
+        "type": "User",
+        "user_view_type": "public",
+        "site_admin": false,
+    })
+}
+
+/// The repository as `GET /repos/{owner}/{repo}` returns it (most fields).
+fn repository_json(state: &State) -> Value {
+    let full = format!("{}/{}", state.owner, state.repo);
+    let api = format!("{}/repos/{full}", state.base);
+    let host = state.base.trim_start_matches("http://");
+    let mut repo = json!({
+        "id": 1296269,
+        "node_id": "MDEwOlJlcG9zaXRvcnkxMjk2MjY5",
+        "name": state.repo,
+        "full_name": full,
+        "owner": user_json(state, &state.owner),
+        "private": false,
+        "html_url": format!("{}/{full}", state.base),
+        "description": "The repository featurebot works on",
+        "fork": false,
+        "url": api,
+        "git_url": format!("git://{host}/{full}.git"),
+        "ssh_url": format!("git@{host}:{full}.git"),
+        "clone_url": format!("{}/{full}.git", state.base),
+        "svn_url": format!("{}/{full}", state.base),
+    });
+    // In two parts: one json! for all would pass the macro recursion limit.
+    let settings = json!({
+        "mirror_url": null,
+        "homepage": null,
+        "language": "Rust",
+        "forks_count": 0,
+        "stargazers_count": 3,
+        "watchers_count": 3,
+        "size": 108,
+        "default_branch": "main",
+        "open_issues_count": 0,
+        "is_template": false,
+        "topics": [],
+        "has_issues": true,
+        "has_projects": false,
+        "has_wiki": false,
+        "has_pages": false,
+        "has_downloads": true,
+        "has_discussions": false,
+        "archived": false,
+        "disabled": false,
+        "visibility": "public",
+        "pushed_at": UPDATED_AT,
+        "created_at": CREATED_AT,
+        "updated_at": UPDATED_AT,
+        "permissions": {"admin": false, "maintain": false, "push": true, "triage": true, "pull": true},
+        "allow_rebase_merge": true,
+        "allow_squash_merge": true,
+        "allow_merge_commit": true,
+        "allow_auto_merge": false,
+        "delete_branch_on_merge": false,
+        "allow_forking": true,
+        "web_commit_signoff_required": false,
+        "license": null,
+        "forks": 0,
+        "open_issues": 0,
+        "watchers": 3,
+        "network_count": 0,
+        "subscribers_count": 1,
+    });
+    if let (Some(repo), Value::Object(settings)) = (repo.as_object_mut(), settings) {
+        repo.extend(settings);
+    }
+    // The API URL templates, `{api}/<suffix>` each.
+    let templates = [
+        ("archive_url", "{archive_format}{/ref}"),
+        ("assignees_url", "assignees{/user}"),
+        ("blobs_url", "git/blobs{/sha}"),
+        ("branches_url", "branches{/branch}"),
+        ("collaborators_url", "collaborators{/collaborator}"),
+        ("comments_url", "comments{/number}"),
+        ("commits_url", "commits{/sha}"),
+        ("compare_url", "compare/{base}...{head}"),
+        ("contents_url", "contents/{+path}"),
+        ("contributors_url", "contributors"),
+        ("deployments_url", "deployments"),
+        ("downloads_url", "downloads"),
+        ("events_url", "events"),
+        ("forks_url", "forks"),
+        ("git_commits_url", "git/commits{/sha}"),
+        ("git_refs_url", "git/refs{/sha}"),
+        ("git_tags_url", "git/tags{/sha}"),
+        ("hooks_url", "hooks"),
+        ("issue_comment_url", "issues/comments{/number}"),
+        ("issue_events_url", "issues/events{/number}"),
+        ("issues_url", "issues{/number}"),
+        ("keys_url", "keys{/key_id}"),
+        ("labels_url", "labels{/name}"),
+        ("languages_url", "languages"),
+        ("merges_url", "merges"),
+        ("milestones_url", "milestones{/number}"),
+        (
+            "notifications_url",
+            "notifications{?since,all,participating}",
+        ),
+        ("pulls_url", "pulls{/number}"),
+        ("releases_url", "releases{/id}"),
+        ("stargazers_url", "stargazers"),
+        ("statuses_url", "statuses/{sha}"),
+        ("subscribers_url", "subscribers"),
+        ("subscription_url", "subscription"),
+        ("tags_url", "tags"),
+        ("teams_url", "teams"),
+        ("trees_url", "git/trees{/sha}"),
+    ];
+    for (key, suffix) in templates {
+        repo[key] = json!(format!("{api}/{suffix}"));
+    }
+    repo
+}
+
+/// A branch end of a pull request (`head` or `base`).
+fn branch_json(state: &State, branch: &str) -> Value {
+    json!({
+        "label": format!("{}:{branch}", state.owner),
+        "ref": branch,
+        "sha": SHA,
+        "user": user_json(state, &state.owner),
+        "repo": repository_json(state),
+    })
+}
+
+/// A pull request as GitHub returns it from create, update and list.
+fn pull_json(
+    state: &State,
+    number: u64,
+    title: &str,
+    body: Option<&str>,
+    head: &str,
+    base: &str,
+    draft: bool,
+) -> Value {
+    let repo_api = format!("{}/repos/{}/{}", state.base, state.owner, state.repo);
+    let api = format!("{repo_api}/pulls/{number}");
+    let html = format!(
+        "{}/{}/{}/pull/{number}",
+        state.base, state.owner, state.repo
+    );
+    let issue = format!("{repo_api}/issues/{number}");
+    let links = json!({
+        "self": {"href": api},
+        "html": {"href": html},
+        "issue": {"href": issue},
+        "comments": {"href": format!("{issue}/comments")},
+        "review_comments": {"href": format!("{api}/comments")},
+        "review_comment": {"href": format!("{repo_api}/pulls/comments{{/number}}")},
+        "commits": {"href": format!("{api}/commits")},
+        "statuses": {"href": format!("{repo_api}/statuses/{SHA}")},
+    });
+    let mut pr = json!({
+        "url": api,
+        "id": 1_000_000 + number,
+        "node_id": format!("PR_kwDOAAAAAM4{number:08}"),
+        "html_url": html,
+        "diff_url": format!("{html}.diff"),
+        "patch_url": format!("{html}.patch"),
+        "issue_url": issue,
+        "commits_url": format!("{api}/commits"),
+        "review_comments_url": format!("{api}/comments"),
+        "review_comment_url": format!("{repo_api}/pulls/comments{{/number}}"),
+        "comments_url": format!("{issue}/comments"),
+        "statuses_url": format!("{repo_api}/statuses/{SHA}"),
+        "number": number,
+        "state": "open",
+        "locked": false,
+        "title": title,
+        "user": user_json(state, &state.owner),
+        "body": body,
+        "labels": [],
+        "milestone": null,
+        "active_lock_reason": null,
+        "created_at": CREATED_AT,
+        "updated_at": CREATED_AT,
+        "closed_at": null,
+        "merged_at": null,
+        "merge_commit_sha": null,
+        "assignee": null,
+        "assignees": [],
+        "requested_reviewers": [],
+        "requested_teams": [],
+        "head": branch_json(state, head),
+        "base": branch_json(state, base),
+        "_links": links,
+    });
+    // In two parts: one json! for all would pass the macro recursion limit.
+    let rest = json!({
+        "author_association": "OWNER",
+        "auto_merge": null,
+        "draft": draft,
+        "merged": false,
+        "mergeable": null,
+        "rebaseable": null,
+        "mergeable_state": "unknown",
+        "merged_by": null,
+        "comments": 0,
+        "review_comments": 0,
+        "maintainer_can_modify": false,
+        "commits": 1,
+        "additions": 10,
+        "deletions": 0,
+        "changed_files": 1,
+    });
+    if let (Some(pr), Value::Object(rest)) = (pr.as_object_mut(), rest) {
+        pr.extend(rest);
+    }
+    pr
+}
+
+async fn read_request(socket: &mut TcpStream) -> std::io::Result<Recorded> {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let method = request_line.next().unwrap_or_default().to_string();
+    let path = request_line.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_string()))
+        .collect();
+    assert!(
+        !headers.iter().any(|(name, _)| name == "transfer-encoding"),
+        "fake github: chunked request bodies are not supported ({method} {path})"
+    );
+    let length: usize = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0);
+    let mut body = bytes[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).to_string()))
+    };
+    Ok(Recorded {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+async fn write_answer(socket: &mut TcpStream, answer: &Answer) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nserver: github.com\r\nx-github-request-id: FAKE:0001\r\n",
+        answer.status,
+        reason(answer.status)
+    );
+    if !answer
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        head.push_str("content-type: application/json; charset=utf-8\r\n");
+    }
+    for (name, value) in &answer.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        answer.body.len()
+    ));
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(answer.body.as_bytes()).await?;
+    socket.flush().await?;
+    socket.shutdown().await
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        301 => "Moved Permanently",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Whatever",
+    }
+}
