@@ -1,4 +1,5 @@
-//! `featurebot check`: proves each configured service works before people rely on it.
+//! `featurebot check`: proves each configured service works before people rely on it: the
+//! store, the LLM, the repository, and GitHub and Discord when configured.
 //!
 //! One line per service: `ok` and what was found, or `FAIL` and what to do. The checks only
 //! read, except the LLM check, which sends one tiny request.
@@ -124,6 +125,24 @@ pub async fn run(config: &Config) -> Vec<Line> {
             detail: format!("the check panicked: {err}"),
         },
     });
+    if let Some(github) = &config.github {
+        let result = match crate::github::GitHub::new(github) {
+            Ok(client) => client.check().await.map_err(|e| e.to_string()),
+            Err(err) => Err(format!("{err:#}")),
+        };
+        lines.push(match result {
+            Ok(found) => Line {
+                service: "github",
+                ok: true,
+                detail: found,
+            },
+            Err(detail) => Line {
+                service: "github",
+                ok: false,
+                detail,
+            },
+        });
+    }
     if config.discord.is_some() {
         lines.push(match crate::discord::whoami(config).await {
             Ok(name) => Line {
