@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
-use crate::support::git::{git, repo_with_commit, TestRepo};
+use crate::support::git::{git, repo_with_remote, TestRepo};
 use crate::support::harness::GOOD_PLAN;
 
 struct Setup {
@@ -22,7 +22,7 @@ struct Setup {
 impl Setup {
     async fn new() -> Setup {
         let llm = FakeLlm::start(Api::OpenAi).await;
-        let repo = repo_with_commit("main");
+        let repo = repo_with_remote("main");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
         std::fs::write(
@@ -252,4 +252,107 @@ async fn wait_for(condition: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "condition not met in time");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn check_tries_github_when_configured() {
+    let s = Setup::new().await;
+    let github = crate::support::fake_github::FakeGithub::start("acme", "shop").await;
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!(
+        "\n[github]\napi_base = \"{}\"\nowner = \"acme\"\nrepo = \"shop\"\n",
+        github.api_base()
+    ));
+    std::fs::write(&s.config, config).unwrap();
+    s.llm.push(Reply::Text("ok".to_string()));
+    let mut cmd = s.command(&["check"]);
+    cmd.env("GITHUB_TOKEN", github.config().token.unwrap().expose());
+    let output = cmd.output().await.unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" github "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.starts_with("ok") && line.contains("acme/shop"),
+        "{line}"
+    );
+
+    // A wrong token fails the line with what to do, and never shows the token.
+    let mut cmd = s.command(&["check"]);
+    cmd.env("GITHUB_TOKEN", "ghp_wrongwrongwrongwrongwrong1234");
+    s.llm.push(Reply::Text("ok".to_string()));
+    let output = cmd.output().await.unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout.lines().find(|l| l.contains(" github ")).unwrap();
+    assert!(
+        line.starts_with("FAIL") && line.contains("GITHUB_TOKEN"),
+        "{line}"
+    );
+    assert!(!stdout.contains("ghp_wrong"));
+}
+
+const ONE_STEP_PLAN: &str = "---\nfeature_id: 9\ntitle: \"Add a changelog\"\nrequester: \"ci\"\nversion: 1\ncreated: 2026-11-26T00:00:00Z\nstatus: planned\n---\n\n# Add a changelog\n\n## Summary & goal\nA changelog.\n\n## User stories / acceptance criteria\n- [ ] it exists\n\n## Implementation steps\n### Docs\n1. Write CHANGELOG.md\n\n## Test plan\n- look at it\n";
+
+#[tokio::test]
+async fn featurebot_agent_runs_a_plan_file_to_a_pushed_branch() {
+    let s = Setup::new().await;
+    let plan = s.repo.path.join("tasks/20261126-000000-add-a-changelog.md");
+    std::fs::create_dir_all(plan.parent().unwrap()).unwrap();
+    std::fs::write(&plan, ONE_STEP_PLAN).unwrap();
+    s.llm.push(Reply::ToolCalls(vec![(
+        "write_file".to_string(),
+        serde_json::json!({"path": "CHANGELOG.md", "content": "# Changelog\n"}),
+    )]));
+    s.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        serde_json::json!({"summary": "wrote it"}),
+    )]));
+    let (status, stdout, stderr) = s.run(&["agent", plan.to_str().unwrap()], "").await;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("branch: featurebot/1-add-a-changelog"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("state: Finished"), "{stdout}");
+    assert!(stderr.contains("step 1/1 committed"), "{stderr}");
+    let remote = s.repo.remote.clone().unwrap();
+    let file = git(
+        &remote,
+        &["show", "featurebot/1-add-a-changelog:CHANGELOG.md"],
+    );
+    assert_eq!(file, "# Changelog\n");
+    // The agent's request carried the plan and the step.
+    let first = s.llm.requests()[0].body.to_string();
+    assert!(
+        first.contains("Do step 1 of 1: Write CHANGELOG.md"),
+        "{first}"
+    );
+}
+
+#[tokio::test]
+async fn approve_in_the_console_runs_the_agent() {
+    let s = Setup::new().await;
+    s.llm.push(Reply::Text("Which format?".to_string()));
+    s.llm
+        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    s.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    for _ in 0..2 {
+        s.llm.push(Reply::ToolCalls(vec![(
+            "finish_step".to_string(),
+            serde_json::json!({"summary": "done"}),
+        )]));
+    }
+    let (status, stdout, stderr) = s
+        .run(
+            &["console", "--title", "Export CSV"],
+            "CSV\n/plan\n/approve\n",
+        )
+        .await;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("agent run starting"), "{stderr}");
+    assert!(
+        stdout.contains("run Finished; branch: featurebot/1-export-csv"),
+        "{stdout}"
+    );
 }
