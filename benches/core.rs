@@ -193,6 +193,7 @@ async fn store_open(features: usize) {
                         name: "bench".to_string(),
                     },
                     Place::Discord {
+                        guild_id: 1,
                         channel_id: 1,
                         thread_id: i as u64,
                     },

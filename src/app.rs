@@ -21,6 +21,7 @@ use crate::conversation::{self, MarkerFilter};
 use crate::llm::{self, LlmError, Message, Request};
 use crate::plan::{self, Slug, Title};
 use crate::prompts::{self, Prompts};
+use crate::redact::Redactor;
 use crate::repo::{self, RepoError};
 use crate::runs::{self, RunQueue};
 use crate::store::{
@@ -158,6 +159,8 @@ pub struct App {
     repo_lock: tokio::sync::Mutex<()>,
     /// The agent runs, when an agent is configured.
     runs: Option<RunQueue>,
+    /// Plans pass through it before they are committed.
+    redactor: Redactor,
 }
 
 /// The author name of the bot's turns in the transcript.
@@ -171,6 +174,7 @@ impl App {
         prompts: Prompts,
     ) -> (App, mpsc::UnboundedReceiver<Output>) {
         let (out, rx) = mpsc::unbounded_channel();
+        let redactor = Redactor::from_config(&config);
         let app = App {
             config,
             store,
@@ -180,6 +184,7 @@ impl App {
             features: Mutex::new(HashMap::new()),
             repo_lock: tokio::sync::Mutex::new(()),
             runs: None,
+            redactor,
         };
         (app, rx)
     }
@@ -653,7 +658,8 @@ impl App {
             feature: id,
             version,
         });
-        let markdown = self.write_plan(&feature).await?;
+        // No secret goes into a commit, even one the LLM repeated from the conversation.
+        let markdown = self.redactor.redact(&self.write_plan(&feature).await?);
         let now = OffsetDateTime::now_utc();
         let path = match &feature.plan_path {
             Some(path) => PathBuf::from(path),

@@ -70,11 +70,23 @@ fn main() -> ExitCode {
         Command::Agent { .. } => "warn",
         Command::Check | Command::Invite => "error",
     };
+    let (path, required) = match &cli.config {
+        Some(path) => (path.clone(), true),
+        None => (PathBuf::from("config.toml"), false),
+    };
+    let config = match Config::load(&path, required) {
+        Ok(config) => Arc::new(config),
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Every log line passes the redactor: no secret reaches the log, whoever logs it.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(RedactedStderr(Redactor::from_config(&config)))
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
@@ -85,7 +97,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, config)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -94,12 +106,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let (path, required) = match cli.config {
-        Some(path) => (path, true),
-        None => (PathBuf::from("config.toml"), false),
-    };
-    let config = Arc::new(Config::load(&path, required)?);
+async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check => {
             let lines = check::run(&config).await;
@@ -212,5 +219,46 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Log output to stderr, one redacted event at a time.
+struct RedactedStderr(Redactor);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactedStderr {
+    type Writer = RedactedEvent<'a>;
+
+    fn make_writer(&'a self) -> RedactedEvent<'a> {
+        RedactedEvent {
+            redactor: &self.0,
+            buffer: Vec::new(),
+        }
+    }
+}
+
+/// Collects one formatted event and writes it, redacted, when dropped.
+struct RedactedEvent<'a> {
+    redactor: &'a Redactor,
+    buffer: Vec<u8>,
+}
+
+impl std::io::Write for RedactedEvent<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedEvent<'_> {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buffer);
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            self.redactor.redact(&text).as_bytes(),
+        );
     }
 }

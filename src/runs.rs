@@ -222,10 +222,10 @@ async fn run_one(
         }
     });
     let job = Job {
+        discussion_url: record.place.link(),
         feature: record,
         plan,
         resume,
-        discussion_url: None,
     };
     let run = runner.execute(job, store, events_tx, answers, cancel).await;
     let _ = forwarder.await;

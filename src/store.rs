@@ -57,7 +57,29 @@ impl FromStr for FeatureId {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Place {
     Console,
-    Discord { channel_id: u64, thread_id: u64 },
+    Discord {
+        /// The server; 0 when unknown.
+        #[serde(default)]
+        guild_id: u64,
+        channel_id: u64,
+        thread_id: u64,
+    },
+}
+
+impl Place {
+    /// A link people can open to the conversation, when it has one.
+    pub fn link(&self) -> Option<String> {
+        match self {
+            Place::Discord {
+                guild_id,
+                thread_id,
+                ..
+            } if *guild_id != 0 => Some(format!(
+                "https://discord.com/channels/{guild_id}/{thread_id}"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// A person, as the front end knows them.

@@ -91,6 +91,7 @@ impl Bot {
 
     fn feature_in(&self, channel: ChannelId) -> Option<Feature> {
         let place = Place::Discord {
+            guild_id: self.discord.guild_id,
             channel_id: 0,
             thread_id: channel.get(),
         };
@@ -212,6 +213,7 @@ impl Bot {
                 name: display_name(&cmd.user, cmd.member.as_ref().and_then(|m| m.nick.clone())),
             },
             place: Place::Discord {
+                guild_id: self.discord.guild_id,
                 channel_id: cmd.channel_id.get(),
                 thread_id: thread.id.get(),
             },

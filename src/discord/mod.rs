@@ -101,10 +101,20 @@ pub async fn run(
         .event_handler_arc(bot.clone())
         .await
         .context("building the Discord client")?;
+    let links = render::Links {
+        redactor: crate::redact::Redactor::from_config(&config),
+        github: config
+            .github
+            .as_ref()
+            .and_then(|g| crate::github::GitHub::new(g).ok())
+            .map(Arc::new),
+        base_branch: config.repo.base_branch.clone(),
+    };
     let renderer = tokio::spawn(render::run(
         client.http.clone(),
         app.store().clone(),
         discord,
+        links,
         outputs,
     ));
     let shards = client.shard_manager.clone();

@@ -21,7 +21,9 @@ use super::text::{self, MESSAGE_LIMIT};
 use crate::agent::Event;
 use crate::app::Output;
 use crate::config::DiscordConfig;
+use crate::github::GitHub;
 use crate::plan::Slug;
+use crate::redact::Redactor;
 use crate::store::{Feature, FeatureId, Place, RunState, Store};
 
 /// How often the typing indicator is renewed (Discord shows it for about 10 seconds).
@@ -32,6 +34,7 @@ pub async fn run(
     http: Arc<Http>,
     store: Store,
     discord: DiscordConfig,
+    links: Links,
     mut outputs: mpsc::UnboundedReceiver<Output>,
 ) {
     let mut workers: HashMap<FeatureId, mpsc::UnboundedSender<Output>> = HashMap::new();
@@ -59,6 +62,7 @@ pub async fn run(
             store: store.clone(),
             thread: ChannelId::new(thread_id),
             interval: discord.stream_edit_interval,
+            links: links.clone(),
             stream: Stream::default(),
             typing_until: None,
             typing_reset: false,
@@ -70,7 +74,17 @@ pub async fn run(
     }
 }
 
+/// What the renderer needs to link to and to keep secrets out of Discord.
+#[derive(Clone)]
+pub struct Links {
+    pub redactor: Redactor,
+    /// Set when GitHub is configured: plan files get a link.
+    pub github: Option<Arc<GitHub>>,
+    pub base_branch: String,
+}
+
 struct Worker {
+    links: Links,
     http: Arc<Http>,
     store: Store,
     thread: ChannelId,
@@ -133,6 +147,7 @@ impl Worker {
     }
 
     async fn apply(&mut self, output: Output) {
+        let output = redact_output(&self.links.redactor, output);
         match output {
             Output::Started { feature } => {
                 let intro = format!(
@@ -196,8 +211,20 @@ impl Worker {
                 let Some(f) = self.feature(feature) else {
                     return;
                 };
-                self.post(plan_message(&f, version, &path, &commit, &markdown))
-                    .await;
+                let link = self
+                    .links
+                    .github
+                    .as_ref()
+                    .map(|g| g.file_url(&self.links.base_branch, &path));
+                self.post(plan_message(
+                    &f,
+                    version,
+                    &path,
+                    link.as_deref(),
+                    &commit,
+                    &markdown,
+                ))
+                .await;
             }
             Output::Discarded { .. } => {
                 self.end_stream().await;
@@ -450,7 +477,9 @@ impl Worker {
     /// message is edited at most once per interval; earlier messages are final and edited now.
     async fn sync(&mut self, force: bool) {
         self.stream.pending = None;
-        let chunks = text::split(&self.stream.text, MESSAGE_LIMIT);
+        // The whole text is redacted, so a secret split across deltas is still caught.
+        let shown = self.links.redactor.redact(&self.stream.text);
+        let chunks = text::split(&shown, MESSAGE_LIMIT);
         let now = Instant::now();
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
@@ -530,6 +559,7 @@ fn plan_message(
     feature: &Feature,
     version: u32,
     path: &str,
+    link: Option<&str>,
     commit: &str,
     markdown: &str,
 ) -> CreateMessage {
@@ -545,7 +575,14 @@ fn plan_message(
             true,
         )
         .field("Steps", steps.to_string(), true)
-        .field("File", format!("`{}`", truncate(path, 1_000)), false);
+        .field(
+            "File",
+            match link {
+                Some(url) => format!("[{}]({url})", truncate(path, 400)),
+                None => format!("`{}`", truncate(path, 1_000)),
+            },
+            false,
+        );
     let row = buttons(
         feature.id,
         version,
@@ -581,6 +618,76 @@ fn buttons(feature: FeatureId, version: u32, actions: &[(Action, ButtonStyle)]) 
             })
             .collect(),
     )
+}
+
+/// `output` with every text a person will see passed through the redactor.
+fn redact_output(redactor: &Redactor, output: Output) -> Output {
+    let r = |text: String| redactor.redact(&text);
+    match output {
+        Output::Reply { feature, text } => Output::Reply {
+            feature,
+            text: r(text),
+        },
+        Output::Confirmed { feature, summary } => Output::Confirmed {
+            feature,
+            summary: r(summary),
+        },
+        Output::PlanCommitted {
+            feature,
+            version,
+            path,
+            commit,
+            markdown,
+            again,
+        } => Output::PlanCommitted {
+            feature,
+            version,
+            path,
+            commit,
+            markdown: r(markdown),
+            again,
+        },
+        Output::Rejected { feature, message } => Output::Rejected {
+            feature,
+            message: r(message),
+        },
+        Output::Warning { feature, message } => Output::Warning {
+            feature,
+            message: r(message),
+        },
+        Output::Failed { feature, message } => Output::Failed {
+            feature,
+            message: r(message),
+        },
+        Output::RunEvent {
+            feature,
+            event: Event::Question { text },
+        } => Output::RunEvent {
+            feature,
+            event: Event::Question { text: r(text) },
+        },
+        Output::RunEvent {
+            feature,
+            event:
+                Event::ChecksFailed {
+                    step,
+                    attempt,
+                    command,
+                    tail,
+                    log,
+                },
+        } => Output::RunEvent {
+            feature,
+            event: Event::ChecksFailed {
+                step,
+                attempt,
+                command: r(command),
+                tail: r(tail),
+                log,
+            },
+        },
+        other => other,
+    }
 }
 
 fn run_row(feature: FeatureId, run: u32, actions: &[(Action, ButtonStyle)]) -> CreateActionRow {

@@ -836,3 +836,98 @@ async fn a_run_interrupted_by_a_restart_offers_resume_and_abort() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_agents_question_is_answered_from_the_thread() {
+    let bot = Bot::start().await;
+    let plan = planned(&bot).await;
+    let thread = bot.thread_id();
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "ask_human".to_string(),
+        json!({"question": "Should the CSV have a header row?"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "with a header"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "button"}),
+    )]));
+    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.wait_for("the question", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.contains("Should the CSV have a header row?"))
+    })
+    .await;
+    // A stranger cannot answer for the admins.
+    bot.discord
+        .user_message(STRANGER, thread, "no header!")
+        .await;
+    bot.discord
+        .user_message(ADMIN, thread, "yes, a header row")
+        .await;
+    bot.wait_for("the pull request", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.starts_with("✅ Pull request: "))
+    })
+    .await;
+    let answered = bot
+        .llm
+        .requests()
+        .iter()
+        .any(|r| r.body.to_string().contains("yes, a header row"));
+    assert!(answered, "the admin's answer reached the agent");
+    let leaked = bot
+        .llm
+        .requests()
+        .iter()
+        .any(|r| r.body.to_string().contains("no header!"));
+    assert!(!leaked, "the stranger's message did not");
+    let body = bot.github.pulls()[0]["body"].as_str().unwrap().to_string();
+    assert!(
+        body.contains(&format!("https://discord.com/channels/{GUILD_ID}/{thread}")),
+        "the PR links the thread: {body}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_reach_discord() {
+    let bot = Bot::start().await;
+    let key = bot.config.llm.api_key.clone().unwrap().expose().to_string();
+    bot.llm.push(Reply::Text(format!(
+        "Which format? By the way, your key is {key} and a token ghp_abcdefghijklmnopqrstuvwxyz0123456789"
+    )));
+    bot.llm
+        .push(Reply::Text(format!("CONFIRMED\n- export with key {key}")));
+    let thread = {
+        bot.feature(ADMIN, "Export CSV").await;
+        bot.wait_for("the thread", |b| b.discord.threads().len() == 1)
+            .await;
+        bot.thread_id()
+    };
+    bot.wait_for("the first answer", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.contains("Which format?"))
+    })
+    .await;
+    bot.confirmed(thread).await;
+    bot.llm.push(Reply::Text(
+        GOOD_PLAN.replace("Let users export", &format!("Let users ({key}) export")),
+    ));
+    let (message, id) = bot.message_with_button("fb:plan:").unwrap();
+    bot.discord.click(ADMIN, message, &id).await;
+    bot.wait_for("the plan", |b| {
+        b.message_with_button("fb:approve:").is_some()
+    })
+    .await;
+    let everything = serde_json::to_string(&bot.discord.messages(thread)).unwrap();
+    assert!(!everything.contains(&key), "{everything}");
+    assert!(!everything.contains("ghp_abcdefghijklmnopqrstuvwxyz0123456789"));
+    assert!(everything.contains("***"));
+    let committed = git(&bot.repo.path, &["show", "main"]);
+    assert!(!committed.contains(&key), "the plan commit holds no secret");
+}

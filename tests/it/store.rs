@@ -17,6 +17,7 @@ fn alice() -> Author {
 async fn features_get_dense_ids_and_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let place = Place::Discord {
+        guild_id: 1,
         channel_id: 10,
         thread_id: 20,
     };
