@@ -46,6 +46,7 @@ fn main() {
         if quick { 5 } else { 20 },
     );
     runtime.block_on(store_open(if quick { 500 } else { 10_000 }));
+    runtime.block_on(agent_steps(if quick { 5 } else { 50 }));
 }
 
 fn row(name: &str, mut samples: Vec<Duration>) {
@@ -149,6 +150,147 @@ fn plan_commit(files: usize, commits: usize) {
             fmt(setup)
         ),
         samples,
+    );
+
+    // Work tree creation on the same repository: featurebot (git2) against `git worktree add`.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for i in 0..3 {
+        let start = Instant::now();
+        repo::prepare_worktree(
+            &cfg,
+            &format!("bench/ours-{i}"),
+            &dir.path().join(format!("ours-{i}")),
+        )
+        .unwrap();
+        ours.push(start.elapsed());
+        let target = dir.path().join(format!("git-{i}"));
+        let start = Instant::now();
+        git(
+            &repo.path,
+            &[
+                "worktree",
+                "add",
+                "--quiet",
+                "-b",
+                &format!("bench/git-{i}"),
+                target.to_str().unwrap(),
+                "main",
+            ],
+        );
+        theirs.push(start.elapsed());
+    }
+    row(
+        &format!("work tree creation, {count} files: featurebot (git2)"),
+        ours,
+    );
+    row(
+        &format!("work tree creation, {count} files: git worktree add"),
+        theirs,
+    );
+}
+
+/// The agent run's own cost per step: a run of `steps` steps against an instant fake LLM and
+/// no check commands, minus the time of its LLM requests measured alone.
+async fn agent_steps(steps: usize) {
+    use featurebot::agent::run::{Job, Runner};
+    use featurebot::redact::Redactor;
+    use support::fake_llm::{Api, FakeLlm};
+
+    let llm = FakeLlm::start(Api::OpenAi).await;
+    // Each answer edits a file and finishes the step, in one reply.
+    llm.set_default(Reply::ToolCalls(vec![
+        (
+            "write_file".to_string(),
+            serde_json::json!({"path": "notes.txt", "content": "a note\n"}),
+        ),
+        (
+            "finish_step".to_string(),
+            serde_json::json!({"summary": "done"}),
+        ),
+    ]));
+    let repo = support::git::repo_with_remote("main");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = featurebot::config::Config {
+        llm: llm.llm_config(),
+        repo: repo_config(&repo),
+        store: featurebot::config::StoreConfig {
+            path: dir.path().join("store"),
+        },
+        prompts: featurebot::config::PromptsConfig { dir: None },
+        discord: None,
+        github: None,
+        agent: featurebot::config::AgentConfig::with_defaults(&dir.path().join("store")),
+    };
+    config.agent.max_tool_calls_per_step = 10;
+    let config = std::sync::Arc::new(config);
+    let client = llm::Client::new(config.llm.clone()).unwrap();
+    let request = Request {
+        messages: vec![Message::system("s"), Message::user("step")],
+        tools: featurebot::agent::tools::specs(),
+        ..Request::default()
+    };
+    let start = Instant::now();
+    for _ in 0..steps {
+        client.complete(&request).await.unwrap();
+    }
+    let llm_time = start.elapsed();
+
+    let plan_steps: String = (1..=steps)
+        .map(|i| format!("{i}. Step number {i}\n"))
+        .collect();
+    let markdown =
+        format!("## Summary & goal\nx\n\n## Implementation steps\n{plan_steps}\n## Test plan\nx\n");
+    let store = Store::open(&config.store.path).unwrap();
+    let feature = store
+        .create_feature("Bench run", alice(), Place::Console)
+        .await
+        .unwrap();
+    let runner = Runner {
+        config: config.clone(),
+        llm: client,
+        prompts: featurebot::prompts::Prompts::builtin(),
+        redactor: Redactor::default(),
+        github: None,
+    };
+    let (events, _progress) = tokio::sync::mpsc::unbounded_channel();
+    let (_answers_tx, answers) = tokio::sync::mpsc::unbounded_channel();
+    let job = Job {
+        feature,
+        plan: featurebot::store::PlanVersion {
+            version: 1,
+            path: "tasks/bench.md".to_string(),
+            commit: String::new(),
+            markdown,
+            at: time::OffsetDateTime::now_utc(),
+        },
+        resume: None,
+        discussion_url: None,
+    };
+    let start = Instant::now();
+    let run = runner
+        .execute(
+            job,
+            &store,
+            events,
+            answers,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let total = start.elapsed();
+    assert_eq!(run.next_step, steps, "{run:?}");
+    let per_step = total.saturating_sub(llm_time) / steps as u32;
+    println!(
+        "{:<58} {:>10}",
+        format!("agent run overhead per step ({steps} steps, LLM time excluded)"),
+        fmt(per_step)
+    );
+    println!(
+        "{:<58} {:>10}",
+        "  (whole run incl. work tree, commits, push)",
+        fmt(total)
     );
 }
 

@@ -528,3 +528,34 @@ async fn a_run_that_stays_red_opens_a_draft() {
         .unwrap()
         .contains("**checks failing**"));
 }
+
+#[tokio::test]
+async fn a_spent_token_budget_ends_in_a_draft_pull_request_with_the_work_so_far() {
+    let mut f = Fixture::new().await;
+    f.github = Some(FakeGithub::start("acme", "shop").await);
+    // Each fake answer costs more than this budget: the first one spends it.
+    f.config.agent.max_tokens = 5;
+    f.llm.push(call(
+        "write_file",
+        json!({"path": "half.txt", "content": "half done\n"}),
+    ));
+    let (run, events) = f.run(CancellationToken::new(), None).await;
+    assert_eq!(run.state, RunState::Stopped, "{run:?}");
+    let reason = run.message.clone().unwrap();
+    assert!(reason.contains("agent.max_tokens"), "{reason}");
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Finished {
+            stopped: Some(_),
+            ..
+        }
+    )));
+    let pulls = f.github.as_ref().unwrap().pulls();
+    assert_eq!(pulls[0]["draft"], true, "unfinished work is a draft");
+    assert!(pulls[0]["body"].as_str().unwrap().contains("not done"));
+    let remote = f.repo.remote.clone().unwrap();
+    assert_eq!(
+        git(&remote, &["show", "featurebot/1-fix-adding:half.txt"]),
+        "half done\n"
+    );
+}
