@@ -203,7 +203,8 @@ pub fn commit_file(
 /// Pushes the base branch to the configured remote, without force.
 ///
 /// HTTPS remotes get `x-access-token` and the GitHub token as credentials when a token is
-/// configured; local paths and `file://` URLs need none. ssh remotes are not supported.
+/// configured; ssh remotes get the keys of the ssh agent (`SSH_AUTH_SOCK`); local paths and
+/// `file://` URLs need none.
 pub fn push_base(cfg: &RepoConfig) -> Result<(), RepoError> {
     let repo = open(cfg)?;
     let head = head(&repo)?;
@@ -235,11 +236,7 @@ fn push_branch_in(repo: &Repository, cfg: &RepoConfig, branch: &str) -> Result<(
         .unwrap_or_default()
         .to_string();
     let shown = strip_userinfo(&url);
-    if is_ssh(&url) {
-        return Err(remote_error(format!(
-            "{shown} is an ssh URL, which featurebot cannot push to; use the repository's https URL and set GITHUB_TOKEN"
-        )));
-    }
+    let ssh = is_ssh(&url);
     let token = cfg
         .github_token
         .as_ref()
@@ -261,20 +258,12 @@ fn push_branch_in(repo: &Repository, cfg: &RepoConfig, branch: &str) -> Result<(
     let asked = Cell::new(0u32);
     let rejections = RefCell::new(Vec::<(String, String)>::new());
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.credentials(|_url, _username, allowed| {
-        asked.set(asked.get() + 1);
-        match token {
-            // libgit2 asks again after the server refuses; a second answer would loop.
-            Some(token)
-                if asked.get() == 1 && allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
-            {
-                Cred::userpass_plaintext("x-access-token", token)
-            }
-            _ => {
-                credentials_refused.set(true);
-                Err(git2::Error::from_str("no usable credentials"))
-            }
+    callbacks.credentials(|_url, username, allowed| {
+        let answer = credentials(token, &asked, username, allowed);
+        if answer.is_err() {
+            credentials_refused.set(true);
         }
+        answer
     });
     callbacks.push_update_reference(|reference, status| {
         if let Some(status) = status {
@@ -304,6 +293,10 @@ fn push_branch_in(repo: &Repository, cfg: &RepoConfig, branch: &str) -> Result<(
                 reference: refname,
                 message: moved(),
             }
+        } else if credentials_refused.get() && ssh {
+            remote_error(format!(
+                "{shown} refused the ssh agent's keys; load a key that may push (ssh-add) in the agent of featurebot's user, or use the https URL with GITHUB_TOKEN"
+            ))
         } else if credentials_refused.get() && token.is_some() {
             remote_error(format!(
                 "{shown} refused the GitHub token; check that GITHUB_TOKEN is valid and may push to the repository"
@@ -412,25 +405,11 @@ pub fn fetch_base(cfg: &RepoConfig) -> Result<bool, RepoError> {
     };
     let url = remote.url().unwrap_or_default().to_string();
     let shown = strip_userinfo(&url);
-    if is_ssh(&url) {
-        return Err(RepoError::Remote {
-            remote: cfg.remote.clone(),
-            message: format!("{shown} is an ssh URL, which featurebot cannot fetch from; use the https URL and set GITHUB_TOKEN"),
-        });
-    }
     let token = cfg.github_token.as_ref().map(|t| t.expose().to_string());
     let asked = Cell::new(0u32);
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.credentials(|_url, _username, allowed| {
-        asked.set(asked.get() + 1);
-        match &token {
-            Some(token)
-                if asked.get() == 1 && allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
-            {
-                Cred::userpass_plaintext("x-access-token", token)
-            }
-            _ => Err(git2::Error::from_str("no usable credentials")),
-        }
+    callbacks.credentials(|_url, username, allowed| {
+        credentials(token.as_deref(), &asked, username, allowed)
     });
     let mut options = git2::FetchOptions::new();
     options.remote_callbacks(callbacks);
@@ -889,6 +868,36 @@ fn strip_userinfo(url: &str) -> String {
     match rest[..authority_end].rfind('@') {
         Some(at) => format!("{scheme}{}", &rest[at + 1..]),
         None => url.to_string(),
+    }
+}
+
+/// Answers libgit2's request for credentials: the ssh agent's keys for ssh remotes, the GitHub
+/// token (as `x-access-token`) for HTTPS ones. Each kind is offered once: libgit2 asks again
+/// after a refusal, and answering again would loop.
+fn credentials(
+    token: Option<&str>,
+    asked: &Cell<u32>,
+    username: Option<&str>,
+    allowed: CredentialType,
+) -> Result<Cred, git2::Error> {
+    let user = username.unwrap_or("git");
+    if allowed.contains(CredentialType::USERNAME) {
+        return Cred::username(user);
+    }
+    asked.set(asked.get() + 1);
+    if asked.get() > 1 {
+        return Err(git2::Error::from_str(
+            "the offered credentials were refused",
+        ));
+    }
+    if allowed.contains(CredentialType::SSH_KEY) {
+        return Cred::ssh_key_from_agent(user);
+    }
+    match token {
+        Some(token) if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+            Cred::userpass_plaintext("x-access-token", token)
+        }
+        _ => Err(git2::Error::from_str("no usable credentials")),
     }
 }
 

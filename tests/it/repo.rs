@@ -505,19 +505,22 @@ fn push_to_a_missing_remote_says_how_to_add_it() {
 }
 
 #[test]
-fn push_to_an_ssh_remote_is_refused_clearly() {
+fn push_to_an_unreachable_ssh_remote_fails_clearly() {
+    // ssh remotes use the ssh agent's keys; with nothing listening the push fails at once,
+    // with the remote's address and no panic. (No ssh server runs in these tests.)
     let repo = repo_with_commit("main");
     let cfg = repo_config(&repo);
-    for url in [
-        "git@github.com:owner/repo.git",
-        "ssh://git@example.com/repo.git",
-    ] {
-        git(&repo.path, &["remote", "add", "origin", url]);
-        let err = repo::push_base(&cfg).unwrap_err();
-        assert!(matches!(err, RepoError::Remote { .. }), "{err:?}");
-        assert!(err.to_string().contains("is an ssh URL"), "{err}");
-        git(&repo.path, &["remote", "remove", "origin"]);
-    }
+    git(
+        &repo.path,
+        &["remote", "add", "origin", "ssh://git@127.0.0.1:1/repo.git"],
+    );
+    let err = repo::push_base(&cfg).unwrap_err();
+    assert!(matches!(err, RepoError::Remote { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("ssh://git@127.0.0.1:1/repo.git")
+            || err.to_string().contains("127.0.0.1"),
+        "{err}"
+    );
 }
 
 #[test]
