@@ -16,6 +16,9 @@ COPY tests tests
 COPY benches benches
 RUN cargo build --release --locked --bin featurebot
 
+# The runtime image has git and a shell. The coding agent runs your agent.format and
+# agent.test commands (and an external agent, for backend = "command") inside it: build your
+# own image FROM this one with those toolchains added.
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git ca-certificates libssl3 \

@@ -931,3 +931,61 @@ async fn secrets_never_reach_discord() {
     let committed = git(&bot.repo.path, &["show", "main"]);
     assert!(!committed.contains(&key), "the plan commit holds no secret");
 }
+
+#[tokio::test]
+async fn a_run_interrupted_by_a_restart_resumes_from_its_step() {
+    let bot = Bot::start().await;
+    let plan = planned(&bot).await;
+    // Step 1 finishes; step 2 is in flight when the bot stops.
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "write_file".to_string(),
+        json!({"path": "step1.txt", "content": "one\n"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "one"}),
+    )]));
+    bot.llm.push(Reply::Slow {
+        delay: Duration::from_secs(30),
+        then: Box::new(Reply::ToolCalls(vec![(
+            "finish_step".to_string(),
+            json!({"summary": "late"}),
+        )])),
+    });
+    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.wait_for("step 2 under way", |b| b.llm.requests().len() >= 6)
+        .await;
+    let bot = bot.restart(|_| {}).await;
+    bot.wait_for("the interruption notice", |b| {
+        b.message_with_button("fb:resume:").is_some()
+    })
+    .await;
+    let notice = contents(&bot.bot_messages())
+        .into_iter()
+        .find(|c| c.contains("interrupted"))
+        .unwrap();
+    assert!(notice.contains("at step 2 of 2"), "{notice}");
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "two"}),
+    )]));
+    let (message, resume) = bot.message_with_button("fb:resume:").unwrap();
+    bot.discord.click(ADMIN, message, &resume).await;
+    bot.wait_for("the pull request", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.starts_with("✅ Pull request: "))
+    })
+    .await;
+    let remote = bot.repo.remote.clone().unwrap();
+    let log = git(&remote, &["log", "--format=%s", "featurebot/1-export-csv"]);
+    assert_eq!(
+        log.matches("step 1/2").count(),
+        1,
+        "step 1 was not redone: {log}"
+    );
+    assert_eq!(
+        git(&remote, &["show", "featurebot/1-export-csv:step1.txt"]),
+        "one\n"
+    );
+}
