@@ -114,6 +114,13 @@ pub enum Output {
     RunEnded { feature: FeatureId, run: Run },
     /// A run was going when featurebot stopped; it can be resumed or aborted.
     RunInterrupted { feature: FeatureId, run: Run },
+    /// What changed from the previous plan version, as a unified diff.
+    PlanDiff {
+        feature: FeatureId,
+        from: u32,
+        to: u32,
+        diff: String,
+    },
     /// Something worth knowing that did not stop the work.
     Warning { feature: FeatureId, message: String },
     /// The work failed; nothing already said or written is lost.
@@ -132,6 +139,7 @@ impl Output {
             | Output::Confirmed { feature, .. }
             | Output::PlanStarted { feature, .. }
             | Output::PlanCommitted { feature, .. }
+            | Output::PlanDiff { feature, .. }
             | Output::Refining { feature }
             | Output::Approved { feature, .. }
             | Output::ChangesRequested { feature, .. }
@@ -709,14 +717,32 @@ impl App {
                 });
             }
         }
+        let previous = self
+            .store
+            .plans(id)?
+            .into_iter()
+            .find(|p| p.version + 1 == version);
         self.emit(Output::PlanCommitted {
             feature: id,
             version,
-            path: path_text,
+            path: path_text.clone(),
             commit,
-            markdown,
+            markdown: markdown.clone(),
             again: false,
         });
+        if let Some(previous) = previous {
+            match repo::unified_diff(&previous.markdown, &markdown, &path_text) {
+                Ok(diff) => self.emit(Output::PlanDiff {
+                    feature: id,
+                    from: previous.version,
+                    to: version,
+                    diff,
+                }),
+                Err(err) => {
+                    tracing::warn!(feature = id.0, error = %err, "diffing plan versions failed")
+                }
+            }
+        }
         Ok(())
     }
 

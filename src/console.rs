@@ -260,6 +260,10 @@ impl Ui {
                 self.say(&format!("commit: {commit}"));
                 self.planned = Some(Outcome::Planned { path, commit });
             }
+            Output::PlanDiff { from, to, diff, .. } => {
+                self.say(&format!("changes from plan version {from} to {to}:"));
+                self.write(&diff);
+            }
             Output::Refining { .. } => self.note("ok, keep refining"),
             Output::Approved { version, .. } => {
                 self.note(&format!("plan version {version} approved"))

@@ -649,6 +649,31 @@ pub fn diff_stat(dir: &Path, from: &str) -> Result<Vec<(String, usize, usize)>, 
     Ok(out)
 }
 
+/// A unified diff (3 lines of context) from `old` to `new`, both shown as `path`; empty when
+/// they are equal. Computed in memory: no repository is involved.
+pub fn unified_diff(old: &str, new: &str, path: &str) -> Result<String, RepoError> {
+    let mut options = git2::DiffOptions::new();
+    options.context_lines(3);
+    let mut patch = git2::Patch::from_buffers(
+        old.as_bytes(),
+        Some(Path::new(path)),
+        new.as_bytes(),
+        Some(Path::new(path)),
+        Some(&mut options),
+    )
+    .map_err(|e| git_error("diffing two plan versions", e))?;
+    let buf = patch
+        .to_buf()
+        .map_err(|e| git_error("formatting the diff", e))?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    // Keep the `---`/`+++` headers and hunks; drop git's `diff --git` and index lines.
+    Ok(text
+        .lines()
+        .skip_while(|l| !l.starts_with("--- "))
+        .map(|l| format!("{l}\n"))
+        .collect())
+}
+
 fn missing_base_message(branch: &str, head: &str) -> String {
     if head.starts_with("unborn") {
         format!(

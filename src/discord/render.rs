@@ -226,6 +226,34 @@ impl Worker {
                 ))
                 .await;
             }
+            Output::PlanDiff {
+                feature,
+                from,
+                to,
+                diff,
+            } => {
+                let header = format!("Changes from plan version {from} to {to}:");
+                let inline = format!("{header}\n```diff\n{}```", diff.replace("```", "` ` `"));
+                let message = if diff.trim().is_empty() {
+                    CreateMessage::new().content(format!(
+                        "Plan version {to} has the same text as version {from}."
+                    ))
+                } else if inline.chars().count() <= MESSAGE_LIMIT {
+                    CreateMessage::new().content(inline)
+                } else {
+                    let slug = self
+                        .feature(feature)
+                        .map(|f| Slug::new(&f.title, f.id).to_string())
+                        .unwrap_or_else(|| "plan".to_string());
+                    CreateMessage::new()
+                        .content(format!("{header} (attached)"))
+                        .add_file(CreateAttachment::bytes(
+                            diff.into_bytes(),
+                            format!("{slug}-v{from}-v{to}.diff"),
+                        ))
+                };
+                self.post(message).await;
+            }
             Output::Discarded { .. } => {
                 self.end_stream().await;
                 let archive = EditThread::new().archived(true).locked(true);
@@ -631,6 +659,17 @@ fn redact_output(redactor: &Redactor, output: Output) -> Output {
         Output::Confirmed { feature, summary } => Output::Confirmed {
             feature,
             summary: r(summary),
+        },
+        Output::PlanDiff {
+            feature,
+            from,
+            to,
+            diff,
+        } => Output::PlanDiff {
+            feature,
+            from,
+            to,
+            diff: r(diff),
         },
         Output::PlanCommitted {
             feature,

@@ -382,6 +382,31 @@ async fn more_talk_after_a_plan_makes_version_two_of_the_same_file() {
     );
     let file = git(&repo, &["show", &format!("main:{}", first.path)]);
     assert!(file.contains("version: 2") && file.contains("CSV and JSON"));
+    let diff = outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::PlanDiff {
+                from: 1,
+                to: 2,
+                diff,
+                ..
+            } => Some(diff.clone()),
+            _ => None,
+        })
+        .expect("a diff against version 1");
+    assert!(diff.starts_with(&format!("--- a/{}", first.path)), "{diff}");
+    assert!(
+        diff.contains("-Let users export their data as CSV."),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+Let users export their data as CSV and JSON."),
+        "{diff}"
+    );
+    assert!(
+        !diff.contains("+## Test plan"),
+        "unchanged lines are context: {diff}"
+    );
 }
 
 #[tokio::test]

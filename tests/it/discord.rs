@@ -479,6 +479,21 @@ async fn a_superseded_plans_buttons_say_which_version_is_current() {
     })
     .await;
 
+    bot.wait_for("the diff", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.starts_with("Changes from plan version 1 to 2:"))
+    })
+    .await;
+    let diff = contents(&bot.bot_messages())
+        .into_iter()
+        .find(|c| c.starts_with("Changes from plan version 1 to 2:"))
+        .expect("the diff message");
+    assert!(
+        diff.contains("```diff\n")
+            && diff.contains("+Let users export their data as CSV and JSON."),
+        "{diff}"
+    );
     let stale = bot.discord.click(ADMIN, v1, "fb:approve:1:1").await;
     bot.wait_for("the answer", |b| !b.discord.responses(&stale).is_empty())
         .await;
