@@ -14,6 +14,7 @@ pub mod prompts;
 pub mod conversation;
 pub mod plan;
 pub mod agent;
+pub mod tasks;
 pub mod runs;
 pub mod app;
 pub mod console;

@@ -149,6 +149,23 @@ impl Status {
     }
 }
 
+impl FromStr for Status {
+    type Err = String;
+
+    /// Accepts the names [`Status::as_str`] gives, with `_` or `-` for the space.
+    fn from_str(s: &str) -> Result<Status, String> {
+        use Status::*;
+        let name = s.trim().to_lowercase().replace(['_', '-'], " ");
+        [
+            Gathering, Confirmed, Planned, Approved, Queued, Running, PrOpen, Merged, Closed,
+            Failed, Cancelled, Discarded,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == name)
+        .ok_or_else(|| format!("{s:?} is not a status"))
+    }
+}
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -163,6 +180,31 @@ pub enum Priority {
     #[default]
     P2,
     P3,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::P0 => "p0",
+            Priority::P1 => "p1",
+            Priority::P2 => "p2",
+            Priority::P3 => "p3",
+        }
+    }
+}
+
+impl FromStr for Priority {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Priority, String> {
+        match s.trim().to_lowercase().as_str() {
+            "p0" => Ok(Priority::P0),
+            "p1" => Ok(Priority::P1),
+            "p2" => Ok(Priority::P2),
+            "p3" => Ok(Priority::P3),
+            _ => Err(format!("{s:?} is not a priority; use p0 to p3")),
+        }
+    }
 }
 
 /// One feature request and its life.

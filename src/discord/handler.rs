@@ -21,11 +21,13 @@ use serenity::all::{
 use tokio::sync::mpsc;
 
 use super::buttons::{Action, Button};
+use super::dashboard;
 use super::text;
 use crate::app::{App, Input};
 use crate::config::{Config, DiscordConfig};
 use crate::plan::Title;
 use crate::store::{Author, Feature, FeatureId, Place, RunState, Speaker, Status};
+use crate::tasks;
 
 /// An input waiting in a feature's queue.
 struct Job {
@@ -109,8 +111,51 @@ impl Bot {
                     .required(true)
                     .max_length(crate::plan::MAX_TITLE_CHARS as u16),
             );
+        let status_choices = [
+            "gathering",
+            "confirmed",
+            "planned",
+            "approved",
+            "queued",
+            "running",
+            "pr_open",
+            "merged",
+            "closed",
+            "failed",
+            "cancelled",
+            "discarded",
+        ];
+        let mut status = CreateCommandOption::new(
+            CommandOptionType::String,
+            "status",
+            "Only features in this status",
+        );
+        for name in status_choices {
+            status = status.add_string_choice(name.replace('_', " "), name);
+        }
+        let mut priority = CreateCommandOption::new(
+            CommandOptionType::String,
+            "priority",
+            "Only features of this priority",
+        );
+        for name in ["p0", "p1", "p2", "p3"] {
+            priority = priority.add_string_choice(name, name);
+        }
+        let tasks = CreateCommand::new("tasks")
+            .description("List the features, newest first")
+            .default_member_permissions(Permissions::ADMINISTRATOR)
+            .dm_permission(false)
+            .add_option(status)
+            .add_option(priority);
+        let task = CreateCommand::new("task")
+            .description("Show this thread's feature: status, plan versions, runs, tokens")
+            .default_member_permissions(Permissions::ADMINISTRATOR)
+            .dm_permission(false);
         let guild = GuildId::new(self.discord.guild_id);
-        match guild.set_commands(&ctx.http, vec![command]).await {
+        match guild
+            .set_commands(&ctx.http, vec![command, tasks, task])
+            .await
+        {
             Ok(_) => tracing::info!(guild = guild.get(), "slash commands registered"),
             Err(err) => {
                 tracing::error!(guild = guild.get(), error = %err, "registering slash commands failed; check discord.guild_id and that the bot was invited with the applications.commands scope")
@@ -220,6 +265,89 @@ impl Bot {
         };
         let app = self.app.clone();
         tokio::spawn(async move { app.handle(input).await });
+    }
+
+    /// `/tasks [status] [priority]` and `/task`: answered at once, for the caller only.
+    async fn dashboard_command(&self, ctx: &Context, cmd: &CommandInteraction) {
+        let roles = cmd
+            .member
+            .as_ref()
+            .map(|m| m.roles.clone())
+            .unwrap_or_default();
+        let response = if !self.is_admin(cmd.user.id, &roles) {
+            ephemeral("only featurebot admins can see the features")
+        } else if cmd.data.name == "task" {
+            match self.feature_in(cmd.channel_id) {
+                None => {
+                    ephemeral("/task works inside a feature's thread; use /tasks to list them all")
+                }
+                Some(feature) => match tasks::card(self.app.store(), feature.id) {
+                    Ok(card) => CreateInteractionResponse::Message(
+                        CreateInteractionResponseMessage::new()
+                            .embed(dashboard::card(&card))
+                            .ephemeral(true),
+                    ),
+                    Err(err) => ephemeral(&format!("reading the feature failed: {err}")),
+                },
+            }
+        } else {
+            let option = |name: &str| {
+                cmd.data
+                    .options
+                    .iter()
+                    .find(|o| o.name == name)
+                    .and_then(|o| o.value.as_str())
+                    .map(str::to_string)
+            };
+            let filter = tasks::Filter {
+                status: option("status").and_then(|s| s.parse().ok()),
+                priority: option("priority").and_then(|p| p.parse().ok()),
+            };
+            self.page_response(filter, 0, false)
+        };
+        if let Err(err) = cmd.create_response(&ctx.http, response).await {
+            tracing::warn!(error = %err, "answering a dashboard command failed");
+        }
+    }
+
+    async fn page_click(&self, ctx: &Context, click: &ComponentInteraction) {
+        let roles = click
+            .member
+            .as_ref()
+            .map(|m| m.roles.clone())
+            .unwrap_or_default();
+        let response = match dashboard::parse_page_id(&click.data.custom_id) {
+            _ if !self.is_admin(click.user.id, &roles) => {
+                ephemeral("only featurebot admins can see the features")
+            }
+            Some((page, filter)) => self.page_response(filter, page, true),
+            None => return,
+        };
+        if let Err(err) = click.create_response(&ctx.http, response).await {
+            tracing::warn!(error = %err, "turning a dashboard page failed");
+        }
+    }
+
+    fn page_response(
+        &self,
+        filter: tasks::Filter,
+        page: usize,
+        update: bool,
+    ) -> CreateInteractionResponse {
+        match tasks::list(self.app.store(), filter, page) {
+            Ok(listing) => {
+                let (embed, rows) = dashboard::page(&listing, filter);
+                let message = CreateInteractionResponseMessage::new()
+                    .embed(embed)
+                    .components(rows);
+                if update {
+                    CreateInteractionResponse::UpdateMessage(message)
+                } else {
+                    CreateInteractionResponse::Message(message.ephemeral(true))
+                }
+            }
+            Err(err) => ephemeral(&format!("reading the features failed: {err}")),
+        }
     }
 
     async fn click(&self, ctx: &Context, click: &ComponentInteraction) {
@@ -569,6 +697,12 @@ impl EventHandler for Bot {
         match interaction {
             Interaction::Command(cmd) if cmd.data.name == "feature" => {
                 self.feature_command(&ctx, &cmd).await
+            }
+            Interaction::Command(cmd) if cmd.data.name == "tasks" || cmd.data.name == "task" => {
+                self.dashboard_command(&ctx, &cmd).await
+            }
+            Interaction::Component(click) if click.data.custom_id.starts_with("fbt:") => {
+                self.page_click(&ctx, &click).await
             }
             Interaction::Component(click) => self.click(&ctx, &click).await,
             _ => {}

@@ -4,6 +4,7 @@
 //!   button clicks, and the catch-up after a restart. Admin checks happen here.
 //! - `render.rs`: core [`Output`]s to Discord calls: streamed replies, buttons, the plan.
 //! - `buttons.rs`: the buttons' custom ids, which carry the feature and plan version.
+//! - `dashboard.rs`: `/tasks` and `/task` as embeds with page buttons.
 //! - `text.rs`: Discord's message and name limits.
 //!
 //! The core never sees a Discord type; this module never decides what a feature is.
@@ -12,6 +13,7 @@
 //! [`Output`]: crate::app::Output
 
 mod buttons;
+mod dashboard;
 mod handler;
 mod render;
 pub mod text;

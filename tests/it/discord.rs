@@ -1004,3 +1004,98 @@ async fn a_run_interrupted_by_a_restart_resumes_from_its_step() {
         "one\n"
     );
 }
+
+#[tokio::test]
+async fn tasks_lists_features_in_pages_and_task_shows_a_card() {
+    let bot = Bot::start().await;
+    bot.llm
+        .set_default(Reply::Text("Which format?".to_string()));
+    for i in 0..12 {
+        bot.feature(ADMIN, &format!("Feature number {i}")).await;
+    }
+    bot.wait_for("12 threads", |b| b.discord.threads().len() == 12)
+        .await;
+
+    let refused = bot
+        .discord
+        .slash_command(STRANGER, CHANNEL_ID, "tasks", json!([]))
+        .await;
+    bot.wait_for("a refusal", |b| !b.discord.responses(&refused).is_empty())
+        .await;
+    assert!(bot.discord.responses(&refused)[0]
+        .to_string()
+        .contains("only featurebot admins"));
+
+    let listing = bot
+        .discord
+        .slash_command(ADMIN, CHANNEL_ID, "tasks", json!([]))
+        .await;
+    bot.wait_for("the listing", |b| !b.discord.responses(&listing).is_empty())
+        .await;
+    let answer = bot.discord.responses(&listing)[0].clone();
+    assert_eq!(answer["body"]["data"]["flags"], 64, "{answer}");
+    let embed = &answer["body"]["data"]["embeds"][0];
+    assert_eq!(embed["title"], "Features (12)");
+    let description = embed["description"].as_str().unwrap();
+    assert_eq!(description.lines().count(), 10);
+    assert!(
+        description
+            .lines()
+            .next()
+            .unwrap()
+            .contains("Feature number 11"),
+        "newest first: {description}"
+    );
+    assert!(description.contains("[thread](https://discord.com/channels/"));
+    assert_eq!(embed["footer"]["text"], "page 1 of 2 · newest first");
+
+    // The ephemeral listing is a message of its own, with the page buttons.
+    let message = bot
+        .discord
+        .messages(CHANNEL_ID)
+        .iter()
+        .rev()
+        .find(|m| custom_ids(m).iter().any(|c| c == "fbt:1:*:*"))
+        .map(|m| id_of(&m["id"]))
+        .expect("the listing message");
+    let next = bot.discord.click(ADMIN, message, "fbt:1:*:*").await;
+    bot.wait_for("page 2", |b| !b.discord.responses(&next).is_empty())
+        .await;
+    let page2 = bot.discord.responses(&next)[0].clone();
+    assert_eq!(page2["type"], 7, "the message is updated in place: {page2}");
+    let description = page2["body"]["data"]["embeds"][0]["description"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(description.lines().count(), 2, "{description}");
+    assert!(description.contains("Feature number 0"));
+
+    let filtered = bot
+        .discord
+        .slash_command(
+            ADMIN,
+            CHANNEL_ID,
+            "tasks",
+            json!([{"name": "status", "type": 3, "value": "planned"}]),
+        )
+        .await;
+    bot.wait_for("the filtered listing", |b| {
+        !b.discord.responses(&filtered).is_empty()
+    })
+    .await;
+    let embed = bot.discord.responses(&filtered)[0]["body"]["data"]["embeds"][0].clone();
+    assert_eq!(embed["title"], "Features (0) · planned");
+
+    let thread = id_of(&bot.discord.threads()[0]["id"]);
+    let card = bot
+        .discord
+        .slash_command(ADMIN, thread, "task", json!([]))
+        .await;
+    bot.wait_for("the card", |b| !b.discord.responses(&card).is_empty())
+        .await;
+    let embed = bot.discord.responses(&card)[0]["body"]["data"]["embeds"][0].to_string();
+    assert!(
+        embed.contains("Status") && embed.contains("gathering") && embed.contains("Tokens"),
+        "{embed}"
+    );
+}

@@ -1,0 +1,117 @@
+//! The dashboard's data: features listed with filters and pages, and one feature's card.
+//!
+//! Pure reads of the store, shaped for any front end; the Discord front end renders them as
+//! embeds (`/tasks`, `/task`).
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::llm::Usage;
+use crate::store::{Feature, FeatureId, PlanVersion, Priority, Run, Status, Store, StoreError};
+
+/// Rows per page of `/tasks`.
+pub const PAGE_SIZE: usize = 10;
+
+/// Which features to list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub status: Option<Status>,
+    pub priority: Option<Priority>,
+}
+
+/// One feature in a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: FeatureId,
+    pub title: String,
+    pub status: Status,
+    pub priority: Priority,
+    pub age: Duration,
+    pub link: Option<String>,
+    pub pr_url: Option<String>,
+}
+
+/// A page of rows, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub rows: Vec<Row>,
+    /// 0-based.
+    pub page: usize,
+    pub pages: usize,
+    pub total: usize,
+}
+
+/// The features matching `filter`, newest first, page `page` (clamped to the last).
+pub fn list(store: &Store, filter: Filter, page: usize) -> Result<Page, StoreError> {
+    let now = OffsetDateTime::now_utc();
+    let matching: Vec<Feature> = store
+        .features()?
+        .into_iter()
+        .filter(|f| filter.status.is_none_or(|s| f.status == s))
+        .filter(|f| filter.priority.is_none_or(|p| f.priority == p))
+        .collect();
+    let total = matching.len();
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    let page = page.min(pages - 1);
+    let mut rows = Vec::new();
+    for feature in matching.into_iter().skip(page * PAGE_SIZE).take(PAGE_SIZE) {
+        let pr_url = store
+            .runs(feature.id)?
+            .into_iter()
+            .rev()
+            .find_map(|r| r.pr_url);
+        rows.push(Row {
+            id: feature.id,
+            age: (now - feature.created_at).try_into().unwrap_or_default(),
+            link: feature.place.link(),
+            title: feature.title,
+            status: feature.status,
+            priority: feature.priority,
+            pr_url,
+        });
+    }
+    Ok(Page {
+        rows,
+        page,
+        pages,
+        total,
+    })
+}
+
+/// Everything about one feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Card {
+    pub feature: Feature,
+    pub plans: Vec<PlanVersion>,
+    pub runs: Vec<Run>,
+    /// Tokens of the conversation and plans, plus every run's.
+    pub usage: Usage,
+}
+
+pub fn card(store: &Store, id: FeatureId) -> Result<Card, StoreError> {
+    let feature = store.feature(id)?;
+    let plans = store.plans(id)?;
+    let runs = store.runs(id)?;
+    let mut usage = feature.usage;
+    for run in &runs {
+        usage.add(run.usage);
+    }
+    Ok(Card {
+        feature,
+        plans,
+        runs,
+        usage,
+    })
+}
+
+/// A short age: `5m`, `3h`, `2d`.
+pub fn short_age(age: Duration) -> String {
+    let secs = age.as_secs();
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3_599 => format!("{}m", secs / 60),
+        3_600..=86_399 => format!("{}h", secs / 3_600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
