@@ -159,12 +159,59 @@ pub fn missing_sections(markdown: &str) -> Vec<&'static str> {
     missing
 }
 
-/// The numbered steps of the *Implementation steps* section, in order, as their first lines.
+/// The numbered steps of the *Implementation steps* section, in order, as their first lines
+/// (without a `[x]` tick the agent may have added).
 pub fn steps(markdown: &str) -> Vec<String> {
+    let lines: Vec<&str> = markdown.lines().collect();
+    step_lines(markdown)
+        .into_iter()
+        .map(|(line, title_at)| {
+            let title = &lines[line][title_at..];
+            title
+                .strip_prefix("[x] ")
+                .or_else(|| title.strip_prefix("[ ] "))
+                .unwrap_or(title)
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+/// `text` (a plan file) with step `index` (0-based) ticked off as `N. [x] title`; unchanged
+/// when there is no such step or it is ticked already.
+pub fn tick_step(text: &str, index: usize) -> String {
+    let Some((line, title_at)) = step_lines(text).get(index).copied() else {
+        return text.to_string();
+    };
+    let mut out = String::with_capacity(text.len() + 4);
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i == line {
+            let title = &l[title_at..];
+            if let Some(rest) = title.strip_prefix("[ ] ") {
+                out.push_str(&l[..title_at]);
+                out.push_str("[x] ");
+                out.push_str(rest);
+            } else if title.starts_with("[x] ") {
+                out.push_str(l);
+            } else {
+                out.push_str(&l[..title_at]);
+                out.push_str("[x] ");
+                out.push_str(title);
+            }
+        } else {
+            out.push_str(l);
+        }
+    }
+    out
+}
+
+/// For each numbered step of the *Implementation steps* section: its line number and the byte
+/// offset in that line where the title starts.
+fn step_lines(markdown: &str) -> Vec<(usize, usize)> {
     let mut in_section = false;
     let mut level = 0;
     let mut out = Vec::new();
-    for line in markdown.lines() {
+    for (i, line) in markdown.lines().enumerate() {
         let trimmed = line.trim_start();
         if trimmed.starts_with('#') {
             let this_level = trimmed.chars().take_while(|c| *c == '#').count();
@@ -183,8 +230,9 @@ pub fn steps(markdown: &str) -> Vec<String> {
         let digits = trimmed.chars().take_while(|c| c.is_ascii_digit()).count();
         if digits > 0 {
             if let Some(rest) = trimmed[digits..].strip_prefix(['.', ')']) {
-                if rest.starts_with(' ') {
-                    out.push(rest.trim().to_string());
+                if let Some(title) = rest.strip_prefix(' ') {
+                    let title_at = line.len() - title.len();
+                    out.push((i, title_at));
                 }
             }
         }

@@ -456,19 +456,28 @@ pub fn prepare_worktree(cfg: &RepoConfig, branch: &str, dir: &Path) -> Result<Wo
             (existing.into_reference(), commit.id().to_string(), false)
         }
         None => {
+            // The newer of the local base and the fetched one: local when it is ahead (it holds
+            // plans not pushed yet), the remote's when the local one is behind.
             let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
-            let start = match repo.find_reference(&tracking) {
-                Ok(r) => r,
-                Err(_) => {
-                    let head = head(&repo)?;
-                    let tip = base_tip(&repo, cfg, &head)?;
-                    repo.find_reference(&format!("refs/heads/{}", cfg.base_branch))
-                        .map_err(|e| git_error(format!("reading {}", tip.id()), e))?
+            let head = head(&repo)?;
+            let local = base_tip(&repo, cfg, &head).ok().map(|c| c.id());
+            let remote = repo
+                .find_reference(&tracking)
+                .ok()
+                .and_then(|r| r.peel_to_commit().ok())
+                .map(|c| c.id());
+            let start_id = match (local, remote) {
+                (Some(l), Some(r)) if l == r || repo.graph_descendant_of(l, r).unwrap_or(false) => {
+                    l
                 }
+                (_, Some(r)) => r,
+                (Some(l), None) => l,
+                (None, None) => base_tip(&repo, cfg, &head)?.id(),
             };
-            let commit = start
-                .peel_to_commit()
+            let start = repo
+                .find_commit(start_id)
                 .map_err(|e| git_error("reading the base commit", e))?;
+            let commit = start;
             let new = repo
                 .branch(branch, &commit, false)
                 .map_err(|e| git_error(format!("creating branch {branch}"), e))?;

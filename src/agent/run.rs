@@ -288,6 +288,9 @@ impl Runner {
                     break;
                 }
             }
+            if green {
+                tick_plan_file(&prepared.path, &job.plan.path, index);
+            }
             let commit = self
                 .commit(
                     &prepared.path,
@@ -386,6 +389,22 @@ impl Runner {
             .open_or_update_pr(&spec)
             .await
             .map_err(|e| anyhow::Error::new(e).context("opening the pull request"))
+    }
+}
+
+/// Ticks step `index` off in the work tree's copy of the plan file, when the branch has it, so
+/// the repository records what was done (committed with the step).
+fn tick_plan_file(worktree: &Path, plan_path: &str, index: usize) {
+    let Ok(file) = super::tools::resolve(worktree, plan_path) else {
+        return;
+    };
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let ticked = plan::tick_step(&text, index);
+        if ticked != text {
+            if let Err(err) = std::fs::write(&file, ticked) {
+                tracing::warn!(error = %err, "ticking the step in the plan file failed");
+            }
+        }
     }
 }
 

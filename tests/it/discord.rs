@@ -764,6 +764,30 @@ async fn approve_runs_the_agent_with_a_status_card_and_ends_in_a_pull_request() 
     let remote = bot.repo.remote.clone().unwrap();
     let file = git(&remote, &["show", "featurebot/1-export-csv:export.txt"]);
     assert_eq!(file, "GET /export.csv\n");
+    // The branch starts from the local base, which holds the plan, and ticks its steps off.
+    let plan_path = git(
+        &bot.repo.path,
+        &[
+            "log",
+            "-1",
+            "--format=",
+            "--name-only",
+            "main",
+            "--",
+            "tasks",
+        ],
+    );
+    let plan = git(
+        &remote,
+        &[
+            "show",
+            &format!("featurebot/1-export-csv:{}", plan_path.trim()),
+        ],
+    );
+    assert!(
+        plan.contains("1. [x] Add GET /export.csv") && plan.contains("2. [x] Add an Export button"),
+        "{plan}"
+    );
 }
 
 #[tokio::test]

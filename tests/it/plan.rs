@@ -153,3 +153,24 @@ fn the_commit_message_has_the_title_and_trailers() {
         "plan: Dark mode\n\nFeature-Id: 7\nPlan-Version: 1\n"
     );
 }
+
+#[test]
+fn steps_are_ticked_in_place_and_still_read_back() {
+    let ticked = plan::tick_step(GOOD_PLAN, 1);
+    assert!(
+        ticked.contains("1. Add the endpoint\n2. [x] Add the query\n"),
+        "{ticked}"
+    );
+    assert_eq!(
+        plan::tick_step(&ticked, 1),
+        ticked,
+        "ticking twice changes nothing"
+    );
+    assert_eq!(plan::tick_step(GOOD_PLAN, 9), GOOD_PLAN, "no such step");
+    let all = plan::tick_step(&plan::tick_step(&ticked, 0), 2);
+    assert_eq!(plan::steps(&all), plan::steps(GOOD_PLAN));
+    assert!(all.contains("3. [x] Add the button"));
+    // An unticked checkbox the LLM wrote is ticked, not doubled.
+    let boxed = GOOD_PLAN.replace("1. Add the endpoint", "1. [ ] Add the endpoint");
+    assert!(plan::tick_step(&boxed, 0).contains("1. [x] Add the endpoint"));
+}
