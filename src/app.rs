@@ -20,13 +20,14 @@ use crate::config::Config;
 use crate::conversation::{self, MarkerFilter};
 use crate::llm::{self, LlmError, Message, Request};
 use crate::plan::{self, Slug, Title};
+use crate::plan_file;
 use crate::prompts::{self, Prompts};
 use crate::redact::Redactor;
 use crate::repo::{self, RepoError};
 use crate::runs::{self, RunQueue};
 use crate::store::{
-    Author, Feature, FeatureId, Place, PlanVersion, Run, RunState, Speaker, Status, Store,
-    StoreError,
+    Author, Feature, FeatureId, Place, PlanVersion, Priority, Run, RunState, Speaker, Status,
+    Store, StoreError,
 };
 
 /// Something a person did.
@@ -64,6 +65,15 @@ pub enum Input {
     ResumeRun { feature: FeatureId },
     /// Give up an interrupted run.
     AbortRun { feature: FeatureId },
+    SetPriority {
+        feature: FeatureId,
+        priority: Priority,
+    },
+    /// Add labels (untrusted text; each is cleaned up or refused).
+    AddLabels {
+        feature: FeatureId,
+        labels: Vec<String>,
+    },
 }
 
 /// Something to show people.
@@ -114,6 +124,8 @@ pub enum Output {
     RunEnded { feature: FeatureId, run: Run },
     /// A run was going when featurebot stopped; it can be resumed or aborted.
     RunInterrupted { feature: FeatureId, run: Run },
+    /// The feature's priority or labels changed.
+    FeatureUpdated { feature: Feature },
     /// What changed from the previous plan version, as a unified diff.
     PlanDiff {
         feature: FeatureId,
@@ -131,7 +143,7 @@ impl Output {
     /// The feature this output is about, if any.
     pub fn feature(&self) -> Option<FeatureId> {
         match self {
-            Output::Started { feature } => Some(feature.id),
+            Output::Started { feature } | Output::FeatureUpdated { feature } => Some(feature.id),
             Output::Rejected { feature, .. } => *feature,
             Output::Typing { feature }
             | Output::ReplyDelta { feature, .. }
@@ -251,7 +263,9 @@ impl App {
             | Input::Discard { feature }
             | Input::CancelRun { feature }
             | Input::ResumeRun { feature }
-            | Input::AbortRun { feature } => Some(*feature),
+            | Input::AbortRun { feature }
+            | Input::SetPriority { feature, .. }
+            | Input::AddLabels { feature, .. } => Some(*feature),
         };
         let span = tracing::info_span!("input", feature = feature.map(|f| f.0));
         let result = self.dispatch(input).instrument(span).await;
@@ -294,7 +308,44 @@ impl App {
             }
             Input::ResumeRun { feature } => self.resume_run(feature).await,
             Input::AbortRun { feature } => self.abort_run(feature).await,
+            Input::SetPriority { feature, priority } => {
+                self.store.set_priority(feature, priority).await?;
+                self.feature_changed(feature, &format!("priority {}", priority.as_str()))
+                    .await
+            }
+            Input::AddLabels { feature, labels } => {
+                let labels = match clean_labels(&labels) {
+                    Ok(labels) => labels,
+                    Err(message) => {
+                        self.refuse(feature, message);
+                        return Ok(());
+                    }
+                };
+                self.store.add_labels(feature, &labels).await?;
+                self.feature_changed(feature, &format!("labels {}", labels.join(", ")))
+                    .await
+            }
         }
+    }
+
+    /// After a priority or label change: the plan file's front matter follows, and people see it.
+    async fn feature_changed(&self, id: FeatureId, what: &str) -> anyhow::Result<()> {
+        {
+            let _repo = self.repo_lock.lock().await;
+            if let Err(err) = plan_file::refresh(&self.config.repo, &self.store, id, what).await {
+                tracing::warn!(feature = id.0, error = %format!("{err:#}"), "updating the plan file failed");
+                self.emit(Output::Warning {
+                    feature: id,
+                    message: format!(
+                        "the change is saved, but the plan file could not be updated: {err:#}"
+                    ),
+                });
+            }
+        }
+        self.emit(Output::FeatureUpdated {
+            feature: self.store.feature(id)?,
+        });
+        Ok(())
     }
 
     async fn resume_run(&self, id: FeatureId) -> anyhow::Result<()> {
@@ -673,7 +724,13 @@ impl App {
             Some(path) => PathBuf::from(path),
             None => self.new_plan_path(&feature, now)?,
         };
-        let contents = plan::render_file(&feature, version, now, &markdown);
+        let meta = plan::Meta {
+            version,
+            created: now,
+            status: Status::Planned,
+            pr: None,
+        };
+        let contents = plan::render_file(&feature, &meta, &markdown);
         let message = plan::commit_message(&feature, version);
         let commit = {
             let _repo = self.repo_lock.lock().await;
@@ -856,6 +913,31 @@ impl App {
             }),
         }
     }
+}
+
+/// Labels as people type them, cleaned up: trimmed, at most 50 characters each, at most 10.
+pub fn clean_labels(raw: &[String]) -> Result<Vec<String>, String> {
+    let labels: Vec<String> = raw
+        .iter()
+        .flat_map(|l| l.split(','))
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if labels.is_empty() {
+        return Err("no label given; separate labels with commas".to_string());
+    }
+    if labels.len() > 10 {
+        return Err("at most 10 labels at a time".to_string());
+    }
+    if let Some(long) = labels
+        .iter()
+        .find(|l| l.chars().count() > 50 || l.chars().any(char::is_control))
+    {
+        return Err(format!(
+            "{long:?} is not a label: at most 50 characters, no control characters"
+        ));
+    }
+    Ok(labels)
 }
 
 /// A short id that ties a message a person sees to the log line with the details.

@@ -264,6 +264,11 @@ impl Ui {
                 self.say(&format!("changes from plan version {from} to {to}:"));
                 self.write(&diff);
             }
+            Output::FeatureUpdated { feature } => self.note(&format!(
+                "priority {}, labels: {}",
+                feature.priority.as_str(),
+                feature.labels.join(", ")
+            )),
             Output::Refining { .. } => self.note("ok, keep refining"),
             Output::Approved { version, .. } => {
                 self.note(&format!("plan version {version} approved"))

@@ -1,5 +1,6 @@
-//! GitHub's REST API: checking that the configured repository is reachable, and opening the
-//! pull request for a feature branch (or updating the one already open for it).
+//! GitHub's REST API: checking that the configured repository is reachable, opening the pull
+//! request for a feature branch (or updating the one already open for it) and reading its
+//! state, and opening and labelling issues.
 //!
 //! This is the only module that uses octocrab. octocrab's own retry layer is left out (its
 //! `retry` feature is off): it retries server errors at once, without backoff, and would sleep
@@ -12,7 +13,8 @@
 //! Opening a pull request is idempotent per branch: an open pull request whose head is the
 //! branch is updated (title, body, base) rather than duplicated, and a create that GitHub
 //! answers with "a pull request already exists" (a retried create that had in fact gone
-//! through, or a race) falls back to that update.
+//! through, or a race) falls back to that update. Opening an issue is not: GitHub has nothing
+//! to match a retried create against, so a create whose answer was lost can leave a duplicate.
 //!
 //! Invariant: the token goes into octocrab's `Authorization` header and nowhere else; it never
 //! appears in an error, a log line or `Debug` output, and GitHub's messages are scrubbed of
@@ -24,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use octocrab::models::pulls::PullRequest as OctoPullRequest;
+use octocrab::models::IssueState;
 use octocrab::Octocrab;
 use url::Url;
 
@@ -93,6 +96,47 @@ pub struct PullRequest {
     pub url: String,
     /// False when an open pull request for the head branch existed and was updated.
     pub created: bool,
+}
+
+/// The issue to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueSpec {
+    pub title: String,
+    pub body: String,
+    /// Names; GitHub creates those the repository lacks. It drops them all, silently, when the
+    /// token has no push access.
+    pub labels: Vec<String>,
+}
+
+/// An issue as opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub number: u64,
+    /// The page people open (`html_url`).
+    pub url: String,
+}
+
+/// Where a pull request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrState {
+    Open,
+    Merged,
+    /// Closed without being merged.
+    Closed,
+}
+
+/// The number in a pull request's web address, e.g. 123 for
+/// `https://github.com/acme/shop/pull/123` (a trailing `/files`, query or fragment allowed).
+pub fn pr_number_from_url(url: &str) -> Option<u64> {
+    let url = Url::parse(url).ok()?;
+    let segments: Vec<&str> = url.path_segments()?.collect();
+    // `owner/repo/pull/N`: the owner and repository come first.
+    segments.windows(2).skip(2).find_map(|pair| match pair {
+        ["pull", number] if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) => {
+            number.parse().ok().filter(|&n| n > 0)
+        }
+        _ => None,
+    })
 }
 
 /// A client for the configured repository. Cheap to clone: the HTTP client is shared.
@@ -202,6 +246,82 @@ impl GitHub {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Where pull request `number` stands.
+    pub async fn pull_request_state(&self, number: u64) -> Result<PrState, GithubError> {
+        let what = format!("pull request #{number} of {}/{}", self.owner, self.repo);
+        let pr = self
+            .call("GET pull request", &what, || async move {
+                self.client.pulls(&self.owner, &self.repo).get(number).await
+            })
+            .await?;
+        match pr.state {
+            Some(IssueState::Open) => Ok(PrState::Open),
+            Some(IssueState::Closed) if pr.merged_at.is_some() || pr.merged == Some(true) => {
+                Ok(PrState::Merged)
+            }
+            Some(IssueState::Closed) => Ok(PrState::Closed),
+            other => Err(GithubError::Unexpected(format!(
+                "pull request #{number} has state {other:?}"
+            ))),
+        }
+    }
+
+    /// Opens an issue with the spec's title, body and labels.
+    pub async fn create_issue(&self, spec: &IssueSpec) -> Result<Issue, GithubError> {
+        let issue = self
+            .call("POST issue", &self.repository(), || async move {
+                self.client
+                    .issues(&self.owner, &self.repo)
+                    .create(spec.title.as_str())
+                    .body(spec.body.as_str())
+                    .labels(spec.labels.clone())
+                    .send()
+                    .await
+            })
+            .await?;
+        let dropped = spec
+            .labels
+            .iter()
+            .filter(|name| {
+                !issue
+                    .labels
+                    .iter()
+                    .any(|label| label.name.eq_ignore_ascii_case(name))
+            })
+            .count();
+        if dropped > 0 {
+            tracing::warn!(
+                number = issue.number,
+                dropped,
+                "GitHub dropped labels from a new issue; the token may lack push access"
+            );
+        }
+        tracing::info!(number = issue.number, "opened issue");
+        Ok(Issue {
+            number: issue.number,
+            url: issue.html_url.to_string(),
+        })
+    }
+
+    /// Replaces the labels of issue (or pull request) `number` with `labels`, creating those
+    /// the repository lacks; none removes them all.
+    pub async fn set_issue_labels(
+        &self,
+        number: u64,
+        labels: &[String],
+    ) -> Result<(), GithubError> {
+        let what = format!("issue #{number} of {}/{}", self.owner, self.repo);
+        self.call("PUT issue labels", &what, || async move {
+            self.client
+                .issues(&self.owner, &self.repo)
+                .replace_all_labels(number, labels)
+                .await
+        })
+        .await?;
+        tracing::info!(number, labels = labels.len(), "set issue labels");
+        Ok(())
     }
 
     /// The page showing `path` on `branch`, e.g.

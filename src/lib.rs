@@ -13,6 +13,7 @@ pub mod github;
 pub mod prompts;
 pub mod conversation;
 pub mod plan;
+pub mod plan_file;
 pub mod agent;
 pub mod tasks;
 pub mod runs;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use crate::store::{Feature, FeatureId};
+use crate::store::{Feature, FeatureId, Status};
 
 /// The longest title we accept. Details belong in the conversation.
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -266,24 +266,43 @@ pub fn clean_markdown(answer: &str) -> String {
     trimmed.to_string()
 }
 
-/// The plan file: a small front matter, then the plan.
-pub fn render_file(feature: &Feature, version: u32, at: OffsetDateTime, markdown: &str) -> String {
-    let created = at
+/// What the plan file's front matter says besides the feature's own fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub version: u32,
+    pub created: OffsetDateTime,
+    pub status: Status,
+    pub pr: Option<String>,
+}
+
+/// The plan file: a small front matter (kept up to date with the feature's status, priority,
+/// labels and pull request), then the plan.
+pub fn render_file(feature: &Feature, meta: &Meta, markdown: &str) -> String {
+    let created = meta
+        .created
         .to_offset(time::UtcOffset::UTC)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    // JSON strings are valid YAML scalars, and escape anything odd in a title or a name.
+    // JSON strings and arrays are valid YAML, and escape anything odd in a title or a name.
     let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
-    format!(
-        "---\nfeature_id: {}\ntitle: {}\nrequester: {}\nversion: {}\ncreated: {}\nstatus: planned\n---\n\n# {}\n\n{}\n",
+    let mut front = format!(
+        "---\nfeature_id: {}\ntitle: {}\nrequester: {}\nversion: {}\ncreated: {}\nstatus: {}\npriority: {}\n",
         feature.id,
         quote(&feature.title),
         quote(&feature.requester.name),
-        version,
+        meta.version,
         created,
-        feature.title,
-        markdown.trim()
-    )
+        meta.status.as_str().replace(' ', "_"),
+        feature.priority.as_str(),
+    );
+    if !feature.labels.is_empty() {
+        let labels = serde_json::Value::from(feature.labels.clone()).to_string();
+        front.push_str(&format!("labels: {labels}\n"));
+    }
+    if let Some(pr) = &meta.pr {
+        front.push_str(&format!("pr: {}\n", quote(pr)));
+    }
+    format!("{front}---\n\n# {}\n\n{}\n", feature.title, markdown.trim())
 }
 
 /// The commit message of a plan version: `plan: <title>` and the `Feature-Id` and

@@ -153,6 +153,13 @@ impl RunQueue {
             };
             // From `queued` (cancelled early) the feature goes straight to its end state.
             let _ = store.set_status(feature, status).await;
+            // The plan file records the outcome and the pull request.
+            if let Err(err) =
+                crate::plan_file::refresh(&runner.config.repo, &store, feature, status.as_str())
+                    .await
+            {
+                tracing::warn!(feature = feature.0, error = %format!("{err:#}"), "updating the plan file failed");
+            }
             match result {
                 Ok(run) => {
                     let _ = out.send(Output::RunEnded { feature, run });

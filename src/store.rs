@@ -228,6 +228,11 @@ pub struct Feature {
     pub plan_path: Option<String>,
     /// Tokens spent on this feature so far.
     pub usage: Usage,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// The GitHub issue mirroring this feature: number and link.
+    #[serde(default)]
+    pub issue: Option<(u64, String)>,
 }
 
 /// Who spoke a turn of the transcript.
@@ -437,6 +442,8 @@ impl Store {
                 plan_version: 0,
                 plan_path: None,
                 usage: Usage::default(),
+                labels: Vec::new(),
+                issue: None,
             };
             self.meta.insert(NEXT_ID_KEY, &(next + 1).to_be_bytes())?;
             self.features
@@ -572,6 +579,49 @@ impl Store {
             }
             f.status = Status::Confirmed;
             f.summary = Some(summary.to_string());
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_priority(
+        &self,
+        id: FeatureId,
+        priority: Priority,
+    ) -> Result<Feature, StoreError> {
+        self.update(id, |f| {
+            f.priority = priority;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Adds labels the feature does not have yet, keeping their order.
+    pub async fn add_labels(
+        &self,
+        id: FeatureId,
+        labels: &[String],
+    ) -> Result<Feature, StoreError> {
+        self.update(id, |f| {
+            for label in labels {
+                if !f.labels.contains(label) {
+                    f.labels.push(label.clone());
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records the GitHub issue that mirrors the feature.
+    pub async fn set_issue(
+        &self,
+        id: FeatureId,
+        number: u64,
+        url: &str,
+    ) -> Result<Feature, StoreError> {
+        self.update(id, |f| {
+            f.issue = Some((number, url.to_string()));
             Ok(())
         })
         .await

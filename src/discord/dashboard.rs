@@ -3,9 +3,12 @@
 //! Page buttons carry the page and the filter (`fbt:<page>:<status>:<priority>`, `*` for any),
 //! so they keep working after a restart.
 
-use serenity::all::{ButtonStyle, CreateActionRow, CreateButton, CreateEmbed, CreateEmbedFooter};
+use serenity::all::{
+    ButtonStyle, CreateActionRow, CreateButton, CreateEmbed, CreateEmbedFooter, CreateSelectMenu,
+    CreateSelectMenuKind, CreateSelectMenuOption,
+};
 
-use crate::store::{Priority, RunState, Status};
+use crate::store::{Feature, Priority, RunState, Status};
 use crate::tasks::{self, Card, Filter, Page};
 
 /// The custom id of a page button.
@@ -93,6 +96,24 @@ pub fn page(page: &Page, filter: Filter) -> (CreateEmbed, Vec<CreateActionRow>) 
     (embed, rows)
 }
 
+/// The select menu that sets a feature's priority, with the current one chosen.
+pub fn priority_menu(feature: &Feature) -> CreateActionRow {
+    let options = [Priority::P0, Priority::P1, Priority::P2, Priority::P3]
+        .into_iter()
+        .map(|p| {
+            CreateSelectMenuOption::new(p.as_str(), p.as_str())
+                .default_selection(p == feature.priority)
+        })
+        .collect();
+    CreateActionRow::SelectMenu(
+        CreateSelectMenu::new(
+            format!("fbp:{}", feature.id),
+            CreateSelectMenuKind::String { options },
+        )
+        .placeholder("Priority"),
+    )
+}
+
 /// The embed of `/task`: one feature's card.
 pub fn card(card: &Card) -> CreateEmbed {
     let f = &card.feature;
@@ -147,6 +168,15 @@ pub fn card(card: &Card) -> CreateEmbed {
         .title(title)
         .field("Status", f.status.to_string(), true)
         .field("Priority", f.priority.as_str(), true)
+        .field(
+            "Labels",
+            if f.labels.is_empty() {
+                "none".to_string()
+            } else {
+                truncate(&f.labels.join(", "), 1_000)
+            },
+            true,
+        )
         .field("Requested by", f.requester.name.clone(), true)
         .field("Plan versions", truncate(&plans, 1_000), false)
         .field("Agent runs", truncate(&runs, 1_000), false)

@@ -147,10 +147,27 @@ impl Bot {
             .dm_permission(false)
             .add_option(status)
             .add_option(priority);
+        let mut set_priority = CreateCommandOption::new(
+            CommandOptionType::String,
+            "priority",
+            "Set the feature's priority",
+        );
+        for name in ["p0", "p1", "p2", "p3"] {
+            set_priority = set_priority.add_string_choice(name, name);
+        }
         let task = CreateCommand::new("task")
             .description("Show this thread's feature: status, plan versions, runs, tokens")
             .default_member_permissions(Permissions::ADMINISTRATOR)
-            .dm_permission(false);
+            .dm_permission(false)
+            .add_option(set_priority)
+            .add_option(
+                CreateCommandOption::new(
+                    CommandOptionType::String,
+                    "add_labels",
+                    "Labels to add, separated by commas",
+                )
+                .max_length(200),
+            );
         let guild = GuildId::new(self.discord.guild_id);
         match guild
             .set_commands(&ctx.http, vec![command, tasks, task])
@@ -281,14 +298,7 @@ impl Bot {
                 None => {
                     ephemeral("/task works inside a feature's thread; use /tasks to list them all")
                 }
-                Some(feature) => match tasks::card(self.app.store(), feature.id) {
-                    Ok(card) => CreateInteractionResponse::Message(
-                        CreateInteractionResponseMessage::new()
-                            .embed(dashboard::card(&card))
-                            .ephemeral(true),
-                    ),
-                    Err(err) => ephemeral(&format!("reading the feature failed: {err}")),
-                },
+                Some(feature) => return self.task_command(ctx, cmd, feature.id).await,
             }
         } else {
             let option = |name: &str| {
@@ -307,6 +317,92 @@ impl Bot {
         };
         if let Err(err) = cmd.create_response(&ctx.http, response).await {
             tracing::warn!(error = %err, "answering a dashboard command failed");
+        }
+    }
+
+    /// `/task [priority] [add_labels]`: applies the changes, then shows the card.
+    async fn task_command(&self, ctx: &Context, cmd: &CommandInteraction, feature: FeatureId) {
+        let option = |name: &str| {
+            cmd.data
+                .options
+                .iter()
+                .find(|o| o.name == name)
+                .and_then(|o| o.value.as_str())
+                .map(str::to_string)
+        };
+        let defer = CreateInteractionResponse::Defer(
+            CreateInteractionResponseMessage::new().ephemeral(true),
+        );
+        if let Err(err) = cmd.create_response(&ctx.http, defer).await {
+            tracing::warn!(error = %err, "deferring /task failed; not acting on it");
+            return;
+        }
+        if let Some(priority) = option("priority").and_then(|p| p.parse().ok()) {
+            self.app
+                .handle(Input::SetPriority { feature, priority })
+                .await;
+        }
+        if let Some(labels) = option("add_labels") {
+            self.app
+                .handle(Input::AddLabels {
+                    feature,
+                    labels: vec![labels],
+                })
+                .await;
+        }
+        let edit = match tasks::card(self.app.store(), feature) {
+            Ok(card) => EditInteractionResponse::new()
+                .embed(dashboard::card(&card))
+                .components(vec![dashboard::priority_menu(&card.feature)]),
+            Err(err) => {
+                EditInteractionResponse::new().content(format!("reading the feature failed: {err}"))
+            }
+        };
+        if let Err(err) = cmd.edit_response(&ctx.http, edit).await {
+            tracing::warn!(error = %err, "answering /task failed");
+        }
+    }
+
+    /// The priority menu on a feature card.
+    async fn priority_select(&self, ctx: &Context, click: &ComponentInteraction) {
+        let roles = click
+            .member
+            .as_ref()
+            .map(|m| m.roles.clone())
+            .unwrap_or_default();
+        let chosen = match &click.data.kind {
+            serenity::all::ComponentInteractionDataKind::StringSelect { values } => {
+                values.first().cloned()
+            }
+            _ => None,
+        };
+        let feature = click
+            .data
+            .custom_id
+            .strip_prefix("fbp:")
+            .and_then(|id| id.parse::<u64>().ok())
+            .map(FeatureId);
+        let response = match (feature, chosen.and_then(|p| p.parse().ok())) {
+            _ if !self.is_admin(click.user.id, &roles) => {
+                ephemeral("only featurebot admins can change a feature")
+            }
+            (Some(feature), Some(priority)) => {
+                self.app
+                    .handle(Input::SetPriority { feature, priority })
+                    .await;
+                match tasks::card(self.app.store(), feature) {
+                    Ok(card) => CreateInteractionResponse::UpdateMessage(
+                        CreateInteractionResponseMessage::new()
+                            .embed(dashboard::card(&card))
+                            .components(vec![dashboard::priority_menu(&card.feature)]),
+                    ),
+                    Err(err) => ephemeral(&format!("reading the feature failed: {err}")),
+                }
+            }
+            _ => return,
+        };
+        if let Err(err) = click.create_response(&ctx.http, response).await {
+            tracing::warn!(error = %err, "answering the priority menu failed");
         }
     }
 
@@ -703,6 +799,9 @@ impl EventHandler for Bot {
             }
             Interaction::Component(click) if click.data.custom_id.starts_with("fbt:") => {
                 self.page_click(&ctx, &click).await
+            }
+            Interaction::Component(click) if click.data.custom_id.starts_with("fbp:") => {
+                self.priority_select(&ctx, &click).await
             }
             Interaction::Component(click) => self.click(&ctx, &click).await,
             _ => {}

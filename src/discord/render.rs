@@ -261,6 +261,14 @@ impl Worker {
                     tracing::warn!(thread = self.thread.get(), error = %err, "archiving the thread failed");
                 }
             }
+            Output::FeatureUpdated { feature } => {
+                let mut text = format!("Priority: **{}**", feature.priority.as_str());
+                if !feature.labels.is_empty() {
+                    text.push_str(&format!(" · labels: {}", feature.labels.join(", ")));
+                }
+                self.post(CreateMessage::new().content(truncate(&text, MESSAGE_LIMIT)))
+                    .await;
+            }
             Output::Refining { .. } | Output::Approved { .. } | Output::ChangesRequested { .. } => {
                 // The click's own answer already said so in the thread.
             }

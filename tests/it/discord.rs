@@ -1115,11 +1115,86 @@ async fn tasks_lists_features_in_pages_and_task_shows_a_card() {
         .discord
         .slash_command(ADMIN, thread, "task", json!([]))
         .await;
-    bot.wait_for("the card", |b| !b.discord.responses(&card).is_empty())
+    bot.wait_for("the card", |b| b.discord.responses(&card).len() >= 2)
         .await;
-    let embed = bot.discord.responses(&card)[0]["body"]["data"]["embeds"][0].to_string();
+    let embed = bot.discord.responses(&card)[1]["body"]["embeds"][0].to_string();
     assert!(
         embed.contains("Status") && embed.contains("gathering") && embed.contains("Tokens"),
         "{embed}"
     );
+}
+
+#[tokio::test]
+async fn priority_and_labels_are_set_from_the_card_and_written_to_the_plan_file() {
+    let bot = Bot::start().await;
+    planned(&bot).await;
+    let thread = bot.thread_id();
+    let set = bot
+        .discord
+        .slash_command(
+            ADMIN,
+            thread,
+            "task",
+            json!([
+                {"name": "priority", "type": 3, "value": "p1"},
+                {"name": "add_labels", "type": 3, "value": "backend, urgent"}
+            ]),
+        )
+        .await;
+    bot.wait_for("the card", |b| b.discord.responses(&set).len() >= 2)
+        .await;
+    let card = bot.discord.responses(&set)[1].to_string();
+    assert!(
+        card.contains("p1") && card.contains("backend, urgent"),
+        "{card}"
+    );
+    let plan_path = git(
+        &bot.repo.path,
+        &[
+            "log",
+            "-1",
+            "--format=",
+            "--name-only",
+            "main",
+            "--",
+            "tasks",
+        ],
+    );
+    let file = git(
+        &bot.repo.path,
+        &["show", &format!("main:{}", plan_path.trim())],
+    );
+    assert!(
+        file.contains("priority: p1\nlabels: [\"backend\",\"urgent\"]\n"),
+        "{file}"
+    );
+    let log = git(&bot.repo.path, &["log", "-2", "--format=%s", "main"]);
+    assert!(
+        log.contains("plan: Export CSV (labels backend, urgent)"),
+        "{log}"
+    );
+
+    // The card carries the priority menu (the fake Discord cannot click select menus yet).
+    let message = bot
+        .discord
+        .messages(thread)
+        .iter()
+        .rev()
+        .find(|m| m.to_string().contains("fbp:1"))
+        .map(|m| id_of(&m["id"]))
+        .expect("the card with its menu");
+    assert!(message > 0);
+    let listing = bot
+        .discord
+        .slash_command(
+            ADMIN,
+            CHANNEL_ID,
+            "tasks",
+            json!([{"name": "priority", "type": 3, "value": "p1"}]),
+        )
+        .await;
+    bot.wait_for("the listing", |b| !b.discord.responses(&listing).is_empty())
+        .await;
+    let embed = bot.discord.responses(&listing)[0]["body"]["data"]["embeds"][0].clone();
+    assert_eq!(embed["title"], "Features (1) · p1");
 }

@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use featurebot::config::Secret;
-use featurebot::github::{GitHub, GithubError, PullRequest, PullRequestSpec, ATTEMPTS};
+use featurebot::github::{
+    pr_number_from_url, GitHub, GithubError, Issue, IssueSpec, PrState, PullRequest,
+    PullRequestSpec, ATTEMPTS,
+};
 use serde_json::json;
 
 use crate::support::fake_github::{FakeGithub, TOKEN};
@@ -164,6 +167,219 @@ async fn a_create_that_finds_the_pull_request_already_there_updates_it() {
     let methods: Vec<String> = fake.requests().into_iter().map(|r| r.method).collect();
     assert_eq!(methods, ["GET", "POST", "GET", "POST", "GET", "PATCH"]);
     assert_eq!(fake.pulls().len(), 1);
+}
+
+fn issue_spec(labels: &[&str]) -> IssueSpec {
+    IssueSpec {
+        title: "Dark mode".to_string(),
+        body: "Planned in tasks/dark-mode.md.".to_string(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+    }
+}
+
+fn strings(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+/// The names of an issue's labels in the fake's JSON.
+fn label_names(issue: &serde_json::Value) -> Vec<&str> {
+    issue["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_issue_is_opened_with_exactly_the_spec() {
+    let (fake, github) = fake().await;
+
+    let issue = github
+        .create_issue(&issue_spec(&["featurebot", "status: planned"]))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        issue,
+        Issue {
+            number: 1,
+            url: format!("{}acme/shop/issues/1", fake.api_base()),
+        }
+    );
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].method, "POST");
+    assert_eq!(requests[0].path, "/repos/acme/shop/issues");
+    assert_eq!(
+        requests[0].body,
+        json!({
+            "title": "Dark mode",
+            "body": "Planned in tasks/dark-mode.md.",
+            "labels": ["featurebot", "status: planned"],
+        })
+    );
+    let issues = fake.issues();
+    assert_eq!(issues.len(), 1);
+    assert_eq!(label_names(&issues[0]), ["featurebot", "status: planned"]);
+}
+
+#[tokio::test]
+async fn issues_and_pull_requests_share_numbers() {
+    let (_fake, github) = fake().await;
+
+    let pr = github
+        .open_or_update_pr(&spec("feature/dark-mode", "main"))
+        .await
+        .unwrap();
+    let issue = github.create_issue(&issue_spec(&[])).await.unwrap();
+
+    assert_eq!((pr.number, issue.number), (1, 2));
+}
+
+#[tokio::test]
+async fn setting_labels_replaces_them_all() {
+    let (fake, github) = fake().await;
+    let issue = github
+        .create_issue(&issue_spec(&["featurebot", "status: planned"]))
+        .await
+        .unwrap();
+
+    github
+        .set_issue_labels(issue.number, &strings(&["featurebot", "status: building"]))
+        .await
+        .unwrap();
+
+    let last = fake.requests().pop().unwrap();
+    assert_eq!(last.method, "PUT");
+    assert_eq!(last.path, "/repos/acme/shop/issues/1/labels");
+    assert_eq!(
+        last.body,
+        json!({"labels": ["featurebot", "status: building"]})
+    );
+    assert_eq!(
+        label_names(&fake.issues()[0]),
+        ["featurebot", "status: building"]
+    );
+
+    github.set_issue_labels(issue.number, &[]).await.unwrap();
+    assert!(label_names(&fake.issues()[0]).is_empty());
+}
+
+#[tokio::test]
+async fn a_pull_request_takes_labels_like_an_issue() {
+    let (fake, github) = fake().await;
+    let pr = github
+        .open_or_update_pr(&spec("feature/dark-mode", "main"))
+        .await
+        .unwrap();
+
+    github
+        .set_issue_labels(pr.number, &strings(&["featurebot"]))
+        .await
+        .unwrap();
+
+    assert_eq!(label_names(&fake.pulls()[0]), ["featurebot"]);
+}
+
+#[tokio::test]
+async fn labels_on_a_missing_issue_are_not_found() {
+    let (_fake, github) = fake().await;
+
+    let err = no_token(
+        github
+            .set_issue_labels(7, &strings(&["featurebot"]))
+            .await
+            .unwrap_err(),
+        &[],
+    );
+
+    assert!(
+        matches!(&err, GithubError::NotFound { what } if what == "issue #7 of acme/shop"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_pull_request_is_open_merged_or_closed() {
+    let (fake, github) = fake().await;
+    let merged = github
+        .open_or_update_pr(&spec("feature/dark-mode", "main"))
+        .await
+        .unwrap();
+    let closed = github
+        .open_or_update_pr(&spec("feature/light-mode", "main"))
+        .await
+        .unwrap();
+    let open = github
+        .open_or_update_pr(&spec("feature/sepia", "main"))
+        .await
+        .unwrap();
+    fake.set_pull_state(merged.number, "closed", true);
+    fake.set_pull_state(closed.number, "closed", false);
+
+    let check = |number: u64, expected: PrState| {
+        let github = github.clone();
+        async move {
+            assert_eq!(
+                github.pull_request_state(number).await.unwrap(),
+                expected,
+                "#{number}"
+            );
+        }
+    };
+    check(open.number, PrState::Open).await;
+    check(merged.number, PrState::Merged).await;
+    check(closed.number, PrState::Closed).await;
+
+    let last = fake.requests().pop().unwrap();
+    assert_eq!(last.method, "GET");
+    assert_eq!(
+        last.path,
+        format!("/repos/acme/shop/pulls/{}", closed.number)
+    );
+}
+
+#[tokio::test]
+async fn a_missing_pull_request_is_not_found() {
+    let (fake, github) = fake().await;
+
+    let err = no_token(github.pull_request_state(42).await.unwrap_err(), &[]);
+
+    assert!(
+        matches!(&err, GithubError::NotFound { what } if what == "pull request #42 of acme/shop"),
+        "{err:?}"
+    );
+    assert_eq!(fake.requests().len(), 1, "a 404 is not retried");
+}
+
+#[test]
+fn pull_request_numbers_come_from_their_urls() {
+    let check = |url: &str, expected: Option<u64>| {
+        assert_eq!(pr_number_from_url(url), expected, "for {url:?}");
+    };
+    check("https://github.com/acme/shop/pull/123", Some(123));
+    check("https://github.com/acme/shop/pull/123/", Some(123));
+    check("https://github.com/acme/shop/pull/123/files", Some(123));
+    check(
+        "https://github.com/acme/shop/pull/7#issuecomment-1",
+        Some(7),
+    );
+    check("https://github.com/acme/shop/pull/7?w=1", Some(7));
+    check("http://127.0.0.1:8080/acme/shop/pull/1", Some(1));
+    check("https://github.com/pull/pull/pull/5", Some(5));
+    check("https://github.com/acme/shop/issues/123", None);
+    check("https://github.com/acme/shop/pull/", None);
+    check("https://github.com/acme/shop/pull/abc", None);
+    check("https://github.com/acme/shop/pull/+5", None);
+    check("https://github.com/acme/shop/pull/0", None);
+    check(
+        "https://github.com/acme/shop/pull/99999999999999999999999",
+        None,
+    );
+    check("https://github.com/pull/5", None);
+    check("github.com/acme/shop/pull/123", None);
+    check("", None);
 }
 
 #[tokio::test]

@@ -131,6 +131,17 @@ fn feature(title: &str) -> Feature {
         plan_version: 0,
         plan_path: None,
         usage: Default::default(),
+        labels: Vec::new(),
+        issue: None,
+    }
+}
+
+fn meta(version: u32, status: Status, pr: Option<&str>) -> plan::Meta {
+    plan::Meta {
+        version,
+        created: datetime!(2026-11-26 14:03:09 UTC),
+        status,
+        pr: pr.map(str::to_string),
     }
 }
 
@@ -138,12 +149,30 @@ fn feature(title: &str) -> Feature {
 fn the_plan_file_has_front_matter_then_the_plan() {
     let file = plan::render_file(
         &feature("Dark: mode"),
-        2,
-        datetime!(2026-11-26 14:03:09 UTC),
+        &meta(2, Status::Planned, None),
         "## Summary & goal\nx\n",
     );
-    let expected = "---\nfeature_id: 7\ntitle: \"Dark: mode\"\nrequester: \"Ann \\\"the boss\\\"\"\nversion: 2\ncreated: 2026-11-26T14:03:09Z\nstatus: planned\n---\n\n# Dark: mode\n\n## Summary & goal\nx\n";
+    let expected = "---\nfeature_id: 7\ntitle: \"Dark: mode\"\nrequester: \"Ann \\\"the boss\\\"\"\nversion: 2\ncreated: 2026-11-26T14:03:09Z\nstatus: planned\npriority: p2\n---\n\n# Dark: mode\n\n## Summary & goal\nx\n";
     assert_eq!(file, expected);
+}
+
+#[test]
+fn the_front_matter_follows_status_labels_and_the_pull_request() {
+    let mut f = feature("Dark mode");
+    f.labels = vec!["ui".to_string(), "a \"quoted\" one".to_string()];
+    let file = plan::render_file(
+        &f,
+        &meta(
+            1,
+            Status::PrOpen,
+            Some("https://github.com/acme/shop/pull/7"),
+        ),
+        "x",
+    );
+    assert!(
+        file.contains("status: pr_open\npriority: p2\nlabels: [\"ui\",\"a \\\"quoted\\\" one\"]\npr: \"https://github.com/acme/shop/pull/7\"\n---\n"),
+        "{file}"
+    );
 }
 
 #[test]

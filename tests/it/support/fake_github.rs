@@ -1,18 +1,22 @@
 //! An in-process fake of GitHub's REST API for one repository, over real HTTP on 127.0.0.1,
 //! so tests drive the production client (octocrab) at the wire.
 //!
-//! It knows the routes featurebot uses: the repository, listing pull requests (filtered by
-//! `state` and `head`), creating one and updating one. It answers with GitHub's JSON shapes,
-//! complete enough for octocrab's models, and with GitHub's rules: a token in the
-//! `Authorization` header (401 otherwise), a `User-Agent` (403 otherwise), 422 for a missing
-//! base branch (`missing-branch`), for a head equal to its base and for a second open pull
-//! request from the same head. Anything else is a 404 `{"message":"Not Found"}`, recorded like
-//! every request. [`FakeGithub::fail_next`] queues raw answers that take precedence over all
+//! It knows the routes featurebot uses: the repository; listing pull requests (filtered by
+//! `state` and `head`), reading, creating and updating one; creating and updating an issue, and
+//! replacing (`PUT`) or adding to (`POST`) the labels of an issue or pull request. It answers
+//! with GitHub's JSON shapes, complete enough for octocrab's models, and with GitHub's rules: a
+//! token in the `Authorization` header (401 otherwise), a `User-Agent` (403 otherwise), 422 for
+//! a missing base branch (`missing-branch`), for a head equal to its base, for a second open
+//! pull request from the same head and for an issue without a title; issues and pull requests
+//! share one sequence of numbers, and a label the repository lacks is created when first used.
+//! Anything else is a 404 `{"message":"Not Found"}`, recorded like every request.
+//! [`FakeGithub::set_pull_state`] plays a maintainer closing or merging a pull request. [`FakeGithub::fail_next`] queues raw answers that take precedence over all
 //! of that. Like the fake LLM it reads one request per connection and answers
 //! `Connection: close`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use featurebot::config::{GithubConfig, Secret};
@@ -68,6 +72,9 @@ impl FakeGithub {
             script: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             pulls: Mutex::new(Vec::new()),
+            issues: Mutex::new(Vec::new()),
+            labels: Mutex::new(Vec::new()),
+            last_number: AtomicU64::new(0),
         });
         let server_state = state.clone();
         let server = tokio::spawn(async move {
@@ -113,6 +120,42 @@ impl FakeGithub {
         self.state.pulls.lock().unwrap().clone()
     }
 
+    /// Every issue, in GitHub's JSON, oldest first.
+    pub fn issues(&self) -> Vec<Value> {
+        self.state.issues.lock().unwrap().clone()
+    }
+
+    /// Sets pull request `number` to `state` (`"open"` or `"closed"`), merged or not, as a
+    /// maintainer would on GitHub. Panics when there is no such pull request, or when asked for
+    /// an open merged one.
+    pub fn set_pull_state(&self, number: u64, state: &str, merged: bool) {
+        assert!(
+            state == "closed" || (state == "open" && !merged),
+            "fake github: no pull request is {state} and merged={merged}"
+        );
+        let mut pulls = self.state.pulls.lock().unwrap();
+        let pr = pulls
+            .iter_mut()
+            .find(|pr| pr["number"] == number)
+            .unwrap_or_else(|| panic!("fake github: no pull request #{number}"));
+        let closed = state == "closed";
+        pr["state"] = json!(state);
+        pr["merged"] = json!(merged);
+        pr["merged_at"] = if merged {
+            json!(UPDATED_AT)
+        } else {
+            Value::Null
+        };
+        pr["merge_commit_sha"] = if merged { json!(SHA) } else { Value::Null };
+        pr["closed_at"] = if closed {
+            json!(UPDATED_AT)
+        } else {
+            Value::Null
+        };
+        pr["mergeable_state"] = json!(if closed { "unknown" } else { "clean" });
+        pr["updated_at"] = json!(UPDATED_AT);
+    }
+
     /// Queues a raw answer for the next request that finds the queue non-empty, whatever it
     /// asks. The body is sent as given, as JSON unless a header says otherwise.
     pub fn fail_next(&self, status: u16, body: &str, headers: Vec<(String, String)>) {
@@ -132,6 +175,12 @@ struct State {
     script: Mutex<VecDeque<Answer>>,
     requests: Mutex<Vec<Recorded>>,
     pulls: Mutex<Vec<Value>>,
+    /// Locked before `pulls` and `labels` when more than one is needed.
+    issues: Mutex<Vec<Value>>,
+    /// The repository's labels, in GitHub's JSON.
+    labels: Mutex<Vec<Value>>,
+    /// The number of the newest issue or pull request; they share the sequence.
+    last_number: AtomicU64,
 }
 
 struct Answer {
@@ -159,12 +208,19 @@ impl Answer {
 
     /// GitHub's 422 with an `errors` list.
     fn validation(error: Value) -> Answer {
+        Answer::validation_for(
+            error,
+            "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+        )
+    }
+
+    fn validation_for(error: Value, docs: &str) -> Answer {
         Answer::json(
             422,
             json!({
                 "message": "Validation Failed",
                 "errors": [error],
-                "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+                "documentation_url": docs,
                 "status": "422",
             }),
         )
@@ -257,6 +313,17 @@ fn route(state: &State, request: &Recorded) -> Answer {
         ("PATCH", ["repos", owner, repo, "pulls", number]) if ours(owner, repo) => {
             update_pull(state, number, &request.body)
         }
+        ("POST", ["repos", owner, repo, "issues"]) if ours(owner, repo) => {
+            create_issue(state, &request.body)
+        }
+        ("PATCH", ["repos", owner, repo, "issues", number]) if ours(owner, repo) => {
+            update_issue(state, number, &request.body)
+        }
+        (method @ ("PUT" | "POST"), ["repos", owner, repo, "issues", number, "labels"])
+            if ours(owner, repo) =>
+        {
+            set_labels(state, number, &request.body, method == "PUT")
+        }
         _ => not_found(),
     }
 }
@@ -311,7 +378,7 @@ fn create_pull(state: &State, body: &Value) -> Answer {
             "message": format!("A pull request already exists for {label}."),
         }));
     }
-    let number = pulls.len() as u64 + 1;
+    let number = state.last_number.fetch_add(1, Ordering::SeqCst) + 1;
     let pr = pull_json(
         state,
         number,
@@ -354,6 +421,248 @@ fn update_pull(state: &State, number: &str, body: &Value) -> Answer {
     }
     pr["updated_at"] = json!(UPDATED_AT);
     Answer::json(200, pr.clone())
+}
+
+const ISSUE_DOCS: &str = "https://docs.github.com/rest/issues/issues#create-an-issue";
+const LABELS_DOCS: &str = "https://docs.github.com/rest/issues/labels#set-labels-for-an-issue";
+
+fn create_issue(state: &State, body: &Value) -> Answer {
+    let Some(title) = body["title"].as_str().filter(|t| !t.is_empty()) else {
+        return Answer::validation_for(
+            json!({"resource": "Issue", "field": "title", "code": "missing_field"}),
+            ISSUE_DOCS,
+        );
+    };
+    let names = match label_names(&body["labels"], true) {
+        Ok(names) => names,
+        Err(answer) => return answer,
+    };
+    let mut issues = state.issues.lock().unwrap();
+    let labels = labels_json(state, &names);
+    let number = state.last_number.fetch_add(1, Ordering::SeqCst) + 1;
+    let issue = issue_json(state, number, title, body["body"].as_str(), labels);
+    issues.push(issue.clone());
+    let mut answer = Answer::json(201, issue);
+    answer.headers.push((
+        "location".to_string(),
+        format!(
+            "{}/repos/{}/{}/issues/{number}",
+            state.base, state.owner, state.repo
+        ),
+    ));
+    answer
+}
+
+fn update_issue(state: &State, number: &str, body: &Value) -> Answer {
+    if body
+        .get("title")
+        .is_some_and(|t| t.as_str().is_none_or(str::is_empty))
+    {
+        return Answer::validation_for(
+            json!({"resource": "Issue", "field": "title", "code": "missing_field"}),
+            ISSUE_DOCS,
+        );
+    }
+    let names = match body.get("labels") {
+        Some(labels) => match label_names(labels, false) {
+            Ok(names) => Some(names),
+            Err(answer) => return answer,
+        },
+        None => None,
+    };
+    with_issue(state, number, |issue| {
+        for field in ["title", "body"] {
+            if let Some(value) = body.get(field).filter(|v| v.is_string() || v.is_null()) {
+                issue[field] = value.clone();
+            }
+        }
+        match body["state"].as_str() {
+            Some("closed") => {
+                issue["state"] = json!("closed");
+                issue["closed_at"] = json!(UPDATED_AT);
+                issue["state_reason"] = json!(body["state_reason"].as_str().unwrap_or("completed"));
+            }
+            Some("open") => {
+                issue["state"] = json!("open");
+                issue["closed_at"] = Value::Null;
+                issue["state_reason"] = json!("reopened");
+            }
+            _ => {}
+        }
+        if let Some(names) = &names {
+            issue["labels"] = labels_json(state, names);
+        }
+        issue["updated_at"] = json!(UPDATED_AT);
+        Answer::json(200, issue.clone())
+    })
+}
+
+/// `PUT` (`replace`) or `POST` the labels of an issue or pull request; the answer is the
+/// labels it has afterwards.
+fn set_labels(state: &State, number: &str, body: &Value, replace: bool) -> Answer {
+    // GitHub takes `{"labels": [...]}` or the bare list.
+    let labels = if body.is_array() {
+        body
+    } else {
+        &body["labels"]
+    };
+    if labels.is_null() && !replace {
+        return Answer::validation_for(
+            json!({"resource": "Label", "field": "labels", "code": "missing_field"}),
+            LABELS_DOCS,
+        );
+    }
+    let names = match label_names(labels, true) {
+        Ok(names) => names,
+        Err(answer) => return answer,
+    };
+    with_issue(state, number, |issue| {
+        let mut all: Vec<String> = if replace {
+            Vec::new()
+        } else {
+            issue["labels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|label| label["name"].as_str().map(str::to_string))
+                .collect()
+        };
+        for name in names {
+            if !all.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+                all.push(name);
+            }
+        }
+        issue["labels"] = labels_json(state, &all);
+        issue["updated_at"] = json!(UPDATED_AT);
+        Answer::json(200, issue["labels"].clone())
+    })
+}
+
+/// Runs `change` on issue `number` (a path segment), which may be a pull request: GitHub's
+/// issue routes take both. A 404 when there is neither.
+fn with_issue(state: &State, number: &str, change: impl FnOnce(&mut Value) -> Answer) -> Answer {
+    let mut issues = state.issues.lock().unwrap();
+    if let Some(issue) = issues.iter_mut().find(|issue| is_number(issue, number)) {
+        return change(issue);
+    }
+    drop(issues);
+    let mut pulls = state.pulls.lock().unwrap();
+    match pulls.iter_mut().find(|pr| is_number(pr, number)) {
+        Some(pr) => change(pr),
+        None => not_found(),
+    }
+}
+
+/// The names in a `labels` list of names or of `{"name": ...}` objects; a missing list is
+/// empty when `missing_ok`.
+fn label_names(labels: &Value, missing_ok: bool) -> Result<Vec<String>, Answer> {
+    let invalid = || {
+        Answer::validation_for(
+            json!({"resource": "Label", "field": "labels", "code": "invalid"}),
+            LABELS_DOCS,
+        )
+    };
+    let Some(list) = labels.as_array() else {
+        return if labels.is_null() && missing_ok {
+            Ok(Vec::new())
+        } else {
+            Err(invalid())
+        };
+    };
+    list.iter()
+        .map(|label| {
+            label
+                .as_str()
+                .or_else(|| label["name"].as_str())
+                .filter(|name| !name.trim().is_empty())
+                .map(str::to_string)
+                .ok_or_else(invalid)
+        })
+        .collect()
+}
+
+/// The repository's labels called `names` (case-insensitively), each created (grey, no
+/// description) if missing, as GitHub does when a label is put on an issue.
+fn labels_json(state: &State, names: &[String]) -> Value {
+    let mut labels = state.labels.lock().unwrap();
+    let mut found: Vec<Value> = Vec::new();
+    for name in names {
+        let existing = labels.iter().find(|l| {
+            l["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        });
+        let label = match existing {
+            Some(label) => label.clone(),
+            None => {
+                let id = 208_045_946 + labels.len() as u64;
+                let encoded: String =
+                    url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+                let label = json!({
+                    "id": id,
+                    "node_id": format!("LA_kwDOAAAAAM8{id:010}"),
+                    "url": format!(
+                        "{}/repos/{}/{}/labels/{}",
+                        state.base,
+                        state.owner,
+                        state.repo,
+                        encoded.replace('+', "%20")
+                    ),
+                    "name": name,
+                    "color": "ededed",
+                    "default": false,
+                    "description": null,
+                });
+                labels.push(label.clone());
+                label
+            }
+        };
+        if !found.iter().any(|l| l["id"] == label["id"]) {
+            found.push(label);
+        }
+    }
+    Value::Array(found)
+}
+
+/// An issue as GitHub returns it from create and update.
+fn issue_json(state: &State, number: u64, title: &str, body: Option<&str>, labels: Value) -> Value {
+    let repo_api = format!("{}/repos/{}/{}", state.base, state.owner, state.repo);
+    let api = format!("{repo_api}/issues/{number}");
+    json!({
+        "id": 2_000_000 + number,
+        "node_id": format!("I_kwDOAAAAAM4{number:08}"),
+        "url": api,
+        "repository_url": repo_api,
+        "labels_url": format!("{api}/labels{{/name}}"),
+        "comments_url": format!("{api}/comments"),
+        "events_url": format!("{api}/events"),
+        "html_url": format!("{}/{}/{}/issues/{number}", state.base, state.owner, state.repo),
+        "number": number,
+        "state": "open",
+        "state_reason": null,
+        "title": title,
+        "body": body,
+        "user": user_json(state, &state.owner),
+        "labels": labels,
+        "assignee": null,
+        "assignees": [],
+        "milestone": null,
+        "locked": false,
+        "active_lock_reason": null,
+        "comments": 0,
+        "closed_at": null,
+        "closed_by": null,
+        "created_at": CREATED_AT,
+        "updated_at": CREATED_AT,
+        "author_association": "OWNER",
+        "timeline_url": format!("{api}/timeline"),
+        "performed_via_github_app": null,
+        "reactions": {
+            "url": format!("{api}/reactions"),
+            "total_count": 0, "+1": 0, "-1": 0, "laugh": 0, "hooray": 0,
+            "confused": 0, "heart": 0, "rocket": 0, "eyes": 0,
+        },
+    })
 }
 
 /// A user as GitHub embeds it (`simple-user`), every URL field included: octocrab requires
