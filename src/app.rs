@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::agent::run::Runner;
 use crate::config::Config;
 use crate::conversation::{self, MarkerFilter};
+use crate::github::{GitHub, IssueSpec, PrState};
 use crate::llm::{self, LlmError, Message, Request};
 use crate::plan::{self, Slug, Title};
 use crate::plan_file;
@@ -69,6 +70,10 @@ pub enum Input {
         feature: FeatureId,
         priority: Priority,
     },
+    /// Open a GitHub issue with the plan, the priority and the labels.
+    CreateIssue { feature: FeatureId },
+    /// Ask GitHub whether open pull requests were merged or closed.
+    RefreshPullRequests,
     /// Add labels (untrusted text; each is cleaned up or refused).
     AddLabels {
         feature: FeatureId,
@@ -126,6 +131,14 @@ pub enum Output {
     RunInterrupted { feature: FeatureId, run: Run },
     /// The feature's priority or labels changed.
     FeatureUpdated { feature: Feature },
+    /// A GitHub issue now mirrors the feature.
+    IssueCreated {
+        feature: FeatureId,
+        number: u64,
+        url: String,
+    },
+    /// The feature's pull request was merged or closed on GitHub.
+    PullRequestChanged { feature: FeatureId, status: Status },
     /// What changed from the previous plan version, as a unified diff.
     PlanDiff {
         feature: FeatureId,
@@ -144,6 +157,9 @@ impl Output {
     pub fn feature(&self) -> Option<FeatureId> {
         match self {
             Output::Started { feature } | Output::FeatureUpdated { feature } => Some(feature.id),
+            Output::IssueCreated { feature, .. } | Output::PullRequestChanged { feature, .. } => {
+                Some(*feature)
+            }
             Output::Rejected { feature, .. } => *feature,
             Output::Typing { feature }
             | Output::ReplyDelta { feature, .. }
@@ -181,6 +197,8 @@ pub struct App {
     runs: Option<RunQueue>,
     /// Plans pass through it before they are committed.
     redactor: Redactor,
+    /// For issues and pull-request states, when GitHub is configured (with the agent).
+    github: Option<Arc<GitHub>>,
 }
 
 /// The author name of the bot's turns in the transcript.
@@ -205,12 +223,19 @@ impl App {
             repo_lock: tokio::sync::Mutex::new(()),
             runs: None,
             redactor,
+            github: None,
         };
         (app, rx)
     }
 
     /// Gives the core a coding agent: approving a plan then starts a run.
     pub fn with_agent(mut self, runner: Runner) -> App {
+        self.github = self
+            .config
+            .github
+            .as_ref()
+            .and_then(|g| GitHub::new(g).ok())
+            .map(Arc::new);
         self.runs = Some(RunQueue::new(runner, self.store.clone(), self.out.clone()));
         self
     }
@@ -253,7 +278,7 @@ impl App {
     /// [`Output::Rejected`], with a log line.
     pub async fn handle(&self, input: Input) {
         let feature = match &input {
-            Input::Start { .. } => None,
+            Input::Start { .. } | Input::RefreshPullRequests => None,
             Input::Message { feature, .. }
             | Input::Resume { feature }
             | Input::GeneratePlan { feature, .. }
@@ -265,7 +290,8 @@ impl App {
             | Input::ResumeRun { feature }
             | Input::AbortRun { feature }
             | Input::SetPriority { feature, .. }
-            | Input::AddLabels { feature, .. } => Some(*feature),
+            | Input::AddLabels { feature, .. }
+            | Input::CreateIssue { feature } => Some(*feature),
         };
         let span = tracing::info_span!("input", feature = feature.map(|f| f.0));
         let result = self.dispatch(input).instrument(span).await;
@@ -308,6 +334,8 @@ impl App {
             }
             Input::ResumeRun { feature } => self.resume_run(feature).await,
             Input::AbortRun { feature } => self.abort_run(feature).await,
+            Input::CreateIssue { feature } => self.create_issue(feature).await,
+            Input::RefreshPullRequests => self.refresh_pull_requests().await,
             Input::SetPriority { feature, priority } => {
                 self.store.set_priority(feature, priority).await?;
                 self.feature_changed(feature, &format!("priority {}", priority.as_str()))
@@ -328,8 +356,117 @@ impl App {
         }
     }
 
-    /// After a priority or label change: the plan file's front matter follows, and people see it.
+    async fn create_issue(&self, id: FeatureId) -> anyhow::Result<()> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let Some(github) = &self.github else {
+            self.refuse(
+                id,
+                "GitHub is not configured; add a [github] section to open issues".to_string(),
+            );
+            return Ok(());
+        };
+        let feature = self.store.feature(id)?;
+        if let Some((number, url)) = &feature.issue {
+            self.refuse(
+                id,
+                format!("issue #{number} already mirrors this feature: {url}"),
+            );
+            return Ok(());
+        }
+        let Some(plan) = self.store.plans(id)?.pop() else {
+            self.refuse(
+                id,
+                format!("feature #{id} has no plan to put in an issue yet"),
+            );
+            return Ok(());
+        };
+        let spec = IssueSpec {
+            title: feature.title.clone(),
+            body: self.redactor.redact(&format!(
+                "{}\n\n---\nPlan version {} · `{}` · Feature-Id: {}",
+                plan.markdown, plan.version, plan.path, id
+            )),
+            labels: issue_labels(&feature),
+        };
+        let issue = github
+            .create_issue(&spec)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("opening the GitHub issue"))?;
+        self.store.set_issue(id, issue.number, &issue.url).await?;
+        tracing::info!(feature = id.0, issue = issue.number, "issue opened");
+        self.emit(Output::IssueCreated {
+            feature: id,
+            number: issue.number,
+            url: issue.url,
+        });
+        Ok(())
+    }
+
+    /// Moves features whose pull request was merged or closed on GitHub.
+    async fn refresh_pull_requests(&self) -> anyhow::Result<()> {
+        let Some(github) = &self.github else {
+            return Ok(());
+        };
+        for feature in self.store.features()? {
+            if feature.status != Status::PrOpen {
+                continue;
+            }
+            let Some(url) = self
+                .store
+                .runs(feature.id)?
+                .into_iter()
+                .rev()
+                .find_map(|r| r.pr_url)
+            else {
+                continue;
+            };
+            let Some(number) = crate::github::pr_number_from_url(&url) else {
+                continue;
+            };
+            let status = match github.pull_request_state(number).await {
+                Ok(PrState::Open) => continue,
+                Ok(PrState::Merged) => Status::Merged,
+                Ok(PrState::Closed) => Status::Closed,
+                Err(err) => {
+                    tracing::warn!(feature = feature.id.0, error = %err, "reading a pull request's state failed");
+                    continue;
+                }
+            };
+            self.store.set_status(feature.id, status).await?;
+            {
+                let _repo = self.repo_lock.lock().await;
+                if let Err(err) =
+                    plan_file::refresh(&self.config.repo, &self.store, feature.id, status.as_str())
+                        .await
+                {
+                    tracing::warn!(feature = feature.id.0, error = %format!("{err:#}"), "updating the plan file failed");
+                }
+            }
+            self.emit(Output::PullRequestChanged {
+                feature: feature.id,
+                status,
+            });
+        }
+        Ok(())
+    }
+
+    /// After a priority or label change: the plan file's front matter follows, the GitHub issue's
+    /// labels too, and people see it.
     async fn feature_changed(&self, id: FeatureId, what: &str) -> anyhow::Result<()> {
+        let feature = self.store.feature(id)?;
+        if let (Some(github), Some((number, _))) = (&self.github, &feature.issue) {
+            if let Err(err) = github
+                .set_issue_labels(*number, &issue_labels(&feature))
+                .await
+            {
+                tracing::warn!(feature = id.0, error = %err, "mirroring labels to the issue failed");
+                self.emit(Output::Warning {
+                    feature: id,
+                    message: format!("the change is saved, but the GitHub issue's labels could not be updated: {err}"),
+                });
+            }
+        }
         {
             let _repo = self.repo_lock.lock().await;
             if let Err(err) = plan_file::refresh(&self.config.repo, &self.store, id, what).await {
@@ -425,9 +562,24 @@ impl App {
                     feature: id,
                     version,
                 });
+                let wants_issue = self
+                    .config
+                    .github
+                    .as_ref()
+                    .is_some_and(|g| g.issue_on_approval);
+                if wants_issue && feature.issue.is_none() {
+                    drop(_guard);
+                    if let Err(err) = self.create_issue(id).await {
+                        self.emit(Output::Warning {
+                            feature: id,
+                            message: format!("{err:#}"),
+                        });
+                    }
+                }
                 if let Some(runs) = &self.runs {
                     runs.start(id, None).await?;
                 }
+                return Ok(());
             }
             Status::Approved => {} // A second click: already done.
             other => self.refuse(
@@ -913,6 +1065,13 @@ impl App {
             }),
         }
     }
+}
+
+/// The labels a feature's GitHub issue carries: its priority, then its own labels.
+fn issue_labels(feature: &Feature) -> Vec<String> {
+    std::iter::once(feature.priority.as_str().to_string())
+        .chain(feature.labels.iter().cloned())
+        .collect()
 }
 
 /// Labels as people type them, cleaned up: trimmed, at most 50 characters each, at most 10.

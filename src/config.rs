@@ -35,6 +35,8 @@ pub struct GithubConfig {
     pub repo: String,
     /// From `GITHUB_TOKEN`.
     pub token: Option<Secret>,
+    /// Open a GitHub issue for a feature when its plan is approved.
+    pub issue_on_approval: bool,
 }
 
 /// How the coding agent runs an approved plan.
@@ -253,6 +255,7 @@ struct RawGithub {
     api_base: Option<String>,
     owner: Option<String>,
     repo: Option<String>,
+    issue_on_approval: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -658,6 +661,7 @@ fn validate_github(
             .map(|v| v.trim())
             .filter(|v| !v.is_empty())
             .map(Secret::new),
+        issue_on_approval: raw.issue_on_approval.unwrap_or(false),
     }
 }
 

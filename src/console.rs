@@ -269,6 +269,12 @@ impl Ui {
                 feature.priority.as_str(),
                 feature.labels.join(", ")
             )),
+            Output::IssueCreated { number, url, .. } => {
+                self.say(&format!("GitHub issue #{number}: {url}"))
+            }
+            Output::PullRequestChanged { status, .. } => {
+                self.note(&format!("the pull request is now {status}"))
+            }
             Output::Refining { .. } => self.note("ok, keep refining"),
             Output::Approved { version, .. } => {
                 self.note(&format!("plan version {version} approved"))

@@ -446,6 +446,9 @@ pub fn pull_request_body(
             step.title
         ));
     }
+    if let Some((number, _)) = &job.feature.issue {
+        body.push_str(&format!("\nCloses #{number}\n"));
+    }
     body.push_str(&format!(
         "\nDuration: {}m{:02}s · Tokens: {} in, {} out\n\nFeature-Id: {}\n",
         elapsed.as_secs() / 60,

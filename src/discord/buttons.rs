@@ -20,6 +20,7 @@ pub enum Action {
     CancelRun,
     ResumeRun,
     AbortRun,
+    CreateIssue,
 }
 
 impl Action {
@@ -33,6 +34,7 @@ impl Action {
             Action::CancelRun => "cancel",
             Action::ResumeRun => "resume",
             Action::AbortRun => "abort",
+            Action::CreateIssue => "issue",
         }
     }
 
@@ -46,6 +48,7 @@ impl Action {
             Action::CancelRun => "Cancel run",
             Action::ResumeRun => "Resume run",
             Action::AbortRun => "Abort run",
+            Action::CreateIssue => "Create GitHub issue",
         }
     }
 }
@@ -89,6 +92,7 @@ impl FromStr for Button {
             "cancel" => Action::CancelRun,
             "resume" => Action::ResumeRun,
             "abort" => Action::AbortRun,
+            "issue" => Action::CreateIssue,
             _ => return Err(()),
         };
         let feature = parts.next().ok_or(())?.parse::<u64>().map_err(|_| ())?;

@@ -313,10 +313,39 @@ impl Bot {
                 status: option("status").and_then(|s| s.parse().ok()),
                 priority: option("priority").and_then(|p| p.parse().ok()),
             };
-            self.page_response(filter, 0, false)
+            return self.tasks_command(ctx, cmd, filter).await;
         };
         if let Err(err) = cmd.create_response(&ctx.http, response).await {
             tracing::warn!(error = %err, "answering a dashboard command failed");
+        }
+    }
+
+    /// `/tasks`: refreshes pull-request states from GitHub (briefly), then lists.
+    async fn tasks_command(&self, ctx: &Context, cmd: &CommandInteraction, filter: tasks::Filter) {
+        let defer = CreateInteractionResponse::Defer(
+            CreateInteractionResponseMessage::new().ephemeral(true),
+        );
+        if let Err(err) = cmd.create_response(&ctx.http, defer).await {
+            tracing::warn!(error = %err, "deferring /tasks failed; not acting on it");
+            return;
+        }
+        let refresh = self.app.handle(Input::RefreshPullRequests);
+        if tokio::time::timeout(std::time::Duration::from_secs(10), refresh)
+            .await
+            .is_err()
+        {
+            tracing::warn!("refreshing pull requests took too long; listing what is known");
+        }
+        let edit = match tasks::list(self.app.store(), filter, 0) {
+            Ok(listing) => {
+                let (embed, rows) = dashboard::page(&listing, filter);
+                EditInteractionResponse::new().embed(embed).components(rows)
+            }
+            Err(err) => EditInteractionResponse::new()
+                .content(format!("reading the features failed: {err}")),
+        };
+        if let Err(err) = cmd.edit_response(&ctx.http, edit).await {
+            tracing::warn!(error = %err, "answering /tasks failed");
         }
     }
 
@@ -541,6 +570,12 @@ impl Bot {
                     feature: button.feature,
                 },
             ),
+            Action::CreateIssue => (
+                format!("{who} asked for a GitHub issue: opening it..."),
+                Input::CreateIssue {
+                    feature: button.feature,
+                },
+            ),
         };
         let response = CreateInteractionResponse::Message(
             CreateInteractionResponseMessage::new()
@@ -567,6 +602,10 @@ impl Bot {
         let last_run = self.app.store().runs(id).ok().and_then(|mut r| r.pop());
         match button.action {
             _ if status == Status::Discarded => Some(format!("feature #{id} was discarded")),
+            Action::CreateIssue if feature.issue.is_some() => Some(format!(
+                "GitHub issue #{} already mirrors this feature",
+                feature.issue.as_ref().map_or(0, |i| i.0)
+            )),
             Action::CancelRun if !matches!(status, Status::Queued | Status::Running) => {
                 Some("no agent run is going for this feature".to_string())
             }

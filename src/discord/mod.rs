@@ -119,6 +119,21 @@ pub async fn run(
         links,
         outputs,
     ));
+    // Pull requests merged or closed on GitHub move their features, every ten minutes.
+    let refresher = {
+        let app = app.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => app.handle(crate::app::Input::RefreshPullRequests).await,
+                    () = stop.cancelled() => break,
+                }
+            }
+        })
+    };
     let shards = client.shard_manager.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -129,6 +144,7 @@ pub async fn run(
     let result = client.start().await;
     shutdown.cancel();
     app.shutdown().await;
+    refresher.abort();
     renderer.abort();
     result.context("the Discord connection failed; check DISCORD_TOKEN and discord.api_base")
 }

@@ -216,6 +216,7 @@ impl Worker {
                     .github
                     .as_ref()
                     .map(|g| g.file_url(&self.links.base_branch, &path));
+                let issue_button = self.links.github.is_some() && f.issue.is_none();
                 self.post(plan_message(
                     &f,
                     version,
@@ -223,6 +224,7 @@ impl Worker {
                     link.as_deref(),
                     &commit,
                     &markdown,
+                    issue_button,
                 ))
                 .await;
             }
@@ -260,6 +262,18 @@ impl Worker {
                 if let Err(err) = self.thread.edit_thread(&self.http, archive).await {
                     tracing::warn!(thread = self.thread.get(), error = %err, "archiving the thread failed");
                 }
+            }
+            Output::IssueCreated { number, url, .. } => {
+                self.post(CreateMessage::new().content(format!("GitHub issue #{number}: {url}")))
+                    .await;
+            }
+            Output::PullRequestChanged { status, .. } => {
+                let text = if status == crate::store::Status::Merged {
+                    "🎉 The pull request was merged."
+                } else {
+                    "The pull request was closed without merging."
+                };
+                self.post(CreateMessage::new().content(text)).await;
             }
             Output::FeatureUpdated { feature } => {
                 let mut text = format!("Priority: **{}**", feature.priority.as_str());
@@ -598,6 +612,7 @@ fn plan_message(
     link: Option<&str>,
     commit: &str,
     markdown: &str,
+    issue_button: bool,
 ) -> CreateMessage {
     let slug = Slug::new(&feature.title, feature.id);
     let title: String = feature.title.chars().take(240).collect();
@@ -619,15 +634,15 @@ fn plan_message(
             },
             false,
         );
-    let row = buttons(
-        feature.id,
-        version,
-        &[
-            (Action::Approve, ButtonStyle::Success),
-            (Action::RequestChanges, ButtonStyle::Secondary),
-            (Action::Discard, ButtonStyle::Danger),
-        ],
-    );
+    let mut actions = vec![
+        (Action::Approve, ButtonStyle::Success),
+        (Action::RequestChanges, ButtonStyle::Secondary),
+        (Action::Discard, ButtonStyle::Danger),
+    ];
+    if issue_button {
+        actions.push((Action::CreateIssue, ButtonStyle::Secondary));
+    }
+    let row = buttons(feature.id, version, &actions);
     CreateMessage::new()
         .content(format!("Plan version {version} is committed."))
         .embed(embed)

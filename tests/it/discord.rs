@@ -300,7 +300,12 @@ async fn a_feature_goes_from_slash_command_to_committed_plan() {
     );
     assert_eq!(
         custom_ids(&plan_message),
-        ["fb:approve:1:1", "fb:changes:1:1", "fb:discard:1:1"]
+        [
+            "fb:approve:1:1",
+            "fb:changes:1:1",
+            "fb:discard:1:1",
+            "fb:issue:1:1"
+        ]
     );
     let embed = plan_message["embeds"][0].to_string();
     let commit = git(&bot.repo.path, &["rev-parse", "main"]);
@@ -1054,11 +1059,15 @@ async fn tasks_lists_features_in_pages_and_task_shows_a_card() {
         .discord
         .slash_command(ADMIN, CHANNEL_ID, "tasks", json!([]))
         .await;
-    bot.wait_for("the listing", |b| !b.discord.responses(&listing).is_empty())
+    bot.wait_for("the listing", |b| b.discord.responses(&listing).len() >= 2)
         .await;
-    let answer = bot.discord.responses(&listing)[0].clone();
-    assert_eq!(answer["body"]["data"]["flags"], 64, "{answer}");
-    let embed = &answer["body"]["data"]["embeds"][0];
+    let deferred = bot.discord.responses(&listing)[0].clone();
+    assert_eq!(
+        deferred["body"]["data"]["flags"], 64,
+        "only the caller sees it: {deferred}"
+    );
+    let answer = bot.discord.responses(&listing)[1].clone();
+    let embed = &answer["body"]["embeds"][0];
     assert_eq!(embed["title"], "Features (12)");
     let description = embed["description"].as_str().unwrap();
     assert_eq!(description.lines().count(), 10);
@@ -1104,10 +1113,10 @@ async fn tasks_lists_features_in_pages_and_task_shows_a_card() {
         )
         .await;
     bot.wait_for("the filtered listing", |b| {
-        !b.discord.responses(&filtered).is_empty()
+        b.discord.responses(&filtered).len() >= 2
     })
     .await;
-    let embed = bot.discord.responses(&filtered)[0]["body"]["data"]["embeds"][0].clone();
+    let embed = bot.discord.responses(&filtered)[1]["body"]["embeds"][0].clone();
     assert_eq!(embed["title"], "Features (0) · planned");
 
     let thread = id_of(&bot.discord.threads()[0]["id"]);
@@ -1193,8 +1202,118 @@ async fn priority_and_labels_are_set_from_the_card_and_written_to_the_plan_file(
             json!([{"name": "priority", "type": 3, "value": "p1"}]),
         )
         .await;
-    bot.wait_for("the listing", |b| !b.discord.responses(&listing).is_empty())
+    bot.wait_for("the listing", |b| b.discord.responses(&listing).len() >= 2)
         .await;
-    let embed = bot.discord.responses(&listing)[0]["body"]["data"]["embeds"][0].clone();
+    let embed = bot.discord.responses(&listing)[1]["body"]["embeds"][0].clone();
     assert_eq!(embed["title"], "Features (1) · p1");
+}
+
+#[tokio::test]
+async fn a_github_issue_mirrors_the_feature_and_the_pr_closes_it_and_merges_are_noticed() {
+    let bot = Bot::start().await;
+    let plan = planned(&bot).await;
+    let thread = bot.thread_id();
+    let issue = bot.discord.click(ADMIN, plan, "fb:issue:1:1").await;
+    bot.wait_for("the issue", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.starts_with("GitHub issue #1: "))
+    })
+    .await;
+    assert!(bot.discord.responses(&issue)[0]
+        .to_string()
+        .contains("opening it"));
+    let issues = bot.github.issues();
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0]["title"], "Export CSV");
+    assert!(issues[0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("## Implementation steps"));
+    // A second click is refused: the issue exists.
+    let again = bot.discord.click(ADMIN, plan, "fb:issue:1:1").await;
+    bot.wait_for("the refusal", |b| !b.discord.responses(&again).is_empty())
+        .await;
+    assert!(bot.discord.responses(&again)[0]
+        .to_string()
+        .contains("already mirrors"));
+    assert_eq!(bot.github.issues().len(), 1);
+
+    // Labels added on the card reach the issue.
+    let set = bot
+        .discord
+        .slash_command(
+            ADMIN,
+            thread,
+            "task",
+            json!([{"name": "add_labels", "type": 3, "value": "backend"}]),
+        )
+        .await;
+    bot.wait_for("the card", |b| b.discord.responses(&set).len() >= 2)
+        .await;
+    let labels: Vec<String> = bot.github.issues()[0]["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(labels, ["p2", "backend"]);
+
+    // The run's PR closes the issue.
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "one"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "two"}),
+    )]));
+    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.wait_for("the pull request", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.starts_with("✅ Pull request: "))
+    })
+    .await;
+    let pr = bot.github.pulls()[0].clone();
+    assert!(pr["body"].as_str().unwrap().contains("Closes #1"), "{pr}");
+
+    // Merged on GitHub: /tasks notices, the thread hears of it, the plan file records it.
+    let number = pr["number"].as_u64().unwrap();
+    bot.github.set_pull_state(number, "closed", true);
+    let listing = bot
+        .discord
+        .slash_command(ADMIN, CHANNEL_ID, "tasks", json!([]))
+        .await;
+    bot.wait_for("the listing", |b| b.discord.responses(&listing).len() >= 2)
+        .await;
+    let description =
+        bot.discord.responses(&listing)[1]["body"]["embeds"][0]["description"].to_string();
+    assert!(description.contains("`merged`"), "{description}");
+    bot.wait_for("the news", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.contains("was merged"))
+    })
+    .await;
+    let plan_path = git(
+        &bot.repo.path,
+        &[
+            "log",
+            "-1",
+            "--format=",
+            "--name-only",
+            "main",
+            "--",
+            "tasks",
+        ],
+    );
+    let file = git(
+        &bot.repo.path,
+        &["show", &format!("main:{}", plan_path.trim())],
+    );
+    assert!(
+        file.contains("status: merged") && file.contains("pr: \""),
+        "{file}"
+    );
 }

@@ -108,6 +108,7 @@ impl FakeGithub {
             owner: self.state.owner.clone(),
             repo: self.state.repo.clone(),
             token: Some(Secret::new(TOKEN)),
+            issue_on_approval: false,
         }
     }
 
