@@ -267,6 +267,7 @@ async fn agent_steps(steps: usize) {
         },
         resume: None,
         discussion_url: None,
+        follow_up: None,
     };
     let start = Instant::now();
     let run = runner

@@ -72,6 +72,8 @@ pub enum Input {
     },
     /// Open a GitHub issue with the plan, the priority and the labels.
     CreateIssue { feature: FeatureId },
+    /// The next admin message about this feature's open pull request starts a follow-up run.
+    FollowUp { feature: FeatureId },
     /// Ask GitHub whether open pull requests were merged or closed.
     RefreshPullRequests,
     /// Add labels (untrusted text; each is cleaned up or refused).
@@ -137,6 +139,8 @@ pub enum Output {
         number: u64,
         url: String,
     },
+    /// The next message will start a follow-up run on the open pull request.
+    FollowUpReady { feature: FeatureId },
     /// The feature's pull request was merged or closed on GitHub.
     PullRequestChanged { feature: FeatureId, status: Status },
     /// What changed from the previous plan version, as a unified diff.
@@ -157,9 +161,9 @@ impl Output {
     pub fn feature(&self) -> Option<FeatureId> {
         match self {
             Output::Started { feature } | Output::FeatureUpdated { feature } => Some(feature.id),
-            Output::IssueCreated { feature, .. } | Output::PullRequestChanged { feature, .. } => {
-                Some(*feature)
-            }
+            Output::IssueCreated { feature, .. }
+            | Output::PullRequestChanged { feature, .. }
+            | Output::FollowUpReady { feature } => Some(*feature),
             Output::Rejected { feature, .. } => *feature,
             Output::Typing { feature }
             | Output::ReplyDelta { feature, .. }
@@ -199,6 +203,8 @@ pub struct App {
     redactor: Redactor,
     /// For issues and pull-request states, when GitHub is configured (with the agent).
     github: Option<Arc<GitHub>>,
+    /// Features whose next message starts a follow-up run.
+    follow_ups: Mutex<HashSet<FeatureId>>,
 }
 
 /// The author name of the bot's turns in the transcript.
@@ -224,6 +230,7 @@ impl App {
             runs: None,
             redactor,
             github: None,
+            follow_ups: Mutex::new(HashSet::new()),
         };
         (app, rx)
     }
@@ -291,7 +298,8 @@ impl App {
             | Input::AbortRun { feature }
             | Input::SetPriority { feature, .. }
             | Input::AddLabels { feature, .. }
-            | Input::CreateIssue { feature } => Some(*feature),
+            | Input::CreateIssue { feature }
+            | Input::FollowUp { feature } => Some(*feature),
         };
         let span = tracing::info_span!("input", feature = feature.map(|f| f.0));
         let result = self.dispatch(input).instrument(span).await;
@@ -335,6 +343,16 @@ impl App {
             Input::ResumeRun { feature } => self.resume_run(feature).await,
             Input::AbortRun { feature } => self.abort_run(feature).await,
             Input::CreateIssue { feature } => self.create_issue(feature).await,
+            Input::FollowUp { feature } => {
+                let status = self.store.feature(feature)?.status;
+                if status != Status::PrOpen || self.runs.is_none() {
+                    self.refuse(feature, format!("feature #{feature} is {status}; a follow-up needs an open pull request"));
+                } else {
+                    self.lock_follow_ups().insert(feature);
+                    self.emit(Output::FollowUpReady { feature });
+                }
+                Ok(())
+            }
             Input::RefreshPullRequests => self.refresh_pull_requests().await,
             Input::SetPriority { feature, priority } => {
                 self.store.set_priority(feature, priority).await?;
@@ -503,7 +521,8 @@ impl App {
                         | RunState::Stopped
                 ) && run.next_step < run.steps.len() =>
             {
-                runs.start(id, Some(run)).await
+                let follow_up = run.follow_up.clone();
+                runs.start(id, Some(run), follow_up).await
             }
             _ => {
                 self.refuse(id, format!("feature #{id} has no run to resume"));
@@ -577,7 +596,7 @@ impl App {
                     }
                 }
                 if let Some(runs) = &self.runs {
-                    runs.start(id, None).await?;
+                    runs.start(id, None, None).await?;
                 }
                 return Ok(());
             }
@@ -711,6 +730,22 @@ impl App {
                     .context("storing your answer")?;
             } else {
                 self.refuse(id, "the agent is working on this feature; it will ask here if it needs you, or press Cancel to stop it".to_string());
+            }
+            return Ok(());
+        }
+        if feature.status == Status::PrOpen && !text.trim().is_empty() {
+            let wanted = self.lock_follow_ups().remove(&id);
+            if let (true, Some(runs)) = (wanted, &self.runs) {
+                let stored = self
+                    .store
+                    .append_turn(id, Speaker::User, &author.name, text, source_id)
+                    .await
+                    .context("storing your request")?;
+                if stored.is_some() {
+                    runs.start(id, None, Some(text.to_string())).await?;
+                }
+            } else {
+                self.refuse(id, "the pull request is open; press Follow up, then say what to change, to run the agent on it again".to_string());
             }
             return Ok(());
         }
@@ -1030,6 +1065,10 @@ impl App {
         let llm = &self.config.llm;
         llm.max_context_tokens
             .saturating_sub(llm.max_output_tokens as usize)
+    }
+
+    fn lock_follow_ups(&self) -> std::sync::MutexGuard<'_, HashSet<FeatureId>> {
+        self.follow_ups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_for(&self, id: FeatureId) -> Arc<tokio::sync::Mutex<()>> {

@@ -156,6 +156,7 @@ pub async fn run(config: Arc<Config>, path: &Path) -> anyhow::Result<Run> {
         plan,
         resume: None,
         discussion_url: None,
+        follow_up: None,
     };
     let run = runner.execute(job, &store, events, answers, cancel).await?;
     let _ = printer.await;

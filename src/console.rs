@@ -275,6 +275,9 @@ impl Ui {
             Output::PullRequestChanged { status, .. } => {
                 self.note(&format!("the pull request is now {status}"))
             }
+            Output::FollowUpReady { .. } => {
+                self.note("say what to change: your next message starts a follow-up run")
+            }
             Output::Refining { .. } => self.note("ok, keep refining"),
             Output::Approved { version, .. } => {
                 self.note(&format!("plan version {version} approved"))

@@ -70,7 +70,12 @@ impl RunQueue {
 
     /// Queues a run of the feature's latest plan (or continues `resume`). The feature must be
     /// `approved` (or, to resume, `failed`/`cancelled`); it becomes `queued`, then `running`.
-    pub async fn start(&self, feature: FeatureId, resume: Option<Run>) -> anyhow::Result<()> {
+    pub async fn start(
+        &self,
+        feature: FeatureId,
+        resume: Option<Run>,
+        follow_up: Option<String>,
+    ) -> anyhow::Result<()> {
         if self.is_active(feature) {
             return Ok(());
         }
@@ -118,7 +123,7 @@ impl RunQueue {
                         &out,
                         feature,
                         plan,
-                        resume,
+                        (resume, follow_up),
                         answers_rx,
                         waiting,
                         cancel.clone(),
@@ -211,7 +216,7 @@ async fn run_one(
     out: &mpsc::UnboundedSender<Output>,
     feature: FeatureId,
     plan: crate::store::PlanVersion,
-    resume: Option<Run>,
+    (resume, follow_up): (Option<Run>, Option<String>),
     answers: mpsc::UnboundedReceiver<String>,
     waiting: Arc<AtomicBool>,
     cancel: CancellationToken,
@@ -233,6 +238,7 @@ async fn run_one(
         feature: record,
         plan,
         resume,
+        follow_up,
     };
     let run = runner.execute(job, store, events_tx, answers, cancel).await;
     let _ = forwarder.await;

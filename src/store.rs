@@ -124,7 +124,7 @@ impl Status {
                 | (Approved, Queued | Running | Planned | Discarded | Cancelled)
                 | (Queued, Running | Cancelled | Failed)
                 | (Running, PrOpen | Closed | Failed | Cancelled)
-                | (PrOpen, Merged | Closed | Running)
+                | (PrOpen, Merged | Closed | Running | Queued)
                 | (Failed | Cancelled, Queued | Gathering | Planned | Discarded)
                 | (Closed, PrOpen)
         )
@@ -286,6 +286,9 @@ pub struct Run {
     /// What ended the run, in a sentence, when it ended other than by success.
     pub message: Option<String>,
     pub usage: Usage,
+    /// For a follow-up run: what the person asked to change.
+    #[serde(default)]
+    pub follow_up: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

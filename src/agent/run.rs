@@ -44,6 +44,9 @@ pub struct Job {
     pub resume: Option<Run>,
     /// A link to where the feature was discussed, for the pull request.
     pub discussion_url: Option<String>,
+    /// For a follow-up on an open pull request: what to change, as the person wrote it. The run
+    /// then has one step, on the same branch.
+    pub follow_up: Option<String>,
 }
 
 /// The branch of a feature's runs.
@@ -67,7 +70,10 @@ impl Runner {
         mut answers: mpsc::UnboundedReceiver<String>,
         cancel: CancellationToken,
     ) -> anyhow::Result<Run> {
-        let steps = plan::steps(&job.plan.markdown);
+        let steps = match &job.follow_up {
+            Some(request) => vec![follow_up_title(request)],
+            None => plan::steps(&job.plan.markdown),
+        };
         let branch = branch_name(&job.feature);
         let worktree = self.config.agent.worktrees_dir.join(format!(
             "{}-{}",
@@ -97,6 +103,7 @@ impl Runner {
                 pr_url: None,
                 message: None,
                 usage: Usage::default(),
+                follow_up: job.follow_up.clone(),
                 started_at: now,
                 updated_at: now,
             },
@@ -104,9 +111,12 @@ impl Runner {
         run.state = RunState::Running;
         run.message = None;
         let mut run = store.save_run(&run).await?;
-        let span = tracing::info_span!("run", feature = job.feature.id.0, run = run.number);
-        let _guard = span.enter();
-        drop(_guard);
+        tracing::info!(
+            feature = job.feature.id.0,
+            run = run.number,
+            follow_up = run.follow_up.is_some(),
+            "run started"
+        );
 
         let result = self
             .steps(
@@ -197,7 +207,8 @@ impl Runner {
         while run.next_step < total {
             let index = run.next_step;
             let title = run.steps[index].title.clone();
-            let mut feedback = None;
+            // A follow-up's request is the step's instructions from the first attempt on.
+            let mut feedback = run.follow_up.clone();
             let mut green = false;
             let mut summary = String::new();
             for attempt in 0..=agent.max_repair_attempts {
@@ -294,7 +305,12 @@ impl Runner {
             let commit = self
                 .commit(
                     &prepared.path,
-                    &format!("step {}/{}: {}", index + 1, total, title),
+                    &match &run.follow_up {
+                        Some(_) => {
+                            format!("follow-up: {}", title.trim_start_matches("Follow-up: "))
+                        }
+                        None => format!("step {}/{}: {}", index + 1, total, title),
+                    },
                 )
                 .await?;
             run.steps[index].green = Some(green);
@@ -328,12 +344,16 @@ impl Runner {
             .await
             .context("the git task panicked")?
             .context("pushing the run's branch")?;
+        // Every run of this branch, this one as it is now, for the description.
+        let mut history = store.runs(run.feature)?;
+        history.retain(|r| r.number != run.number && r.branch == run.branch);
+        history.push(run.clone());
         let pull_request = match &self.github {
             Some(github) => Some(
                 self.open_pull_request(
                     github,
                     job,
-                    run,
+                    &history,
                     !all_green || stopped.is_some(),
                     started.elapsed(),
                 )
@@ -371,15 +391,16 @@ impl Runner {
         &self,
         github: &GitHub,
         job: &Job,
-        run: &Run,
+        history: &[Run],
         draft: bool,
         elapsed: std::time::Duration,
     ) -> anyhow::Result<PullRequest> {
+        let branch = history.last().map(|r| r.branch.clone()).unwrap_or_default();
         let body = self
             .redactor
-            .redact(&pull_request_body(github, job, run, elapsed));
+            .redact(&pull_request_body(github, job, history, elapsed));
         let spec = PullRequestSpec {
-            head: run.branch.clone(),
+            head: branch,
             base: self.config.repo.base_branch.clone(),
             title: job.feature.title.clone(),
             body,
@@ -390,6 +411,16 @@ impl Runner {
             .await
             .map_err(|e| anyhow::Error::new(e).context("opening the pull request"))
     }
+}
+
+/// A follow-up step's title: the request's first line, shortened.
+fn follow_up_title(request: &str) -> String {
+    let first = request
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("changes");
+    let short: String = first.trim().chars().take(80).collect();
+    format!("Follow-up: {short}")
 }
 
 /// Ticks step `index` off in the work tree's copy of the plan file, when the branch has it, so
@@ -408,53 +439,83 @@ fn tick_plan_file(worktree: &Path, plan_path: &str, index: usize) {
     }
 }
 
-/// The pull request's description: what was asked, what was done, what was verified.
+/// The pull request's description: what was asked, what was done, what was verified. `runs`
+/// are the feature's runs on this branch, oldest first, the current one included: the latest
+/// plan run gives the steps, later follow-up runs are listed after them.
 pub fn pull_request_body(
     github: &GitHub,
     job: &Job,
-    run: &Run,
+    runs: &[Run],
     elapsed: std::time::Duration,
 ) -> String {
     let mut body = String::new();
     body.push_str("## Summary\n\n");
     body.push_str(job.feature.summary.as_deref().unwrap_or(&job.feature.title));
     body.push_str("\n\n");
+    let branch = runs.last().map(|r| r.branch.as_str()).unwrap_or_default();
     body.push_str(&format!(
         "Plan: [{}]({}) (version {})\n",
         job.plan.path,
-        github.file_url(&run.branch, &job.plan.path),
+        github.file_url(branch, &job.plan.path),
         job.plan.version
     ));
     if let Some(url) = &job.discussion_url {
         body.push_str(&format!("Discussion: {url}\n"));
     }
-    body.push_str("\n## Steps\n\n");
-    for (i, step) in run.steps.iter().enumerate() {
-        let (tick, result) = match step.green {
-            Some(true) => ("x", "checks passed".to_string()),
-            Some(false) => ("x", "**checks failing**".to_string()),
-            None => (" ", "not done".to_string()),
-        };
-        let commit = step
-            .commit
+    let result = |green: Option<bool>| match green {
+        Some(true) => ("x", "checks passed"),
+        Some(false) => ("x", "**checks failing**"),
+        None => (" ", "not done"),
+    };
+    let short = |commit: &Option<String>| {
+        commit
             .as_deref()
             .map(|c| format!(" ({})", &c[..c.len().min(7)]))
-            .unwrap_or_default();
-        body.push_str(&format!(
-            "- [{tick}] {}. {} — {result}{commit}\n",
-            i + 1,
-            step.title
-        ));
+            .unwrap_or_default()
+    };
+    let plan_run = runs.iter().rev().find(|r| r.follow_up.is_none());
+    body.push_str("\n## Steps\n\n");
+    if let Some(plan_run) = plan_run {
+        for (i, step) in plan_run.steps.iter().enumerate() {
+            let (tick, result) = result(step.green);
+            body.push_str(&format!(
+                "- [{tick}] {}. {} — {result}{}\n",
+                i + 1,
+                step.title,
+                short(&step.commit)
+            ));
+        }
+    }
+    let follow_ups: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.follow_up.is_some() && plan_run.is_none_or(|p| r.number > p.number))
+        .collect();
+    if !follow_ups.is_empty() {
+        body.push_str("\n## Follow-ups\n\n");
+        for run in follow_ups {
+            for step in &run.steps {
+                let (tick, result) = result(step.green);
+                body.push_str(&format!(
+                    "- [{tick}] {} — {result}{}\n",
+                    step.title,
+                    short(&step.commit)
+                ));
+            }
+        }
     }
     if let Some((number, _)) = &job.feature.issue {
         body.push_str(&format!("\nCloses #{number}\n"));
     }
+    let usage = runs.iter().fold(Usage::default(), |mut u, r| {
+        u.add(r.usage);
+        u
+    });
     body.push_str(&format!(
-        "\nDuration: {}m{:02}s · Tokens: {} in, {} out\n\nFeature-Id: {}\n",
+        "\nDuration of the last run: {}m{:02}s · Tokens: {} in, {} out\n\nFeature-Id: {}\n",
         elapsed.as_secs() / 60,
         elapsed.as_secs() % 60,
-        run.usage.input_tokens,
-        run.usage.output_tokens,
+        usage.input_tokens,
+        usage.output_tokens,
         job.feature.id
     ));
     body

@@ -21,6 +21,7 @@ pub enum Action {
     ResumeRun,
     AbortRun,
     CreateIssue,
+    FollowUp,
 }
 
 impl Action {
@@ -35,6 +36,7 @@ impl Action {
             Action::ResumeRun => "resume",
             Action::AbortRun => "abort",
             Action::CreateIssue => "issue",
+            Action::FollowUp => "followup",
         }
     }
 
@@ -49,6 +51,7 @@ impl Action {
             Action::ResumeRun => "Resume run",
             Action::AbortRun => "Abort run",
             Action::CreateIssue => "Create GitHub issue",
+            Action::FollowUp => "Follow up",
         }
     }
 }
@@ -93,6 +96,7 @@ impl FromStr for Button {
             "resume" => Action::ResumeRun,
             "abort" => Action::AbortRun,
             "issue" => Action::CreateIssue,
+            "followup" => Action::FollowUp,
             _ => return Err(()),
         };
         let feature = parts.next().ok_or(())?.parse::<u64>().map_err(|_| ())?;

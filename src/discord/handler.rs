@@ -570,6 +570,12 @@ impl Bot {
                     feature: button.feature,
                 },
             ),
+            Action::FollowUp => (
+                format!("{who} wants a follow-up: write what to change, and your next message runs the agent again on the same branch"),
+                Input::FollowUp {
+                    feature: button.feature,
+                },
+            ),
             Action::CreateIssue => (
                 format!("{who} asked for a GitHub issue: opening it..."),
                 Input::CreateIssue {
@@ -602,6 +608,9 @@ impl Bot {
         let last_run = self.app.store().runs(id).ok().and_then(|mut r| r.pop());
         match button.action {
             _ if status == Status::Discarded => Some(format!("feature #{id} was discarded")),
+            Action::FollowUp if status != Status::PrOpen => Some(format!(
+                "feature #{id} is {status}; a follow-up needs an open pull request"
+            )),
             Action::CreateIssue if feature.issue.is_some() => Some(format!(
                 "GitHub issue #{} already mirrors this feature",
                 feature.issue.as_ref().map_or(0, |i| i.0)

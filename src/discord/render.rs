@@ -283,7 +283,10 @@ impl Worker {
                 self.post(CreateMessage::new().content(truncate(&text, MESSAGE_LIMIT)))
                     .await;
             }
-            Output::Refining { .. } | Output::Approved { .. } | Output::ChangesRequested { .. } => {
+            Output::Refining { .. }
+            | Output::Approved { .. }
+            | Output::ChangesRequested { .. }
+            | Output::FollowUpReady { .. } => {
                 // The click's own answer already said so in the thread.
             }
             Output::RunQueued { feature, position } => {
@@ -349,7 +352,13 @@ impl Worker {
                     (None, _) => format!("❌ The agent run {summary}"),
                 };
                 let mut message = CreateMessage::new().content(truncate(&text, MESSAGE_LIMIT));
-                if matches!(run.state, RunState::Failed | RunState::Cancelled)
+                if run.pr_url.is_some() {
+                    message = message.components(vec![run_row(
+                        feature,
+                        run.number,
+                        &[(Action::FollowUp, ButtonStyle::Primary)],
+                    )]);
+                } else if matches!(run.state, RunState::Failed | RunState::Cancelled)
                     && run.next_step < run.steps.len()
                 {
                     message = message.components(vec![run_row(

@@ -126,6 +126,7 @@ impl Fixture {
             },
             resume: None,
             discussion_url: None,
+            follow_up: None,
         };
         let run = runner
             .execute(job, &store, events_tx, answers_rx, cancel)

@@ -1317,3 +1317,80 @@ async fn a_github_issue_mirrors_the_feature_and_the_pr_closes_it_and_merges_are_
         "{file}"
     );
 }
+
+#[tokio::test]
+async fn a_follow_up_runs_the_agent_again_on_the_branch_and_updates_the_pr() {
+    let bot = Bot::start().await;
+    let plan = planned(&bot).await;
+    let thread = bot.thread_id();
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "one"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "two"}),
+    )]));
+    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.wait_for("the pull request", |b| {
+        b.message_with_button("fb:followup:").is_some()
+    })
+    .await;
+
+    // Talking without pressing Follow up is refused with what to do.
+    bot.discord
+        .user_message(ADMIN, thread, "just chatting")
+        .await;
+    bot.wait_for("the refusal", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.contains("press Follow up"))
+    })
+    .await;
+
+    let (message, id) = bot.message_with_button("fb:followup:").unwrap();
+    bot.discord.click(ADMIN, message, &id).await;
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "write_file".to_string(),
+        json!({"path": "button.txt", "content": "Download\n"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "renamed"}),
+    )]));
+    bot.wait_for("the follow-up prompt", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.contains("wants a follow-up"))
+    })
+    .await;
+    bot.discord
+        .user_message(ADMIN, thread, "Rename the button to Download")
+        .await;
+    bot.wait_for("the second pull request message", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .filter(|c| c.starts_with("✅ Pull request: "))
+            .count()
+            == 2
+    })
+    .await;
+    let sent = bot.llm.requests().last().unwrap().body.to_string();
+    assert!(sent.contains("Rename the button to Download"));
+    let pulls = bot.github.pulls();
+    assert_eq!(pulls.len(), 1, "the same pull request was updated");
+    let body = pulls[0]["body"].as_str().unwrap();
+    assert!(
+        body.contains(
+            "## Follow-ups\n\n- [x] Follow-up: Rename the button to Download — checks passed"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("- [x] 1. Add GET /export.csv"), "{body}");
+    let remote = bot.repo.remote.clone().unwrap();
+    let log = git(
+        &remote,
+        &["log", "-1", "--format=%s", "featurebot/1-export-csv"],
+    );
+    assert_eq!(log.trim(), "follow-up: Rename the button to Download");
+}
