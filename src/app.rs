@@ -25,7 +25,7 @@ use crate::plan_file;
 use crate::prompts::{self, Prompts};
 use crate::redact::Redactor;
 use crate::repo::{self, RepoError};
-use crate::runs::{self, RunQueue};
+use crate::runs::{self, RunQueue, StepDecision};
 use crate::store::{
     Author, Feature, FeatureId, Place, PlanVersion, Priority, Run, RunState, Speaker, Status,
     Store, StoreError,
@@ -74,6 +74,11 @@ pub enum Input {
     CreateIssue { feature: FeatureId },
     /// The next admin message about this feature's open pull request starts a follow-up run.
     FollowUp { feature: FeatureId },
+    /// A decision on a step awaiting approval (`agent.approval = "step"`).
+    StepDecision {
+        feature: FeatureId,
+        decision: StepDecision,
+    },
     /// Ask GitHub whether open pull requests were merged or closed.
     RefreshPullRequests,
     /// Add labels (untrusted text; each is cleaned up or refused).
@@ -299,7 +304,8 @@ impl App {
             | Input::SetPriority { feature, .. }
             | Input::AddLabels { feature, .. }
             | Input::CreateIssue { feature }
-            | Input::FollowUp { feature } => Some(*feature),
+            | Input::FollowUp { feature }
+            | Input::StepDecision { feature, .. } => Some(*feature),
         };
         let span = tracing::info_span!("input", feature = feature.map(|f| f.0));
         let result = self.dispatch(input).instrument(span).await;
@@ -343,6 +349,19 @@ impl App {
             Input::ResumeRun { feature } => self.resume_run(feature).await,
             Input::AbortRun { feature } => self.abort_run(feature).await,
             Input::CreateIssue { feature } => self.create_issue(feature).await,
+            Input::StepDecision { feature, decision } => {
+                let decided = self
+                    .runs
+                    .as_ref()
+                    .is_some_and(|r| r.decide(feature, decision));
+                if !decided {
+                    self.refuse(
+                        feature,
+                        "no step of this feature is waiting for approval".to_string(),
+                    );
+                }
+                Ok(())
+            }
             Input::FollowUp { feature } => {
                 let status = self.store.feature(feature)?.status;
                 if status != Status::PrOpen || self.runs.is_none() {

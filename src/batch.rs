@@ -236,6 +236,22 @@ pub fn describe(event: &Event) -> String {
             }
         ),
         Event::Question { text } => format!("the agent asks: {text}"),
+        Event::AwaitingApproval {
+            step,
+            total,
+            green,
+            files,
+            ..
+        } => format!(
+            "step {}/{total} waits for approval ({}, {} file(s) changed)",
+            step + 1,
+            if *green {
+                "checks passed"
+            } else {
+                "checks failing"
+            },
+            files.len()
+        ),
         Event::Finished {
             branch,
             pull_request,

@@ -54,6 +54,8 @@ pub struct AgentConfig {
     /// Tokens one run may spend.
     pub max_tokens: u64,
     pub max_tool_calls_per_step: u32,
+    /// `agent.approval = "step"`: pause after every step for Continue, Change or Abort.
+    pub approve_each_step: bool,
     /// Extra environment variables for the commands the agent runs (never secrets).
     pub env: Vec<(String, String)>,
     /// Where work trees are created; default: `<store.path>/worktrees`.
@@ -271,6 +273,7 @@ struct RawAgent {
     max_run_minutes: Option<i64>,
     max_tokens: Option<i64>,
     max_tool_calls_per_step: Option<i64>,
+    approval: Option<String>,
     env: Option<HashMap<String, String>>,
     worktrees_dir: Option<String>,
 }
@@ -730,6 +733,16 @@ fn validate_agent(raw: RawAgent, store_path: &Path, problems: &mut Vec<String>) 
         (1, 10_000),
         problems,
     );
+    let approve_each_step = match raw.approval.as_deref().unwrap_or("plan") {
+        "plan" => false,
+        "step" => true,
+        other => {
+            problems.push(format!(
+                "agent.approval is {other:?}; use \"plan\" (approving the plan runs every step) or \"step\" (each step waits for approval)"
+            ));
+            false
+        }
+    };
     let mut env: Vec<(String, String)> = raw.env.unwrap_or_default().into_iter().collect();
     env.sort();
     for (key, _) in &env {
@@ -753,6 +766,7 @@ fn validate_agent(raw: RawAgent, store_path: &Path, problems: &mut Vec<String>) 
         max_run: Duration::from_secs(minutes * 60),
         max_tokens: tokens,
         max_tool_calls_per_step: tool_calls as u32,
+        approve_each_step,
         env,
         worktrees_dir: raw
             .worktrees_dir

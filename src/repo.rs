@@ -623,6 +623,18 @@ pub fn list_files(dir: &Path) -> Result<Vec<String>, RepoError> {
     Ok(files)
 }
 
+/// The hex id of HEAD in the work tree at `dir`.
+pub fn head_id(dir: &Path) -> Result<String, RepoError> {
+    let repo = Repository::open(dir).map_err(|_| RepoError::NotARepository {
+        path: dir.to_path_buf(),
+    })?;
+    let head = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| git_error("reading HEAD", e))?;
+    Ok(head.id().to_string())
+}
+
 /// The files changed between `from` and the work tree's HEAD, with `+added -removed` lines.
 pub fn diff_stat(dir: &Path, from: &str) -> Result<Vec<(String, usize, usize)>, RepoError> {
     let repo = Repository::open(dir).map_err(|_| RepoError::NotARepository {

@@ -6,14 +6,14 @@
 //! stops it (and the commands it started) within seconds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::run::{Job, Runner};
-use crate::agent::Event;
+use crate::agent::{Event, Human};
 use crate::app::Output;
 use crate::store::{FeatureId, Run, RunState, Status, Store};
 
@@ -31,9 +31,23 @@ pub struct RunQueue {
 
 struct Handle {
     cancel: CancellationToken,
-    answers: mpsc::UnboundedSender<String>,
-    /// Set while the agent waits for an answer.
-    waiting: Arc<AtomicBool>,
+    answers: mpsc::UnboundedSender<Human>,
+    /// What the run waits for from people: one of the `WAITING_*` values.
+    waiting: Arc<AtomicU8>,
+}
+
+const WAITING_NOTHING: u8 = 0;
+const WAITING_ANSWER: u8 = 1;
+const WAITING_DECISION: u8 = 2;
+const WAITING_FEEDBACK: u8 = 3;
+
+/// A decision on a step awaiting approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepDecision {
+    Continue,
+    /// The next message becomes feedback for a redo of the step.
+    Change,
+    Abort,
 }
 
 impl RunQueue {
@@ -87,7 +101,7 @@ impl RunQueue {
         self.store.set_status(feature, Status::Queued).await?;
         let cancel = CancellationToken::new();
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
-        let waiting = Arc::new(AtomicBool::new(false));
+        let waiting = Arc::new(AtomicU8::new(WAITING_NOTHING));
         self.lock().insert(
             feature,
             Handle {
@@ -194,13 +208,45 @@ impl RunQueue {
         }
     }
 
-    /// Hands a person's message to a run waiting for an answer; returns whether one was.
+    /// Hands a person's message to a run waiting for an answer (or for feedback on a step);
+    /// returns whether one was.
     pub fn answer(&self, feature: FeatureId, text: &str) -> bool {
-        match self.lock().get(&feature) {
-            Some(handle) if handle.waiting.swap(false, Ordering::SeqCst) => {
-                handle.answers.send(text.to_string()).is_ok()
+        let handles = self.lock();
+        let Some(handle) = handles.get(&feature) else {
+            return false;
+        };
+        let message = match handle.waiting.load(Ordering::SeqCst) {
+            WAITING_ANSWER => Human::Answer(text.to_string()),
+            WAITING_FEEDBACK => Human::Redo(text.to_string()),
+            _ => return false,
+        };
+        handle.waiting.store(WAITING_NOTHING, Ordering::SeqCst);
+        handle.answers.send(message).is_ok()
+    }
+
+    /// Applies a decision on a step awaiting approval; returns whether a step was waiting.
+    pub fn decide(&self, feature: FeatureId, decision: StepDecision) -> bool {
+        let handles = self.lock();
+        let Some(handle) = handles.get(&feature) else {
+            return false;
+        };
+        if handle.waiting.load(Ordering::SeqCst) != WAITING_DECISION {
+            return false;
+        }
+        match decision {
+            StepDecision::Change => {
+                handle.waiting.store(WAITING_FEEDBACK, Ordering::SeqCst);
+                true
             }
-            _ => false,
+            StepDecision::Continue | StepDecision::Abort => {
+                handle.waiting.store(WAITING_NOTHING, Ordering::SeqCst);
+                let human = if decision == StepDecision::Continue {
+                    Human::Continue
+                } else {
+                    Human::Abort
+                };
+                handle.answers.send(human).is_ok()
+            }
         }
     }
 
@@ -217,8 +263,8 @@ async fn run_one(
     feature: FeatureId,
     plan: crate::store::PlanVersion,
     (resume, follow_up): (Option<Run>, Option<String>),
-    answers: mpsc::UnboundedReceiver<String>,
-    waiting: Arc<AtomicBool>,
+    answers: mpsc::UnboundedReceiver<Human>,
+    waiting: Arc<AtomicU8>,
     cancel: CancellationToken,
 ) -> anyhow::Result<Run> {
     store.set_status(feature, Status::Running).await?;
@@ -227,8 +273,10 @@ async fn run_one(
     let forward_out = out.clone();
     let forwarder = tokio::spawn(async move {
         while let Some(event) = events_rx.recv().await {
-            if matches!(event, Event::Question { .. }) {
-                waiting.store(true, Ordering::SeqCst);
+            match event {
+                Event::Question { .. } => waiting.store(WAITING_ANSWER, Ordering::SeqCst),
+                Event::AwaitingApproval { .. } => waiting.store(WAITING_DECISION, Ordering::SeqCst),
+                _ => {}
             }
             let _ = forward_out.send(Output::RunEvent { feature, event });
         }

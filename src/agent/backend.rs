@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exec::{self, CommandSpec};
 use super::tools::{self, Call};
-use super::{Event, Phase, StepReport, StepRequest};
+use super::{Event, Human, Phase, StepReport, StepRequest};
 use crate::config::{AgentBackend, AgentConfig};
 use crate::llm::{self, Message, Request, Usage};
 use crate::prompts::{self, Prompts};
@@ -36,7 +36,7 @@ pub struct Tools<'a> {
     pub redactor: &'a Redactor,
     pub cancel: &'a CancellationToken,
     pub events: &'a mpsc::UnboundedSender<Event>,
-    pub answers: &'a mut mpsc::UnboundedReceiver<String>,
+    pub answers: &'a mut mpsc::UnboundedReceiver<Human>,
     /// Where logs and prompt files go (outside the work tree).
     pub scratch: &'a Path,
     /// Tokens left in the run's budget.
@@ -173,7 +173,7 @@ async fn builtin(step: &StepRequest, t: &mut Tools<'_>) -> anyhow::Result<StepRe
                         text: t.redactor.redact(&question),
                     });
                     let answer = tokio::select! {
-                        a = tokio::time::timeout(ANSWER_TIMEOUT, t.answers.recv()) => a.ok().flatten(),
+                        a = tokio::time::timeout(ANSWER_TIMEOUT, next_answer(t.answers)) => a.ok().flatten(),
                         () = t.cancel.cancelled() => anyhow::bail!("cancelled"),
                     };
                     Ok(answer.unwrap_or_else(|| {
@@ -221,6 +221,16 @@ async fn builtin(step: &StepRequest, t: &mut Tools<'_>) -> anyhow::Result<StepRe
             t.agent.max_tool_calls_per_step
         )),
     })
+}
+
+/// The next answer to a question; approval decisions arriving meanwhile are not answers.
+async fn next_answer(answers: &mut mpsc::UnboundedReceiver<Human>) -> Option<String> {
+    loop {
+        match answers.recv().await? {
+            Human::Answer(text) | Human::Redo(text) => return Some(text),
+            Human::Continue | Human::Abort => continue,
+        }
+    }
 }
 
 async fn command(

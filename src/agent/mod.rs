@@ -82,6 +82,16 @@ pub enum Event {
     },
     /// The agent asks the humans; the run waits for an answer on its answer channel.
     Question { text: String },
+    /// With `agent.approval = "step"`: the step is committed and checked; the run waits for
+    /// Continue, Redo or Abort.
+    AwaitingApproval {
+        step: usize,
+        total: usize,
+        title: String,
+        green: bool,
+        /// Files changed by the step: path, lines added, lines removed.
+        files: Vec<(String, usize, usize)>,
+    },
     Finished {
         branch: String,
         pull_request: Option<PullRequest>,
@@ -89,6 +99,19 @@ pub enum Event {
         /// Why the run stopped early, if it did.
         stopped: Option<String>,
     },
+}
+
+/// What people tell a running agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Human {
+    /// The answer to the agent's question.
+    Answer(String),
+    /// Step approval: go on to the next step.
+    Continue,
+    /// Step approval: do the step again with this feedback.
+    Redo(String),
+    /// Step approval: stop here (the work so far is pushed and proposed as a draft).
+    Abort,
 }
 
 /// One step for a backend to carry out.

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{self, Backend, Tools};
-use super::{Event, Phase, StepReport, StepRequest};
+use super::{Event, Human, Phase, StepReport, StepRequest};
 use crate::config::Config;
 use crate::github::{GitHub, PullRequest, PullRequestSpec};
 use crate::llm::{self, Usage};
@@ -67,7 +67,7 @@ impl Runner {
         job: Job,
         store: &Store,
         events: mpsc::UnboundedSender<Event>,
-        mut answers: mpsc::UnboundedReceiver<String>,
+        mut answers: mpsc::UnboundedReceiver<Human>,
         cancel: CancellationToken,
     ) -> anyhow::Result<Run> {
         let steps = match &job.follow_up {
@@ -157,7 +157,7 @@ impl Runner {
         worktree: &Path,
         store: &Store,
         events: &mpsc::UnboundedSender<Event>,
-        answers: &mut mpsc::UnboundedReceiver<String>,
+        answers: &mut mpsc::UnboundedReceiver<Human>,
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
         let agent = &self.config.agent;
@@ -208,49 +208,60 @@ impl Runner {
             let index = run.next_step;
             let title = run.steps[index].title.clone();
             // A follow-up's request is the step's instructions from the first attempt on.
-            let mut feedback = run.follow_up.clone();
-            let mut green = false;
-            let mut summary = String::new();
-            for attempt in 0..=agent.max_repair_attempts {
-                if cancel.is_cancelled() {
-                    anyhow::bail!("cancelled");
-                }
-                let phase = if attempt == 0 {
-                    Phase::Editing
-                } else {
-                    Phase::Repairing
-                };
-                let _ = events.send(Event::Phase {
-                    step: index,
-                    total,
-                    title: title.clone(),
-                    phase,
-                    usage: run.usage,
-                });
-                let request = StepRequest {
-                    worktree: prepared.path.clone(),
-                    plan_markdown: job.plan.markdown.clone(),
-                    plan_file: plan_file.clone(),
-                    index,
-                    total,
-                    title: title.clone(),
-                    feedback: feedback.take(),
-                };
-                let spent = run.usage.input_tokens + run.usage.output_tokens;
-                let mut tools = Tools {
-                    agent,
-                    llm: &self.llm,
-                    prompts: &self.prompts,
-                    redactor: &self.redactor,
-                    cancel,
-                    events,
-                    answers,
-                    scratch: &scratch,
-                    tokens_left: agent.max_tokens.saturating_sub(spent),
-                };
-                let report =
-                    match tokio::time::timeout_at(deadline, backend.run_step(&request, &mut tools))
+            let mut instructions = run.follow_up.clone();
+            let mut redo = 0u32;
+            loop {
+                let before = {
+                    let dir = prepared.path.clone();
+                    tokio::task::spawn_blocking(move || repo::head_id(&dir))
                         .await
+                        .context("the git task panicked")??
+                };
+                let mut feedback = instructions.take();
+                let mut green = false;
+                let mut summary = String::new();
+                for attempt in 0..=agent.max_repair_attempts {
+                    if cancel.is_cancelled() {
+                        anyhow::bail!("cancelled");
+                    }
+                    let phase = if attempt == 0 {
+                        Phase::Editing
+                    } else {
+                        Phase::Repairing
+                    };
+                    let _ = events.send(Event::Phase {
+                        step: index,
+                        total,
+                        title: title.clone(),
+                        phase,
+                        usage: run.usage,
+                    });
+                    let request = StepRequest {
+                        worktree: prepared.path.clone(),
+                        plan_markdown: job.plan.markdown.clone(),
+                        plan_file: plan_file.clone(),
+                        index,
+                        total,
+                        title: title.clone(),
+                        feedback: feedback.take(),
+                    };
+                    let spent = run.usage.input_tokens + run.usage.output_tokens;
+                    let mut tools = Tools {
+                        agent,
+                        llm: &self.llm,
+                        prompts: &self.prompts,
+                        redactor: &self.redactor,
+                        cancel,
+                        events,
+                        answers,
+                        scratch: &scratch,
+                        tokens_left: agent.max_tokens.saturating_sub(spent),
+                    };
+                    let report = match tokio::time::timeout_at(
+                        deadline,
+                        backend.run_step(&request, &mut tools),
+                    )
+                    .await
                     {
                         Ok(report) => report?,
                         Err(_) => StepReport {
@@ -261,70 +272,124 @@ impl Runner {
                             ..StepReport::default()
                         },
                     };
-                run.usage.add(report.usage);
-                if !report.summary.trim().is_empty() {
-                    summary = report.summary.clone();
+                    run.usage.add(report.usage);
+                    if !report.summary.trim().is_empty() {
+                        summary = report.summary.clone();
+                    }
+                    if let Some(limit) = report.stopped {
+                        stopped = Some(limit);
+                        break;
+                    }
+                    let _ = events.send(Event::Phase {
+                        step: index,
+                        total,
+                        title: title.clone(),
+                        phase: Phase::Testing,
+                        usage: run.usage,
+                    });
+                    let checks = backend::run_checks(
+                        agent,
+                        &prepared.path,
+                        cancel,
+                        &self.redactor,
+                        &scratch,
+                    )
+                    .await?;
+                    if checks.green {
+                        green = true;
+                        break;
+                    }
+                    if let Some((command, tail, log)) = checks.failure {
+                        let _ = events.send(Event::ChecksFailed {
+                            step: index,
+                            attempt,
+                            command: command.clone(),
+                            tail: tail.clone(),
+                            log,
+                        });
+                        feedback = Some(format!("`{command}` failed:\n{tail}"));
+                    }
+                    if run.usage.input_tokens + run.usage.output_tokens >= agent.max_tokens {
+                        stopped =
+                            Some("the run's token budget (agent.max_tokens) is spent".to_string());
+                        break;
+                    }
                 }
-                if let Some(limit) = report.stopped {
-                    stopped = Some(limit);
+                if green {
+                    tick_plan_file(&prepared.path, &job.plan.path, index);
+                }
+                let redone = if redo > 0 {
+                    format!(" (redo {redo})")
+                } else {
+                    String::new()
+                };
+                let commit = self
+                    .commit(
+                        &prepared.path,
+                        &match &run.follow_up {
+                            Some(_) => {
+                                format!(
+                                    "follow-up: {}{redone}",
+                                    title.trim_start_matches("Follow-up: ")
+                                )
+                            }
+                            None => format!("step {}/{}: {}{redone}", index + 1, total, title),
+                        },
+                    )
+                    .await?;
+                run.steps[index].green = Some(green);
+                if commit.is_some() {
+                    run.steps[index].commit = commit.clone();
+                }
+                run.steps[index].summary = Some(self.redactor.redact(&summary));
+                *run = store.save_run(run).await?;
+                let _ = events.send(Event::StepCommitted {
+                    step: index,
+                    total,
+                    commit,
+                    green,
+                    summary: self.redactor.redact(&summary),
+                });
+                if stopped.is_some() || !agent.approve_each_step {
                     break;
                 }
-                let _ = events.send(Event::Phase {
+                // Step approval: show what the step changed and wait for a decision.
+                let files = {
+                    let dir = prepared.path.clone();
+                    let from = before.clone();
+                    tokio::task::spawn_blocking(move || repo::diff_stat(&dir, &from))
+                        .await
+                        .context("the git task panicked")?
+                        .unwrap_or_default()
+                };
+                let _ = events.send(Event::AwaitingApproval {
                     step: index,
                     total,
                     title: title.clone(),
-                    phase: Phase::Testing,
-                    usage: run.usage,
+                    green,
+                    files,
                 });
-                let checks =
-                    backend::run_checks(agent, &prepared.path, cancel, &self.redactor, &scratch)
-                        .await?;
-                if checks.green {
-                    green = true;
-                    break;
-                }
-                if let Some((command, tail, log)) = checks.failure {
-                    let _ = events.send(Event::ChecksFailed {
-                        step: index,
-                        attempt,
-                        command: command.clone(),
-                        tail: tail.clone(),
-                        log,
-                    });
-                    feedback = Some(format!("`{command}` failed:\n{tail}"));
-                }
-                if run.usage.input_tokens + run.usage.output_tokens >= agent.max_tokens {
-                    stopped =
-                        Some("the run's token budget (agent.max_tokens) is spent".to_string());
-                    break;
+                let decision = tokio::select! {
+                    d = next_decision(answers) => d,
+                    () = cancel.cancelled() => anyhow::bail!("cancelled"),
+                };
+                match decision {
+                    Some(Human::Redo(change)) => {
+                        instructions = Some(change);
+                        redo += 1;
+                    }
+                    Some(Human::Abort) | None => {
+                        stopped = Some(format!(
+                            "stopped by an admin after step {} of {total}",
+                            index + 1
+                        ));
+                        break;
+                    }
+                    Some(Human::Continue) | Some(Human::Answer(_)) => break,
                 }
             }
-            if green {
-                tick_plan_file(&prepared.path, &job.plan.path, index);
-            }
-            let commit = self
-                .commit(
-                    &prepared.path,
-                    &match &run.follow_up {
-                        Some(_) => {
-                            format!("follow-up: {}", title.trim_start_matches("Follow-up: "))
-                        }
-                        None => format!("step {}/{}: {}", index + 1, total, title),
-                    },
-                )
-                .await?;
-            run.steps[index].green = Some(green);
-            run.steps[index].commit = commit.clone();
-            run.steps[index].summary = Some(self.redactor.redact(&summary));
             run.next_step = index + 1;
             *run = store.save_run(run).await?;
-            let _ = events.send(Event::StepCommitted {
-                step: index,
-                total,
-                commit,
-                green,
-                summary: self.redactor.redact(&summary),
-            });
             if stopped.is_some() {
                 break;
             }
@@ -410,6 +475,16 @@ impl Runner {
             .open_or_update_pr(&spec)
             .await
             .map_err(|e| anyhow::Error::new(e).context("opening the pull request"))
+    }
+}
+
+/// The next approval decision; a stray answer to no question counts as nothing.
+async fn next_decision(answers: &mut mpsc::UnboundedReceiver<Human>) -> Option<Human> {
+    loop {
+        match answers.recv().await? {
+            Human::Answer(_) => continue,
+            decision => return Some(decision),
+        }
     }
 }
 

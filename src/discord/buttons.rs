@@ -22,6 +22,9 @@ pub enum Action {
     AbortRun,
     CreateIssue,
     FollowUp,
+    StepContinue,
+    StepChange,
+    StepAbort,
 }
 
 impl Action {
@@ -37,6 +40,9 @@ impl Action {
             Action::AbortRun => "abort",
             Action::CreateIssue => "issue",
             Action::FollowUp => "followup",
+            Action::StepContinue => "continue",
+            Action::StepChange => "change",
+            Action::StepAbort => "stop",
         }
     }
 
@@ -52,6 +58,9 @@ impl Action {
             Action::AbortRun => "Abort run",
             Action::CreateIssue => "Create GitHub issue",
             Action::FollowUp => "Follow up",
+            Action::StepContinue => "Continue",
+            Action::StepChange => "Change this step",
+            Action::StepAbort => "Abort",
         }
     }
 }
@@ -97,6 +106,9 @@ impl FromStr for Button {
             "abort" => Action::AbortRun,
             "issue" => Action::CreateIssue,
             "followup" => Action::FollowUp,
+            "continue" => Action::StepContinue,
+            "change" => Action::StepChange,
+            "stop" => Action::StepAbort,
             _ => return Err(()),
         };
         let feature = parts.next().ok_or(())?.parse::<u64>().map_err(|_| ())?;

@@ -26,6 +26,7 @@ use super::text;
 use crate::app::{App, Input};
 use crate::config::{Config, DiscordConfig};
 use crate::plan::Title;
+use crate::runs::StepDecision;
 use crate::store::{Author, Feature, FeatureId, Place, RunState, Speaker, Status};
 use crate::tasks;
 
@@ -570,6 +571,23 @@ impl Bot {
                     feature: button.feature,
                 },
             ),
+            Action::StepContinue | Action::StepChange | Action::StepAbort => {
+                let (decision, text) = match button.action {
+                    Action::StepContinue => (StepDecision::Continue, format!("{who}: continue with the next step")),
+                    Action::StepChange => (
+                        StepDecision::Change,
+                        format!("{who} wants step {} changed: the next admin message says how", button.version),
+                    ),
+                    _ => (StepDecision::Abort, format!("{who} stopped the run after step {}", button.version)),
+                };
+                (
+                    text,
+                    Input::StepDecision {
+                        feature: button.feature,
+                        decision,
+                    },
+                )
+            }
             Action::FollowUp => (
                 format!("{who} wants a follow-up: write what to change, and your next message runs the agent again on the same branch"),
                 Input::FollowUp {
@@ -608,6 +626,16 @@ impl Bot {
         let last_run = self.app.store().runs(id).ok().and_then(|mut r| r.pop());
         match button.action {
             _ if status == Status::Discarded => Some(format!("feature #{id} was discarded")),
+            Action::StepContinue | Action::StepChange | Action::StepAbort
+                if status != Status::Running =>
+            {
+                Some("no run of this feature is waiting for approval".to_string())
+            }
+            Action::StepContinue | Action::StepChange | Action::StepAbort
+                if last_run.as_ref().map(|r| r.next_step + 1) != Some(button.version as usize) =>
+            {
+                Some("that step is no longer waiting for approval".to_string())
+            }
             Action::FollowUp if status != Status::PrOpen => Some(format!(
                 "feature #{id} is {status}; a follow-up needs an open pull request"
             )),

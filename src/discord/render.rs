@@ -473,6 +473,48 @@ impl Worker {
                 self.post(CreateMessage::new().content(truncate(&text, MESSAGE_LIMIT)))
                     .await;
             }
+            Event::AwaitingApproval {
+                step,
+                total,
+                title,
+                green,
+                files,
+            } => {
+                let mut text = format!(
+                    "**Step {}/{total}: {title}** is committed; {}.\n",
+                    step + 1,
+                    if green {
+                        "checks passed ✅"
+                    } else {
+                        "checks failing ❌"
+                    }
+                );
+                if files.is_empty() {
+                    text.push_str("No file changed.\n");
+                }
+                for (path, added, removed) in files.iter().take(20) {
+                    text.push_str(&format!("`{path}` +{added} −{removed}\n"));
+                }
+                if files.len() > 20 {
+                    text.push_str(&format!("and {} more files\n", files.len() - 20));
+                }
+                text.push_str("Continue, change this step (your next message says how), or abort?");
+                let row = run_row(
+                    feature,
+                    step as u32 + 1,
+                    &[
+                        (Action::StepContinue, ButtonStyle::Success),
+                        (Action::StepChange, ButtonStyle::Secondary),
+                        (Action::StepAbort, ButtonStyle::Danger),
+                    ],
+                );
+                self.post(
+                    CreateMessage::new()
+                        .content(truncate(&text, MESSAGE_LIMIT))
+                        .components(vec![row]),
+                )
+                .await;
+            }
             Event::Finished { .. } => {}
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use featurebot::agent::run::{Job, Runner};
-use featurebot::agent::{Event, Phase};
+use featurebot::agent::{Event, Human, Phase};
 use featurebot::config::{AgentBackend, AgentConfig, Config, PromptsConfig, StoreConfig};
 use featurebot::github::GitHub;
 use featurebot::llm;
@@ -81,6 +81,16 @@ impl Fixture {
         cancel: CancellationToken,
         answers: Option<Vec<String>>,
     ) -> (Run, Vec<Event>) {
+        let humans = answers
+            .unwrap_or_default()
+            .into_iter()
+            .map(Human::Answer)
+            .collect();
+        self.run_with(cancel, humans).await
+    }
+
+    /// Like `run`, with what the humans say queued up front.
+    async fn run_with(&self, cancel: CancellationToken, humans: Vec<Human>) -> (Run, Vec<Event>) {
         let store = Store::open(&self.config.store.path).unwrap();
         let feature = store
             .create_feature(
@@ -112,8 +122,8 @@ impl Fixture {
         };
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
-        for answer in answers.unwrap_or_default() {
-            answers_tx.send(answer).unwrap();
+        for human in humans {
+            answers_tx.send(human).unwrap();
         }
         let job = Job {
             feature,
@@ -559,4 +569,83 @@ async fn a_spent_token_budget_ends_in_a_draft_pull_request_with_the_work_so_far(
         git(&remote, &["show", "featurebot/1-fix-adding:half.txt"]),
         "half done\n"
     );
+}
+
+#[tokio::test]
+async fn step_approval_waits_redoes_a_step_with_feedback_and_continues() {
+    let mut f = Fixture::new().await;
+    f.config.agent.approve_each_step = true;
+    f.config.agent.max_repair_attempts = 0;
+    // Step 1, first try: nothing useful; the admin asks for a redo.
+    f.llm
+        .push(call("finish_step", json!({"summary": "looked around"})));
+    // The redo, with the feedback.
+    f.llm.push(call(
+        "edit_file",
+        json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
+    ));
+    f.llm.push(call("finish_step", json!({"summary": "fixed"})));
+    // Step 2.
+    f.llm.push(call("finish_step", json!({"summary": "docs"})));
+    let decisions = vec![
+        Human::Redo("add the numbers, do not subtract them".to_string()),
+        Human::Continue,
+        Human::Continue,
+    ];
+    let (run, events) = f.run_with(CancellationToken::new(), decisions).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    let waits: Vec<(usize, bool)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::AwaitingApproval { step, green, .. } => Some((*step, *green)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits, [(0, false), (0, true), (1, true)]);
+    let redo = f.llm.requests()[1].body.to_string();
+    assert!(
+        redo.contains("add the numbers, do not subtract them"),
+        "{redo}"
+    );
+    let remote = f.repo.remote.clone().unwrap();
+    let log = git(
+        &remote,
+        &["log", "-2", "--format=%s", "featurebot/1-fix-adding"],
+    );
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        // The first try changed nothing (no commit), the redo did, step 2 changed nothing.
+        ["step 1/2: Fix the add function (redo 1)", "fixture"]
+    );
+    let files = events.iter().find_map(|e| match e {
+        Event::AwaitingApproval {
+            step: 0,
+            green: true,
+            files,
+            ..
+        } => Some(files.clone()),
+        _ => None,
+    });
+    assert_eq!(files.unwrap(), [("app.sh".to_string(), 1, 1)]);
+}
+
+#[tokio::test]
+async fn step_approval_abort_stops_and_keeps_the_work() {
+    let mut f = Fixture::new().await;
+    f.config.agent.approve_each_step = true;
+    f.llm.push(call(
+        "edit_file",
+        json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
+    ));
+    f.llm.push(call("finish_step", json!({"summary": "fixed"})));
+    let (run, _) = f
+        .run_with(CancellationToken::new(), vec![Human::Abort])
+        .await;
+    assert_eq!(run.state, RunState::Stopped);
+    assert_eq!(
+        run.message.as_deref(),
+        Some("stopped by an admin after step 1 of 2")
+    );
+    let remote = f.repo.remote.clone().unwrap();
+    assert!(git(&remote, &["show", "featurebot/1-fix-adding:app.sh"]).contains("$1 + $2"));
 }

@@ -40,6 +40,15 @@ impl Bot {
     }
 
     async fn start_with(change: impl FnOnce(&mut DiscordConfig)) -> Bot {
+        Bot::start_configured(|c| {
+            if let Some(d) = c.discord.as_mut() {
+                change(d);
+            }
+        })
+        .await
+    }
+
+    async fn start_configured(change: impl FnOnce(&mut Config)) -> Bot {
         let discord = FakeDiscord::start().await;
         discord.add_member(ADMIN, "ada", &[ADMIN_ROLE]);
         discord.add_member(STRANGER, "mallory", &[]);
@@ -66,9 +75,7 @@ impl Bot {
             github: Some(github.config()),
             agent: featurebot::config::AgentConfig::with_defaults(&dir.path().join("store")),
         };
-        if let Some(d) = config.discord.as_mut() {
-            change(d);
-        }
+        change(&mut config);
         let config = Arc::new(config);
         let (shutdown, task) = launch(&config).await;
         discord.wait_ready().await;
@@ -1393,4 +1400,110 @@ async fn a_follow_up_runs_the_agent_again_on_the_branch_and_updates_the_pr() {
         &["log", "-1", "--format=%s", "featurebot/1-export-csv"],
     );
     assert_eq!(log.trim(), "follow-up: Rename the button to Download");
+}
+
+#[tokio::test]
+async fn step_approval_in_the_thread_with_a_change_request() {
+    let bot = Bot::start_configured(|c| {
+        c.agent.approve_each_step = true;
+        c.agent.max_repair_attempts = 0;
+    })
+    .await;
+    let plan = planned(&bot).await;
+    let thread = bot.thread_id();
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "write_file".to_string(),
+        json!({"path": "export.txt", "content": "GET /export\n"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "first try"}),
+    )]));
+    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.wait_for("the approval request", |b| {
+        b.message_with_button("fb:change:1:1").is_some()
+    })
+    .await;
+    let (message, _) = bot.message_with_button("fb:change:1:1").unwrap();
+    let text = bot
+        .discord
+        .messages(thread)
+        .into_iter()
+        .find(|m| id_of(&m["id"]) == message)
+        .unwrap();
+    assert!(
+        text["content"]
+            .as_str()
+            .unwrap()
+            .contains("`export.txt` +1 −0"),
+        "{text}"
+    );
+    // A stranger cannot decide.
+    let refused = bot
+        .discord
+        .click(STRANGER, message, "fb:continue:1:1")
+        .await;
+    bot.wait_for("a refusal", |b| !b.discord.responses(&refused).is_empty())
+        .await;
+    assert!(bot.discord.responses(&refused)[0]
+        .to_string()
+        .contains("only featurebot admins"));
+
+    bot.discord.click(ADMIN, message, "fb:change:1:1").await;
+    bot.wait_for("the prompt", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.contains("wants step 1 changed"))
+    })
+    .await;
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "write_file".to_string(),
+        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "renamed"}),
+    )]));
+    bot.discord
+        .user_message(ADMIN, thread, "the route must end in .csv")
+        .await;
+    bot.wait_for("the second approval request", |b| {
+        b.bot_messages()
+            .iter()
+            .filter(|m| custom_ids(m).iter().any(|c| c == "fb:change:1:1"))
+            .count()
+            == 2
+    })
+    .await;
+    assert!(bot
+        .llm
+        .requests()
+        .last()
+        .unwrap()
+        .body
+        .to_string()
+        .contains("the route must end in .csv"));
+    let (message, _) = bot.message_with_button("fb:continue:1:1").unwrap();
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "button"}),
+    )]));
+    bot.discord.click(ADMIN, message, "fb:continue:1:1").await;
+    bot.wait_for("step 2's approval request", |b| {
+        b.message_with_button("fb:continue:1:2").is_some()
+    })
+    .await;
+    let (message, _) = bot.message_with_button("fb:continue:1:2").unwrap();
+    bot.discord.click(ADMIN, message, "fb:continue:1:2").await;
+    bot.wait_for("the pull request", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.starts_with("✅ Pull request: "))
+    })
+    .await;
+    let remote = bot.repo.remote.clone().unwrap();
+    assert_eq!(
+        git(&remote, &["show", "featurebot/1-export-csv:export.txt"]),
+        "GET /export.csv\n"
+    );
 }
