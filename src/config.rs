@@ -109,6 +109,8 @@ pub struct LlmConfig {
     pub max_retries: u32,
     /// Total time retries may take, waits included.
     pub retry_budget: Duration,
+    /// USD per million input and output tokens, for cost estimates; `None` when not configured.
+    pub prices: Option<(f64, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -345,6 +347,8 @@ struct RawLlm {
     request_timeout_secs: Option<i64>,
     max_retries: Option<i64>,
     retry_budget_secs: Option<i64>,
+    input_price_per_mtok: Option<f64>,
+    output_price_per_mtok: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -519,6 +523,22 @@ impl RawConfig {
             }
         }
 
+        let prices = match (
+            self.llm.input_price_per_mtok,
+            self.llm.output_price_per_mtok,
+        ) {
+            (None, None) => None,
+            (Some(i), Some(o)) if i >= 0.0 && o >= 0.0 && i.is_finite() && o.is_finite() => {
+                Some((i, o))
+            }
+            _ => {
+                problems.push(
+                    "llm.input_price_per_mtok and llm.output_price_per_mtok go together, as non-negative USD per million tokens (e.g. 0.15 and 0.60)"
+                        .to_string(),
+                );
+                None
+            }
+        };
         let discord = self
             .discord
             .map(|raw| validate_discord(raw, env, &mut problems));
@@ -542,6 +562,7 @@ impl RawConfig {
                 request_timeout: Duration::from_secs(request_timeout),
                 max_retries: max_retries as u32,
                 retry_budget: Duration::from_secs(retry_budget),
+                prices,
             },
             repo: RepoConfig {
                 path: repo_path,

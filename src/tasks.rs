@@ -87,9 +87,11 @@ pub struct Card {
     pub runs: Vec<Run>,
     /// Tokens of the conversation and plans, plus every run's.
     pub usage: Usage,
+    /// The estimated cost of `usage` in USD, when `llm.*_price_per_mtok` are set.
+    pub cost: Option<f64>,
 }
 
-pub fn card(store: &Store, id: FeatureId) -> Result<Card, StoreError> {
+pub fn card(store: &Store, id: FeatureId, prices: Option<(f64, f64)>) -> Result<Card, StoreError> {
     let feature = store.feature(id)?;
     let plans = store.plans(id)?;
     let runs = store.runs(id)?;
@@ -102,7 +104,14 @@ pub fn card(store: &Store, id: FeatureId) -> Result<Card, StoreError> {
         plans,
         runs,
         usage,
+        cost: cost(usage, prices),
     })
+}
+
+/// The estimated cost of `usage` in USD, when prices are configured.
+pub fn cost(usage: Usage, prices: Option<(f64, f64)>) -> Option<f64> {
+    let (input, output) = prices?;
+    Some((usage.input_tokens as f64 * input + usage.output_tokens as f64 * output) / 1_000_000.0)
 }
 
 /// A short age: `5m`, `3h`, `2d`.

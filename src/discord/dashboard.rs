@@ -182,10 +182,16 @@ pub fn card(card: &Card) -> CreateEmbed {
         .field("Agent runs", truncate(&runs, 1_000), false)
         .field(
             "Tokens",
-            format!(
-                "{} in · {} out",
-                card.usage.input_tokens, card.usage.output_tokens
-            ),
+            match card.cost {
+                Some(cost) => format!(
+                    "{} in · {} out · ≈ ${cost:.2}",
+                    card.usage.input_tokens, card.usage.output_tokens
+                ),
+                None => format!(
+                    "{} in · {} out",
+                    card.usage.input_tokens, card.usage.output_tokens
+                ),
+            },
             true,
         )
         .field("Created", f.created_at.date().to_string(), true)

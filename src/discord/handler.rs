@@ -44,13 +44,16 @@ pub struct Bot {
     queues: Mutex<HashMap<FeatureId, mpsc::UnboundedSender<Job>>>,
     /// Button actions accepted and not yet finished, so a second click is told, not obeyed.
     in_flight: Arc<Mutex<HashSet<(FeatureId, Action)>>>,
+    /// For cost estimates on feature cards.
+    prices: Option<(f64, f64)>,
     /// Non-admins already told that their messages are not used, per thread.
     noticed: Mutex<HashSet<(u64, u64)>>,
 }
 
 impl Bot {
-    pub fn new(_config: Arc<Config>, discord: DiscordConfig, app: Arc<App>) -> Bot {
+    pub fn new(config: Arc<Config>, discord: DiscordConfig, app: Arc<App>) -> Bot {
         Bot {
+            prices: config.llm.prices,
             discord,
             app,
             queues: Mutex::new(HashMap::new()),
@@ -380,7 +383,7 @@ impl Bot {
                 })
                 .await;
         }
-        let edit = match tasks::card(self.app.store(), feature) {
+        let edit = match tasks::card(self.app.store(), feature, self.prices) {
             Ok(card) => EditInteractionResponse::new()
                 .embed(dashboard::card(&card))
                 .components(vec![dashboard::priority_menu(&card.feature)]),
@@ -420,7 +423,7 @@ impl Bot {
                 self.app
                     .handle(Input::SetPriority { feature, priority })
                     .await;
-                match tasks::card(self.app.store(), feature) {
+                match tasks::card(self.app.store(), feature, self.prices) {
                     Ok(card) => CreateInteractionResponse::UpdateMessage(
                         CreateInteractionResponseMessage::new()
                             .embed(dashboard::card(&card))

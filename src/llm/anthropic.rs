@@ -411,6 +411,7 @@ mod tests {
                 request_timeout: std::time::Duration::from_secs(1),
                 max_retries: 0,
                 retry_budget: std::time::Duration::from_secs(1),
+                prices: None,
             };
             body(&config, request, false)
         };

@@ -465,6 +465,7 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             max_retries: 0,
             retry_budget: Duration::from_secs(1),
+            prices: None,
         };
         let client = Client::new(config).unwrap();
         let req = Request::default();

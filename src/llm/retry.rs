@@ -268,6 +268,7 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             max_retries: 3,
             retry_budget: Duration::from_secs(10),
+            prices: None,
         }
     }
 

@@ -134,6 +134,10 @@ fn every_error_names_the_key_and_the_fix() {
         "[llm]\nmodel = \"m\"\nmax_context_tokens = 4000\nmax_output_tokens = 4000\n",
         &["llm.max_output_tokens (4000)", "at most half"],
     );
+    check_error(
+        "[llm]\nmodel = \"m\"\ninput_price_per_mtok = 1.0\n",
+        &["llm.input_price_per_mtok and llm.output_price_per_mtok go together"],
+    );
     // Several problems are reported together.
     check_error("[llm]\nprovider = \"x\"\n", &["llm.provider", "llm.model"]);
 }

@@ -1043,7 +1043,7 @@ async fn a_run_interrupted_by_a_restart_resumes_from_its_step() {
 
 #[tokio::test]
 async fn tasks_lists_features_in_pages_and_task_shows_a_card() {
-    let bot = Bot::start().await;
+    let bot = Bot::start_configured(|c| c.llm.prices = Some((0.15, 0.60))).await;
     bot.llm
         .set_default(Reply::Text("Which format?".to_string()));
     for i in 0..12 {
@@ -1137,6 +1137,10 @@ async fn tasks_lists_features_in_pages_and_task_shows_a_card() {
     assert!(
         embed.contains("Status") && embed.contains("gathering") && embed.contains("Tokens"),
         "{embed}"
+    );
+    assert!(
+        embed.contains("≈ $"),
+        "prices are configured, so a cost shows: {embed}"
     );
 }
 

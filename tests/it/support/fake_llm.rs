@@ -146,6 +146,7 @@ impl FakeLlm {
             request_timeout: Duration::from_secs(5),
             max_retries: 3,
             retry_budget: Duration::from_secs(10),
+            prices: None,
         }
     }
 }
