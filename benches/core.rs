@@ -221,6 +221,7 @@ async fn agent_steps(steps: usize) {
         prompts: featurebot::config::PromptsConfig { dir: None },
         discord: None,
         github: None,
+        targets: Vec::new(),
         agent: featurebot::config::AgentConfig::with_defaults(&dir.path().join("store")),
     };
     config.agent.max_tool_calls_per_step = 10;

@@ -39,6 +39,8 @@ pub enum Input {
         title: String,
         requester: Author,
         place: Place,
+        /// A target repository's name from `[[repos]]`; `None` for the default `[repo]`.
+        repo: Option<String>,
     },
     /// A message in a feature's conversation. `source_id` identifies the front end's message,
     /// so the same message delivered twice is one turn.
@@ -321,7 +323,8 @@ impl App {
                 title,
                 requester,
                 place,
-            } => self.start(&title, requester, place).await,
+                repo,
+            } => self.start(&title, requester, place, repo).await,
             Input::Message {
                 feature,
                 author,
@@ -396,14 +399,14 @@ impl App {
     async fn create_issue(&self, id: FeatureId) -> anyhow::Result<()> {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
-        let Some(github) = &self.github else {
+        let feature = self.store.feature(id)?;
+        let Some(github) = self.github_for(&feature) else {
             self.refuse(
                 id,
-                "GitHub is not configured; add a [github] section to open issues".to_string(),
+                "GitHub is not configured for this feature's repository; add a [github] section (or github_owner and github_repo in [[repos]]) to open issues".to_string(),
             );
             return Ok(());
         };
-        let feature = self.store.feature(id)?;
         if let Some((number, url)) = &feature.issue {
             self.refuse(
                 id,
@@ -442,13 +445,13 @@ impl App {
 
     /// Moves features whose pull request was merged or closed on GitHub.
     async fn refresh_pull_requests(&self) -> anyhow::Result<()> {
-        let Some(github) = &self.github else {
-            return Ok(());
-        };
         for feature in self.store.features()? {
             if feature.status != Status::PrOpen {
                 continue;
             }
+            let Some(github) = self.github_for(&feature) else {
+                continue;
+            };
             let Some(url) = self
                 .store
                 .runs(feature.id)?
@@ -473,9 +476,13 @@ impl App {
             self.store.set_status(feature.id, status).await?;
             {
                 let _repo = self.repo_lock.lock().await;
-                if let Err(err) =
-                    plan_file::refresh(&self.config.repo, &self.store, feature.id, status.as_str())
-                        .await
+                if let Err(err) = plan_file::refresh(
+                    self.config.repo_of(feature.repo.as_deref()),
+                    &self.store,
+                    feature.id,
+                    status.as_str(),
+                )
+                .await
                 {
                     tracing::warn!(feature = feature.id.0, error = %format!("{err:#}"), "updating the plan file failed");
                 }
@@ -492,7 +499,7 @@ impl App {
     /// labels too, and people see it.
     async fn feature_changed(&self, id: FeatureId, what: &str) -> anyhow::Result<()> {
         let feature = self.store.feature(id)?;
-        if let (Some(github), Some((number, _))) = (&self.github, &feature.issue) {
+        if let (Some(github), Some((number, _))) = (self.github_for(&feature), &feature.issue) {
             if let Err(err) = github
                 .set_issue_labels(*number, &issue_labels(&feature))
                 .await
@@ -506,7 +513,14 @@ impl App {
         }
         {
             let _repo = self.repo_lock.lock().await;
-            if let Err(err) = plan_file::refresh(&self.config.repo, &self.store, id, what).await {
+            if let Err(err) = plan_file::refresh(
+                self.config.repo_of(self.store.feature(id)?.repo.as_deref()),
+                &self.store,
+                id,
+                what,
+            )
+            .await
+            {
                 tracing::warn!(feature = id.0, error = %format!("{err:#}"), "updating the plan file failed");
                 self.emit(Output::Warning {
                     feature: id,
@@ -695,7 +709,22 @@ impl App {
         });
     }
 
-    async fn start(&self, raw_title: &str, requester: Author, place: Place) -> anyhow::Result<()> {
+    async fn start(
+        &self,
+        raw_title: &str,
+        requester: Author,
+        place: Place,
+        repo: Option<String>,
+    ) -> anyhow::Result<()> {
+        if let Some(name) = &repo {
+            if self.config.target(Some(name)).is_none() {
+                self.emit(Output::Rejected {
+                    feature: None,
+                    message: format!("there is no repository named {name:?} in [[repos]]"),
+                });
+                return Ok(());
+            }
+        }
         let title = match Title::parse(raw_title) {
             Ok(title) => title,
             Err(message) => {
@@ -711,6 +740,10 @@ impl App {
             .create_feature(title.as_str(), requester.clone(), place)
             .await
             .context("storing the new feature")?;
+        let feature = match repo {
+            Some(_) => self.store.set_repo(feature.id, repo).await?,
+            None => feature,
+        };
         tracing::info!(feature = feature.id.0, title = %title, "feature started");
         let lock = self.lock_for(feature.id);
         let _guard = lock.lock().await;
@@ -940,7 +973,7 @@ impl App {
         let message = plan::commit_message(&feature, version);
         let commit = {
             let _repo = self.repo_lock.lock().await;
-            let cfg = self.config.repo.clone();
+            let cfg = self.config.repo_of(feature.repo.as_deref()).clone();
             let rel = path.clone();
             tokio::task::spawn_blocking(move || {
                 repo::commit_file(&cfg, &rel, contents.as_bytes(), &message)
@@ -964,8 +997,8 @@ impl App {
             )
             .await
             .context("storing the plan")?;
-        if self.config.repo.push_plans {
-            let cfg = self.config.repo.clone();
+        if self.config.repo_of(feature.repo.as_deref()).push_plans {
+            let cfg = self.config.repo_of(feature.repo.as_deref()).clone();
             let pushed = {
                 let _repo = self.repo_lock.lock().await;
                 tokio::task::spawn_blocking(move || repo::push_base(&cfg))
@@ -1069,12 +1102,11 @@ impl App {
             .into_iter()
             .filter_map(|f| f.plan_path)
             .collect();
-        let tasks_dir: &Path = &self.config.repo.tasks_dir;
+        let repo_cfg = self.config.repo_of(feature.repo.as_deref());
+        let tasks_dir: &Path = &repo_cfg.tasks_dir;
         let path = (1..)
             .map(|n| plan::plan_path(tasks_dir, now, &slug, n))
-            .find(|p| {
-                !taken.contains(&*p.to_string_lossy()) && !self.config.repo.path.join(p).exists()
-            })
+            .find(|p| !taken.contains(&*p.to_string_lossy()) && !repo_cfg.path.join(p).exists())
             .unwrap_or_else(|| plan::plan_path(tasks_dir, now, &slug, 1));
         Ok(path)
     }
@@ -1084,6 +1116,18 @@ impl App {
         let llm = &self.config.llm;
         llm.max_context_tokens
             .saturating_sub(llm.max_output_tokens as usize)
+    }
+
+    /// The GitHub client of the feature's target repository, if it has one.
+    fn github_for(&self, feature: &Feature) -> Option<Arc<GitHub>> {
+        match feature.repo.as_deref() {
+            None => self.github.clone(),
+            Some(name) => self
+                .config
+                .github_of(Some(name))
+                .and_then(|cfg| GitHub::new(cfg).ok())
+                .map(Arc::new),
+        }
     }
 
     fn lock_follow_ups(&self) -> std::sync::MutexGuard<'_, HashSet<FeatureId>> {

@@ -125,6 +125,34 @@ pub async fn run(config: &Config) -> Vec<Line> {
             detail: format!("the check panicked: {err}"),
         },
     });
+    for target in &config.targets {
+        let cfg = target.repo.clone();
+        let inspected = tokio::task::spawn_blocking(move || repo::inspect(&cfg)).await;
+        lines.push(match inspected {
+            Ok(Ok(status)) => Line {
+                service: "repo",
+                ok: true,
+                detail: format!(
+                    "{} ({}) on {}, {} at {}",
+                    target.name,
+                    target.repo.path.display(),
+                    status.head,
+                    target.repo.base_branch,
+                    &status.base_commit[..status.base_commit.len().min(12)]
+                ),
+            },
+            Ok(Err(err)) => Line {
+                service: "repo",
+                ok: false,
+                detail: format!("{}: {err}", target.name),
+            },
+            Err(err) => Line {
+                service: "repo",
+                ok: false,
+                detail: format!("{}: the check panicked: {err}", target.name),
+            },
+        });
+    }
     if let Some(github) = &config.github {
         let result = match crate::github::GitHub::new(github) {
             Ok(client) => client.check().await.map_err(|e| e.to_string()),

@@ -24,7 +24,68 @@ pub struct Config {
     pub discord: Option<DiscordConfig>,
     /// Present when the config has a `[github]` section.
     pub github: Option<GithubConfig>,
+    /// More target repositories, from `[[repos]]`; `repo` and `github` stay the default.
+    pub targets: Vec<Target>,
     pub agent: AgentConfig,
+}
+
+/// A named target repository from `[[repos]]`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub repo: RepoConfig,
+    pub github: Option<GithubConfig>,
+    /// Discord channels whose features go to this repository.
+    pub channels: Vec<u64>,
+}
+
+impl Config {
+    /// The repository of target `name`; the default `[repo]` for `None` or an unknown name.
+    pub fn repo_of(&self, name: Option<&str>) -> &RepoConfig {
+        self.target(name).map_or(&self.repo, |t| &t.repo)
+    }
+
+    /// The GitHub repository of target `name`; the default `[github]` for `None`.
+    pub fn github_of(&self, name: Option<&str>) -> Option<&GithubConfig> {
+        match self.target(name) {
+            Some(t) => t.github.as_ref(),
+            None => self.github.as_ref(),
+        }
+    }
+
+    pub fn target(&self, name: Option<&str>) -> Option<&Target> {
+        let name = name?;
+        self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// Which repository a feature started in `channel` goes to, given the `repo` option the
+    /// person chose: `Ok(None)` is the default `[repo]`; `Err` says what to choose.
+    pub fn target_for(&self, channel: u64, chosen: Option<&str>) -> Result<Option<String>, String> {
+        let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
+        if let Some(chosen) = chosen.map(str::trim).filter(|c| !c.is_empty()) {
+            return match self.target(Some(chosen)) {
+                Some(t) => Ok(Some(t.name.clone())),
+                None if chosen == "default" => Ok(None),
+                None => Err(format!(
+                    "there is no repository named {chosen:?}; choose one of: default, {}",
+                    names.join(", ")
+                )),
+            };
+        }
+        let mapped: Vec<&Target> = self
+            .targets
+            .iter()
+            .filter(|t| t.channels.contains(&channel))
+            .collect();
+        match mapped.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.name.clone())),
+            several => Err(format!(
+                "this channel's features can go to several repositories ({}); choose one with the repo option",
+                several.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +312,25 @@ struct RawConfig {
     discord: Option<RawDiscord>,
     github: Option<RawGithub>,
     agent: RawAgent,
+    repos: Vec<RawTarget>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawTarget {
+    name: Option<String>,
+    path: Option<String>,
+    base_branch: Option<String>,
+    remote: Option<String>,
+    tasks_dir: Option<String>,
+    push_plans: Option<bool>,
+    author_name: Option<String>,
+    author_email: Option<String>,
+    github_api_base: Option<String>,
+    github_owner: Option<String>,
+    github_repo: Option<String>,
+    issue_on_approval: Option<bool>,
+    channels: Option<IdList>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -465,47 +545,81 @@ impl RawConfig {
             &mut problems,
         );
 
-        let repo_path = PathBuf::from(self.repo.path.as_deref().unwrap_or("."));
-        let base_branch = self.repo.base_branch.unwrap_or_else(|| "main".to_string());
-        if !is_branch_name(&base_branch) {
-            problems.push(format!(
-                "repo.base_branch {base_branch:?} is not a valid branch name; use a name like \"main\""
-            ));
-        }
-        let remote = self.repo.remote.unwrap_or_else(|| "origin".to_string());
-        if remote.trim().is_empty() {
-            problems.push(
-                "repo.remote is empty; name the git remote to push to, e.g. \"origin\"".to_string(),
+        let repo = validate_repo(self.repo, "repo", env, &mut problems);
+        let github = self
+            .github
+            .map(|raw| validate_github(raw, env, &mut problems));
+        let mut targets = Vec::new();
+        for (i, raw) in self.repos.into_iter().enumerate() {
+            let name = raw.name.clone().unwrap_or_default();
+            let key = format!("repos[{i}]");
+            if name.trim().is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                problems.push(format!(
+                    "{key}.name {name:?} must be a short name of letters, digits, - _ or ., e.g. \"shop\""
+                ));
+            }
+            if targets.iter().any(|t: &Target| t.name == name) {
+                problems.push(format!(
+                    "{key}.name {name:?} is used twice; each repository needs its own name"
+                ));
+            }
+            let channels = match raw.channels.as_ref().map(IdList::parse) {
+                None => Vec::new(),
+                Some(Ok(ids)) => ids,
+                Some(Err(bad)) => {
+                    problems.push(format!(
+                        "{key}.channels has {bad:?}, which is not a Discord channel id"
+                    ));
+                    Vec::new()
+                }
+            };
+            let github = match (raw.github_owner.clone(), raw.github_repo.clone()) {
+                (None, None) => None,
+                (owner, repo) => Some(validate_github(
+                    RawGithub {
+                        api_base: raw
+                            .github_api_base
+                            .clone()
+                            .or_else(|| github.as_ref().map(|g| g.api_base.to_string())),
+                        owner,
+                        repo,
+                        issue_on_approval: raw
+                            .issue_on_approval
+                            .or_else(|| github.as_ref().map(|g| g.issue_on_approval)),
+                    },
+                    env,
+                    &mut problems,
+                )),
+            };
+            if raw.path.is_none() {
+                problems.push(format!(
+                    "{key}.path is missing; give the folder of the repository's clone"
+                ));
+            }
+            let repo = validate_repo(
+                RawRepo {
+                    path: raw.path,
+                    base_branch: raw.base_branch,
+                    remote: raw.remote,
+                    tasks_dir: raw.tasks_dir,
+                    push_plans: raw.push_plans,
+                    author_name: raw.author_name.or_else(|| Some(repo.author_name.clone())),
+                    author_email: raw.author_email.or_else(|| Some(repo.author_email.clone())),
+                },
+                &key,
+                env,
+                &mut problems,
             );
-        }
-        let tasks_dir = self.repo.tasks_dir.unwrap_or_else(|| "tasks".to_string());
-        let tasks_dir_path = PathBuf::from(&tasks_dir);
-        if tasks_dir.trim().is_empty()
-            || tasks_dir_path
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_)))
-        {
-            problems.push(format!(
-                "repo.tasks_dir {tasks_dir:?} must be a relative folder inside the repository without `..`, e.g. \"tasks\""
-            ));
-        }
-        let author_name = self
-            .repo
-            .author_name
-            .unwrap_or_else(|| "featurebot".to_string());
-        let author_email = self
-            .repo
-            .author_email
-            .unwrap_or_else(|| "featurebot@localhost".to_string());
-        if author_name.trim().is_empty() || author_name.contains(['<', '>', '\n']) {
-            problems.push(
-                "repo.author_name must be a non-empty name without <, > or newlines".to_string(),
-            );
-        }
-        if !author_email.contains('@') || author_email.contains(['<', '>', '\n', ' ']) {
-            problems.push(format!(
-                "repo.author_email {author_email:?} is not an email address; use e.g. \"featurebot@example.com\""
-            ));
+            targets.push(Target {
+                name,
+                repo,
+                github,
+                channels,
+            });
         }
 
         let store_path = PathBuf::from(self.store.path.as_deref().unwrap_or("featurebot-data"));
@@ -542,9 +656,6 @@ impl RawConfig {
         let discord = self
             .discord
             .map(|raw| validate_discord(raw, env, &mut problems));
-        let github = self
-            .github
-            .map(|raw| validate_github(raw, env, &mut problems));
         let agent = validate_agent(self.agent, &store_path, &mut problems);
 
         let Some(base_url) = base_url.filter(|_| problems.is_empty()) else {
@@ -564,16 +675,8 @@ impl RawConfig {
                 retry_budget: Duration::from_secs(retry_budget),
                 prices,
             },
-            repo: RepoConfig {
-                path: repo_path,
-                base_branch,
-                remote,
-                tasks_dir: tasks_dir_path,
-                push_plans: self.repo.push_plans.unwrap_or(false),
-                author_name,
-                author_email,
-                github_token: secret("GITHUB_TOKEN"),
-            },
+            repo,
+            targets,
             store: StoreConfig { path: store_path },
             prompts: PromptsConfig { dir: prompts_dir },
             discord,
@@ -640,6 +743,66 @@ fn validate_discord(
         stream_edit_interval: Duration::from_millis(interval),
         token: env
             .get("DISCORD_TOKEN")
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(Secret::new),
+    }
+}
+
+fn validate_repo(
+    raw: RawRepo,
+    key: &str,
+    env: &HashMap<String, String>,
+    problems: &mut Vec<String>,
+) -> RepoConfig {
+    let path = PathBuf::from(raw.path.as_deref().unwrap_or("."));
+    let base_branch = raw.base_branch.unwrap_or_else(|| "main".to_string());
+    if !is_branch_name(&base_branch) {
+        problems.push(format!(
+            "{key}.base_branch {base_branch:?} is not a valid branch name; use a name like \"main\""
+        ));
+    }
+    let remote = raw.remote.unwrap_or_else(|| "origin".to_string());
+    if remote.trim().is_empty() {
+        problems.push(format!(
+            "{key}.remote is empty; name the git remote to push to, e.g. \"origin\""
+        ));
+    }
+    let tasks_dir = raw.tasks_dir.unwrap_or_else(|| "tasks".to_string());
+    let tasks_dir_path = PathBuf::from(&tasks_dir);
+    if tasks_dir.trim().is_empty()
+        || tasks_dir_path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        problems.push(format!(
+            "{key}.tasks_dir {tasks_dir:?} must be a relative folder inside the repository without `..`, e.g. \"tasks\""
+        ));
+    }
+    let author_name = raw.author_name.unwrap_or_else(|| "featurebot".to_string());
+    let author_email = raw
+        .author_email
+        .unwrap_or_else(|| "featurebot@localhost".to_string());
+    if author_name.trim().is_empty() || author_name.contains(['<', '>', '\n']) {
+        problems.push(format!(
+            "{key}.author_name must be a non-empty name without <, > or newlines"
+        ));
+    }
+    if !author_email.contains('@') || author_email.contains(['<', '>', '\n', ' ']) {
+        problems.push(format!(
+            "{key}.author_email {author_email:?} is not an email address; use e.g. \"featurebot@example.com\""
+        ));
+    }
+    RepoConfig {
+        path,
+        base_branch,
+        remote,
+        tasks_dir: tasks_dir_path,
+        push_plans: raw.push_plans.unwrap_or(false),
+        author_name,
+        author_email,
+        github_token: env
+            .get("GITHUB_TOKEN")
             .map(|v| v.trim())
             .filter(|v| !v.is_empty())
             .map(Secret::new),

@@ -101,6 +101,7 @@ pub async fn run(
                 title,
                 requester: user.clone(),
                 place: Place::Console,
+                repo: None,
             };
             drive(&app, &mut outputs, &mut ui, input).await;
             match ui.feature {

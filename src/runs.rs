@@ -173,9 +173,15 @@ impl RunQueue {
             // From `queued` (cancelled early) the feature goes straight to its end state.
             let _ = store.set_status(feature, status).await;
             // The plan file records the outcome and the pull request.
-            if let Err(err) =
-                crate::plan_file::refresh(&runner.config.repo, &store, feature, status.as_str())
-                    .await
+            if let Err(err) = crate::plan_file::refresh(
+                runner
+                    .config
+                    .repo_of(store.feature(feature).ok().and_then(|f| f.repo).as_deref()),
+                &store,
+                feature,
+                status.as_str(),
+            )
+            .await
             {
                 tracing::warn!(feature = feature.0, error = %format!("{err:#}"), "updating the plan file failed");
             }

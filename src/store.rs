@@ -233,6 +233,9 @@ pub struct Feature {
     /// The GitHub issue mirroring this feature: number and link.
     #[serde(default)]
     pub issue: Option<(u64, String)>,
+    /// The target repository's name from `[[repos]]`; `None` for the default `[repo]`.
+    #[serde(default)]
+    pub repo: Option<String>,
 }
 
 /// Who spoke a turn of the transcript.
@@ -447,6 +450,7 @@ impl Store {
                 usage: Usage::default(),
                 labels: Vec::new(),
                 issue: None,
+                repo: None,
             };
             self.meta.insert(NEXT_ID_KEY, &(next + 1).to_be_bytes())?;
             self.features
@@ -611,6 +615,19 @@ impl Store {
                     f.labels.push(label.clone());
                 }
             }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sends the feature to a named target repository.
+    pub async fn set_repo(
+        &self,
+        id: FeatureId,
+        repo: Option<String>,
+    ) -> Result<Feature, StoreError> {
+        self.update(id, |f| {
+            f.repo = repo;
             Ok(())
         })
         .await

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backend::{self, Backend, Tools};
 use super::{Event, Human, Phase, StepReport, StepRequest};
-use crate::config::Config;
+use crate::config::{Config, RepoConfig};
 use crate::github::{GitHub, PullRequest, PullRequestSpec};
 use crate::llm::{self, Usage};
 use crate::plan::{self, Slug};
@@ -176,7 +176,7 @@ impl Runner {
             phase: Phase::Preparing,
             usage: run.usage,
         });
-        let repo_cfg = self.config.repo.clone();
+        let repo_cfg = self.repo_cfg(job).clone();
         let branch = run.branch.clone();
         let dir = worktree.to_path_buf();
         let prepared = tokio::task::spawn_blocking(move || {
@@ -200,7 +200,7 @@ impl Runner {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         ));
-        let plan_file = self.config.repo.path.join(&job.plan.path);
+        let plan_file = self.repo_cfg(job).path.join(&job.plan.path);
         let backend = Backend::from_config(agent);
         let mut stopped: Option<String> = None;
 
@@ -325,6 +325,7 @@ impl Runner {
                 };
                 let commit = self
                     .commit(
+                        job,
                         &prepared.path,
                         &match &run.follow_up {
                             Some(_) => {
@@ -403,7 +404,7 @@ impl Runner {
             usage: run.usage,
         });
         let all_green = run.next_step == total && run.steps.iter().all(|s| s.green == Some(true));
-        let repo_cfg = self.config.repo.clone();
+        let repo_cfg = self.repo_cfg(job).clone();
         let branch = run.branch.clone();
         tokio::task::spawn_blocking(move || repo::push_branch(&repo_cfg, &branch))
             .await
@@ -413,7 +414,8 @@ impl Runner {
         let mut history = store.runs(run.feature)?;
         history.retain(|r| r.number != run.number && r.branch == run.branch);
         history.push(run.clone());
-        let pull_request = match &self.github {
+        let target_github = self.github_for(job);
+        let pull_request = match target_github.as_deref() {
             Some(github) => Some(
                 self.open_pull_request(
                     github,
@@ -442,8 +444,30 @@ impl Runner {
         Ok(())
     }
 
-    async fn commit(&self, worktree: &Path, message: &str) -> anyhow::Result<Option<String>> {
-        let repo_cfg = self.config.repo.clone();
+    /// The feature's target repository (`[[repos]]`, or the default `[repo]`).
+    fn repo_cfg(&self, job: &Job) -> &RepoConfig {
+        self.config.repo_of(job.feature.repo.as_deref())
+    }
+
+    /// The GitHub client of the feature's target repository, if it has one.
+    fn github_for(&self, job: &Job) -> Option<std::borrow::Cow<'_, GitHub>> {
+        match job.feature.repo.as_deref() {
+            None => self.github.as_ref().map(std::borrow::Cow::Borrowed),
+            Some(name) => self
+                .config
+                .github_of(Some(name))
+                .and_then(|cfg| GitHub::new(cfg).ok())
+                .map(std::borrow::Cow::Owned),
+        }
+    }
+
+    async fn commit(
+        &self,
+        job: &Job,
+        worktree: &Path,
+        message: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let repo_cfg = self.repo_cfg(job).clone();
         let dir: PathBuf = worktree.to_path_buf();
         let message = self.redactor.redact(message);
         tokio::task::spawn_blocking(move || repo::commit_all(&repo_cfg, &dir, &message))
@@ -466,7 +490,7 @@ impl Runner {
             .redact(&pull_request_body(github, job, history, elapsed));
         let spec = PullRequestSpec {
             head: branch,
-            base: self.config.repo.base_branch.clone(),
+            base: self.repo_cfg(job).base_branch.clone(),
             title: job.feature.title.clone(),
             body,
             draft,

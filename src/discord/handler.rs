@@ -44,6 +44,7 @@ pub struct Bot {
     queues: Mutex<HashMap<FeatureId, mpsc::UnboundedSender<Job>>>,
     /// Button actions accepted and not yet finished, so a second click is told, not obeyed.
     in_flight: Arc<Mutex<HashSet<(FeatureId, Action)>>>,
+    config: Arc<Config>,
     /// For cost estimates on feature cards.
     prices: Option<(f64, f64)>,
     /// Non-admins already told that their messages are not used, per thread.
@@ -54,6 +55,7 @@ impl Bot {
     pub fn new(config: Arc<Config>, discord: DiscordConfig, app: Arc<App>) -> Bot {
         Bot {
             prices: config.llm.prices,
+            config,
             discord,
             app,
             queues: Mutex::new(HashMap::new()),
@@ -106,7 +108,7 @@ impl Bot {
     }
 
     async fn register_commands(&self, ctx: &Context) {
-        let command = CreateCommand::new("feature")
+        let mut command = CreateCommand::new("feature")
             .description("Start a feature: featurebot asks questions in a private thread, then writes the plan")
             .default_member_permissions(Permissions::ADMINISTRATOR)
             .dm_permission(false)
@@ -115,6 +117,18 @@ impl Bot {
                     .required(true)
                     .max_length(crate::plan::MAX_TITLE_CHARS as u16),
             );
+        if !self.config.targets.is_empty() {
+            let mut repo = CreateCommandOption::new(
+                CommandOptionType::String,
+                "repo",
+                "The repository this feature is for (when the channel maps to several)",
+            )
+            .add_string_choice("default", "default");
+            for target in self.config.targets.iter().take(24) {
+                repo = repo.add_string_choice(&target.name, &target.name);
+            }
+            command = command.add_option(repo);
+        }
         let status_choices = [
             "gathering",
             "confirmed",
@@ -220,6 +234,14 @@ impl Bot {
         } else {
             Title::parse(raw_title).err()
         };
+        let chosen = cmd
+            .data
+            .options
+            .iter()
+            .find(|o| o.name == "repo")
+            .and_then(|o| o.value.as_str());
+        let target = self.config.target_for(cmd.channel_id.get(), chosen);
+        let refusal = refusal.or_else(|| target.clone().err());
         if let Some(message) = refusal {
             tracing::info!(user = cmd.user.id.get(), %message, "/feature refused");
             let _ = cmd
@@ -283,6 +305,7 @@ impl Bot {
                 channel_id: cmd.channel_id.get(),
                 thread_id: thread.id.get(),
             },
+            repo: target.ok().flatten(),
         };
         let app = self.app.clone();
         tokio::spawn(async move { app.handle(input).await });

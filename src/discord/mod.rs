@@ -105,12 +105,7 @@ pub async fn run(
         .context("building the Discord client")?;
     let links = render::Links {
         redactor: crate::redact::Redactor::from_config(&config),
-        github: config
-            .github
-            .as_ref()
-            .and_then(|g| crate::github::GitHub::new(g).ok())
-            .map(Arc::new),
-        base_branch: config.repo.base_branch.clone(),
+        config: config.clone(),
     };
     let renderer = tokio::spawn(render::run(
         client.http.clone(),

@@ -78,9 +78,17 @@ pub async fn run(
 #[derive(Clone)]
 pub struct Links {
     pub redactor: Redactor,
-    /// Set when GitHub is configured: plan files get a link.
-    pub github: Option<Arc<GitHub>>,
-    pub base_branch: String,
+    /// For each feature's target repository: its base branch and GitHub.
+    pub config: Arc<crate::config::Config>,
+}
+
+impl Links {
+    /// The GitHub client of the feature's target repository, when it has one.
+    fn github(&self, feature: &Feature) -> Option<GitHub> {
+        self.config
+            .github_of(feature.repo.as_deref())
+            .and_then(|cfg| GitHub::new(cfg).ok())
+    }
 }
 
 struct Worker {
@@ -211,12 +219,10 @@ impl Worker {
                 let Some(f) = self.feature(feature) else {
                     return;
                 };
-                let link = self
-                    .links
-                    .github
-                    .as_ref()
-                    .map(|g| g.file_url(&self.links.base_branch, &path));
-                let issue_button = self.links.github.is_some() && f.issue.is_none();
+                let github = self.links.github(&f);
+                let base = &self.links.config.repo_of(f.repo.as_deref()).base_branch;
+                let link = github.as_ref().map(|g| g.file_url(base, &path));
+                let issue_button = github.is_some() && f.issue.is_none();
                 self.post(plan_message(
                     &f,
                     version,

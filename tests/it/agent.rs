@@ -60,6 +60,7 @@ impl Fixture {
             prompts: PromptsConfig { dir: None },
             discord: None,
             github: None,
+            targets: Vec::new(),
             agent,
         };
         Fixture {

@@ -185,6 +185,7 @@ async fn bad_titles_are_refused_and_nothing_is_stored() {
                 title: title.to_string(),
                 requester: crate::support::harness::alice(),
                 place: featurebot::store::Place::Console,
+                repo: None,
             })
             .await;
         assert!(

@@ -185,3 +185,51 @@ fn the_discord_section_needs_a_guild_and_an_admin() {
         ],
     );
 }
+
+#[test]
+fn several_repositories_each_with_channels_and_github() {
+    let config = load(
+        "[llm]\nmodel = \"m\"\n[github]\nowner = \"acme\"\nrepo = \"main-app\"\n\n[[repos]]\nname = \"shop\"\npath = \"/srv/shop\"\nbase_branch = \"develop\"\ngithub_owner = \"acme\"\ngithub_repo = \"shop\"\nchannels = [\"11\", 12]\n\n[[repos]]\nname = \"docs\"\npath = \"/srv/docs\"\nchannels = [12]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.targets.len(), 2);
+    let shop = &config.targets[0];
+    assert_eq!(shop.repo.base_branch, "develop");
+    assert_eq!(shop.channels, [11, 12]);
+    assert_eq!(shop.github.as_ref().unwrap().repo, "shop");
+    assert!(config.targets[1].github.is_none());
+    assert_eq!(
+        config.repo_of(Some("docs")).path,
+        PathBuf::from("/srv/docs")
+    );
+    assert_eq!(config.repo_of(None).path, PathBuf::from("."));
+    assert_eq!(config.github_of(None).unwrap().repo, "main-app");
+    assert_eq!(config.target_for(11, None), Ok(Some("shop".to_string())));
+    assert!(config
+        .target_for(12, None)
+        .unwrap_err()
+        .contains("several repositories (shop, docs)"));
+    assert_eq!(
+        config.target_for(12, Some("docs")),
+        Ok(Some("docs".to_string()))
+    );
+    assert_eq!(config.target_for(99, None), Ok(None));
+    assert!(config
+        .target_for(11, Some("nope"))
+        .unwrap_err()
+        .contains("no repository named \"nope\""));
+}
+
+#[test]
+fn bad_repository_entries_are_named() {
+    check_error(
+        "[llm]\nmodel = \"m\"\n[[repos]]\nname = \"a b\"\n\n[[repos]]\nname = \"x\"\npath = \"/x\"\n[[repos]]\nname = \"x\"\npath = \"/y\"\nbase_branch = \"..\"\n",
+        &[
+            "repos[0].name \"a b\"",
+            "repos[0].path is missing",
+            "repos[2].name \"x\" is used twice",
+            "repos[2].base_branch",
+        ],
+    );
+}

@@ -73,6 +73,7 @@ impl Bot {
                 token: Some(Secret::new(discord.token())),
             }),
             github: Some(github.config()),
+            targets: Vec::new(),
             agent: featurebot::config::AgentConfig::with_defaults(&dir.path().join("store")),
         };
         change(&mut config);
@@ -1510,4 +1511,77 @@ async fn step_approval_in_the_thread_with_a_change_request() {
         git(&remote, &["show", "featurebot/1-export-csv:export.txt"]),
         "GET /export.csv\n"
     );
+}
+
+#[tokio::test]
+async fn features_go_to_the_repository_their_channel_or_choice_maps_to() {
+    let shop = repo_with_remote("main");
+    let docs = repo_with_remote("main");
+    let targets = vec![
+        featurebot::config::Target {
+            name: "shop".to_string(),
+            repo: repo_config(&shop),
+            github: None,
+            channels: vec![CHANNEL_ID],
+        },
+        featurebot::config::Target {
+            name: "docs".to_string(),
+            repo: repo_config(&docs),
+            github: None,
+            channels: vec![CHANNEL_ID],
+        },
+    ];
+    let bot = Bot::start_configured(move |c| c.targets = targets).await;
+    let command = bot
+        .discord
+        .commands()
+        .into_iter()
+        .find(|c| c["name"] == "feature")
+        .unwrap();
+    assert!(
+        command.to_string().contains("\"name\":\"repo\""),
+        "{command}"
+    );
+
+    let refused = bot.feature(ADMIN, "Export CSV").await;
+    bot.wait_for("the refusal", |b| !b.discord.responses(&refused).is_empty())
+        .await;
+    let answer = bot.discord.responses(&refused)[0].to_string();
+    assert!(
+        answer.contains("several repositories (shop, docs)"),
+        "{answer}"
+    );
+
+    script_conversation(&bot.llm);
+    bot.discord
+        .slash_command(
+            ADMIN,
+            CHANNEL_ID,
+            "feature",
+            json!([{"name": "title", "type": 3, "value": "Export CSV"}, {"name": "repo", "type": 3, "value": "docs"}]),
+        )
+        .await;
+    bot.wait_for("the thread", |b| b.discord.threads().len() == 1)
+        .await;
+    let thread = bot.thread_id();
+    bot.wait_for("the first question", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.contains("Which format"))
+    })
+    .await;
+    bot.confirmed(thread).await;
+    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let (message, id) = bot.message_with_button("fb:plan:").unwrap();
+    bot.discord.click(ADMIN, message, &id).await;
+    bot.wait_for("the plan", |b| {
+        b.message_with_button("fb:approve:").is_some()
+    })
+    .await;
+    let in_docs = git(&docs.path, &["log", "-1", "--format=%s", "main"]);
+    assert_eq!(in_docs.trim(), "plan: Export CSV", "the plan went to docs");
+    let in_shop = git(&shop.path, &["log", "-1", "--format=%s", "main"]);
+    assert_ne!(in_shop.trim(), "plan: Export CSV");
+    let in_default = git(&bot.repo.path, &["log", "-1", "--format=%s", "main"]);
+    assert_ne!(in_default.trim(), "plan: Export CSV");
 }

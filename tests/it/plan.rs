@@ -133,6 +133,7 @@ fn feature(title: &str) -> Feature {
         usage: Default::default(),
         labels: Vec::new(),
         issue: None,
+        repo: None,
     }
 }
 

@@ -47,6 +47,7 @@ impl Harness {
             prompts: PromptsConfig { dir: None },
             discord: None,
             github: None,
+            targets: Vec::new(),
             agent: featurebot::config::AgentConfig::with_defaults(store_dir.path()),
         };
         Harness::with_config(llm, repo, store_dir, config)
@@ -118,6 +119,7 @@ impl Harness {
                 title: title.to_string(),
                 requester: alice(),
                 place: Place::Console,
+                repo: None,
             })
             .await;
         let id = outputs
