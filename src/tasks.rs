@@ -27,6 +27,7 @@ pub struct Row {
     pub title: String,
     pub status: Status,
     pub priority: Priority,
+    pub labels: Vec<String>,
     pub age: Duration,
     pub link: Option<String>,
     pub pr_url: Option<String>,
@@ -68,6 +69,7 @@ pub fn list(store: &Store, filter: Filter, page: usize) -> Result<Page, StoreErr
             title: feature.title,
             status: feature.status,
             priority: feature.priority,
+            labels: feature.labels,
             pr_url,
         });
     }

@@ -58,6 +58,10 @@ pub fn page(page: &Page, filter: Filter) -> (CreateEmbed, Vec<CreateActionRow>) 
                 row.priority.as_str(),
                 tasks::short_age(row.age)
             );
+            if !row.labels.is_empty() {
+                let labels: String = row.labels.join(", ").chars().take(60).collect();
+                line.push_str(&format!(" · {labels}"));
+            }
             if let Some(link) = &row.link {
                 line.push_str(&format!(" · [thread]({link})"));
             }

@@ -1218,6 +1218,13 @@ async fn priority_and_labels_are_set_from_the_card_and_written_to_the_plan_file(
         .await;
     let embed = bot.discord.responses(&listing)[1]["body"]["embeds"][0].clone();
     assert_eq!(embed["title"], "Features (1) · p1");
+    assert!(
+        embed["description"]
+            .as_str()
+            .unwrap()
+            .contains("· backend, urgent ·"),
+        "{embed}"
+    );
 }
 
 #[tokio::test]
