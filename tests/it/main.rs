@@ -16,4 +16,5 @@ mod github;
 mod llm;
 mod plan;
 mod repo;
+mod shutdown;
 mod store;
