@@ -616,8 +616,7 @@ impl App {
                 });
                 let wants_issue = self
                     .config
-                    .github
-                    .as_ref()
+                    .github_of(feature.repo.as_deref())
                     .is_some_and(|g| g.issue_on_approval);
                 if wants_issue && feature.issue.is_none() {
                     drop(_guard);
