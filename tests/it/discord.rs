@@ -1592,3 +1592,29 @@ async fn features_go_to_the_repository_their_channel_or_choice_maps_to() {
     let in_default = git(&bot.repo.path, &["log", "-1", "--format=%s", "main"]);
     assert_ne!(in_default.trim(), "plan: Export CSV");
 }
+
+#[tokio::test]
+async fn issue_on_approval_opens_the_issue_before_the_run() {
+    let bot = Bot::start_configured(|c| c.github.as_mut().unwrap().issue_on_approval = true).await;
+    let plan = planned(&bot).await;
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "one"}),
+    )]));
+    bot.llm.push(Reply::ToolCalls(vec![(
+        "finish_step".to_string(),
+        json!({"summary": "two"}),
+    )]));
+    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.wait_for("the pull request", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.starts_with("✅ Pull request: "))
+    })
+    .await;
+    assert_eq!(bot.github.issues().len(), 1);
+    assert!(bot.github.pulls()[0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("Closes #1"));
+}
