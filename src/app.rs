@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::agent::run::Runner;
 use crate::config::Config;
 use crate::conversation::{self, MarkerFilter};
-use crate::github::{GitHub, IssueSpec, PrState};
+use crate::github::{GitHub, GithubError, IssueSpec, PrState};
 use crate::llm::{self, LlmError, Message, Request};
 use crate::plan::{self, Slug, Title};
 use crate::plan_file;
@@ -543,6 +543,8 @@ impl App {
             self.refuse(id, "no coding agent is configured".to_string());
             return Ok(());
         };
+        // A failed run whose steps are all done failed at the push or the pull request:
+        // resuming it tries those again.
         let last = self.store.runs(id)?.pop();
         match last {
             Some(run)
@@ -552,7 +554,7 @@ impl App {
                         | RunState::Failed
                         | RunState::Cancelled
                         | RunState::Stopped
-                ) && run.next_step < run.steps.len() =>
+                ) && (run.next_step < run.steps.len() || run.state == RunState::Failed) =>
             {
                 let follow_up = run.follow_up.clone();
                 runs.start(id, Some(run), follow_up).await
@@ -1146,10 +1148,12 @@ impl App {
     /// Decides what a person sees for a failure: our own errors read as sentences; anything
     /// else is a bug, shown as a log id.
     fn report(&self, feature: Option<FeatureId>, err: anyhow::Error) {
-        let readable = err
-            .chain()
-            .any(|e| e.is::<LlmError>() || e.is::<RepoError>() || e.is::<StoreError>())
-            || err.chain().count() == 1;
+        let readable = err.chain().any(|e| {
+            e.is::<LlmError>()
+                || e.is::<RepoError>()
+                || e.is::<StoreError>()
+                || e.is::<GithubError>()
+        }) || err.chain().count() == 1;
         let message = if readable {
             format!("{err:#}")
         } else {

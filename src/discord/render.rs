@@ -364,9 +364,11 @@ impl Worker {
                         run.number,
                         &[(Action::FollowUp, ButtonStyle::Primary)],
                     )]);
-                } else if matches!(run.state, RunState::Failed | RunState::Cancelled)
-                    && run.next_step < run.steps.len()
+                } else if run.state == RunState::Failed
+                    || (run.state == RunState::Cancelled && run.next_step < run.steps.len())
                 {
+                    // A failed run with every step done failed at the push or the pull
+                    // request: resuming tries those again.
                     message = message.components(vec![run_row(
                         feature,
                         run.number,

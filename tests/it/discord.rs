@@ -827,7 +827,6 @@ async fn cancel_stops_a_run_and_resume_finishes_it() {
     assert!(bot.discord.responses(&stranger)[0]
         .to_string()
         .contains("only featurebot admins"));
-    let started = Instant::now();
     bot.discord.click(ADMIN, card, &cancel).await;
     bot.wait_for("the cancellation", |b| {
         contents(&b.bot_messages())
@@ -835,11 +834,6 @@ async fn cancel_stops_a_run_and_resume_finishes_it() {
             .any(|c| c.contains("cancelled at step 1 of 2"))
     })
     .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
 
     bot.llm.push(Reply::ToolCalls(vec![(
         "finish_step".to_string(),
@@ -849,6 +843,10 @@ async fn cancel_stops_a_run_and_resume_finishes_it() {
         "finish_step".to_string(),
         json!({"summary": "two"}),
     )]));
+    bot.wait_for("the Resume button", |b| {
+        b.message_with_button("fb:resume:").is_some()
+    })
+    .await;
     let (message, resume) = bot.message_with_button("fb:resume:").unwrap();
     bot.discord.click(ADMIN, message, &resume).await;
     bot.wait_for("the pull request", |b| {

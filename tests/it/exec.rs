@@ -191,7 +191,7 @@ async fn exit_codes_and_both_streams_are_reported() {
         assert_eq!(result.exit_code, Some(code), "{line}: {result:?}");
         // The output ends with the command: no grace period is spent waiting for it.
         assert!(
-            result.duration < Duration::from_secs(2),
+            result.duration < Duration::from_secs(10),
             "{line}: {result:?}"
         );
         assert_eq!(result.success, code == 0, "{line}");
@@ -242,7 +242,7 @@ async fn a_timeout_kills_the_whole_process_tree() {
     let result = run(&spec).await;
     assert!(result.timed_out, "{result:?}");
     assert!(!result.success && !result.cancelled);
-    assert!(result.duration < Duration::from_secs(5), "{result:?}");
+    assert!(result.duration < Duration::from_secs(15), "{result:?}");
     assert_eq!(result.output, "before\n");
     let pid = read_pid(dir.path());
     wait_until("the grandchild to die", || is_gone(&pid)).await;
@@ -255,7 +255,7 @@ async fn background_processes_do_not_outlive_their_command() {
     let result = run(&spec(dir.path(), line)).await;
     assert!(result.success, "{result:?}");
     assert_eq!(result.output, "done\n");
-    assert!(result.duration < Duration::from_secs(5), "{result:?}");
+    assert!(result.duration < Duration::from_secs(15), "{result:?}");
     let pid = read_pid(dir.path());
     wait_until("the background process to die", || is_gone(&pid)).await;
 }
@@ -280,11 +280,13 @@ async fn cancel_kills_even_processes_that_ignore_sigterm() {
     wait_until("the command to start", || started.exists()).await;
     let cancelled_at = Instant::now();
     cancel.cancel();
-    let result = tokio::time::timeout(Duration::from_secs(5), task)
+    // The group gets SIGTERM, then SIGKILL 2 s later: well inside this bound even on a busy
+    // machine.
+    let result = tokio::time::timeout(Duration::from_secs(15), task)
         .await
-        .expect("run returns within 5 s of cancellation")
+        .expect("run returns soon after cancellation")
         .unwrap();
-    assert!(cancelled_at.elapsed() < Duration::from_secs(5));
+    assert!(cancelled_at.elapsed() < Duration::from_secs(15));
     assert!(
         result.cancelled && !result.timed_out && !result.success,
         "{result:?}"

@@ -416,7 +416,8 @@ async fn retry_after_beyond_budget_stops_at_once(api: Api) {
         .complete(&ask("hi"))
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(1));
+    // It gave up at once rather than waiting the minute the server asked for.
+    assert!(started.elapsed() < Duration::from_secs(30));
     assert!(
         matches!(error, LlmError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(60)),
         "{error:?}"
@@ -579,7 +580,7 @@ fn impatient(fake: &FakeLlm, max_retries: u32) -> LlmConfig {
 async fn slow_headers_time_out(api: Api) {
     let fake = FakeLlm::start(api).await;
     fake.push(Reply::Slow {
-        delay: Duration::from_secs(3),
+        delay: Duration::from_secs(60),
         then: Box::new(Reply::Text("too late".to_string())),
     });
     let started = Instant::now();
@@ -591,7 +592,8 @@ async fn slow_headers_time_out(api: Api) {
         matches!(error, LlmError::Timeout(d) if d == Duration::from_secs(1)),
         "{error:?}"
     );
-    assert!(started.elapsed() < Duration::from_millis(2500));
+    // It did not wait for the server's minute.
+    assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 fn first_text_event(api: Api, text: &str) -> Vec<u8> {
@@ -613,14 +615,17 @@ async fn stalled_stream_times_out_without_retry_after_text(api: Api) {
     let fake = FakeLlm::start(api).await;
     fake.push(Reply::Stalled {
         chunks: vec![first_text_event(api, "partial")],
-        hold: Duration::from_secs(3),
+        hold: Duration::from_secs(60),
     });
     fake.push(Reply::Text("must not be asked for".to_string()));
     let started = Instant::now();
     let (result, pieces) = stream(&client(impatient(&fake, 2)), &ask("hi")).await;
     assert!(matches!(result, Err(LlmError::Timeout(_))), "{result:?}");
     assert_eq!(pieces, ["partial"]);
-    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it did not wait out the stall"
+    );
     assert_eq!(fake.requests().len(), 1, "text was shown, so no retry");
 }
 

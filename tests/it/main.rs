@@ -9,6 +9,7 @@ mod config;
 mod console;
 mod conversation;
 mod exec;
+mod faults;
 mod discord;
 mod discord_text;
 mod fake_discord;

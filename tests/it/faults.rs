@@ -1,0 +1,1529 @@
+//! Faults: what people see, and what is kept, when a process dies, the LLM or GitHub fails, a
+//! push is refused, the repository is locked or the store cannot be written.
+//!
+//! Every test ends in a readable message (an [`Output`], the console's output or a Discord
+//! thread) and then proves that featurebot goes on: a turn in a second feature completes, and
+//! where it makes sense the faulty feature's next message or button works too. FAULTS.md lists
+//! the cases, one row per test.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use featurebot::agent::run::Runner;
+use featurebot::app::{App, Input, Output};
+use featurebot::config::{AgentConfig, Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
+use featurebot::github::GitHub;
+use featurebot::llm;
+use featurebot::prompts::Prompts;
+use featurebot::redact::Redactor;
+use featurebot::store::{FeatureId, Place, Run, RunState, Speaker, Status, Store, StoreError};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
+use crate::support::fake_github::{FakeGithub, TOKEN};
+use crate::support::fake_llm::{Api, FakeLlm, Reply};
+use crate::support::git::{git, repo_config, repo_with_remote, TestRepo};
+use crate::support::harness::{alice, failure, reply, Harness, GOOD_PLAN};
+
+/// Polls `condition` until it holds, for at most 20 seconds.
+async fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn call(name: &str, args: Value) -> Reply {
+    Reply::ToolCalls(vec![(name.to_string(), args)])
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9 of the built binary
+
+/// The built binary against a fake LLM and a repository with a bare remote.
+struct Binary {
+    llm: FakeLlm,
+    repo: TestRepo,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Binary {
+    async fn new() -> Binary {
+        let llm = FakeLlm::start(Api::OpenAi).await;
+        let repo = repo_with_remote("main");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[llm]\nbase_url = \"{}\"\nmodel = \"fake-model\"\napi_key_env = \"FAKE_LLM_KEY\"\nrequest_timeout_secs = 5\nmax_retries = 1\n\n[repo]\npath = {:?}\nbase_branch = \"main\"\n\n[store]\npath = {:?}\n",
+                llm.base_url(),
+                repo.path,
+                dir.path().join("store"),
+            ),
+        )
+        .unwrap();
+        Binary {
+            llm,
+            repo,
+            dir,
+            config,
+        }
+    }
+
+    fn store_path(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_featurebot"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("FAKE_LLM_KEY", "sk-test-secret")
+            .env("USER", "tester")
+            .env_remove("RUST_LOG")
+            .env_remove("GITHUB_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Starts the binary with `stdin` written and left open, so it waits for more.
+    async fn spawn(
+        &self,
+        args: &[&str],
+        stdin: &str,
+    ) -> (tokio::process::Child, tokio::process::ChildStdin) {
+        let mut child = self.command(args).spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        (child, input)
+    }
+
+    /// Runs the binary with `stdin` to the end. The store may still be locked for a moment
+    /// by this test's own in-process handle (sled's threads let go of it a little after the
+    /// last handle is dropped), so a start refused for that reason alone is tried again.
+    async fn run(&self, args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut child = self.command(args).spawn().unwrap();
+            let mut input = child.stdin.take().unwrap();
+            input.write_all(stdin.as_bytes()).await.unwrap();
+            drop(input);
+            let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+                .await
+                .expect("featurebot did not finish")
+                .unwrap();
+            let stdout = String::from_utf8(output.stdout).unwrap();
+            let stderr = String::from_utf8(output.stderr).unwrap();
+            let busy = stderr.contains("in use by another featurebot process");
+            if !busy || Instant::now() > deadline {
+                return (output.status, stdout, stderr);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What is on disk, read in this process and closed again.
+    fn store<T>(&self, read: impl FnOnce(&Store) -> T) -> T {
+        let store = crate::support::reopen_store(&self.store_path());
+        read(&store)
+    }
+
+    /// A second feature, in a new console session, gets its first answer.
+    async fn second_feature_is_served(&self) {
+        self.llm
+            .push(Reply::Text("Which theme, dark or light?".to_string()));
+        let (status, stdout, stderr) = self
+            .run(&["console", "--title", "Dark mode"], "/quit\n")
+            .await;
+        assert!(status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("featurebot: Which theme, dark or light?"),
+            "{stdout}\n{stderr}"
+        );
+    }
+}
+
+async fn kill_9(mut child: tokio::process::Child) {
+    // tokio's kill is SIGKILL on Unix: no handler, no flush, no clean-up runs.
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn kill_9_before_the_first_answer_loses_nothing_and_resume_answers_once() {
+    let b = Binary::new().await;
+    b.llm.push(Reply::Slow {
+        delay: Duration::from_secs(30),
+        then: Box::new(Reply::Text("too late".to_string())),
+    });
+    let (child, _stdin) = b.spawn(&["console", "--title", "Export CSV"], "").await;
+    wait_for("the opening request at the LLM", || {
+        !b.llm.requests().is_empty()
+    })
+    .await;
+    kill_9(child).await;
+
+    // The request was stored before the LLM was asked.
+    let (status, transcript) = b.store(|s| {
+        (
+            s.feature(FeatureId(1)).unwrap().status,
+            s.transcript(FeatureId(1)).unwrap(),
+        )
+    });
+    assert_eq!(status, Status::Gathering);
+    assert_eq!(transcript.len(), 1, "{transcript:?}");
+    assert_eq!(transcript[0].speaker, Speaker::User);
+    assert!(transcript[0].text.contains("Export CSV"));
+
+    b.llm
+        .push(Reply::Text("Which format should it use?".to_string()));
+    let (status, stdout, stderr) = b.run(&["console", "--resume", "1"], "/quit\n").await;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("featurebot: Which format should it use?"),
+        "{stdout}"
+    );
+    let transcript = b.store(|s| s.transcript(FeatureId(1)).unwrap());
+    let texts: Vec<(Speaker, &str)> = transcript
+        .iter()
+        .map(|t| (t.speaker, t.text.as_str()))
+        .collect();
+    assert_eq!(texts.len(), 2, "the request once, one answer: {texts:?}");
+    assert_eq!(
+        texts[1],
+        (Speaker::Assistant, "Which format should it use?")
+    );
+    assert_eq!(b.llm.requests().len(), 2);
+    b.second_feature_is_served().await;
+}
+
+#[tokio::test]
+async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_written_once_after() {
+    let b = Binary::new().await;
+    b.llm.push(Reply::Text("Which format?".to_string()));
+    b.llm
+        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    b.llm.push(Reply::Slow {
+        delay: Duration::from_secs(30),
+        then: Box::new(Reply::Text(GOOD_PLAN.to_string())),
+    });
+    let base = git(&b.repo.path, &["rev-parse", "main"]);
+    let (child, _stdin) = b
+        .spawn(&["console", "--title", "Export CSV"], "CSV\n/plan\n")
+        .await;
+    wait_for("the plan request at the LLM", || {
+        b.llm.requests().len() >= 3
+    })
+    .await;
+    kill_9(child).await;
+
+    let (feature, transcript, plans) = b.store(|s| {
+        (
+            s.feature(FeatureId(1)).unwrap(),
+            s.transcript(FeatureId(1)).unwrap(),
+            s.plans(FeatureId(1)).unwrap(),
+        )
+    });
+    assert_eq!(feature.status, Status::Confirmed);
+    assert_eq!(feature.plan_version, 0);
+    assert!(plans.is_empty());
+    assert_eq!(transcript.len(), 4, "{transcript:?}");
+    assert_eq!(git(&b.repo.path, &["rev-parse", "main"]), base, "no commit");
+
+    b.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let (status, stdout, stderr) = b.run(&["console", "--resume", "1"], "/plan\n").await;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("plan version 1 committed"), "{stdout}");
+    // Resuming asked for nothing but the plan: the conversation was already answered.
+    assert_eq!(b.llm.requests().len(), 4);
+    let (feature, transcript, plans) = b.store(|s| {
+        (
+            s.feature(FeatureId(1)).unwrap(),
+            s.transcript(FeatureId(1)).unwrap(),
+            s.plans(FeatureId(1)).unwrap(),
+        )
+    });
+    assert_eq!(feature.status, Status::Planned);
+    assert_eq!(
+        transcript.len(),
+        4,
+        "no turn lost or doubled: {transcript:?}"
+    );
+    assert_eq!(plans.len(), 1);
+    let log = git(&b.repo.path, &["log", "--format=%s", "main"]);
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["plan: Export CSV", "initial commit"]
+    );
+    b.second_feature_is_served().await;
+}
+
+#[tokio::test]
+async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports_it_interrupted() {
+    let b = Binary::new().await;
+    b.llm.push(Reply::Text("Which format?".to_string()));
+    b.llm
+        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    b.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let (status, stdout, stderr) = b
+        .run(&["console", "--title", "Export CSV"], "CSV\n/plan\n")
+        .await;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    let plan = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("path: "))
+        .unwrap()
+        .to_string();
+
+    // Step 1 is done and committed; step 2 waits on the LLM when the process dies.
+    b.llm.push(call(
+        "write_file",
+        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
+    ));
+    b.llm
+        .push(call("finish_step", json!({"summary": "endpoint added"})));
+    b.llm.push(Reply::Slow {
+        delay: Duration::from_secs(30),
+        then: Box::new(call("finish_step", json!({"summary": "late"}))),
+    });
+    let plan_file = b.repo.path.join(&plan);
+    let (child, _stdin) = b.spawn(&["agent", plan_file.to_str().unwrap()], "").await;
+    wait_for("step 2 at the LLM", || b.llm.requests().len() >= 6).await;
+    kill_9(child).await;
+
+    let (status, runs) = b.store(|s| {
+        (
+            s.feature(FeatureId(1)).unwrap().status,
+            s.runs(FeatureId(1)).unwrap(),
+        )
+    });
+    assert_eq!(status, Status::Running);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, RunState::Running);
+    assert_eq!(runs[0].next_step, 1);
+    let step_1 = runs[0].steps[0].commit.clone().expect("step 1 committed");
+    let branch = "featurebot/1-export-csv";
+    let subject = git(&b.repo.path, &["log", "-1", "--format=%s", &step_1]);
+    assert_eq!(subject.trim(), "step 1/2: Add GET /export.csv");
+
+    // The next start says so.
+    let (status, _, stderr) = b.run(&["console", "--resume", "1"], "/quit\n").await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("run 1 was interrupted: featurebot stopped during step 2 of 2"),
+        "{stderr}"
+    );
+    let (status, run) = b.store(|s| {
+        (
+            s.feature(FeatureId(1)).unwrap().status,
+            s.runs(FeatureId(1)).unwrap().pop().unwrap(),
+        )
+    });
+    assert_eq!(status, Status::Failed);
+    assert_eq!(run.state, RunState::Interrupted);
+
+    // Resume (what the Discord button sends) finishes it from step 2, without redoing step 1.
+    let config = Arc::new(Config {
+        llm: b.llm.llm_config(),
+        repo: repo_config(&b.repo),
+        store: StoreConfig {
+            path: b.store_path(),
+        },
+        prompts: PromptsConfig { dir: None },
+        discord: None,
+        github: None,
+        targets: Vec::new(),
+        agent: AgentConfig::with_defaults(&b.store_path()),
+    });
+    let mut core = Core::with_config(config, None);
+    b.llm
+        .push(call("finish_step", json!({"summary": "button"})));
+    core.send(Input::ResumeRun {
+        feature: FeatureId(1),
+    })
+    .await;
+    let run = core.run_ended().await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    let remote = b.repo.remote.clone().unwrap();
+    let log = git(&remote, &["log", "--format=%s", branch]);
+    assert_eq!(log.matches("step 1/2").count(), 1, "{log}");
+    assert_eq!(
+        git(&remote, &["show", &format!("{branch}:export.txt")]),
+        "GET /export.csv\n"
+    );
+    drop(core);
+    b.second_feature_is_served().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The core with an agent and GitHub
+
+/// A core like `featurebot run` builds it, with the agent, minus a front end.
+struct Core {
+    app: Arc<App>,
+    outputs: mpsc::UnboundedReceiver<Output>,
+}
+
+impl Core {
+    fn with_config(config: Arc<Config>, github: Option<GitHub>) -> Core {
+        let store = crate::support::reopen_store(&config.store.path);
+        let client = llm::Client::new(config.llm.clone()).unwrap();
+        let (app, outputs) = App::new(config.clone(), store, client.clone(), Prompts::builtin());
+        let app = app.with_agent(Runner {
+            config: config.clone(),
+            llm: client,
+            prompts: Prompts::builtin(),
+            redactor: Redactor::from_config(&config),
+            github,
+        });
+        Core {
+            app: Arc::new(app),
+            outputs,
+        }
+    }
+
+    /// Handles `input` to the end and returns what it emitted so far.
+    async fn send(&mut self, input: Input) -> Vec<Output> {
+        self.app.handle(input).await;
+        let mut got = Vec::new();
+        while let Ok(output) = self.outputs.try_recv() {
+            got.push(output);
+        }
+        got
+    }
+
+    /// Waits for the run to end and returns its final record.
+    async fn run_ended(&mut self) -> Run {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.outputs.recv()).await {
+                Ok(Some(Output::RunEnded { run, .. })) => return run,
+                Ok(Some(other)) => seen.push(other),
+                Ok(None) => panic!("the core stopped: {seen:?}"),
+                Err(_) => panic!("the run did not end: {seen:?}"),
+            }
+        }
+    }
+}
+
+/// A core with the agent, a fake GitHub and a repository with a bare remote.
+struct Pipeline {
+    core: Core,
+    llm: FakeLlm,
+    github: FakeGithub,
+    repo: TestRepo,
+    _dir: tempfile::TempDir,
+}
+
+const BRANCH: &str = "featurebot/1-export-csv";
+
+impl Pipeline {
+    async fn start() -> Pipeline {
+        let llm = FakeLlm::start(Api::OpenAi).await;
+        let github = FakeGithub::start("acme", "shop").await;
+        let repo = repo_with_remote("main");
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let config = Arc::new(Config {
+            llm: llm.llm_config(),
+            repo: repo_config(&repo),
+            store: StoreConfig {
+                path: store.clone(),
+            },
+            prompts: PromptsConfig { dir: None },
+            discord: None,
+            github: Some(github.config()),
+            targets: Vec::new(),
+            agent: AgentConfig::with_defaults(&store),
+        });
+        let core = Core::with_config(config, Some(GitHub::new(&github.config()).unwrap()));
+        Pipeline {
+            core,
+            llm,
+            github,
+            repo,
+            _dir: dir,
+        }
+    }
+
+    /// Takes feature #1 to a committed plan.
+    async fn planned(&mut self) -> FeatureId {
+        self.llm.push(Reply::Text("Which format?".to_string()));
+        self.llm
+            .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+        self.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+        self.core
+            .send(Input::Start {
+                title: "Export CSV".to_string(),
+                requester: alice(),
+                place: Place::Console,
+                repo: None,
+            })
+            .await;
+        let id = FeatureId(1);
+        self.core
+            .send(Input::Message {
+                feature: id,
+                author: alice(),
+                text: "CSV".to_string(),
+                source_id: None,
+            })
+            .await;
+        let outputs = self
+            .core
+            .send(Input::GeneratePlan {
+                feature: id,
+                force: false,
+            })
+            .await;
+        assert!(
+            outputs
+                .iter()
+                .any(|o| matches!(o, Output::PlanCommitted { .. })),
+            "{outputs:?}"
+        );
+        id
+    }
+
+    /// Approves the plan with a run that writes a file in step 1, and waits for its end.
+    async fn approve_and_run(&mut self, id: FeatureId) -> Run {
+        self.llm.push(call(
+            "write_file",
+            json!({"path": "export.txt", "content": "GET /export.csv\n"}),
+        ));
+        self.llm
+            .push(call("finish_step", json!({"summary": "endpoint added"})));
+        self.llm
+            .push(call("finish_step", json!({"summary": "button added"})));
+        self.core
+            .send(Input::Approve {
+                feature: id,
+                version: 1,
+            })
+            .await;
+        self.core.run_ended().await
+    }
+
+    /// A second feature gets its first answer.
+    async fn second_feature_is_served(&mut self) {
+        self.llm
+            .push(Reply::Text("Which theme, dark or light?".to_string()));
+        let outputs = self
+            .core
+            .send(Input::Start {
+                title: "Dark mode".to_string(),
+                requester: alice(),
+                place: Place::Console,
+                repo: None,
+            })
+            .await;
+        assert_eq!(
+            reply(&outputs),
+            Some("Which theme, dark or light?"),
+            "{outputs:?}"
+        );
+    }
+
+    fn status(&self, id: FeatureId) -> Status {
+        self.core.app.store().feature(id).unwrap().status
+    }
+}
+
+/// A scripted GitHub answer: status, body and headers.
+type GithubAnswer<'a> = (u16, &'a str, &'a [(&'a str, &'a str)]);
+
+/// GitHub answers the requests of opening the pull request with `answers`: the run fails with
+/// a message holding `expected`, never the token, and the branch is pushed all the same.
+async fn github_fault(answers: &[GithubAnswer<'_>], expected: &[&str]) {
+    let mut p = Pipeline::start().await;
+    let id = p.planned().await;
+    for (status, body, headers) in answers {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        p.github.fail_next(*status, body, headers);
+    }
+    let run = p.approve_and_run(id).await;
+    assert_eq!(run.state, RunState::Failed, "{run:?}");
+    let message = run.message.clone().unwrap();
+    assert!(
+        message.starts_with("opening the pull request: "),
+        "{message}"
+    );
+    for part in expected {
+        assert!(message.contains(part), "{part:?} not in {message:?}");
+    }
+    assert!(!message.contains(TOKEN), "{message}");
+    assert_eq!(p.status(id), Status::Failed);
+    assert!(p.github.pulls().is_empty());
+    let remote = p.repo.remote.clone().unwrap();
+    assert_eq!(
+        git(&remote, &["show", &format!("{BRANCH}:export.txt")]),
+        "GET /export.csv\n",
+        "the branch is pushed"
+    );
+    // Once GitHub is fixed, Resume opens the pull request without redoing any step.
+    let calls = p.llm.requests().len();
+    p.core.send(Input::ResumeRun { feature: id }).await;
+    let run = p.core.run_ended().await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    assert_eq!(p.github.pulls().len(), 1);
+    assert_eq!(p.llm.requests().len(), calls, "no step was redone");
+    p.second_feature_is_served().await;
+}
+
+#[tokio::test]
+async fn github_401_ends_the_run_naming_github_token() {
+    github_fault(
+        &[(401, r#"{"message":"Bad credentials"}"#, &[])],
+        &["GitHub refused the token (401); check GITHUB_TOKEN"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn github_403_ends_the_run_naming_the_access_the_token_lacks_without_echoing_it() {
+    let body =
+        format!(r#"{{"message":"Resource not accessible by personal access token {TOKEN}"}}"#);
+    github_fault(
+        &[(403, &body, &[])],
+        &[
+            "GitHub refused the request (403): Resource not accessible by personal access token ***",
+            "give the token read and write access to contents and pull requests",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn github_404_ends_the_run_naming_owner_and_repo() {
+    github_fault(
+        &[(404, r#"{"message":"Not Found"}"#, &[])],
+        &[
+            "repository acme/shop not found on GitHub",
+            "check github.owner and github.repo",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn github_422_on_create_ends_the_run_with_githubs_reason() {
+    github_fault(
+        &[
+            (200, "[]", &[]),
+            (
+                422,
+                r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","field":"base","code":"invalid"}]}"#,
+                &[],
+            ),
+        ],
+        &["GitHub rejected the request (422): Validation Failed: base is invalid (is that branch on GitHub?)"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn github_500_on_every_attempt_ends_the_run_saying_try_again_later() {
+    let error = r#"{"message":"Server Error"}"#;
+    github_fault(
+        &[(500, error, &[]), (502, error, &[]), (500, error, &[])],
+        &["GitHub had a server error (500) on each of 3 attempts; try again later"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn github_secondary_rate_limit_with_a_long_retry_after_ends_the_run_saying_how_long() {
+    github_fault(
+        &[(
+            403,
+            r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}"#,
+            &[("retry-after", "120")],
+        )],
+        &["GitHub is rate limiting us (it asked us to wait 120s); wait and try again"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn github_secondary_rate_limit_with_a_short_retry_after_is_sat_out() {
+    let mut p = Pipeline::start().await;
+    let id = p.planned().await;
+    p.github.fail_next(
+        403,
+        r#"{"message":"You have exceeded a secondary rate limit."}"#,
+        vec![("retry-after".to_string(), "1".to_string())],
+    );
+    let run = p.approve_and_run(id).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    assert!(run.pr_url.is_some());
+    assert_eq!(p.github.pulls().len(), 1);
+    assert_eq!(p.status(id), Status::PrOpen);
+    p.second_feature_is_served().await;
+}
+
+#[tokio::test]
+async fn github_401_on_create_issue_names_github_token_and_the_button_works_after() {
+    let mut p = Pipeline::start().await;
+    let id = p.planned().await;
+    p.github
+        .fail_next(401, r#"{"message":"Bad credentials"}"#, Vec::new());
+    let outputs = p.core.send(Input::CreateIssue { feature: id }).await;
+    let message = outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Failed { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no failure: {outputs:?}"));
+    assert_eq!(
+        message,
+        "opening the GitHub issue: GitHub refused the token (401); check GITHUB_TOKEN: it may be mistyped, expired or revoked"
+    );
+    assert!(p.github.issues().is_empty());
+    assert_eq!(p.core.app.store().feature(id).unwrap().issue, None);
+
+    let outputs = p.core.send(Input::CreateIssue { feature: id }).await;
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::IssueCreated { number: 1, .. })),
+        "{outputs:?}"
+    );
+    p.second_feature_is_served().await;
+}
+
+#[tokio::test]
+async fn an_llm_outage_during_a_run_fails_it_clearly_and_resume_finishes_it() {
+    let mut p = Pipeline::start().await;
+    let id = p.planned().await;
+    p.llm.push(call(
+        "write_file",
+        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
+    ));
+    p.llm
+        .push(call("finish_step", json!({"summary": "endpoint added"})));
+    // Step 2: the first attempt and max_retries = 3 retries all meet an outage.
+    for _ in 0..4 {
+        p.llm.push(Reply::Status {
+            status: 503,
+            headers: vec![("retry-after".to_string(), "0".to_string())],
+            body: r#"{"error":{"message":"the model is overloaded"}}"#.to_string(),
+        });
+    }
+    p.core
+        .send(Input::Approve {
+            feature: id,
+            version: 1,
+        })
+        .await;
+    let run = p.core.run_ended().await;
+    assert_eq!(run.state, RunState::Failed, "{run:?}");
+    let message = run.message.clone().unwrap();
+    assert!(
+        message.starts_with("the agent's LLM request failed: the LLM server is unavailable (HTTP 503: the model is overloaded)"),
+        "{message}"
+    );
+    assert_eq!(run.next_step, 1, "step 1 is done");
+    assert_eq!(p.status(id), Status::Failed);
+    assert_eq!(
+        git(&p.repo.path, &["show", &format!("{BRANCH}:export.txt")]),
+        "GET /export.csv\n",
+        "step 1 is committed"
+    );
+
+    p.llm
+        .push(call("finish_step", json!({"summary": "button"})));
+    p.core.send(Input::ResumeRun { feature: id }).await;
+    let run = p.core.run_ended().await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    assert!(run.pr_url.is_some());
+    let remote = p.repo.remote.clone().unwrap();
+    let log = git(&remote, &["log", "--format=%s", BRANCH]);
+    assert_eq!(log.matches("step 1/2").count(), 1, "{log}");
+    p.second_feature_is_served().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pushes refused by the remote
+
+/// The run ends failed with `expected` in its message; the step's work is committed locally.
+async fn push_refused(p: &mut Pipeline, expected: &[&str]) {
+    let id = p.planned().await;
+    let run = p.approve_and_run(id).await;
+    assert_eq!(run.state, RunState::Failed, "{run:?}");
+    let message = run.message.clone().unwrap();
+    assert!(
+        message.starts_with("pushing the run's branch: remote origin rejected the push to refs/heads/featurebot/1-export-csv: "),
+        "{message}"
+    );
+    for part in expected {
+        assert!(message.contains(part), "{part:?} not in {message:?}");
+    }
+    assert_eq!(p.status(id), Status::Failed);
+    assert!(p.github.pulls().is_empty(), "no pull request");
+    assert_eq!(
+        git(&p.repo.path, &["show", &format!("{BRANCH}:export.txt")]),
+        "GET /export.csv\n",
+        "the work is committed on the local branch"
+    );
+    p.second_feature_is_served().await;
+}
+
+#[tokio::test]
+async fn a_push_refused_because_the_remote_branch_moved_ahead_says_to_rebase() {
+    let mut p = Pipeline::start().await;
+    // Someone else pushed to the branch the run will use.
+    let remote = p.repo.remote.clone().unwrap();
+    let other = p.repo.dir.path().join("other");
+    git(
+        p.repo.dir.path(),
+        &["clone", "--quiet", remote.to_str().unwrap(), "other"],
+    );
+    git(&other, &["checkout", "--quiet", "-b", BRANCH]);
+    std::fs::write(other.join("theirs.txt"), "someone else\n").unwrap();
+    git(&other, &["add", "theirs.txt"]);
+    git(&other, &["commit", "--quiet", "-m", "theirs"]);
+    git(&other, &["push", "--quiet", "origin", BRANCH]);
+    let theirs = git(&remote, &["rev-parse", BRANCH]);
+
+    push_refused(
+        &mut p,
+        &["the remote branch has commits that the local featurebot/1-export-csv does not have"],
+    )
+    .await;
+    assert_eq!(
+        git(&remote, &["rev-parse", BRANCH]),
+        theirs,
+        "their commit is kept"
+    );
+}
+
+/// Serves the bare repositories under `root` over `git://`, one `git daemon --inetd` per
+/// connection, so a push goes through `git receive-pack` and its hooks as on a real server
+/// (libgit2's push to a local path writes the refs itself and runs no hook).
+async fn git_daemon(root: &Path) -> (String, AbortOnDrop) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("git://{}", listener.local_addr().unwrap());
+    let root = root.to_path_buf();
+    let server = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let socket = socket.into_std().unwrap();
+            socket.set_nonblocking(false).unwrap();
+            let input = std::os::fd::OwnedFd::from(socket);
+            let output = input.try_clone().unwrap();
+            let child = tokio::process::Command::new("git")
+                .arg("daemon")
+                .arg("--inetd")
+                .arg("--export-all")
+                .arg("--enable=receive-pack")
+                .arg(format!("--base-path={}", root.display()))
+                .env("HOME", &root)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .stdin(Stdio::from(input))
+                .stdout(Stdio::from(output))
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn();
+            if let Ok(mut child) = child {
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+            }
+        }
+    });
+    (url, AbortOnDrop(server))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_push_refused_by_a_pre_receive_hook_says_the_hook_declined() {
+    let mut p = Pipeline::start().await;
+    let remote = p.repo.remote.clone().unwrap();
+    let hook = remote.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'protected branch: pushes need a review' >&2\nexit 1\n",
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&hook).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&hook, permissions).unwrap();
+    let (url, _daemon) = git_daemon(p.repo.dir.path()).await;
+    git(
+        &p.repo.path,
+        &["remote", "set-url", "origin", &format!("{url}/remote.git")],
+    );
+
+    push_refused(&mut p, &["pre-receive hook declined"]).await;
+    let refs = git(&remote, &["for-each-ref", "--format=%(refname)"]);
+    assert!(!refs.contains(BRANCH), "nothing reached the remote: {refs}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// LLM faults in the requirements conversation and the plan
+
+/// Starts a feature, lets `fault` answer the next message, and checks what people see and what
+/// is kept; then the feature's next message and a second feature work. Returns how many
+/// requests the fault took.
+async fn conversation_fault(
+    fault: Vec<Reply>,
+    change: impl FnOnce(&mut Config),
+    expected: &[&str],
+) -> usize {
+    let mut h = Harness::start().await.reconfigure(change);
+    h.llm.push(Reply::Text("Which format?".to_string()));
+    let (id, _) = h.start_feature("Export CSV").await;
+    let before = h.llm.requests().len();
+    for reply in fault {
+        h.llm.push(reply);
+    }
+    let outputs = h.say(id, "CSV, from the dashboard").await;
+    let requests = h.llm.requests().len() - before;
+    let message = failure(&outputs).unwrap_or_else(|| panic!("no failure: {outputs:?}"));
+    assert!(
+        message.starts_with(
+            "the LLM could not answer; your messages are saved, send another message to try again: "
+        ),
+        "{message}"
+    );
+    for part in expected {
+        assert!(message.contains(part), "{part:?} not in {message:?}");
+    }
+    assert!(!message.contains("sk-test-secret"), "{message}");
+    assert!(reply(&outputs).is_none(), "{outputs:?}");
+    let transcript = h.store().transcript(id).unwrap();
+    assert_eq!(transcript.len(), 3, "no half answer stored: {transcript:?}");
+    assert_eq!(transcript[2].text, "CSV, from the dashboard");
+    assert_eq!(h.store().feature(id).unwrap().status, Status::Gathering);
+
+    h.llm
+        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    let (_, outputs) = h.start_feature("Dark mode").await;
+    assert_eq!(reply(&outputs), Some("Which theme, dark or light?"));
+
+    h.llm
+        .push(Reply::Text("Got it: CSV from the dashboard.".to_string()));
+    let outputs = h.say(id, "yes, CSV").await;
+    assert_eq!(reply(&outputs), Some("Got it: CSV from the dashboard."));
+    let last = h.llm.requests().pop().unwrap().body.to_string();
+    assert!(
+        last.contains("CSV, from the dashboard") && last.contains("yes, CSV"),
+        "the kept message went to the LLM: {last}"
+    );
+    requests
+}
+
+/// A short timeout, so that a slow server is given up on quickly.
+fn impatient(config: &mut Config) {
+    config.llm.request_timeout = Duration::from_secs(1);
+    config.llm.max_retries = 1;
+}
+
+fn slow() -> Reply {
+    Reply::Slow {
+        delay: Duration::from_secs(3),
+        then: Box::new(Reply::Text("too late".to_string())),
+    }
+}
+
+#[tokio::test]
+async fn an_llm_slower_than_request_timeout_is_reported_and_the_message_kept() {
+    let requests = conversation_fault(
+        vec![slow(), slow()],
+        impatient,
+        &["the LLM server did not answer within 1s; raise llm.request_timeout_secs"],
+    )
+    .await;
+    assert_eq!(requests, 2, "one retry");
+}
+
+#[tokio::test]
+async fn an_llm_stream_that_stalls_mid_reply_is_reported_and_not_retried() {
+    let first = format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"content": "Thanks, and "}}]})
+    );
+    let requests = conversation_fault(
+        vec![Reply::Stalled {
+            chunks: vec![first.into_bytes()],
+            hold: Duration::from_secs(3),
+        }],
+        impatient,
+        &["did not answer within 1s"],
+    )
+    .await;
+    assert_eq!(requests, 1, "text was shown, so no retry");
+}
+
+#[tokio::test]
+async fn a_429_storm_beyond_max_retries_is_reported_as_rate_limiting() {
+    let too_many = || Reply::Status {
+        status: 429,
+        headers: vec![("retry-after".to_string(), "0".to_string())],
+        body: r#"{"error":{"message":"Rate limit reached","type":"rate_limit_error"}}"#.to_string(),
+    };
+    let requests = conversation_fault(
+        (0..4).map(|_| too_many()).collect(),
+        |c| c.llm.max_retries = 3,
+        &[
+            "the LLM server is rate limiting us and retries ran out",
+            "raise your quota",
+        ],
+    )
+    .await;
+    assert_eq!(requests, 4, "the first attempt and max_retries = 3 retries");
+}
+
+#[tokio::test]
+async fn llm_5xx_on_every_attempt_is_reported_as_unavailable() {
+    let overloaded = || Reply::Status {
+        status: 503,
+        headers: vec![("retry-after".to_string(), "0".to_string())],
+        body: r#"{"error":{"message":"the model is overloaded"}}"#.to_string(),
+    };
+    let requests = conversation_fault(
+        vec![overloaded(), overloaded()],
+        |c| c.llm.max_retries = 1,
+        &["the LLM server is unavailable (HTTP 503: the model is overloaded); check llm.base_url"],
+    )
+    .await;
+    assert_eq!(requests, 2);
+}
+
+#[tokio::test]
+async fn an_llm_refusing_the_key_is_reported_naming_the_variable_and_not_retried() {
+    let requests = conversation_fault(
+        vec![Reply::Status {
+            status: 401,
+            headers: vec![],
+            body: r#"{"error":{"message":"Incorrect API key provided: sk-test-secret"}}"#
+                .to_string(),
+        }],
+        |_| {},
+        &["the LLM server refused the API key (401); check the FAKE_LLM_API_KEY environment variable"],
+    )
+    .await;
+    assert_eq!(requests, 1);
+}
+
+#[tokio::test]
+async fn an_llm_stream_cut_mid_reply_is_reported_and_the_half_answer_not_stored() {
+    conversation_fault(
+        vec![Reply::Truncated(
+            "Thanks, and one more thing about".to_string(),
+        )],
+        |_| {},
+        &["the stream ended before the answer was complete"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_empty_llm_answer_is_reported() {
+    conversation_fault(
+        vec![Reply::Text(String::new())],
+        |_| {},
+        &["the answer has neither text nor tool calls"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_json_from_the_llm_is_reported() {
+    conversation_fault(
+        vec![Reply::Raw(vec![b"data: {\"choices\": [oops\n\n".to_vec()])],
+        |_| {},
+        &["a stream event is not valid JSON"],
+    )
+    .await;
+}
+
+/// Confirms a feature, lets `fault` answer the plan request, and checks the message, that
+/// nothing was committed, and that Generate plan and a second feature then work.
+async fn plan_fault(fault: Vec<Reply>, change: impl FnOnce(&mut Config), expected: &[&str]) {
+    let mut h = Harness::start().await.reconfigure(change);
+    h.llm.push(Reply::Text("Which format?".to_string()));
+    h.llm
+        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    let (id, _) = h.start_feature("Export CSV").await;
+    h.say(id, "CSV").await;
+    let base = git(&h.repo_path(), &["rev-parse", "HEAD"]);
+    for reply in fault {
+        h.llm.push(reply);
+    }
+    let generate = Input::GeneratePlan {
+        feature: id,
+        force: false,
+    };
+    let outputs = h.send(generate.clone()).await;
+    let message = failure(&outputs).unwrap_or_else(|| panic!("no failure: {outputs:?}"));
+    assert!(
+        message.starts_with("the LLM could not write the plan: "),
+        "{message}"
+    );
+    for part in expected {
+        assert!(message.contains(part), "{part:?} not in {message:?}");
+    }
+    let feature = h.store().feature(id).unwrap();
+    assert_eq!(feature.status, Status::Confirmed);
+    assert_eq!(feature.plan_version, 0);
+    assert_eq!(git(&h.repo_path(), &["rev-parse", "HEAD"]), base);
+    assert_eq!(h.store().transcript(id).unwrap().len(), 4);
+
+    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let outputs = h.send(generate).await;
+    assert!(
+        outputs.iter().any(|o| matches!(
+            o,
+            Output::PlanCommitted {
+                version: 1,
+                again: false,
+                ..
+            }
+        )),
+        "{outputs:?}"
+    );
+    h.llm
+        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    let (_, outputs) = h.start_feature("Dark mode").await;
+    assert_eq!(reply(&outputs), Some("Which theme, dark or light?"));
+}
+
+#[tokio::test]
+async fn an_llm_timeout_while_writing_the_plan_commits_nothing_and_generate_plan_works_after() {
+    plan_fault(
+        vec![slow(), slow()],
+        impatient,
+        &["did not answer within 1s; raise llm.request_timeout_secs"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_json_for_the_plan_commits_nothing_and_generate_plan_works_after() {
+    plan_fault(
+        vec![Reply::Status {
+            status: 200,
+            headers: vec![],
+            body: "{\"choices\": [{\"message\": ".to_string(),
+        }],
+        |_| {},
+        &["the answer is not valid JSON"],
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The target repository locked
+
+#[tokio::test]
+async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once_unlocked() {
+    let mut h = Harness::start().await;
+    h.llm.push(Reply::Text("Which format?".to_string()));
+    h.llm
+        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    let (id, _) = h.start_feature("Export CSV").await;
+    h.say(id, "CSV").await;
+    let lock = h.repo_path().join(".git/index.lock");
+    std::fs::write(&lock, "").unwrap();
+    let base = git(&h.repo_path(), &["rev-parse", "HEAD"]);
+
+    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let generate = Input::GeneratePlan {
+        feature: id,
+        force: false,
+    };
+    let outputs = h.send(generate.clone()).await;
+    let message = failure(&outputs).unwrap_or_else(|| panic!("no failure: {outputs:?}"));
+    assert!(
+        message.starts_with("committing the plan: another git process is using the repository"),
+        "{message}"
+    );
+    assert!(message.contains("index.lock exists"), "{message}");
+    assert!(
+        message.contains("remove the lock if it is stale"),
+        "{message}"
+    );
+    let feature = h.store().feature(id).unwrap();
+    assert_eq!(feature.status, Status::Confirmed);
+    assert!(h.store().plans(id).unwrap().is_empty());
+    assert_eq!(git(&h.repo_path(), &["rev-parse", "HEAD"]), base);
+
+    std::fs::remove_file(&lock).unwrap();
+    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let outputs = h.send(generate).await;
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::PlanCommitted { version: 1, .. })),
+        "{outputs:?}"
+    );
+    let log = git(&h.repo_path(), &["log", "--format=%s", "HEAD"]);
+    assert_eq!(log.matches("plan: Export CSV").count(), 1, "{log}");
+
+    h.llm
+        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    let (_, outputs) = h.start_feature("Dark mode").await;
+    assert_eq!(reply(&outputs), Some("Which theme, dark or light?"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store cannot be written
+
+#[tokio::test]
+async fn a_store_folder_without_write_permission_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let mut permissions = std::fs::metadata(&store).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o555);
+    std::fs::set_permissions(&store, permissions.clone()).unwrap();
+    // Root (as on CI containers) writes whatever the mode says: then this fault cannot be
+    // made with chmod, and the test says so instead of passing on nothing.
+    let probe = store.join("probe");
+    let writable = std::fs::write(&probe, "x").is_ok();
+    if writable {
+        let _ = std::fs::remove_file(&probe);
+        eprintln!(
+            "SKIPPED the read-only assertion: this process can write into a 0o555 folder (running as root?); see a_store_path_that_is_a_file_is_refused_with_the_fix"
+        );
+    } else {
+        let err = match Store::open(&store) {
+            Ok(_) => panic!("a read-only store folder was opened"),
+            Err(err) => err,
+        };
+        assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("check that the folder is writable"),
+            "{message}"
+        );
+    }
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&store, permissions).unwrap();
+}
+
+#[tokio::test]
+async fn a_store_path_that_is_a_file_is_refused_with_the_fix() {
+    let b = Binary::new().await;
+    // Something else sits where the store folder should be; root cannot write through this.
+    std::fs::write(b.store_path(), "not a folder\n").unwrap();
+    let (status, stdout, stderr) = b.run(&["console", "--title", "Export CSV"], "").await;
+    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: the store at {} could not be opened",
+            b.store_path().display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("check that the folder is writable"),
+        "{stderr}"
+    );
+    assert!(b.llm.requests().is_empty(), "nothing was asked");
+
+    // With the folder back, featurebot serves again.
+    std::fs::remove_file(b.store_path()).unwrap();
+    b.second_feature_is_served().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// In a Discord thread
+
+const ADMIN: u64 = 5001;
+
+/// The real Discord front end against the fakes (a private copy of the harness in discord.rs).
+struct Bot {
+    discord: FakeDiscord,
+    github: FakeGithub,
+    llm: FakeLlm,
+    repo: TestRepo,
+    app: Arc<App>,
+    _dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Bot {
+    async fn start(change: impl FnOnce(&mut Config)) -> Bot {
+        let discord = FakeDiscord::start().await;
+        discord.add_member(ADMIN, "ada", &[ADMIN_ROLE]);
+        let llm = FakeLlm::start(Api::OpenAi).await;
+        let repo = repo_with_remote("main");
+        let github = FakeGithub::start("acme", "shop").await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            llm: llm.llm_config(),
+            repo: repo_config(&repo),
+            store: StoreConfig {
+                path: dir.path().join("store"),
+            },
+            prompts: PromptsConfig { dir: None },
+            discord: Some(DiscordConfig {
+                guild_id: GUILD_ID,
+                feature_channels: vec![CHANNEL_ID],
+                admin_roles: vec![ADMIN_ROLE],
+                admin_users: vec![],
+                api_base: Some(url::Url::parse(&discord.api_base()).unwrap()),
+                stream_edit_interval: Duration::from_millis(200),
+                token: Some(Secret::new(discord.token())),
+            }),
+            github: Some(github.config()),
+            targets: Vec::new(),
+            agent: AgentConfig::with_defaults(&dir.path().join("store")),
+        };
+        change(&mut config);
+        let config = Arc::new(config);
+        let store = crate::support::reopen_store(&config.store.path);
+        let client = llm::Client::new(config.llm.clone()).unwrap();
+        let (app, outputs) = App::new(config.clone(), store, client.clone(), Prompts::builtin());
+        let app = Arc::new(app.with_agent(Runner {
+            config: config.clone(),
+            llm: client,
+            prompts: Prompts::builtin(),
+            redactor: Redactor::from_config(&config),
+            github: config.github.as_ref().map(|g| GitHub::new(g).unwrap()),
+        }));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(featurebot::discord::run(
+            config.clone(),
+            app.clone(),
+            outputs,
+            shutdown.clone(),
+        ));
+        discord.wait_ready().await;
+        let bot = Bot {
+            discord,
+            github,
+            llm,
+            repo,
+            app,
+            _dir: dir,
+            shutdown,
+        };
+        wait_for("the slash command", || !bot.discord.commands().is_empty()).await;
+        bot
+    }
+
+    /// `/feature title:<title>`, then the thread's id once its first answer is there.
+    async fn feature(&self, title: &str, first_answer: &str) -> u64 {
+        self.discord
+            .slash_command(
+                ADMIN,
+                CHANNEL_ID,
+                "feature",
+                json!([{"name": "title", "type": 3, "value": title}]),
+            )
+            .await;
+        wait_for("the thread", || self.thread(title).is_some()).await;
+        let thread = self.thread(title).unwrap();
+        self.wait_for_text(thread, first_answer).await;
+        thread
+    }
+
+    fn thread(&self, name: &str) -> Option<u64> {
+        self.discord
+            .threads()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| id_of(&t["id"]))
+    }
+
+    fn bot_messages(&self, thread: u64) -> Vec<Value> {
+        self.discord
+            .messages(thread)
+            .into_iter()
+            .filter(|m| m["author"]["bot"] == true)
+            .collect()
+    }
+
+    fn texts(&self, thread: u64) -> Vec<String> {
+        self.bot_messages(thread)
+            .iter()
+            .map(|m| m["content"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    async fn wait_for_text(&self, thread: u64, part: &str) {
+        wait_for(&format!("{part:?} in the thread"), || {
+            self.texts(thread).iter().any(|t| t.contains(part))
+        })
+        .await;
+    }
+
+    fn message_with_button(&self, thread: u64, prefix: &str) -> Option<(u64, String)> {
+        self.bot_messages(thread).iter().rev().find_map(|m| {
+            let id = custom_ids(m).into_iter().find(|c| c.starts_with(prefix))?;
+            Some((id_of(&m["id"]), id))
+        })
+    }
+}
+
+fn id_of(value: &Value) -> u64 {
+    match value {
+        Value::String(s) => s.parse().unwrap(),
+        Value::Number(n) => n.as_u64().unwrap(),
+        other => panic!("not an id: {other}"),
+    }
+}
+
+fn custom_ids(message: &Value) -> Vec<String> {
+    message["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["custom_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_429_storm_in_a_thread_is_reported_there_and_other_threads_go_on() {
+    let bot = Bot::start(|c| c.llm.max_retries = 2).await;
+    bot.llm.push(Reply::Text("Which format?".to_string()));
+    let export = bot.feature("Export CSV", "Which format?").await;
+    for _ in 0..3 {
+        bot.llm.push(Reply::Status {
+            status: 429,
+            headers: vec![("retry-after".to_string(), "0".to_string())],
+            body: r#"{"error":{"message":"Rate limit reached"}}"#.to_string(),
+        });
+    }
+    bot.discord
+        .user_message(ADMIN, export, "CSV, from the dashboard")
+        .await;
+    bot.wait_for_text(export, "❌").await;
+    let error = bot
+        .texts(export)
+        .into_iter()
+        .find(|t| t.starts_with("❌"))
+        .unwrap();
+    assert!(
+        error.contains("your messages are saved, send another message to try again")
+            && error.contains("rate limiting us and retries ran out"),
+        "{error}"
+    );
+    assert!(!error.contains("sk-test-secret"));
+
+    bot.llm
+        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    bot.feature("Dark mode", "Which theme, dark or light?")
+        .await;
+
+    bot.llm
+        .push(Reply::Text("Got it: CSV from the dashboard.".to_string()));
+    bot.discord.user_message(ADMIN, export, "yes, CSV").await;
+    bot.wait_for_text(export, "Got it: CSV from the dashboard.")
+        .await;
+    let transcript = bot.app.store().transcript(FeatureId(1)).unwrap();
+    let kept = transcript
+        .iter()
+        .filter(|t| t.text == "CSV, from the dashboard")
+        .count();
+    assert_eq!(kept, 1, "{transcript:?}");
+    assert_eq!(bot.llm.requests().len(), 1 + 3 + 1 + 1);
+}
+
+#[tokio::test]
+async fn a_wrong_github_token_ends_the_run_in_the_thread_naming_github_token() {
+    let wrong = "ghp_wrongwrongwrongwrongwrong1234";
+    let bot = Bot::start(|c| {
+        if let Some(g) = c.github.as_mut() {
+            g.token = Some(Secret::new(wrong));
+        }
+    })
+    .await;
+    bot.llm.push(Reply::Text("Which format?".to_string()));
+    let thread = bot.feature("Export CSV", "Which format?").await;
+    bot.llm
+        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    bot.discord.user_message(ADMIN, thread, "CSV").await;
+    wait_for("Generate plan", || {
+        bot.message_with_button(thread, "fb:plan:").is_some()
+    })
+    .await;
+    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let (message, id) = bot.message_with_button(thread, "fb:plan:").unwrap();
+    bot.discord.click(ADMIN, message, &id).await;
+    wait_for("the plan", || {
+        bot.message_with_button(thread, "fb:approve:").is_some()
+    })
+    .await;
+    bot.llm.push(call(
+        "write_file",
+        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
+    ));
+    bot.llm
+        .push(call("finish_step", json!({"summary": "endpoint added"})));
+    bot.llm
+        .push(call("finish_step", json!({"summary": "button added"})));
+    let (plan, approve) = bot.message_with_button(thread, "fb:approve:").unwrap();
+    bot.discord.click(ADMIN, plan, &approve).await;
+    bot.wait_for_text(thread, "❌ The agent run failed").await;
+
+    let message = bot
+        .bot_messages(thread)
+        .into_iter()
+        .find(|m| {
+            m["content"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("❌ The agent run failed")
+        })
+        .unwrap();
+    let text = message["content"].as_str().unwrap();
+    assert!(
+        text.contains(
+            "opening the pull request: GitHub refused the token (401); check GITHUB_TOKEN"
+        ),
+        "{text}"
+    );
+    let everything = serde_json::to_string(&bot.discord.messages(thread)).unwrap();
+    assert!(!everything.contains(wrong), "the token reached Discord");
+    assert!(bot.github.pulls().is_empty());
+    let remote = bot.repo.remote.clone().unwrap();
+    assert_eq!(
+        git(&remote, &["show", &format!("{BRANCH}:export.txt")]),
+        "GET /export.csv\n",
+        "the branch is pushed"
+    );
+    assert_eq!(
+        bot.app.store().feature(FeatureId(1)).unwrap().status,
+        Status::Failed
+    );
+
+    bot.llm
+        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    bot.feature("Dark mode", "Which theme, dark or light?")
+        .await;
+}
