@@ -55,9 +55,20 @@ impl fmt::Display for Title {
     }
 }
 
-/// Zero-width and bidirectional-control characters that would hide text in a title.
+/// Zero-width, bidirectional-control and other invisible format characters that would hide
+/// text in a title (the soft hyphen, the Arabic letter mark, word joiners, tag characters).
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{61c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{e0000}'..='\u{e007f}'
+    )
 }
 
 /// The file-name part derived from a title: ASCII letters, digits and single hyphens, 1 to

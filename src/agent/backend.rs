@@ -182,6 +182,7 @@ async fn builtin(step: &StepRequest, t: &mut Tools<'_>) -> anyhow::Result<StepRe
                     }))
                 }
                 Ok(file_call) => {
+                    let file_call = redact_writes(file_call, t.redactor);
                     let root = step.worktree.clone();
                     tokio::task::spawn_blocking(move || tools::run_file_tool(&root, &file_call))
                         .await
@@ -221,6 +222,27 @@ async fn builtin(step: &StepRequest, t: &mut Tools<'_>) -> anyhow::Result<StepRe
             t.agent.max_tool_calls_per_step
         )),
     })
+}
+
+/// `call` with the secrets masked in what it would write, so that no secret the model repeats
+/// (from an injection, or a key it knows) is committed and pushed.
+fn redact_writes(call: Call, redactor: &Redactor) -> Call {
+    match call {
+        Call::WriteFile { path, content } => Call::WriteFile {
+            path: redactor.redact(&path),
+            content: redactor.redact(&content),
+        },
+        Call::EditFile {
+            path,
+            search,
+            replace,
+        } => Call::EditFile {
+            path: redactor.redact(&path),
+            search,
+            replace: redactor.redact(&replace),
+        },
+        other => other,
+    }
 }
 
 /// The next answer to a question; approval decisions arriving meanwhile are not answers.

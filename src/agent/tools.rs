@@ -231,7 +231,10 @@ pub fn run_file_tool(root: &Path, call: &Call) -> Result<String, String> {
                         continue;
                     }
                 }
-                let Ok(text) = std::fs::read_to_string(root.join(&file)) else {
+                // A link in the tree may lead out of it: search only what `resolve` allows.
+                let Ok(text) = resolve(root, &file)
+                    .and_then(|full| std::fs::read_to_string(full).map_err(|e| e.to_string()))
+                else {
                     continue;
                 };
                 for (i, line) in text.lines().enumerate() {

@@ -516,6 +516,19 @@ impl Bot {
         } else {
             match self.app.store().feature(button.feature) {
                 Err(_) => Some(format!("feature #{} no longer exists", button.feature)),
+                // Buttons are only posted in their feature's thread; one elsewhere (a store
+                // that was lost and refilled) names some other feature.
+                Ok(feature)
+                    if !matches!(
+                        feature.place,
+                        Place::Discord { thread_id, .. } if thread_id == click.channel_id.get()
+                    ) =>
+                {
+                    Some(format!(
+                        "this button belongs to another thread; feature #{} has its own buttons there",
+                        feature.id
+                    ))
+                }
                 Ok(feature) => self.click_refusal(&feature, button),
             }
         };

@@ -1,240 +1,17 @@
 //! The Discord front end end to end: the real serenity client against the fake Discord, with
 //! the fake LLM and a temporary git repository.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use featurebot::agent::run::Runner;
-use featurebot::app::App;
-use featurebot::config::{Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
-use featurebot::github::GitHub;
-use featurebot::llm;
-use featurebot::prompts::Prompts;
-use featurebot::redact::Redactor;
-use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
+use serde_json::json;
 
-use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
-use crate::support::fake_github::FakeGithub;
-use crate::support::fake_llm::{Api, FakeLlm, Reply};
-use crate::support::git::{git, repo_config, repo_with_remote, TestRepo};
+use crate::support::bot::{
+    contents, custom_ids, id_of, planned, script_conversation, Bot, ADMIN, STRANGER,
+};
+use crate::support::fake_discord::{CHANNEL_ID, GUILD_ID};
+use crate::support::fake_llm::Reply;
+use crate::support::git::{git, repo_config, repo_with_remote};
 use crate::support::harness::GOOD_PLAN;
-
-const ADMIN: u64 = 5001;
-const STRANGER: u64 = 5002;
-
-struct Bot {
-    discord: FakeDiscord,
-    github: FakeGithub,
-    llm: FakeLlm,
-    repo: TestRepo,
-    config: Arc<Config>,
-    _dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Bot {
-    async fn start() -> Bot {
-        Bot::start_with(|_| {}).await
-    }
-
-    async fn start_with(change: impl FnOnce(&mut DiscordConfig)) -> Bot {
-        Bot::start_configured(|c| {
-            if let Some(d) = c.discord.as_mut() {
-                change(d);
-            }
-        })
-        .await
-    }
-
-    async fn start_configured(change: impl FnOnce(&mut Config)) -> Bot {
-        let discord = FakeDiscord::start().await;
-        discord.add_member(ADMIN, "ada", &[ADMIN_ROLE]);
-        discord.add_member(STRANGER, "mallory", &[]);
-        let llm = FakeLlm::start(Api::OpenAi).await;
-        let repo = repo_with_remote("main");
-        let github = FakeGithub::start("acme", "shop").await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            llm: llm.llm_config(),
-            repo: repo_config(&repo),
-            store: StoreConfig {
-                path: dir.path().join("store"),
-            },
-            prompts: PromptsConfig { dir: None },
-            discord: Some(DiscordConfig {
-                guild_id: GUILD_ID,
-                feature_channels: vec![CHANNEL_ID],
-                admin_roles: vec![ADMIN_ROLE],
-                admin_users: vec![],
-                api_base: Some(url::Url::parse(&discord.api_base()).unwrap()),
-                stream_edit_interval: Duration::from_millis(200),
-                token: Some(Secret::new(discord.token())),
-            }),
-            github: Some(github.config()),
-            targets: Vec::new(),
-            agent: featurebot::config::AgentConfig::with_defaults(&dir.path().join("store")),
-        };
-        change(&mut config);
-        let config = Arc::new(config);
-        let (shutdown, task) = launch(&config).await;
-        discord.wait_ready().await;
-        let bot = Bot {
-            discord,
-            github,
-            llm,
-            repo,
-            config,
-            _dir: dir,
-            shutdown,
-            task,
-        };
-        bot.wait_for("the slash command", |b| !b.discord.commands().is_empty())
-            .await;
-        bot
-    }
-
-    /// Stops the bot, lets `while_down` happen, and starts it again on the same store.
-    async fn restart(mut self, while_down: impl FnOnce(&FakeDiscord)) -> Bot {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(20), &mut self.task).await;
-        while_down(&self.discord);
-        let (shutdown, task) = launch(&self.config).await;
-        self.shutdown = shutdown;
-        self.task = task;
-        self.discord.wait_ready().await;
-        self
-    }
-
-    async fn wait_for(&self, what: &str, condition: impl Fn(&Bot) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !condition(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn thread_id(&self) -> u64 {
-        let threads = self.discord.threads();
-        assert_eq!(threads.len(), 1, "{threads:?}");
-        id_of(&threads[0]["id"])
-    }
-
-    /// The bot's messages in the feature thread, in order.
-    fn bot_messages(&self) -> Vec<Value> {
-        self.discord
-            .messages(self.thread_id())
-            .into_iter()
-            .filter(|m| m["author"]["bot"] == true)
-            .collect()
-    }
-
-    fn message_with_button(&self, prefix: &str) -> Option<(u64, String)> {
-        self.bot_messages().iter().rev().find_map(|m| {
-            let id = custom_ids(m).into_iter().find(|c| c.starts_with(prefix))?;
-            Some((id_of(&m["id"]), id))
-        })
-    }
-
-    /// `/feature title:<title>` by `user` in the feature channel.
-    async fn feature(&self, user: u64, title: &str) -> crate::support::fake_discord::Interaction {
-        self.discord
-            .slash_command(
-                user,
-                CHANNEL_ID,
-                "feature",
-                json!([{"name": "title", "type": 3, "value": title}]),
-            )
-            .await
-    }
-
-    /// Runs `/feature` and waits for the first question in the new thread.
-    async fn started(&self, title: &str) -> u64 {
-        self.feature(ADMIN, title).await;
-        self.wait_for("the thread", |b| b.discord.threads().len() == 1)
-            .await;
-        self.wait_for("the first question", |b| {
-            b.bot_messages()
-                .iter()
-                .any(|m| m["content"].as_str().unwrap_or("").contains("Which format"))
-        })
-        .await;
-        self.thread_id()
-    }
-
-    /// Takes a started feature to confirmed: the Generate plan button is there.
-    async fn confirmed(&self, thread: u64) {
-        self.discord
-            .user_message(ADMIN, thread, "CSV, from the dashboard")
-            .await;
-        self.wait_for("the confirmation buttons", |b| {
-            b.message_with_button("fb:plan:").is_some()
-        })
-        .await;
-    }
-}
-
-async fn launch(
-    config: &Arc<Config>,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let store = crate::support::reopen_store(&config.store.path);
-    let client = llm::Client::new(config.llm.clone()).unwrap();
-    let (app, outputs) = App::new(config.clone(), store, client.clone(), Prompts::builtin());
-    let app = app.with_agent(Runner {
-        config: config.clone(),
-        llm: client,
-        prompts: Prompts::builtin(),
-        redactor: Redactor::from_config(config),
-        github: config.github.as_ref().map(|g| GitHub::new(g).unwrap()),
-    });
-    app.recover_runs().await;
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(featurebot::discord::run(
-        config.clone(),
-        Arc::new(app),
-        outputs,
-        shutdown.clone(),
-    ));
-    (shutdown, task)
-}
-
-fn id_of(value: &Value) -> u64 {
-    match value {
-        Value::String(s) => s.parse().unwrap(),
-        Value::Number(n) => n.as_u64().unwrap(),
-        other => panic!("not an id: {other}"),
-    }
-}
-
-fn custom_ids(message: &Value) -> Vec<String> {
-    message["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
-        .filter_map(|c| c["custom_id"].as_str().map(str::to_string))
-        .collect()
-}
-
-fn contents(messages: &[Value]) -> Vec<String> {
-    messages
-        .iter()
-        .map(|m| m["content"].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
-fn script_conversation(llm: &FakeLlm) {
-    llm.push(Reply::Text(
-        "Which format should the export use?".to_string(),
-    ));
-    llm.push(Reply::Text(
-        "CONFIRMED\n- export the orders table as CSV".to_string(),
-    ));
-}
 
 #[tokio::test]
 async fn a_feature_goes_from_slash_command_to_committed_plan() {
@@ -714,21 +491,6 @@ async fn an_llm_failing_mid_stream_is_reported_and_the_thread_stays_usable() {
     .await;
 }
 
-/// Takes a feature to a committed plan and returns the plan message's id.
-async fn planned(bot: &Bot) -> u64 {
-    script_conversation(&bot.llm);
-    let thread = bot.started("Export CSV").await;
-    bot.confirmed(thread).await;
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
-    let (message, id) = bot.message_with_button("fb:plan:").unwrap();
-    bot.discord.click(ADMIN, message, &id).await;
-    bot.wait_for("the plan", |b| {
-        b.message_with_button("fb:approve:1:1").is_some()
-    })
-    .await;
-    bot.message_with_button("fb:approve:1:1").unwrap().0
-}
-
 #[tokio::test]
 async fn approve_runs_the_agent_with_a_status_card_and_ends_in_a_pull_request() {
     let bot = Bot::start().await;
@@ -843,6 +605,7 @@ async fn cancel_stops_a_run_and_resume_finishes_it() {
         "finish_step".to_string(),
         json!({"summary": "two"}),
     )]));
+    // The card says "cancelled" a moment before the message with Resume is posted.
     bot.wait_for("the Resume button", |b| {
         b.message_with_button("fb:resume:").is_some()
     })

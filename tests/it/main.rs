@@ -3,6 +3,7 @@
 
 mod support;
 
+mod abuse;
 mod agent;
 mod app;
 mod config;

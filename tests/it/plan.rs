@@ -19,6 +19,7 @@ fn titles_are_cleaned_or_refused() {
     check_title("  Dark   mode\n", Ok("Dark mode"));
     check_title("Export\tCSV\u{0}now", Ok("Export CSV now"));
     check_title("hid\u{200b}den", Ok("hidden"));
+    check_title("\u{2060}\u{61c}\u{ad}\u{e0041}", Err("needs a title"));
     check_title("🚀 Rocket launch", Ok("🚀 Rocket launch"));
     check_title("", Err("needs a title"));
     check_title("   \n\t", Err("needs a title"));

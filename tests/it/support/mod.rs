@@ -1,5 +1,6 @@
 //! Fake servers, temporary repositories and a wired-up core for the integration tests.
 
+pub mod bot;
 pub mod fake_discord;
 pub mod fake_github;
 pub mod fake_llm;
