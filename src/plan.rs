@@ -188,6 +188,51 @@ pub fn steps(markdown: &str) -> Vec<String> {
         .collect()
 }
 
+/// The acceptance criteria of the *User stories / acceptance criteria* section: its checklist
+/// items (`- [ ] ...`), or its bullets when it has no checklist.
+pub fn acceptance_criteria(markdown: &str) -> Vec<String> {
+    let mut in_section = false;
+    let mut level = 0;
+    let mut checks = Vec::new();
+    let mut bullets = Vec::new();
+    for line in markdown.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('#') {
+            let this_level = trimmed.chars().take_while(|c| *c == '#').count();
+            let name = normalize(trimmed.trim_start_matches('#'));
+            if name.contains("acceptance criteria") || name.contains("user stor") {
+                in_section = true;
+                level = this_level;
+            } else if in_section && this_level <= level {
+                in_section = false;
+            }
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        let Some(item) = trimmed
+            .strip_prefix("- ")
+            .or_else(|| trimmed.strip_prefix("* "))
+        else {
+            continue;
+        };
+        match item
+            .strip_prefix("[ ] ")
+            .or_else(|| item.strip_prefix("[x] "))
+            .or_else(|| item.strip_prefix("[X] "))
+        {
+            Some(check) => checks.push(check.trim().to_string()),
+            None => bullets.push(item.trim().to_string()),
+        }
+    }
+    if checks.is_empty() {
+        bullets
+    } else {
+        checks
+    }
+}
+
 /// `text` (a plan file) with step `index` (0-based) ticked off as `N. [x] title`; unchanged
 /// when there is no such step or it is ticked already.
 pub fn tick_step(text: &str, index: usize) -> String {

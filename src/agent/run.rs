@@ -572,6 +572,17 @@ pub fn pull_request_body(
             .map(|c| format!(" ({})", &c[..c.len().min(7)]))
             .unwrap_or_default()
     };
+    let criteria = plan::acceptance_criteria(&job.plan.markdown);
+    if !criteria.is_empty() {
+        body.push_str("\n## Acceptance criteria\n\n| # | Criterion |\n|---|---|\n");
+        for (i, criterion) in criteria.iter().enumerate() {
+            body.push_str(&format!(
+                "| {} | {} |\n",
+                i + 1,
+                criterion.replace('|', "\\|")
+            ));
+        }
+    }
     let plan_run = runs.iter().rev().find(|r| r.follow_up.is_none());
     body.push_str("\n## Steps\n\n");
     if let Some(plan_run) = plan_run {

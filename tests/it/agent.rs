@@ -496,6 +496,12 @@ async fn a_finished_run_opens_a_pull_request_and_a_red_one_a_draft() {
         "{body}"
     );
     assert!(body.contains("Feature-Id: 1"));
+    assert!(
+        body.contains(
+            "## Acceptance criteria\n\n| # | Criterion |\n|---|---|\n| 1 | add 2 3 gives 5 |\n"
+        ),
+        "{body}"
+    );
     assert!(body.contains("tasks/20261126-000000-fix-adding.md"));
     assert!(!body.contains("sk-test-secret"));
     assert_eq!(run.pr_url.as_deref(), pr["html_url"].as_str());

@@ -808,10 +808,10 @@ async fn tasks_lists_features_in_pages_and_task_shows_a_card() {
     let bot = Bot::start_configured(|c| c.llm.prices = Some((0.15, 0.60))).await;
     bot.llm
         .set_default(Reply::Text("Which format?".to_string()));
-    for i in 0..12 {
+    for i in 0..60 {
         bot.feature(ADMIN, &format!("Feature number {i}")).await;
     }
-    bot.wait_for("12 threads", |b| b.discord.threads().len() == 12)
+    bot.wait_for("60 threads", |b| b.discord.threads().len() == 60)
         .await;
 
     let refused = bot
@@ -837,7 +837,7 @@ async fn tasks_lists_features_in_pages_and_task_shows_a_card() {
     );
     let answer = bot.discord.responses(&listing)[1].clone();
     let embed = &answer["body"]["embeds"][0];
-    assert_eq!(embed["title"], "Features (12)");
+    assert_eq!(embed["title"], "Features (60)");
     let description = embed["description"].as_str().unwrap();
     assert_eq!(description.lines().count(), 10);
     assert!(
@@ -845,11 +845,11 @@ async fn tasks_lists_features_in_pages_and_task_shows_a_card() {
             .lines()
             .next()
             .unwrap()
-            .contains("Feature number 11"),
+            .contains("Feature number 59"),
         "newest first: {description}"
     );
     assert!(description.contains("[thread](https://discord.com/channels/"));
-    assert_eq!(embed["footer"]["text"], "page 1 of 2 · newest first");
+    assert_eq!(embed["footer"]["text"], "page 1 of 6 · newest first");
 
     // The ephemeral listing is a message of its own, with the page buttons.
     let message = bot
@@ -869,8 +869,24 @@ async fn tasks_lists_features_in_pages_and_task_shows_a_card() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(description.lines().count(), 2, "{description}");
-    assert!(description.contains("Feature number 0"));
+    assert_eq!(description.lines().count(), 10, "{description}");
+    assert!(
+        description
+            .lines()
+            .next()
+            .unwrap()
+            .contains("Feature number 49"),
+        "{description}"
+    );
+    assert!(
+        description
+            .lines()
+            .last()
+            .unwrap()
+            .contains("Feature number 40"),
+        "{description}"
+    );
+    assert!(page2.to_string().contains("page 2 of 6"));
 
     let filtered = bot
         .discord
@@ -956,8 +972,12 @@ async fn priority_and_labels_are_set_from_the_card_and_written_to_the_plan_file(
         "{log}"
     );
 
-    // The card carries the priority menu (the fake Discord cannot click select menus yet).
-    let message = bot
+    // A GitHub issue mirrors the feature; the priority menu on the card moves both.
+    let plan = bot.message_with_button("fb:issue:").unwrap().0;
+    bot.discord.click(ADMIN, plan, "fb:issue:1:1").await;
+    bot.wait_for("the issue", |b| b.github.issues().len() == 1)
+        .await;
+    let card = bot
         .discord
         .messages(thread)
         .iter()
@@ -965,7 +985,40 @@ async fn priority_and_labels_are_set_from_the_card_and_written_to_the_plan_file(
         .find(|m| m.to_string().contains("fbp:1"))
         .map(|m| id_of(&m["id"]))
         .expect("the card with its menu");
-    assert!(message > 0);
+    let refused = bot.discord.select(STRANGER, card, "fbp:1", &["p3"]).await;
+    bot.wait_for("a refusal", |b| !b.discord.responses(&refused).is_empty())
+        .await;
+    assert!(bot.discord.responses(&refused)[0]
+        .to_string()
+        .contains("only featurebot admins"));
+    let chosen = bot.discord.select(ADMIN, card, "fbp:1", &["p0"]).await;
+    bot.wait_for("the updated card", |b| {
+        !b.discord.responses(&chosen).is_empty()
+    })
+    .await;
+    let update = bot.discord.responses(&chosen)[0].clone();
+    assert_eq!(update["type"], 7, "the card is updated in place: {update}");
+    assert!(update.to_string().contains("p0"), "{update}");
+    bot.wait_for("the mirrored labels", |b| {
+        b.github.issues()[0]["labels"]
+            .to_string()
+            .contains("\"p0\"")
+    })
+    .await;
+    let labels: Vec<String> = bot.github.issues()[0]["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(labels, ["p0", "backend", "urgent"]);
+    bot.discord.select(ADMIN, card, "fbp:1", &["p1"]).await;
+    bot.wait_for("p1 again", |b| {
+        b.github.issues()[0]["labels"]
+            .to_string()
+            .contains("\"p1\"")
+    })
+    .await;
     let listing = bot
         .discord
         .slash_command(

@@ -186,6 +186,17 @@ fn the_commit_message_has_the_title_and_trailers() {
 }
 
 #[test]
+fn acceptance_criteria_are_the_checklist_of_their_section() {
+    assert_eq!(plan::acceptance_criteria(GOOD_PLAN), ["a"]);
+    let bullets = "## User stories / acceptance criteria\nAs a user...\n- exports work\n* errors show\n## Test plan\n- not this\n";
+    assert_eq!(
+        plan::acceptance_criteria(bullets),
+        ["exports work", "errors show"]
+    );
+    assert!(plan::acceptance_criteria("## Summary\n- x\n").is_empty());
+}
+
+#[test]
 fn steps_are_ticked_in_place_and_still_read_back() {
     let ticked = plan::tick_step(GOOD_PLAN, 1);
     assert!(

@@ -190,6 +190,43 @@ impl FakeDiscord {
         st.dispatch_interaction(3, user_id, channel_id, custom_id, data, Some(message))
     }
 
+    /// Dispatches INTERACTION_CREATE for choosing `values` in the string select menu
+    /// `custom_id` of a stored message. Panics when the message has no such menu or a value is
+    /// not one of its options.
+    pub async fn select(
+        &self,
+        user_id: u64,
+        message_id: u64,
+        custom_id: &str,
+        values: &[&str],
+    ) -> Interaction {
+        let mut st = self.inner.lock();
+        st.require_session("select");
+        let Some((channel_id, message)) = st.find_message(message_id) else {
+            panic!("fake discord: select on unknown message {message_id}");
+        };
+        let menu = message["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+            .find(|c| c["type"] == 3 && c["custom_id"] == custom_id)
+            .unwrap_or_else(|| panic!("fake discord: message {message_id} has no select menu {custom_id:?}: {message}"));
+        for value in values {
+            let known = menu["options"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|o| o["value"] == *value);
+            assert!(
+                known,
+                "fake discord: {value:?} is not an option of {custom_id:?}: {menu}"
+            );
+        }
+        let data = json!({"custom_id": custom_id, "component_type": 3, "values": values});
+        st.dispatch_interaction(3, user_id, channel_id, custom_id, data, Some(message))
+    }
+
     /// Stores a message by `user_id` and dispatches MESSAGE_CREATE; returns its id.
     pub async fn user_message(&self, user_id: u64, channel_id: u64, content: &str) -> u64 {
         let mut st = self.inner.lock();
