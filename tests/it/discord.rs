@@ -1432,3 +1432,83 @@ async fn issue_on_approval_opens_the_issue_before_the_run() {
         .unwrap()
         .contains("Closes #1"));
 }
+
+#[tokio::test]
+async fn two_repositories_are_served_from_two_channels() {
+    use crate::support::fake_discord::SECOND_CHANNEL_ID;
+    let shop = repo_with_remote("main");
+    let docs = repo_with_remote("main");
+    let targets = vec![
+        featurebot::config::Target {
+            name: "shop".to_string(),
+            repo: repo_config(&shop),
+            github: None,
+            channels: vec![CHANNEL_ID],
+        },
+        featurebot::config::Target {
+            name: "docs".to_string(),
+            repo: repo_config(&docs),
+            github: None,
+            channels: vec![SECOND_CHANNEL_ID],
+        },
+    ];
+    let bot = Bot::start_configured(move |c| {
+        c.targets = targets;
+        if let Some(d) = c.discord.as_mut() {
+            d.feature_channels = vec![CHANNEL_ID, SECOND_CHANNEL_ID];
+        }
+    })
+    .await;
+    bot.llm
+        .set_default(Reply::Text("CONFIRMED\n- agreed".to_string()));
+    for (channel, title) in [
+        (CHANNEL_ID, "Checkout button"),
+        (SECOND_CHANNEL_ID, "Install guide"),
+    ] {
+        bot.discord
+            .slash_command(
+                ADMIN,
+                channel,
+                "feature",
+                json!([{"name": "title", "type": 3, "value": title}]),
+            )
+            .await;
+    }
+    bot.wait_for("two confirmations", |b| {
+        b.discord.threads().len() == 2
+            && b.discord.threads().iter().all(|t| {
+                b.discord
+                    .messages(id_of(&t["id"]))
+                    .iter()
+                    .any(|m| custom_ids(m).iter().any(|c| c.starts_with("fb:plan:")))
+            })
+    })
+    .await;
+    bot.llm.set_default(Reply::Text(GOOD_PLAN.to_string()));
+    for thread in bot.discord.threads() {
+        let thread = id_of(&thread["id"]);
+        let (message, id) = bot
+            .discord
+            .messages(thread)
+            .iter()
+            .rev()
+            .find_map(|m| {
+                let id = custom_ids(m)
+                    .into_iter()
+                    .find(|c| c.starts_with("fb:plan:"))?;
+                Some((id_of(&m["id"]), id))
+            })
+            .unwrap();
+        bot.discord.click(ADMIN, message, &id).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = git(&shop.path, &["log", "-1", "--format=%s", "main"]);
+        let b = git(&docs.path, &["log", "-1", "--format=%s", "main"]);
+        if a.trim() == "plan: Checkout button" && b.trim() == "plan: Install guide" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "shop: {a} docs: {b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

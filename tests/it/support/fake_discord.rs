@@ -34,6 +34,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 pub const GUILD_ID: u64 = 1_100_000_000_000_000_001;
 /// A text channel (`#general`) in the guild.
 pub const CHANNEL_ID: u64 = 1_100_000_000_000_000_002;
+/// A second text channel of the guild ("product").
+pub const SECOND_CHANNEL_ID: u64 = 1_100_000_000_000_000_006;
 /// The bot's user id.
 pub const BOT_ID: u64 = 1_100_000_000_000_000_003;
 /// The application id (deliberately not the bot's user id, so that mixing them up fails).
@@ -569,6 +571,11 @@ impl State {
                 "flags": 0,
             }),
         );
+        let mut second = channels[&CHANNEL_ID].clone();
+        second["id"] = sf(SECOND_CHANNEL_ID);
+        second["name"] = json!("product");
+        second["position"] = json!(1);
+        channels.insert(SECOND_CHANNEL_ID, second);
         State {
             ws_url,
             last_id: 0,
