@@ -9,6 +9,13 @@
 //!    that thread (the typing indicator) and to the answer's POST. Each round's answers are
 //!    complete before the next round is sent.
 //! 4. Resident memory with 100 live threads, after the rounds.
+//! 5. Streaming: the fake LLM writes a ~4,000-character answer as SSE chunks over ~3 s
+//!    ([`Reply::Paced`]). The delay from its first chunk to the bot's first POST in the thread,
+//!    the PATCH edits per message and their densest second; then 20 such streams at once.
+//! 6. Start-up with 10,000 stored features (each a Discord thread in `gathering` whose last turn
+//!    is the person's, so the catch-up also answers every one of them): spawn to READY, to the
+//!    command registration and to idle (no REST request for 500 ms), the REST calls made, and
+//!    the resident memory then.
 //!
 //! Figures are printed as a table; BENCH_QUICK=1 takes fewer samples. The binary is the one
 //! Cargo builds for this bench (`CARGO_BIN_EXE_featurebot`, the release profile).
@@ -31,6 +38,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
+use featurebot::store::{Author, Place, Speaker, Store};
 use support::fake_discord::{FakeDiscord, Recorded, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
 use support::fake_llm::{Api, FakeLlm, Reply};
 use support::git::repo_with_commit;
@@ -50,7 +58,8 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    runtime.block_on(run(if quick { 20 } else { 200 }));
+    runtime.block_on(run(if quick { 20 } else { 200 }, if quick { 2 } else { 5 }));
+    runtime.block_on(startup(if quick { 500 } else { 10_000 }));
 }
 
 /// The bot as a child process, with its log in a file (a full pipe would stall it).
@@ -75,13 +84,20 @@ impl Bot {
         let deadline = Instant::now() + limit;
         while !condition() {
             self.assert_alive();
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            if Instant::now() >= deadline {
+                let log = read_log(&self.log);
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "timed out waiting for {what}; the end of the bot's log:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
 
-async fn run(samples: usize) {
+async fn run(samples: usize, stream_samples: usize) {
     let discord = FakeDiscord::start().await;
     discord.add_member(ADMIN, "ada", &[ADMIN_ROLE]);
     let llm = FakeLlm::start(Api::OpenAi).await;
@@ -165,6 +181,7 @@ async fn run(samples: usize) {
             ),
         );
     }
+    streaming(&mut bot, &discord, &llm, &threads, stream_samples).await;
     let requests = discord.requests();
     let limited = requests.iter().filter(|r| r.status == 429).count();
     let failed: Vec<&Recorded> = requests
@@ -186,6 +203,390 @@ async fn run(samples: usize) {
     for r in failed.iter().take(5) {
         println!("    {} {} {} {}", r.status, r.method, r.path, r.body);
     }
+
+    bot.child.start_kill().unwrap();
+    let _ = bot.child.wait().await;
+    let log = read_log(&bot.log);
+    let complaints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    value_row(
+        "warnings and errors in the bot's log",
+        &complaints.len().to_string(),
+    );
+    for line in complaints.iter().take(5) {
+        println!("    {line}");
+    }
+}
+
+/// The streamed answer's pieces: ~4,000 characters in [`STREAM_CHUNKS`] pieces, one every
+/// [`STREAM_GAP`], so about 3 s; it ends with [`STREAM_END`].
+const STREAM_CHUNKS: usize = 150;
+const STREAM_GAP: Duration = Duration::from_millis(20);
+const STREAM_END: &str = "END-OF-ANSWER";
+/// How many threads stream at once in the second part.
+const STREAMS: usize = 20;
+
+/// A long answer in OpenAI's chat completions SSE format, as the fake writes `Reply::Text`:
+/// the role with the first piece, one `content` delta per piece, the finish, the usage, `[DONE]`.
+fn paced_answer() -> Reply {
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 4_000 - STREAM_END.len() - 1 {
+        // Lines of ten words, so that the bot splits the answer at line ends.
+        text.push_str(&format!(
+            "word{i:04}{}",
+            if i % 10 == 9 { '\n' } else { ' ' }
+        ));
+        i += 1;
+    }
+    text.push_str(STREAM_END);
+    let chars: Vec<char> = text.chars().collect();
+    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+        let chunk = json!({
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "fake-model",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        format!("data: {chunk}\n\n").into_bytes()
+    };
+    let mut chunks: Vec<Vec<u8>> = chars
+        .chunks(chars.len().div_ceil(STREAM_CHUNKS))
+        .enumerate()
+        .map(|(i, piece)| {
+            let piece: String = piece.iter().collect();
+            if i == 0 {
+                chunk(json!({"role": "assistant", "content": piece}), json!(null))
+            } else {
+                chunk(json!({"content": piece}), json!(null))
+            }
+        })
+        .collect();
+    chunks.push(chunk(json!({}), json!("stop")));
+    let words = text.split_whitespace().count();
+    let usage = json!({
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake-model",
+        "choices": [],
+        "usage": {"prompt_tokens": 10, "completion_tokens": words, "total_tokens": 10 + words},
+    });
+    chunks.push(format!("data: {usage}\n\n").into_bytes());
+    chunks.push(b"data: [DONE]\n\n".to_vec());
+    Reply::Paced {
+        chunks,
+        gap: STREAM_GAP,
+    }
+}
+
+/// How many of the bot's messages in `thread` end a streamed answer, in their final state.
+fn streamed(discord: &FakeDiscord, thread: u64) -> usize {
+    discord
+        .messages(thread)
+        .iter()
+        .filter(|m| {
+            m["author"]["bot"] == true && m["content"].as_str().unwrap_or("").ends_with(STREAM_END)
+        })
+        .count()
+}
+
+/// The bot's PATCH edits of messages in `thread` from `from` on, by message path, in order.
+fn edits_by_message(requests: &[Recorded], thread: u64, from: Instant) -> Vec<Vec<Instant>> {
+    let prefix = format!("/api/v10/channels/{thread}/messages/");
+    let mut by: Vec<(String, Vec<Instant>)> = Vec::new();
+    for r in requests
+        .iter()
+        .filter(|r| r.at >= from && r.method == "PATCH" && r.path.starts_with(&prefix))
+    {
+        match by.iter_mut().find(|(p, _)| *p == r.path) {
+            Some((_, ats)) => ats.push(r.at),
+            None => by.push((r.path.clone(), vec![r.at])),
+        }
+    }
+    by.into_iter().map(|(_, ats)| ats).collect()
+}
+
+/// The most instants of `ats` (sorted) inside any one-second window.
+fn densest_second(ats: &[Instant]) -> usize {
+    (0..ats.len())
+        .map(|i| {
+            ats[i..]
+                .iter()
+                .take_while(|t| **t - ats[i] < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The shortest gap between consecutive instants of `ats` (sorted).
+fn shortest_gap(ats: &[Instant]) -> Option<Duration> {
+    ats.windows(2).map(|w| w[1] - w[0]).min()
+}
+
+/// Part 5: a paced ~4,000-character answer streamed into one thread `samples` times, then into
+/// [`STREAMS`] threads at once.
+async fn streaming(
+    bot: &mut Bot,
+    discord: &FakeDiscord,
+    llm: &FakeLlm,
+    threads: &[u64],
+    samples: usize,
+) {
+    let thread = threads[0];
+    let mut first_post = Vec::new();
+    let mut edits_per_message = Vec::new();
+    let mut densest = 0;
+    let mut gap: Option<Duration> = None;
+    let mut messages = 0;
+    for sample in 0..samples {
+        let starts = llm.paced_starts().len();
+        llm.push(paced_answer());
+        let at = Instant::now();
+        discord
+            .user_message(ADMIN, thread, "please write the whole specification out")
+            .await;
+        bot.wait_for("the streamed answer", Duration::from_secs(60), || {
+            streamed(discord, thread) > sample
+        })
+        .await;
+        let first_chunk = llm.paced_starts()[starts];
+        let requests = discord.requests();
+        let post = format!("/api/v10/channels/{thread}/messages");
+        let posted = requests
+            .iter()
+            .filter(|r| r.at >= at && r.method == "POST" && r.path == post)
+            .map(|r| r.at)
+            .min()
+            .unwrap();
+        first_post.push(posted.saturating_duration_since(first_chunk));
+        messages += requests
+            .iter()
+            .filter(|r| r.at >= at && r.method == "POST" && r.path == post)
+            .count();
+        for ats in edits_by_message(&requests, thread, at) {
+            edits_per_message.push(ats.len());
+            densest = densest.max(densest_second(&ats));
+            if let Some(g) = shortest_gap(&ats) {
+                gap = Some(gap.map_or(g, |x| x.min(g)));
+            }
+        }
+    }
+    println!();
+    println!(
+        "{:<58} {:>10} {:>10} {:>10}",
+        "streaming (~4,000 chars over ~3 s)", "p50", "p99", "max"
+    );
+    row(
+        &format!("first SSE chunk sent to first POST in the thread (n={samples})"),
+        first_post,
+    );
+    edits_per_message.sort_unstable();
+    value_row(
+        &format!("messages per streamed answer (n={samples})"),
+        &format!("{:.1}", messages as f64 / samples as f64),
+    );
+    value_row(
+        "PATCH edits per message: min / max",
+        &format!(
+            "{} / {}",
+            edits_per_message.first().unwrap_or(&0),
+            edits_per_message.last().unwrap_or(&0)
+        ),
+    );
+    value_row(
+        "most edits of one message in any 1 s (limit 5)",
+        &densest.to_string(),
+    );
+    value_row(
+        "shortest gap between edits of one message",
+        &gap.map(fmt).unwrap_or_else(|| "-".to_string()),
+    );
+
+    // STREAMS threads at once.
+    let busy = &threads[1..=STREAMS];
+    let from = Instant::now();
+    for thread in busy {
+        llm.push(paced_answer());
+        discord
+            .user_message(ADMIN, *thread, "please write the whole specification out")
+            .await;
+    }
+    bot.wait_for("the streamed answers", Duration::from_secs(120), || {
+        busy.iter().all(|t| streamed(discord, *t) >= 1)
+    })
+    .await;
+    let requests = discord.requests();
+    let mut all_edits = Vec::new();
+    let mut densest = 0;
+    let mut gap: Option<Duration> = None;
+    for thread in busy {
+        for ats in edits_by_message(&requests, *thread, from) {
+            densest = densest.max(densest_second(&ats));
+            if let Some(g) = shortest_gap(&ats) {
+                gap = Some(gap.map_or(g, |x| x.min(g)));
+            }
+            all_edits.extend(ats);
+        }
+    }
+    all_edits.sort();
+    let window: Vec<&Recorded> = requests.iter().filter(|r| r.at >= from).collect();
+    let span = all_edits.last().map_or(Duration::ZERO, |l| *l - from);
+    value_row(
+        &format!("{STREAMS} streams at once: PATCH edits, per s overall"),
+        &format!(
+            "{} / {:.1}",
+            all_edits.len(),
+            all_edits.len() as f64 / span.as_secs_f64()
+        ),
+    );
+    value_row(
+        &format!("{STREAMS} streams at once: most edits in any 1 s, all threads"),
+        &densest_second(&all_edits).to_string(),
+    );
+    value_row(
+        &format!("{STREAMS} streams at once: most edits of one message in 1 s"),
+        &densest.to_string(),
+    );
+    value_row(
+        &format!("{STREAMS} streams at once: shortest gap, one message"),
+        &gap.map(fmt).unwrap_or_else(|| "-".to_string()),
+    );
+    value_row(
+        &format!("{STREAMS} streams at once: REST calls / 429s (fake never 429s)"),
+        &format!(
+            "{} / {}",
+            window.len(),
+            window.iter().filter(|r| r.status == 429).count()
+        ),
+    );
+    println!();
+}
+
+/// Part 6: a fresh fake Discord and store with `features` open feature threads, then the bot.
+async fn startup(features: usize) {
+    let discord = FakeDiscord::start().await;
+    discord.add_member(ADMIN, "ada", &[ADMIN_ROLE]);
+    let llm = FakeLlm::start(Api::OpenAi).await;
+    llm.set_default(Reply::Text(REPLY.to_string()));
+    let repo = repo_with_commit("main");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &llm, &repo.path, &discord);
+    let store_path = dir.path().join("store");
+    let fill = Instant::now();
+    {
+        let store = Store::open(&store_path).unwrap();
+        for i in 0..features {
+            let title = format!("stored feature {i}");
+            let thread_id = discord.add_thread(CHANNEL_ID, &title);
+            let feature = store
+                .create_feature(
+                    &title,
+                    Author {
+                        id: ADMIN.to_string(),
+                        name: "ada".to_string(),
+                    },
+                    Place::Discord {
+                        guild_id: GUILD_ID,
+                        channel_id: CHANNEL_ID,
+                        thread_id,
+                    },
+                )
+                .await
+                .unwrap();
+            store
+                .append_turn(
+                    feature.id,
+                    Speaker::User,
+                    "ada",
+                    "Export the weekly report as CSV, please.",
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    // sled's background threads let go of the lock a moment after the last handle is dropped.
+    drop(support::reopen_store(&store_path));
+    let fill = fill.elapsed();
+
+    let spawned = Instant::now();
+    let mut bot = start(&config, dir.path(), &discord).await;
+    tokio::select! {
+        () = discord.wait_ready() => {}
+        status = bot.child.wait() => {
+            panic!("featurebot exited ({status:?}) before connecting; its log:\n{}", read_log(&bot.log))
+        }
+    }
+    let ready = spawned.elapsed();
+    let ready_at = Instant::now();
+    bot.wait_for("the slash command", Duration::from_secs(60), || {
+        !discord.commands().is_empty()
+    })
+    .await;
+    let registered = spawned.elapsed();
+    // Idle: no new REST request for 500 ms.
+    let quiet = Duration::from_millis(500);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let idle_at = loop {
+        bot.assert_alive();
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the bot to go idle"
+        );
+        let last = discord.requests().last().map(|r| r.at).unwrap();
+        if last.elapsed() >= quiet {
+            break last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let idle = idle_at - spawned;
+    let rss = rss_kib(bot.pid);
+    let requests = discord.requests();
+    let (mut fetches, mut typing, mut posts, mut other) = (0, 0, 0, 0);
+    for r in requests.iter().filter(|r| r.at >= ready_at) {
+        match (r.method.as_str(), r.path.rsplit('/').next()) {
+            ("GET", Some(last)) if last.starts_with("messages") => fetches += 1,
+            ("POST", Some("typing")) => typing += 1,
+            ("POST", Some("messages")) => posts += 1,
+            _ => other += 1,
+        }
+    }
+    let errors = requests
+        .iter()
+        .filter(|r| r.status >= 400 || r.status == 0)
+        .count();
+    let answered = llm.requests().len();
+
+    println!(
+        "{:<58} {:>10}",
+        format!("start-up, {features} features stored"),
+        "value"
+    );
+    value_row("filling the store (not the bot's time)", &fmt(fill));
+    value_row("spawn to READY", &fmt(ready));
+    value_row("spawn to the command registered", &fmt(registered));
+    value_row(
+        "spawn to idle (last REST call before 500 ms quiet)",
+        &fmt(idle),
+    );
+    value_row(
+        "REST calls from READY: GET messages/typing/POST/other",
+        &format!("{fetches}/{typing}/{posts}/{other}"),
+    );
+    value_row(
+        "  of which errors (status >= 400, or none)",
+        &errors.to_string(),
+    );
+    value_row(
+        "LLM requests (the catch-up answers each feature)",
+        &answered.to_string(),
+    );
+    value_row("resident memory once idle (VmRSS)", &kib(rss));
 
     bot.child.start_kill().unwrap();
     let _ = bot.child.wait().await;

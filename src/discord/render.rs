@@ -582,8 +582,9 @@ impl Worker {
         self.stream = Stream::default();
     }
 
-    /// Brings the posted messages up to date with the streamed text. Without `force`, the last
-    /// message is edited at most once per interval; earlier messages are final and edited now.
+    /// Brings the posted messages up to date with the streamed text. Each message is edited at
+    /// most once per interval; with `force` (the answer is complete) the edits wait their turn
+    /// instead of being put off.
     async fn sync(&mut self, force: bool) {
         self.stream.pending = None;
         // The whole text is redacted, so a secret split across deltas is still caught.
@@ -591,14 +592,19 @@ impl Worker {
         let chunks = text::split(&shown, MESSAGE_LIMIT);
         let now = Instant::now();
         for (i, chunk) in chunks.iter().enumerate() {
-            let last = i + 1 == chunks.len();
             match self.stream.posted.get(i) {
                 Some(posted) if posted.shown == *chunk => {}
                 Some(posted) => {
+                    // Every message is edited at most once per interval: a streamed edit waits
+                    // for its turn, and the final one (force) waits out the rest of it.
                     let due = posted.edited_at + self.interval;
-                    if last && !force && now < due {
-                        self.stream.pending = Some(due);
-                        continue;
+                    if now < due {
+                        if !force {
+                            let pending = self.stream.pending.map_or(due, |p| p.min(due));
+                            self.stream.pending = Some(pending);
+                            continue;
+                        }
+                        tokio::time::sleep_until(due).await;
                     }
                     let id = posted.id;
                     let edit = EditMessage::new().content(chunk.as_str());

@@ -326,6 +326,23 @@ async fn a_5000_character_reply_streams_into_several_messages() {
         .filter(|r| r.method == "PATCH" && r.path.contains("/messages/"))
         .count();
     assert!(edits >= 1, "the reply was edited as it streamed");
+    // No message is edited more often than stream_edit_interval_ms (200 ms here) allows.
+    let mut by_message: std::collections::HashMap<String, Vec<std::time::Instant>> =
+        std::collections::HashMap::new();
+    for r in bot.discord.requests() {
+        if r.method == "PATCH" && r.path.contains("/messages/") {
+            by_message.entry(r.path.clone()).or_default().push(r.at);
+        }
+    }
+    for (path, times) in by_message {
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_millis(150),
+                "{path} edited {gap:?} after the previous edit"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -1510,5 +1527,64 @@ async fn two_repositories_are_served_from_two_channels() {
         }
         assert!(std::time::Instant::now() < deadline, "shop: {a} docs: {b}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An OpenAI SSE stream of `text` in `pieces` chunks, `gap` apart.
+fn paced(text: &str, pieces: usize, gap: Duration) -> Reply {
+    let chars: Vec<char> = text.chars().collect();
+    let event = |delta: serde_json::Value, finish: serde_json::Value| {
+        let chunk = json!({
+            "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        format!("data: {chunk}\n\n").into_bytes()
+    };
+    let mut chunks: Vec<Vec<u8>> = chars
+        .chunks(chars.len().div_ceil(pieces))
+        .map(|c| {
+            event(
+                json!({"content": c.iter().collect::<String>()}),
+                serde_json::Value::Null,
+            )
+        })
+        .collect();
+    chunks.push(event(json!({}), json!("stop")));
+    chunks.push(b"data: [DONE]\n\n".to_vec());
+    Reply::Paced { chunks, gap }
+}
+
+#[tokio::test]
+async fn a_slowly_streamed_long_reply_edits_each_message_at_most_once_per_interval() {
+    let bot = Bot::start().await;
+    let text: String = (0..400).map(|i| format!("word{i:04} and more\n")).collect();
+    bot.llm.push(paced(&text, 40, Duration::from_millis(40)));
+    bot.feature(ADMIN, "Long answers").await;
+    bot.wait_for("the whole answer", |b| {
+        b.discord.threads().len() == 1
+            && contents(&b.bot_messages())
+                .iter()
+                .any(|c| c.ends_with("word0399 and more"))
+    })
+    .await;
+    let mut by_message: std::collections::HashMap<String, Vec<std::time::Instant>> =
+        std::collections::HashMap::new();
+    for r in bot.discord.requests() {
+        if r.method == "PATCH" && r.path.contains("/messages/") {
+            by_message.entry(r.path.clone()).or_default().push(r.at);
+        }
+    }
+    assert!(
+        by_message.values().map(Vec::len).sum::<usize>() >= 2,
+        "{by_message:?}"
+    );
+    for (path, times) in by_message {
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_millis(150),
+                "{path} edited {gap:?} after the previous edit"
+            );
+        }
     }
 }

@@ -127,6 +127,20 @@ impl FakeDiscord {
         );
     }
 
+    /// Creates a private thread under `parent` as if the bot had made it earlier (dispatched to
+    /// nobody when no client is connected); returns its id.
+    #[allow(dead_code)] // Used by benches/discord.rs, not by the tests.
+    pub fn add_thread(&self, parent: u64, name: &str) -> u64 {
+        let mut st = self.inner.lock();
+        create_thread(&mut st, parent, None, &json!({"name": name, "type": 12}));
+        let id = st.last_id;
+        assert!(
+            st.channels.contains_key(&id),
+            "fake discord: no thread {name:?} was created under {parent}"
+        );
+        id
+    }
+
     /// Waits until a client is connected: it IDENTIFYed and was sent READY and GUILD_CREATE, or it
     /// RESUMEd. Right after [`FakeDiscord::drop_connection`] this waits for the reconnection.
     pub async fn wait_ready(&self) {

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use featurebot::config::{LlmConfig, Provider, Secret};
 use serde_json::{json, Value};
@@ -76,6 +76,10 @@ pub enum Reply {
     /// Status 200, `text/event-stream`, then these chunks verbatim, flushed one by one with a
     /// millisecond between them so that the client sees them as separate reads.
     Raw(Vec<Vec<u8>>),
+    /// Status 200, `text/event-stream`, then these chunks verbatim, flushed one by one with
+    /// `gap` between them: a model that writes at a realistic pace. The instant each such
+    /// answer's first chunk was flushed is kept (see [`FakeLlm::paced_starts`]).
+    Paced { chunks: Vec<Vec<u8>>, gap: Duration },
     /// Waits before answering at all (before the status line).
     Slow { delay: Duration, then: Box<Reply> },
     /// Status 200, `text/event-stream`, these chunks, then silence for `hold` with the
@@ -131,6 +135,12 @@ impl FakeLlm {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// When the first chunk of each [`Reply::Paced`] answer was flushed, in that order.
+    #[allow(dead_code)] // Used by benches/discord.rs, not by the tests.
+    pub fn paced_starts(&self) -> Vec<Instant> {
+        self.state.paced_starts.lock().unwrap().clone()
+    }
+
     pub fn llm_config(&self) -> LlmConfig {
         LlmConfig {
             provider: match self.api {
@@ -156,6 +166,7 @@ struct State {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Option<Reply>>,
     requests: Mutex<Vec<Recorded>>,
+    paced_starts: Mutex<Vec<Instant>>,
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -209,6 +220,20 @@ async fn serve(mut socket: TcpStream, api: Api, state: &State) -> std::io::Resul
             body,
         } => write_status(&mut socket, status, &headers, body.as_bytes()).await,
         Reply::Raw(chunks) => write_chunks(&mut socket, "text/event-stream", &chunks, true).await,
+        Reply::Paced { chunks, gap } => {
+            write_head(&mut socket, "text/event-stream").await?;
+            for (i, chunk) in chunks.iter().enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(gap).await;
+                }
+                socket.write_all(chunk).await?;
+                socket.flush().await?;
+                if i == 0 {
+                    state.paced_starts.lock().unwrap().push(Instant::now());
+                }
+            }
+            socket.shutdown().await
+        }
         Reply::Stalled { chunks, hold } => {
             write_head(&mut socket, "text/event-stream").await?;
             for chunk in chunks {
