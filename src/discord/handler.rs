@@ -438,27 +438,38 @@ impl Bot {
             .strip_prefix("fbp:")
             .and_then(|id| id.parse::<u64>().ok())
             .map(FeatureId);
-        let response = match (feature, chosen.and_then(|p| p.parse().ok())) {
-            _ if !self.is_admin(click.user.id, &roles) => {
-                ephemeral("only featurebot admins can change a feature")
+        if !self.is_admin(click.user.id, &roles) {
+            let refusal = ephemeral("only featurebot admins can change a feature");
+            if let Err(err) = click.create_response(&ctx.http, refusal).await {
+                tracing::warn!(error = %err, "answering the priority menu failed");
             }
-            (Some(feature), Some(priority)) => {
-                self.app
-                    .handle(Input::SetPriority { feature, priority })
-                    .await;
-                match tasks::card(self.app.store(), feature, self.prices) {
-                    Ok(card) => CreateInteractionResponse::UpdateMessage(
-                        CreateInteractionResponseMessage::new()
-                            .embed(dashboard::card(&card))
-                            .components(vec![dashboard::priority_menu(&card.feature)]),
-                    ),
-                    Err(err) => ephemeral(&format!("reading the feature failed: {err}")),
-                }
-            }
-            _ => return,
+            return;
+        }
+        let (Some(feature), Some(priority)) = (feature, chosen.and_then(|p| p.parse().ok())) else {
+            return;
         };
-        if let Err(err) = click.create_response(&ctx.http, response).await {
-            tracing::warn!(error = %err, "answering the priority menu failed");
+        // The change may wait on git and GitHub: acknowledge within Discord's deadline first,
+        // then show the updated card in place.
+        if let Err(err) = click
+            .create_response(&ctx.http, CreateInteractionResponse::Acknowledge)
+            .await
+        {
+            tracing::warn!(error = %err, "acknowledging the priority menu failed; not acting on it");
+            return;
+        }
+        self.app
+            .handle(Input::SetPriority { feature, priority })
+            .await;
+        let edit = match tasks::card(self.app.store(), feature, self.prices) {
+            Ok(card) => EditInteractionResponse::new()
+                .embed(dashboard::card(&card))
+                .components(vec![dashboard::priority_menu(&card.feature)]),
+            Err(err) => {
+                EditInteractionResponse::new().content(format!("reading the feature failed: {err}"))
+            }
+        };
+        if let Err(err) = click.edit_response(&ctx.http, edit).await {
+            tracing::warn!(error = %err, "showing the updated card failed");
         }
     }
 

@@ -1010,12 +1010,25 @@ async fn priority_and_labels_are_set_from_the_card_and_written_to_the_plan_file(
         .contains("only featurebot admins"));
     let chosen = bot.discord.select(ADMIN, card, "fbp:1", &["p0"]).await;
     bot.wait_for("the updated card", |b| {
-        !b.discord.responses(&chosen).is_empty()
+        b.discord.responses(&chosen).len() >= 2
     })
     .await;
-    let update = bot.discord.responses(&chosen)[0].clone();
-    assert_eq!(update["type"], 7, "the card is updated in place: {update}");
-    assert!(update.to_string().contains("p0"), "{update}");
+    let answers = bot.discord.responses(&chosen);
+    assert_eq!(
+        answers[0]["type"], 6,
+        "acknowledged before the slow part: {answers:?}"
+    );
+    assert_eq!(answers[1]["kind"], "edit_original", "{answers:?}");
+    let shown = bot
+        .discord
+        .messages(thread)
+        .into_iter()
+        .find(|m| id_of(&m["id"]) == card)
+        .unwrap();
+    assert!(
+        shown["embeds"].to_string().contains("p0"),
+        "the card itself shows p0: {shown}"
+    );
     bot.wait_for("the mirrored labels", |b| {
         b.github.issues()[0]["labels"]
             .to_string()
