@@ -253,7 +253,7 @@ async fn agent_steps(steps: usize) {
         llm: client,
         prompts: featurebot::prompts::Prompts::builtin(),
         redactor: Redactor::default(),
-        github: None,
+        github: featurebot::github::Clients::default(),
     };
     let (events, _progress) = tokio::sync::mpsc::unbounded_channel();
     let (_answers_tx, answers) = tokio::sync::mpsc::unbounded_channel();

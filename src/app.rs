@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::agent::run::Runner;
 use crate::config::Config;
 use crate::conversation::{self, MarkerFilter};
-use crate::github::{GitHub, GithubError, IssueSpec, PrState};
+use crate::github::{Clients, GitHub, GithubError, IssueSpec, PrState};
 use crate::llm::{self, LlmError, Message, Request};
 use crate::plan::{self, Slug, Title};
 use crate::plan_file;
@@ -208,8 +208,8 @@ pub struct App {
     runs: Option<RunQueue>,
     /// Plans pass through it before they are committed.
     redactor: Redactor,
-    /// For issues and pull-request states, when GitHub is configured (with the agent).
-    github: Option<Arc<GitHub>>,
+    /// For issues and pull-request states, per target repository (with the agent).
+    github: Clients,
     /// Features whose next message starts a follow-up run.
     follow_ups: Mutex<HashSet<FeatureId>>,
 }
@@ -236,7 +236,7 @@ impl App {
             repo_lock: tokio::sync::Mutex::new(()),
             runs: None,
             redactor,
-            github: None,
+            github: Clients::default(),
             follow_ups: Mutex::new(HashSet::new()),
         };
         (app, rx)
@@ -244,12 +244,7 @@ impl App {
 
     /// Gives the core a coding agent: approving a plan then starts a run.
     pub fn with_agent(mut self, runner: Runner) -> App {
-        self.github = self
-            .config
-            .github
-            .as_ref()
-            .and_then(|g| GitHub::new(g).ok())
-            .map(Arc::new);
+        self.github = runner.github.clone();
         self.runs = Some(RunQueue::new(runner, self.store.clone(), self.out.clone()));
         self
     }
@@ -1120,15 +1115,13 @@ impl App {
     }
 
     /// The GitHub client of the feature's target repository, if it has one.
-    fn github_for(&self, feature: &Feature) -> Option<Arc<GitHub>> {
-        match feature.repo.as_deref() {
-            None => self.github.clone(),
-            Some(name) => self
-                .config
-                .github_of(Some(name))
-                .and_then(|cfg| GitHub::new(cfg).ok())
-                .map(Arc::new),
-        }
+    fn github_for(&self, feature: &Feature) -> Option<&GitHub> {
+        self.github.for_repo(feature.repo.as_deref())
+    }
+
+    /// The GitHub clients, for front ends that link to GitHub.
+    pub fn github(&self) -> &Clients {
+        &self.github
     }
 
     fn lock_follow_ups(&self) -> std::sync::MutexGuard<'_, HashSet<FeatureId>> {

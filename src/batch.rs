@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::run::{Job, Runner};
 use crate::agent::Event;
 use crate::config::Config;
-use crate::github::GitHub;
+use crate::github::Clients;
 use crate::llm;
 use crate::prompts::Prompts;
 use crate::redact::Redactor;
@@ -126,10 +126,7 @@ pub async fn run(config: Arc<Config>, path: &Path) -> anyhow::Result<Run> {
         let _ = store.set_status(id, Status::Approved).await;
         let _ = store.set_status(id, Status::Running).await;
     }
-    let github = match &config.github {
-        Some(cfg) => Some(GitHub::new(cfg)?),
-        None => None,
-    };
+    let github = Clients::from_config(&config)?;
     let runner = Runner {
         llm: llm::Client::new(config.llm.clone())?,
         prompts: Prompts::load(config.prompts.dir.as_deref())?,

@@ -139,6 +139,45 @@ pub fn pr_number_from_url(url: &str) -> Option<u64> {
     })
 }
 
+/// The GitHub clients of the configured repositories, built once: the default `[github]` and
+/// each `[[repos]]` entry that names a GitHub repository. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Clients {
+    default: Option<GitHub>,
+    targets: std::collections::HashMap<String, GitHub>,
+}
+
+impl Clients {
+    /// Every client the config asks for; fails (naming the fix) when one cannot be built, for
+    /// example without `GITHUB_TOKEN`.
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Clients> {
+        let default = config.github.as_ref().map(GitHub::new).transpose()?;
+        let mut targets = std::collections::HashMap::new();
+        for target in &config.targets {
+            if let Some(cfg) = &target.github {
+                targets.insert(target.name.clone(), GitHub::new(cfg)?);
+            }
+        }
+        Ok(Clients { default, targets })
+    }
+
+    /// Only a default client (or none).
+    pub fn with_default(default: Option<GitHub>) -> Clients {
+        Clients {
+            default,
+            targets: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The client of the repository named `name` (`None`: the default one), if it has one.
+    pub fn for_repo(&self, name: Option<&str>) -> Option<&GitHub> {
+        match name {
+            None => self.default.as_ref(),
+            Some(name) => self.targets.get(name),
+        }
+    }
+}
+
 /// A client for the configured repository. Cheap to clone: the HTTP client is shared.
 #[derive(Clone)]
 pub struct GitHub {

@@ -15,7 +15,7 @@ use featurebot::agent::run::Runner;
 use featurebot::app::App;
 use featurebot::config::Config;
 use featurebot::console::{self, Outcome};
-use featurebot::github::GitHub;
+use featurebot::github::Clients;
 use featurebot::prompts::Prompts;
 use featurebot::redact::Redactor;
 use featurebot::store::RunState;
@@ -186,10 +186,7 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
 
 /// The coding agent, as configured.
 fn runner(config: &Arc<Config>) -> anyhow::Result<Runner> {
-    let github = match &config.github {
-        Some(cfg) => Some(GitHub::new(cfg)?),
-        None => None,
-    };
+    let github = Clients::from_config(config)?;
     Ok(Runner {
         config: config.clone(),
         llm: llm::Client::new(config.llm.clone())?,

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::backend::{self, Backend, Tools};
 use super::{Event, Human, Phase, StepReport, StepRequest};
 use crate::config::{Config, RepoConfig};
-use crate::github::{GitHub, PullRequest, PullRequestSpec};
+use crate::github::{Clients, GitHub, PullRequest, PullRequestSpec};
 use crate::llm::{self, Usage};
 use crate::plan::{self, Slug};
 use crate::prompts::Prompts;
@@ -33,7 +33,7 @@ pub struct Runner {
     pub llm: llm::Client,
     pub prompts: Prompts,
     pub redactor: Redactor,
-    pub github: Option<GitHub>,
+    pub github: Clients,
 }
 
 /// One run to carry out.
@@ -415,7 +415,7 @@ impl Runner {
         history.retain(|r| r.number != run.number && r.branch == run.branch);
         history.push(run.clone());
         let target_github = self.github_for(job);
-        let pull_request = match target_github.as_deref() {
+        let pull_request = match target_github {
             Some(github) => Some(
                 self.open_pull_request(
                     github,
@@ -450,15 +450,8 @@ impl Runner {
     }
 
     /// The GitHub client of the feature's target repository, if it has one.
-    fn github_for(&self, job: &Job) -> Option<std::borrow::Cow<'_, GitHub>> {
-        match job.feature.repo.as_deref() {
-            None => self.github.as_ref().map(std::borrow::Cow::Borrowed),
-            Some(name) => self
-                .config
-                .github_of(Some(name))
-                .and_then(|cfg| GitHub::new(cfg).ok())
-                .map(std::borrow::Cow::Owned),
-        }
+    fn github_for(&self, job: &Job) -> Option<&GitHub> {
+        self.github.for_repo(job.feature.repo.as_deref())
     }
 
     async fn commit(

@@ -106,6 +106,7 @@ pub async fn run(
     let links = render::Links {
         redactor: crate::redact::Redactor::from_config(&config),
         config: config.clone(),
+        github: app.github().clone(),
     };
     let renderer = tokio::spawn(render::run(
         client.http.clone(),

@@ -21,7 +21,7 @@ use super::text::{self, MESSAGE_LIMIT};
 use crate::agent::Event;
 use crate::app::Output;
 use crate::config::DiscordConfig;
-use crate::github::GitHub;
+use crate::github::{Clients, GitHub};
 use crate::plan::Slug;
 use crate::redact::Redactor;
 use crate::store::{Feature, FeatureId, Place, RunState, Store};
@@ -78,16 +78,15 @@ pub async fn run(
 #[derive(Clone)]
 pub struct Links {
     pub redactor: Redactor,
-    /// For each feature's target repository: its base branch and GitHub.
+    /// For each feature's target repository: its base branch.
     pub config: Arc<crate::config::Config>,
+    pub github: Clients,
 }
 
 impl Links {
     /// The GitHub client of the feature's target repository, when it has one.
-    fn github(&self, feature: &Feature) -> Option<GitHub> {
-        self.config
-            .github_of(feature.repo.as_deref())
-            .and_then(|cfg| GitHub::new(cfg).ok())
+    fn github(&self, feature: &Feature) -> Option<&GitHub> {
+        self.github.for_repo(feature.repo.as_deref())
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use featurebot::agent::run::{Job, Runner};
 use featurebot::agent::{Event, Human, Phase};
 use featurebot::config::{AgentBackend, AgentConfig, Config, PromptsConfig, StoreConfig};
-use featurebot::github::GitHub;
+use featurebot::github::{Clients, GitHub};
 use featurebot::llm;
 use featurebot::prompts::Prompts;
 use featurebot::redact::Redactor;
@@ -116,10 +116,11 @@ impl Fixture {
                 .unwrap()
                 .expose()
                 .to_string()]),
-            github: self
-                .github
-                .as_ref()
-                .map(|g| GitHub::new(&g.config()).unwrap()),
+            github: Clients::with_default(
+                self.github
+                    .as_ref()
+                    .map(|g| GitHub::new(&g.config()).unwrap()),
+            ),
         };
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();

@@ -386,7 +386,7 @@ impl Core {
             llm: client,
             prompts: Prompts::builtin(),
             redactor: Redactor::from_config(&config),
-            github,
+            github: featurebot::github::Clients::with_default(github),
         });
         Core {
             app: Arc::new(app),
@@ -1312,7 +1312,7 @@ impl Bot {
             llm: client,
             prompts: Prompts::builtin(),
             redactor: Redactor::from_config(&config),
-            github: config.github.as_ref().map(|g| GitHub::new(g).unwrap()),
+            github: featurebot::github::Clients::from_config(&config).unwrap(),
         }));
         let shutdown = CancellationToken::new();
         tokio::spawn(featurebot::discord::run(

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use featurebot::agent::run::Runner;
 use featurebot::app::App;
 use featurebot::config::{Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
-use featurebot::github::GitHub;
 use featurebot::llm;
 use featurebot::prompts::Prompts;
 use featurebot::redact::Redactor;
@@ -189,7 +188,7 @@ async fn launch(
         llm: client,
         prompts: Prompts::builtin(),
         redactor: Redactor::from_config(config),
-        github: config.github.as_ref().map(|g| GitHub::new(g).unwrap()),
+        github: featurebot::github::Clients::from_config(config).unwrap(),
     });
     app.recover_runs().await;
     let shutdown = CancellationToken::new();
