@@ -151,28 +151,14 @@ impl Bot {
         for name in status_choices {
             status = status.add_string_choice(name.replace('_', " "), name);
         }
-        let mut priority = CreateCommandOption::new(
-            CommandOptionType::String,
-            "priority",
-            "Only features of this priority",
-        );
-        for name in ["p0", "p1", "p2", "p3"] {
-            priority = priority.add_string_choice(name, name);
-        }
+        let priority = priority_option("Only features of this priority");
         let tasks = CreateCommand::new("tasks")
             .description("List the features, newest first")
             .default_member_permissions(Permissions::ADMINISTRATOR)
             .dm_permission(false)
             .add_option(status)
             .add_option(priority);
-        let mut set_priority = CreateCommandOption::new(
-            CommandOptionType::String,
-            "priority",
-            "Set the feature's priority",
-        );
-        for name in ["p0", "p1", "p2", "p3"] {
-            set_priority = set_priority.add_string_choice(name, name);
-        }
+        let set_priority = priority_option("Set the feature's priority");
         let task = CreateCommand::new("task")
             .description("Show this thread's feature: status, plan versions, runs, tokens")
             .default_member_permissions(Permissions::ADMINISTRATOR)
@@ -199,21 +185,11 @@ impl Bot {
     }
 
     async fn feature_command(&self, ctx: &Context, cmd: &CommandInteraction) {
-        let roles = cmd
-            .member
-            .as_ref()
-            .map(|m| m.roles.clone())
-            .unwrap_or_default();
-        let raw_title = cmd
-            .data
-            .options
-            .iter()
-            .find(|o| o.name == "title")
-            .and_then(|o| o.value.as_str())
-            .unwrap_or_default();
+        let roles = roles_of(cmd.member.as_deref());
+        let raw_title = string_option(cmd, "title").unwrap_or_default();
         let refusal = if cmd.guild_id.map(|g| g.get()) != Some(self.discord.guild_id) {
             Some("featurebot serves another server".to_string())
-        } else if !self.is_admin(cmd.user.id, &roles) {
+        } else if !self.is_admin(cmd.user.id, roles) {
             Some("only featurebot admins can start a feature; ask an admin, or to be added to discord.admin_users or discord.admin_roles".to_string())
         } else if !self.discord.feature_channels.is_empty()
             && !self
@@ -234,12 +210,7 @@ impl Bot {
         } else {
             Title::parse(raw_title).err()
         };
-        let chosen = cmd
-            .data
-            .options
-            .iter()
-            .find(|o| o.name == "repo")
-            .and_then(|o| o.value.as_str());
+        let chosen = string_option(cmd, "repo");
         let target = self.config.target_for(cmd.channel_id.get(), chosen);
         let refusal = refusal.or_else(|| target.clone().err());
         if let Some(message) = refusal {
@@ -313,12 +284,8 @@ impl Bot {
 
     /// `/tasks [status] [priority]` and `/task`: answered at once, for the caller only.
     async fn dashboard_command(&self, ctx: &Context, cmd: &CommandInteraction) {
-        let roles = cmd
-            .member
-            .as_ref()
-            .map(|m| m.roles.clone())
-            .unwrap_or_default();
-        let response = if !self.is_admin(cmd.user.id, &roles) {
+        let roles = roles_of(cmd.member.as_deref());
+        let response = if !self.is_admin(cmd.user.id, roles) {
             ephemeral("only featurebot admins can see the features")
         } else if cmd.data.name == "task" {
             match self.feature_in(cmd.channel_id) {
@@ -328,17 +295,9 @@ impl Bot {
                 Some(feature) => return self.task_command(ctx, cmd, feature.id).await,
             }
         } else {
-            let option = |name: &str| {
-                cmd.data
-                    .options
-                    .iter()
-                    .find(|o| o.name == name)
-                    .and_then(|o| o.value.as_str())
-                    .map(str::to_string)
-            };
             let filter = tasks::Filter {
-                status: option("status").and_then(|s| s.parse().ok()),
-                priority: option("priority").and_then(|p| p.parse().ok()),
+                status: string_option(cmd, "status").and_then(|s| s.parse().ok()),
+                priority: string_option(cmd, "priority").and_then(|p| p.parse().ok()),
             };
             return self.tasks_command(ctx, cmd, filter).await;
         };
@@ -378,14 +337,6 @@ impl Bot {
 
     /// `/task [priority] [add_labels]`: applies the changes, then shows the card.
     async fn task_command(&self, ctx: &Context, cmd: &CommandInteraction, feature: FeatureId) {
-        let option = |name: &str| {
-            cmd.data
-                .options
-                .iter()
-                .find(|o| o.name == name)
-                .and_then(|o| o.value.as_str())
-                .map(str::to_string)
-        };
         let defer = CreateInteractionResponse::Defer(
             CreateInteractionResponseMessage::new().ephemeral(true),
         );
@@ -393,16 +344,16 @@ impl Bot {
             tracing::warn!(error = %err, "deferring /task failed; not acting on it");
             return;
         }
-        if let Some(priority) = option("priority").and_then(|p| p.parse().ok()) {
+        if let Some(priority) = string_option(cmd, "priority").and_then(|p| p.parse().ok()) {
             self.app
                 .handle(Input::SetPriority { feature, priority })
                 .await;
         }
-        if let Some(labels) = option("add_labels") {
+        if let Some(labels) = string_option(cmd, "add_labels") {
             self.app
                 .handle(Input::AddLabels {
                     feature,
-                    labels: vec![labels],
+                    labels: vec![labels.to_string()],
                 })
                 .await;
         }
@@ -421,11 +372,7 @@ impl Bot {
 
     /// The priority menu on a feature card.
     async fn priority_select(&self, ctx: &Context, click: &ComponentInteraction) {
-        let roles = click
-            .member
-            .as_ref()
-            .map(|m| m.roles.clone())
-            .unwrap_or_default();
+        let roles = roles_of(click.member.as_ref());
         let chosen = match &click.data.kind {
             serenity::all::ComponentInteractionDataKind::StringSelect { values } => {
                 values.first().cloned()
@@ -438,7 +385,7 @@ impl Bot {
             .strip_prefix("fbp:")
             .and_then(|id| id.parse::<u64>().ok())
             .map(FeatureId);
-        if !self.is_admin(click.user.id, &roles) {
+        if !self.is_admin(click.user.id, roles) {
             let refusal = ephemeral("only featurebot admins can change a feature");
             if let Err(err) = click.create_response(&ctx.http, refusal).await {
                 tracing::warn!(error = %err, "answering the priority menu failed");
@@ -474,13 +421,9 @@ impl Bot {
     }
 
     async fn page_click(&self, ctx: &Context, click: &ComponentInteraction) {
-        let roles = click
-            .member
-            .as_ref()
-            .map(|m| m.roles.clone())
-            .unwrap_or_default();
+        let roles = roles_of(click.member.as_ref());
         let response = match dashboard::parse_page_id(&click.data.custom_id) {
-            _ if !self.is_admin(click.user.id, &roles) => {
+            _ if !self.is_admin(click.user.id, roles) => {
                 ephemeral("only featurebot admins can see the features")
             }
             Some((page, filter)) => self.page_response(filter, page, true),
@@ -517,12 +460,8 @@ impl Bot {
         let Ok(button) = click.data.custom_id.parse::<Button>() else {
             return;
         };
-        let roles = click
-            .member
-            .as_ref()
-            .map(|m| m.roles.clone())
-            .unwrap_or_default();
-        let refusal = if !self.is_admin(click.user.id, &roles) {
+        let roles = roles_of(click.member.as_ref());
+        let refusal = if !self.is_admin(click.user.id, roles) {
             Some("only featurebot admins can use these buttons".to_string())
         } else {
             match self.app.store().feature(button.feature) {
@@ -937,6 +876,28 @@ impl EventHandler for Bot {
     async fn message(&self, ctx: Context, msg: Message) {
         self.thread_message(&ctx, &msg).await;
     }
+}
+
+/// A command's string option, when given.
+fn string_option<'a>(cmd: &'a CommandInteraction, name: &str) -> Option<&'a str> {
+    cmd.data
+        .options
+        .iter()
+        .find(|o| o.name == name)
+        .and_then(|o| o.value.as_str())
+}
+
+/// The roles of an interaction's member (none outside a guild).
+fn roles_of(member: Option<&serenity::all::Member>) -> &[RoleId] {
+    member.map_or(&[], |m| &m.roles)
+}
+
+/// A `priority` option with the choices p0 to p3.
+fn priority_option(description: &str) -> CreateCommandOption {
+    ["p0", "p1", "p2", "p3"].into_iter().fold(
+        CreateCommandOption::new(CommandOptionType::String, "priority", description),
+        |option, name| option.add_string_choice(name, name),
+    )
 }
 
 fn ephemeral(message: &str) -> CreateInteractionResponse {
