@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::config::{Config, Provider};
+use crate::config::{Config, GithubConfig, Provider, RepoConfig};
 use crate::llm;
 use crate::repo;
 use crate::store::{Store, StoreError};
@@ -84,92 +84,17 @@ pub async fn run(config: &Config) -> Vec<Line> {
         },
     });
 
-    let repo_cfg = config.repo.clone();
-    let inspected = tokio::task::spawn_blocking(move || repo::inspect(&repo_cfg)).await;
-    lines.push(match inspected {
-        Ok(Ok(status)) => {
-            let mut detail = format!(
-                "{} on {}, {} at {}",
-                config.repo.path.display(),
-                status.head,
-                config.repo.base_branch,
-                &status.base_commit[..status.base_commit.len().min(12)]
-            );
-            let mut ok = true;
-            if config.repo.push_plans {
-                match &status.remote_url {
-                    Some(url) => detail.push_str(&format!(", pushes to {} ({url})", config.repo.remote)),
-                    None => {
-                        ok = false;
-                        detail.push_str(&format!(
-                            "; repo.push_plans is set but remote {:?} does not exist: add it with git remote add, or set repo.remote",
-                            config.repo.remote
-                        ));
-                    }
-                }
-            }
-            Line {
-                service: "repo",
-                ok,
-                detail,
-            }
-        }
-        Ok(Err(err)) => Line {
-            service: "repo",
-            ok: false,
-            detail: err.to_string(),
-        },
-        Err(err) => Line {
-            service: "repo",
-            ok: false,
-            detail: format!("the check panicked: {err}"),
-        },
-    });
+    lines.push(repo_line(None, &config.repo).await);
     for target in &config.targets {
-        let cfg = target.repo.clone();
-        let inspected = tokio::task::spawn_blocking(move || repo::inspect(&cfg)).await;
-        lines.push(match inspected {
-            Ok(Ok(status)) => Line {
-                service: "repo",
-                ok: true,
-                detail: format!(
-                    "{} ({}) on {}, {} at {}",
-                    target.name,
-                    target.repo.path.display(),
-                    status.head,
-                    target.repo.base_branch,
-                    &status.base_commit[..status.base_commit.len().min(12)]
-                ),
-            },
-            Ok(Err(err)) => Line {
-                service: "repo",
-                ok: false,
-                detail: format!("{}: {err}", target.name),
-            },
-            Err(err) => Line {
-                service: "repo",
-                ok: false,
-                detail: format!("{}: the check panicked: {err}", target.name),
-            },
-        });
+        lines.push(repo_line(Some(&target.name), &target.repo).await);
     }
     if let Some(github) = &config.github {
-        let result = match crate::github::GitHub::new(github) {
-            Ok(client) => client.check().await.map_err(|e| e.to_string()),
-            Err(err) => Err(format!("{err:#}")),
-        };
-        lines.push(match result {
-            Ok(found) => Line {
-                service: "github",
-                ok: true,
-                detail: found,
-            },
-            Err(detail) => Line {
-                service: "github",
-                ok: false,
-                detail,
-            },
-        });
+        lines.push(github_line(None, github).await);
+    }
+    for target in &config.targets {
+        if let Some(github) = &target.github {
+            lines.push(github_line(Some(&target.name), github).await);
+        }
     }
     if config.discord.is_some() {
         lines.push(match crate::discord::whoami(config).await {
@@ -186,4 +111,61 @@ pub async fn run(config: &Config) -> Vec<Line> {
         });
     }
     lines
+}
+
+/// Inspects one target repository; `name` is `None` for the default `[repo]`.
+async fn repo_line(name: Option<&str>, cfg: &RepoConfig) -> Line {
+    let prefix = name.map(|n| format!("{n}: ")).unwrap_or_default();
+    let owned = cfg.clone();
+    let inspected = tokio::task::spawn_blocking(move || repo::inspect(&owned)).await;
+    let (ok, detail) = match inspected {
+        Ok(Ok(status)) => {
+            let mut detail = format!(
+                "{} on {}, {} at {}",
+                cfg.path.display(),
+                status.head,
+                cfg.base_branch,
+                &status.base_commit[..status.base_commit.len().min(12)]
+            );
+            let mut ok = true;
+            if cfg.push_plans {
+                match &status.remote_url {
+                    Some(url) => detail.push_str(&format!(", pushes to {} ({url})", cfg.remote)),
+                    None => {
+                        ok = false;
+                        detail.push_str(&format!(
+                            "; push_plans is set but remote {:?} does not exist: add it with git remote add, or set the remote key",
+                            cfg.remote
+                        ));
+                    }
+                }
+            }
+            (ok, detail)
+        }
+        Ok(Err(err)) => (false, err.to_string()),
+        Err(err) => (false, format!("the check panicked: {err}")),
+    };
+    Line {
+        service: "repo",
+        ok,
+        detail: format!("{prefix}{detail}"),
+    }
+}
+
+/// Tries one GitHub repository; `name` is `None` for the default `[github]`.
+async fn github_line(name: Option<&str>, cfg: &GithubConfig) -> Line {
+    let prefix = name.map(|n| format!("{n}: ")).unwrap_or_default();
+    let result = match crate::github::GitHub::new(cfg) {
+        Ok(client) => client.check().await.map_err(|e| e.to_string()),
+        Err(err) => Err(format!("{err:#}")),
+    };
+    let (ok, detail) = match result {
+        Ok(found) => (true, found),
+        Err(detail) => (false, detail),
+    };
+    Line {
+        service: "github",
+        ok,
+        detail: format!("{prefix}{detail}"),
+    }
 }

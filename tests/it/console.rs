@@ -356,3 +356,27 @@ async fn approve_in_the_console_runs_the_agent() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn check_reports_every_target_repository() {
+    let s = Setup::new().await;
+    let missing = tempfile::tempdir().unwrap();
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!(
+        "\n[[repos]]\nname = \"shop\"\npath = {:?}\n",
+        missing.path()
+    ));
+    std::fs::write(&s.config, config).unwrap();
+    s.llm.push(Reply::Text("ok".to_string()));
+    let (status, stdout, _) = s.run(&["check"], "").await;
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    let repo_lines: Vec<&str> = stdout.lines().filter(|l| l.contains(" repo ")).collect();
+    assert_eq!(repo_lines.len(), 2, "{stdout}");
+    assert!(repo_lines[0].starts_with("ok"), "{stdout}");
+    assert!(
+        repo_lines[1].starts_with("FAIL")
+            && repo_lines[1].contains("shop: ")
+            && repo_lines[1].contains("set repo.path"),
+        "{stdout}"
+    );
+}
