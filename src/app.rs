@@ -304,6 +304,15 @@ impl App {
             | Input::FollowUp { feature }
             | Input::StepDecision { feature, .. } => Some(*feature),
         };
+        // One input of a feature at a time: its turns, plans and state changes never interleave.
+        // A cancel is the exception: it must reach a run whatever else is going on.
+        let lock = feature
+            .filter(|_| !matches!(input, Input::CancelRun { .. }))
+            .map(|id| self.lock_for(id));
+        let _guard = match &lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         let span = tracing::info_span!("input", feature = feature.map(|f| f.0));
         let result = self.dispatch(input).instrument(span).await;
         if let Err(err) = result {
@@ -392,8 +401,6 @@ impl App {
     }
 
     async fn create_issue(&self, id: FeatureId) -> anyhow::Result<()> {
-        let lock = self.lock_for(id);
-        let _guard = lock.lock().await;
         let feature = self.store.feature(id)?;
         let Some(github) = self.github_for(&feature) else {
             self.refuse(
@@ -532,8 +539,6 @@ impl App {
     }
 
     async fn resume_run(&self, id: FeatureId) -> anyhow::Result<()> {
-        let lock = self.lock_for(id);
-        let _guard = lock.lock().await;
         let Some(runs) = &self.runs else {
             self.refuse(id, "no coding agent is configured".to_string());
             return Ok(());
@@ -562,8 +567,6 @@ impl App {
     }
 
     async fn abort_run(&self, id: FeatureId) -> anyhow::Result<()> {
-        let lock = self.lock_for(id);
-        let _guard = lock.lock().await;
         if let Some(mut run) = self.store.runs(id)?.pop() {
             if run.state == RunState::Interrupted {
                 run.state = RunState::Cancelled;
@@ -576,8 +579,6 @@ impl App {
     }
 
     async fn keep_refining(&self, id: FeatureId) -> anyhow::Result<()> {
-        let lock = self.lock_for(id);
-        let _guard = lock.lock().await;
         let feature = self.store.feature(id)?;
         match feature.status {
             Status::Gathering => {}
@@ -597,8 +598,6 @@ impl App {
     }
 
     async fn approve(&self, id: FeatureId, version: u32) -> anyhow::Result<()> {
-        let lock = self.lock_for(id);
-        let _guard = lock.lock().await;
         let feature = self.store.feature(id)?;
         if !self.is_current_plan(&feature, version) {
             return Ok(());
@@ -616,7 +615,6 @@ impl App {
                     .github_of(feature.repo.as_deref())
                     .is_some_and(|g| g.issue_on_approval);
                 if wants_issue && feature.issue.is_none() {
-                    drop(_guard);
                     if let Err(err) = self.create_issue(id).await {
                         self.emit(Output::Warning {
                             feature: id,
@@ -639,8 +637,6 @@ impl App {
     }
 
     async fn request_changes(&self, id: FeatureId, version: u32) -> anyhow::Result<()> {
-        let lock = self.lock_for(id);
-        let _guard = lock.lock().await;
         let feature = self.store.feature(id)?;
         if !self.is_current_plan(&feature, version) {
             return Ok(());
@@ -663,8 +659,6 @@ impl App {
     }
 
     async fn discard(&self, id: FeatureId) -> anyhow::Result<()> {
-        let lock = self.lock_for(id);
-        let _guard = lock.lock().await;
         let feature = self.store.feature(id)?;
         match feature.status {
             Status::Discarded => {}
@@ -766,8 +760,6 @@ impl App {
         text: &str,
         source_id: Option<&str>,
     ) -> anyhow::Result<()> {
-        let lock = self.lock_for(id);
-        let _guard = lock.lock().await;
         let mut feature = self.store.feature(id)?;
         if matches!(feature.status, Status::Running | Status::Queued) {
             let answered = self.runs.as_ref().is_some_and(|r| r.answer(id, text));
@@ -831,8 +823,6 @@ impl App {
     }
 
     async fn resume(&self, id: FeatureId) -> anyhow::Result<()> {
-        let lock = self.lock_for(id);
-        let _guard = lock.lock().await;
         let feature = self.store.feature(id)?;
         let transcript = self.store.transcript(id)?;
         let unanswered = transcript
@@ -904,8 +894,6 @@ impl App {
     }
 
     async fn generate_plan(&self, id: FeatureId, force: bool) -> anyhow::Result<()> {
-        let lock = self.lock_for(id);
-        let _guard = lock.lock().await;
         let feature = self.store.feature(id)?;
         match feature.status {
             Status::Confirmed => {}
