@@ -873,9 +873,8 @@ impl App {
             });
         }
         let reading = filter.reading(visible);
-        self.store.add_usage(id, response.usage).await?;
         self.store
-            .append_turn(id, Speaker::Assistant, BOT_NAME, &response.text, None)
+            .append_answer(id, BOT_NAME, &response.text, response.usage)
             .await
             .context("storing the answer")?;
         self.emit(Output::Reply {

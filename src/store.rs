@@ -501,9 +501,34 @@ impl Store {
         text: &str,
         source_id: Option<&str>,
     ) -> Result<Option<Turn>, StoreError> {
+        self.append(id, speaker, author, text, source_id, None)
+            .await
+    }
+
+    /// Appends an assistant turn and adds the tokens it cost, in one write and one flush.
+    pub async fn append_answer(
+        &self,
+        id: FeatureId,
+        author: &str,
+        text: &str,
+        usage: Usage,
+    ) -> Result<Option<Turn>, StoreError> {
+        self.append(id, Speaker::Assistant, author, text, None, Some(usage))
+            .await
+    }
+
+    async fn append(
+        &self,
+        id: FeatureId,
+        speaker: Speaker,
+        author: &str,
+        text: &str,
+        source_id: Option<&str>,
+        usage: Option<Usage>,
+    ) -> Result<Option<Turn>, StoreError> {
         let turn = {
             let _guard = self.lock();
-            self.feature(id)?;
+            let mut feature = self.feature(id)?;
             let source_key = source_id.map(|s| [&id.0.to_be_bytes()[..], s.as_bytes()].concat());
             if let Some(key) = &source_key {
                 if self.sources.contains_key(key)? {
@@ -515,21 +540,33 @@ impl Store {
                 Some(kv) => decode_u64(&kv?.0[8..])? + 1,
                 None => 0,
             };
+            let now = OffsetDateTime::now_utc();
             let turn = Turn {
                 seq,
                 speaker,
                 author: author.to_string(),
                 text: text.to_string(),
                 source_id: source_id.map(str::to_string),
-                at: OffsetDateTime::now_utc(),
+                at: now,
             };
             let key = pair_key(id, seq);
             let value = encode(&turn)?;
-            (&self.turns, &self.sources)
-                .transaction(|(turns, sources)| {
+            let feature_value = match usage {
+                Some(usage) => {
+                    feature.usage.add(usage);
+                    feature.updated_at = now;
+                    Some(encode(&feature)?)
+                }
+                None => None,
+            };
+            (&self.turns, &self.sources, &self.features)
+                .transaction(|(turns, sources, features)| {
                     turns.insert(&key[..], value.as_slice())?;
                     if let Some(k) = &source_key {
                         sources.insert(k.as_slice(), &seq.to_be_bytes())?;
+                    }
+                    if let Some(f) = &feature_value {
+                        features.insert(&id.0.to_be_bytes(), f.as_slice())?;
                     }
                     Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
                 })

@@ -274,3 +274,38 @@ fn reopen_schema_error(path: &std::path::Path) -> StoreError {
         }
     }
 }
+
+#[tokio::test]
+async fn an_answer_and_its_tokens_are_stored_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = Store::open(dir.path()).unwrap();
+        let f = store
+            .create_feature("t", alice(), Place::Console)
+            .await
+            .unwrap();
+        let usage = Usage {
+            input_tokens: 12,
+            output_tokens: 3,
+        };
+        let turn = store
+            .append_answer(f.id, "featurebot", "a question?", usage)
+            .await
+            .unwrap();
+        assert_eq!(turn.unwrap().speaker, Speaker::Assistant);
+        store
+            .append_answer(f.id, "featurebot", "another?", usage)
+            .await
+            .unwrap();
+        f.id
+    };
+    let store = crate::support::reopen_store(dir.path());
+    assert_eq!(store.transcript(id).unwrap().len(), 2);
+    assert_eq!(
+        store.feature(id).unwrap().usage,
+        Usage {
+            input_tokens: 24,
+            output_tokens: 6
+        }
+    );
+}
