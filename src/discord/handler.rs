@@ -30,6 +30,9 @@ use crate::runs::StepDecision;
 use crate::store::{Author, Feature, FeatureId, Place, RunState, Speaker, Status};
 use crate::tasks;
 
+/// How long a feature's input queue waits for a job before it ends.
+const QUEUE_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// An input waiting in a feature's queue.
 struct Job {
     input: Input,
@@ -75,26 +78,58 @@ impl Bot {
     /// the queue clears once the core has handled the input.
     fn submit(&self, feature: FeatureId, input: Input, done: Option<(FeatureId, Action)>) {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let sender = queues.entry(feature).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-            let app = self.app.clone();
-            let in_flight = self.in_flight.clone();
-            tokio::spawn(async move {
-                while let Some(job) = rx.recv().await {
-                    app.handle(job.input).await;
-                    if let Some(key) = job.done {
-                        in_flight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&key);
+        let mut job = Job { input, done };
+        // A queue left idle closes itself (see `drain`); then a new one takes the job.
+        for _ in 0..2 {
+            let sender = queues.entry(feature).or_insert_with(|| self.spawn_queue());
+            match sender.send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => {
+                    job = back;
+                    queues.remove(&feature);
+                }
+            }
+        }
+        tracing::error!(feature = feature.0, "no input queue would take the job");
+    }
+
+    /// A task that handles one feature's jobs in order, and ends after `QUEUE_IDLE` without
+    /// one, so idle features hold no task.
+    fn spawn_queue(&self) -> mpsc::UnboundedSender<Job> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let app = self.app.clone();
+        let in_flight = self.in_flight.clone();
+        let run = move |job: Job| {
+            let app = app.clone();
+            let in_flight = in_flight.clone();
+            async move {
+                app.handle(job.input).await;
+                if let Some(key) = job.done {
+                    in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                }
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
+                    Ok(Some(job)) => run(job).await,
+                    Ok(None) => break,
+                    Err(_) => {
+                        // Close first, so a job sent now fails and goes to a new queue; then
+                        // handle what arrived before the close.
+                        rx.close();
+                        while let Ok(job) = rx.try_recv() {
+                            run(job).await;
+                        }
+                        break;
                     }
                 }
-            });
-            tx
+            }
         });
-        if sender.send(Job { input, done }).is_err() {
-            queues.remove(&feature);
-        }
+        tx
     }
 
     fn feature_in(&self, channel: ChannelId) -> Option<Feature> {

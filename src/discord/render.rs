@@ -26,6 +26,9 @@ use crate::plan::Slug;
 use crate::redact::Redactor;
 use crate::store::{Feature, FeatureId, Place, RunState, Store};
 
+/// A thread's worker ends after this long with nothing to do, so idle threads hold no task.
+const WORKER_IDLE: Duration = Duration::from_secs(600);
+
 /// How often the typing indicator is renewed (Discord shows it for about 10 seconds).
 const TYPING_EVERY: Duration = Duration::from_secs(8);
 
@@ -146,11 +149,29 @@ impl Worker {
                 },
                 () = sleep_until(pending), if pending.is_some() => self.sync(false).await,
                 _ = typing.tick(), if typing_on => self.type_now().await,
+                () = tokio::time::sleep(WORKER_IDLE), if self.is_idle() => {
+                    // Close first, so an output sent now goes to a new worker; then show what
+                    // arrived before the close.
+                    rx.close();
+                    while let Ok(output) = rx.try_recv() {
+                        self.apply(output).await;
+                    }
+                    self.end_stream().await;
+                    break;
+                }
             }
             if std::mem::take(&mut self.typing_reset) {
                 typing.reset();
             }
         }
+    }
+
+    /// Nothing in progress: no stream, no typing, no run card.
+    fn is_idle(&self) -> bool {
+        self.stream.text.is_empty()
+            && self.stream.pending.is_none()
+            && self.typing_until.is_none()
+            && self.card.is_none()
     }
 
     async fn apply(&mut self, output: Output) {
