@@ -121,7 +121,40 @@ pub struct AgentConfig {
     pub env: Vec<(String, String)>,
     /// Where work trees are created; default: `<store.path>/worktrees`.
     pub worktrees_dir: PathBuf,
+    /// Push the branch after every step's commit, so others can follow the run (set for runs
+    /// on GitHub Actions, where the bot reads the progress from the branch).
+    pub push_each_step: bool,
+    /// Where runs happen.
+    pub executor: Executor,
 }
+
+/// Where agent runs happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Executor {
+    /// On the bot's host, in a work tree under `agent.worktrees_dir`.
+    Local,
+    /// On GitHub Actions, by dispatching the workflow `featurebot install-workflow` writes.
+    GithubActions(ActionsConfig),
+}
+
+/// `[agent.github_actions]`: the workflow runs are dispatched to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionsConfig {
+    /// The workflow's file name under `.github/workflows/`.
+    pub workflow: String,
+    /// The shell command that installs featurebot on the runner.
+    pub install: String,
+    /// The Actions secret holding the LLM API key on the runner.
+    pub llm_key_secret: String,
+    /// How often the run is polled while nothing changes (backing off on rate limits).
+    pub poll_interval: Duration,
+    /// A dispatched run that has not started after this long is reported as stuck.
+    pub start_timeout: Duration,
+}
+
+/// The default install command: featurebot built from its repository on the runner.
+pub const DEFAULT_ACTIONS_INSTALL: &str =
+    "cargo install --locked --git https://github.com/featurebot/featurebot featurebot";
 
 impl AgentConfig {
     /// The defaults, for configs built in code (tests, tools).
@@ -358,6 +391,19 @@ struct RawAgent {
     approval: Option<String>,
     env: Option<HashMap<String, String>>,
     worktrees_dir: Option<String>,
+    push_each_step: Option<bool>,
+    executor: Option<String>,
+    github_actions: Option<RawActions>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawActions {
+    workflow: Option<String>,
+    install: Option<String>,
+    llm_key_secret: Option<String>,
+    poll_interval_secs: Option<i64>,
+    start_timeout_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -657,6 +703,16 @@ impl RawConfig {
             .discord
             .map(|raw| validate_discord(raw, env, &mut problems));
         let agent = validate_agent(self.agent, &store_path, &mut problems);
+        if matches!(agent.executor, Executor::GithubActions(_)) {
+            // The runner checks out the repository from GitHub: it needs the plan there, and a
+            // GitHub repository to run in.
+            if github.is_none() || targets.iter().any(|t| t.github.is_none()) {
+                problems.push("agent.executor = \"github-actions\" needs a [github] section (owner, repo, token) naming the repository whose Actions run the agent".to_string());
+            }
+            if !repo.push_plans || targets.iter().any(|t| !t.repo.push_plans) {
+                problems.push("agent.executor = \"github-actions\" needs repo.push_plans = true: the runner reads the plan from the pushed base branch".to_string());
+            }
+        }
 
         let Some(base_url) = base_url.filter(|_| problems.is_empty()) else {
             return Err(ConfigError { problems });
@@ -940,7 +996,21 @@ fn validate_agent(raw: RawAgent, store_path: &Path, problems: &mut Vec<String>) 
             ));
         }
     }
+    // The section is checked even while unused, so a switch of `executor` holds no surprise.
+    let actions = validate_actions(raw.github_actions.unwrap_or_default(), problems);
+    let executor = match raw.executor.as_deref().unwrap_or("local") {
+        "local" => Executor::Local,
+        "github-actions" => Executor::GithubActions(actions),
+        other => {
+            problems.push(format!(
+                "agent.executor is {other:?}; use \"local\" (runs on the bot's host) or \"github-actions\" (runs dispatched to the target repository's Actions)"
+            ));
+            Executor::Local
+        }
+    };
     AgentConfig {
+        executor,
+        push_each_step: raw.push_each_step.unwrap_or(false),
         backend,
         format: raw.format.unwrap_or_default(),
         test: raw.test.unwrap_or_default(),
@@ -957,6 +1027,60 @@ fn validate_agent(raw: RawAgent, store_path: &Path, problems: &mut Vec<String>) 
             .filter(|d| !d.trim().is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| store_path.join("worktrees")),
+    }
+}
+
+fn validate_actions(raw: RawActions, problems: &mut Vec<String>) -> ActionsConfig {
+    let workflow = raw
+        .workflow
+        .map(|w| w.trim().to_string())
+        .unwrap_or_else(|| "featurebot.yml".to_string());
+    if workflow.is_empty()
+        || workflow.contains('/')
+        || !(workflow.ends_with(".yml") || workflow.ends_with(".yaml"))
+    {
+        problems.push(format!(
+            "agent.github_actions.workflow is {workflow:?}; give the workflow's file name in .github/workflows, e.g. \"featurebot.yml\""
+        ));
+    }
+    let install = raw
+        .install
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_ACTIONS_INSTALL.to_string());
+    let llm_key_secret = raw
+        .llm_key_secret
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "FEATUREBOT_LLM_API_KEY".to_string());
+    if llm_key_secret.is_empty()
+        || !llm_key_secret
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        || llm_key_secret.starts_with("GITHUB_")
+    {
+        problems.push(format!(
+            "agent.github_actions.llm_key_secret is {llm_key_secret:?}; name an Actions secret (letters, digits, _; not starting with GITHUB_), e.g. \"FEATUREBOT_LLM_API_KEY\""
+        ));
+    }
+    let poll = positive(
+        "agent.github_actions.poll_interval_secs",
+        raw.poll_interval_secs,
+        15,
+        (1, 3_600),
+        problems,
+    );
+    let start = positive(
+        "agent.github_actions.start_timeout_secs",
+        raw.start_timeout_secs,
+        900,
+        (10, 86_400),
+        problems,
+    );
+    ActionsConfig {
+        workflow,
+        install,
+        llm_key_secret,
+        poll_interval: Duration::from_secs(poll),
+        start_timeout: Duration::from_secs(start),
     }
 }
 

@@ -233,3 +233,39 @@ fn bad_repository_entries_are_named() {
         ],
     );
 }
+
+#[test]
+fn runs_move_to_github_actions_with_one_key() {
+    use featurebot::config::Executor;
+    let config = load(
+        "[llm]\nmodel = \"m\"\n[repo]\npush_plans = true\n[github]\nowner = \"acme\"\nrepo = \"shop\"\n[agent]\nexecutor = \"github-actions\"\n[agent.github_actions]\npoll_interval_secs = 5\n",
+        &[("GITHUB_TOKEN", "t")],
+    )
+    .unwrap();
+    let Executor::GithubActions(actions) = &config.agent.executor else {
+        panic!("{:?}", config.agent.executor);
+    };
+    assert_eq!(actions.workflow, "featurebot.yml");
+    assert_eq!(actions.poll_interval, Duration::from_secs(5));
+    assert_eq!(actions.llm_key_secret, "FEATUREBOT_LLM_API_KEY");
+    assert_eq!(
+        load("[llm]\nmodel = \"m\"\n", &[]).unwrap().agent.executor,
+        Executor::Local
+    );
+}
+
+#[test]
+fn github_actions_runs_need_github_and_pushed_plans() {
+    check_error(
+        "[llm]\nmodel = \"m\"\n[agent]\nexecutor = \"github-actions\"\n",
+        &["needs a [github] section", "repo.push_plans = true"],
+    );
+    check_error(
+        "[llm]\nmodel = \"m\"\n[agent]\nexecutor = \"cloud\"\n",
+        &["agent.executor is \"cloud\"", "\"github-actions\""],
+    );
+    check_error(
+        "[llm]\nmodel = \"m\"\n[agent.github_actions]\nworkflow = \"a/b.yml\"\nllm_key_secret = \"GITHUB_X\"\n",
+        &["agent.github_actions.workflow", "agent.github_actions.llm_key_secret"],
+    );
+}
