@@ -233,6 +233,10 @@ pub fn describe(event: &Event) -> String {
             }
         ),
         Event::Question { text } => format!("the agent asks: {text}"),
+        Event::Remote { state, url } => match url {
+            Some(url) => format!("GitHub Actions: {state} ({url})"),
+            None => format!("GitHub Actions: {state}"),
+        },
         Event::AwaitingApproval {
             step,
             total,

@@ -1008,6 +1008,9 @@ fn validate_agent(raw: RawAgent, store_path: &Path, problems: &mut Vec<String>) 
             Executor::Local
         }
     };
+    if approve_each_step && matches!(executor, Executor::GithubActions(_)) {
+        problems.push("agent.approval = \"step\" needs agent.executor = \"local\": a run on GitHub Actions cannot wait for Continue between steps".to_string());
+    }
     AgentConfig {
         executor,
         push_each_step: raw.push_each_step.unwrap_or(false),

@@ -292,10 +292,27 @@ pub struct Run {
     /// For a follow-up run: what the person asked to change.
     #[serde(default)]
     pub follow_up: Option<String>,
+    /// For a run on GitHub Actions: how to find it again.
+    #[serde(default)]
+    pub remote: Option<RemoteRun>,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// A run dispatched to GitHub Actions. Saved before the dispatch, so a restart finds the run
+/// again (by the correlation id in its name) instead of dispatching a second one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteRun {
+    /// In the workflow run's name (`featurebot <id>`); unique per dispatch.
+    pub correlation_id: String,
+    /// Set once the dispatch was accepted.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub dispatched_at: Option<OffsetDateTime>,
+    /// The Actions run, once found.
+    pub run_id: Option<u64>,
+    pub html_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

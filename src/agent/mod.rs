@@ -82,6 +82,9 @@ pub enum Event {
     },
     /// The agent asks the humans; the run waits for an answer on its answer channel.
     Question { text: String },
+    /// A run on GitHub Actions: where it stands there ("queued", "running: Install
+    /// featurebot", "cancelling"...), with a link to the run once it is known.
+    Remote { state: String, url: Option<String> },
     /// With `agent.approval = "step"`: the step is committed and checked; the run waits for
     /// Continue, Redo or Abort.
     AwaitingApproval {

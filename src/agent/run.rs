@@ -104,6 +104,7 @@ impl Runner {
                 message: None,
                 usage: Usage::default(),
                 follow_up: job.follow_up.clone(),
+                remote: None,
                 started_at: now,
                 updated_at: now,
             },

@@ -494,6 +494,15 @@ impl Worker {
                 }
                 self.post(message).await;
             }
+            Event::Remote { state, url } => {
+                if let Some(card) = self.card.as_mut() {
+                    card.current = match &url {
+                        Some(url) => format!("GitHub Actions: {state} · [the run]({url})"),
+                        None => format!("GitHub Actions: {state}"),
+                    };
+                }
+                self.edit_card(feature, true, true).await;
+            }
             Event::Question { text } => {
                 let text = format!(
                     "❓ **The agent asks:** {text}\nReply in this thread: an admin's next message is the answer."

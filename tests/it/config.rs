@@ -265,6 +265,10 @@ fn github_actions_runs_need_github_and_pushed_plans() {
         &["agent.executor is \"cloud\"", "\"github-actions\""],
     );
     check_error(
+        "[llm]\nmodel = \"m\"\n[agent]\nexecutor = \"github-actions\"\napproval = \"step\"\n",
+        &["agent.approval = \"step\" needs agent.executor = \"local\""],
+    );
+    check_error(
         "[llm]\nmodel = \"m\"\n[agent.github_actions]\nworkflow = \"a/b.yml\"\nllm_key_secret = \"GITHUB_X\"\n",
         &["agent.github_actions.workflow", "agent.github_actions.llm_key_secret"],
     );
