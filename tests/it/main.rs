@@ -4,6 +4,7 @@
 mod support;
 
 mod abuse;
+mod actions;
 mod agent;
 mod app;
 mod config;

@@ -10,9 +10,11 @@
 //! pull request from the same head and for an issue without a title; issues and pull requests
 //! share one sequence of numbers, and a label the repository lacks is created when first used.
 //! Anything else is a 404 `{"message":"Not Found"}`, recorded like every request.
-//! [`FakeGithub::set_pull_state`] plays a maintainer closing or merging a pull request. [`FakeGithub::fail_next`] queues raw answers that take precedence over all
-//! of that. Like the fake LLM it reads one request per connection and answers
-//! `Connection: close`.
+//! [`FakeGithub::set_pull_state`] plays a maintainer closing or merging a pull request. The
+//! Actions routes (dispatch, runs, jobs, logs, cancel) and the contents API live in
+//! [`actions`], with their test-facing controls. [`FakeGithub::fail_next`] queues raw answers
+//! that take precedence over all of that, then [`FakeGithub::fail_route`]'s. Like the fake LLM
+//! it reads one request per connection and answers `Connection: close`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,6 +25,8 @@ use featurebot::config::{GithubConfig, Secret};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+pub mod actions;
 
 /// The token [`FakeGithub::config`] carries and the fake accepts.
 pub const TOKEN: &str = "ghp_testtoken123";
@@ -65,29 +69,28 @@ impl FakeGithub {
     pub async fn start(owner: &str, repo: &str) -> FakeGithub {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // Another host, as GitHub's log storage is: octocrab sends the token to the API's
+        // host only.
+        let storage = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let state = Arc::new(State {
             owner: owner.to_string(),
             repo: repo.to_string(),
             base: format!("http://{addr}"),
+            storage_base: format!("http://{}", storage.local_addr().unwrap()),
             script: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             pulls: Mutex::new(Vec::new()),
             issues: Mutex::new(Vec::new()),
             labels: Mutex::new(Vec::new()),
             last_number: AtomicU64::new(0),
+            actions: Mutex::new(actions::Actions::default()),
         });
-        let server_state = state.clone();
+        let (api, storage) = (
+            accept(listener, state.clone(), false),
+            accept(storage, state.clone(), true),
+        );
         let server = tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = server_state.clone();
-                tokio::spawn(async move {
-                    // A client that hangs up early is not the fake's problem.
-                    let _ = serve(socket, &state).await;
-                });
-            }
+            tokio::join!(api, storage);
         });
         FakeGithub {
             addr,
@@ -173,6 +176,8 @@ struct State {
     repo: String,
     /// `http://127.0.0.1:PORT`, for the URLs in answers.
     base: String,
+    /// The log storage's root, on a port of its own.
+    storage_base: String,
     script: Mutex<VecDeque<Answer>>,
     requests: Mutex<Vec<Recorded>>,
     pulls: Mutex<Vec<Value>>,
@@ -182,8 +187,10 @@ struct State {
     labels: Mutex<Vec<Value>>,
     /// The number of the newest issue or pull request; they share the sequence.
     last_number: AtomicU64,
+    actions: Mutex<actions::Actions>,
 }
 
+#[derive(Clone)]
 struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
@@ -236,12 +243,34 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn serve(mut socket: TcpStream, state: &State) -> std::io::Result<()> {
+/// Serves each connection `listener` accepts: the API, or the log storage when `storage`.
+async fn accept(listener: TcpListener, state: Arc<State>, storage: bool) {
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            // A client that hangs up early is not the fake's problem.
+            let _ = serve(socket, &state, storage).await;
+        });
+    }
+}
+
+async fn serve(mut socket: TcpStream, state: &State, storage: bool) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
     let request = read_request(&mut socket).await?;
     let answer = {
         let scripted = state.script.lock().unwrap().pop_front();
-        let answer = scripted.unwrap_or_else(|| route(state, &request));
+        let answer = scripted
+            .or_else(|| actions::fault(state, &request))
+            .unwrap_or_else(|| {
+                if storage {
+                    actions::log_storage(state, &request)
+                } else {
+                    route(state, &request)
+                }
+            });
         state.requests.lock().unwrap().push(request);
         answer
     };
@@ -279,6 +308,14 @@ fn route(state: &State, request: &Recorded) -> Answer {
     let ours = |owner: &str, repo: &str| {
         owner.eq_ignore_ascii_case(&state.owner) && repo.eq_ignore_ascii_case(&state.repo)
     };
+    if let ["repos", owner, repo, ..] = segments.as_slice() {
+        let owned_param = |name: &str| param(name).map(str::to_string);
+        if ours(owner, repo) {
+            if let Some(answer) = actions::route(state, request, &segments, &owned_param) {
+                return answer;
+            }
+        }
+    }
     match (request.method.as_str(), segments.as_slice()) {
         ("GET", ["repos", owner, repo]) if ours(owner, repo) => {
             Answer::json(200, repository_json(state))
@@ -985,10 +1022,15 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
         301 => "Moved Permanently",
+        302 => "Found",
+        400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        409 => "Conflict",
         422 => "Unprocessable Entity",
         429 => "Too Many Requests",
         500 => "Internal Server Error",

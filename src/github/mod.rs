@@ -1,6 +1,7 @@
 //! GitHub's REST API: checking that the configured repository is reachable, opening the pull
 //! request for a feature branch (or updating the one already open for it) and reading its
-//! state, and opening and labelling issues.
+//! state, and opening and labelling issues. [`actions`] adds GitHub Actions: dispatching the
+//! agent's workflow and following its runs.
 //!
 //! This is the only module that uses octocrab. octocrab's own retry layer is left out (its
 //! `retry` feature is off): it retries server errors at once, without backoff, and would sleep
@@ -31,6 +32,8 @@ use octocrab::Octocrab;
 use url::Url;
 
 use crate::config::{GithubConfig, Secret};
+
+pub mod actions;
 
 /// Attempts per request, the first included.
 pub const ATTEMPTS: u32 = 3;
@@ -65,6 +68,33 @@ pub enum GithubError {
     Network(String),
     #[error("GitHub sent an answer we could not use: {0}")]
     Unexpected(String),
+    #[error("the workflow .github/workflows/{workflow} is not in {repo} on {git_ref}; run `featurebot install-workflow` and push it")]
+    WorkflowMissing {
+        workflow: String,
+        repo: String,
+        git_ref: String,
+    },
+    #[error("the workflow .github/workflows/{workflow} in {repo} does not have a `workflow_dispatch` trigger (GitHub reads the triggers from the default branch's copy); run `featurebot install-workflow` and push it to the default branch")]
+    NoDispatchTrigger { workflow: String, repo: String },
+    #[error("the workflow .github/workflows/{workflow} is disabled in {repo}; enable it on the repository's Actions tab")]
+    WorkflowDisabled { workflow: String, repo: String },
+    #[error("the workflow .github/workflows/{workflow} in {repo} does not take the inputs featurebot sends ({message}); run `featurebot install-workflow` to update it and push it")]
+    WorkflowInputs {
+        workflow: String,
+        repo: String,
+        message: String,
+    },
+    #[error("GitHub refused the Actions request (403): {message}; give the token the `actions: {access}` permission on {repo} (a fine-grained token's \"Actions\" permission; a classic token's `repo` scope) and check that Actions is enabled in the repository's settings")]
+    ActionsForbidden {
+        repo: String,
+        /// `read` or `write`.
+        access: &'static str,
+        message: String,
+    },
+    /// A dispatch whose answer was a server error or never came: GitHub may have started the
+    /// run anyway, so it was not sent again.
+    #[error("GitHub did not confirm the dispatch of .github/workflows/{workflow} ({cause}); the run may have started anyway, so look for it before dispatching again")]
+    DispatchUnconfirmed { workflow: String, cause: String },
 }
 
 fn wait_hint(retry_after: &Option<Duration>) -> String {
@@ -448,12 +478,27 @@ impl GitHub {
         format!("repository {}/{}", self.owner, self.repo)
     }
 
+    /// `owner/repo`.
+    fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.repo)
+    }
+
     /// Runs `send` up to [`ATTEMPTS`] times, waiting between attempts as [`classify`] says.
     /// `request` names the request in logs and `what` the thing a 404 did not find.
-    async fn call<T, F, Fut>(
+    async fn call<T, F, Fut>(&self, request: &str, what: &str, send: F) -> Result<T, GithubError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = octocrab::Result<T>>,
+    {
+        self.call_with(request, what, Resend::Always, send).await
+    }
+
+    /// [`GitHub::call`], sending again only as `resend` allows.
+    async fn call_with<T, F, Fut>(
         &self,
         request: &str,
         what: &str,
+        resend: Resend,
         mut send: F,
     ) -> Result<T, GithubError>
     where
@@ -466,7 +511,10 @@ impl GitHub {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            let (error, retry) = classify(err, what, self.token.expose());
+            let (error, mut retry) = classify(err, what, self.token.expose());
+            if resend == Resend::IfRefused && !matches!(error, GithubError::RateLimited { .. }) {
+                retry = Retry::No;
+            }
             let delay = match retry {
                 Retry::No => None,
                 Retry::Backoff => Some(BASE_DELAY.saturating_mul(1 << (attempt - 1).min(8))),
@@ -487,6 +535,17 @@ impl GitHub {
             attempt += 1;
         }
     }
+}
+
+/// Which failed requests may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Whenever another attempt could help: the request is safe to repeat.
+    Always,
+    /// Only when GitHub refused it (a rate limit), never after a server error or a lost
+    /// connection, which may come after GitHub acted on it: for requests that must not happen
+    /// twice.
+    IfRefused,
 }
 
 /// Whether another attempt could help, and when.
@@ -579,6 +638,10 @@ fn classify_transport(err: octocrab::Error, token: &str) -> (GithubError, Retry)
         ),
         octocrab::Error::Serde { source, .. } => (
             GithubError::Unexpected(scrub(&source.to_string(), token)),
+            Retry::No,
+        ),
+        octocrab::Error::InvalidUtf8 { .. } => (
+            GithubError::Unexpected("text that is not UTF-8".to_string()),
             Retry::No,
         ),
         other => (
