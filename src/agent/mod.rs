@@ -80,6 +80,13 @@ pub enum Event {
         green: bool,
         summary: String,
     },
+    /// With `agent.push_each_step`: pushing the branch after a step failed. The run goes on;
+    /// the push at its end decides.
+    StepPushFailed {
+        step: usize,
+        /// What went wrong, redacted.
+        message: String,
+    },
     /// The agent asks the humans; the run waits for an answer on its answer channel.
     Question { text: String },
     /// With `agent.approval = "step"`: the step is committed and checked; the run waits for
