@@ -20,7 +20,7 @@ use featurebot::prompts::Prompts;
 use featurebot::redact::Redactor;
 use featurebot::store::RunState;
 use featurebot::store::{FeatureId, Store};
-use featurebot::{batch, check, discord, llm};
+use featurebot::{batch, check, discord, llm, workflow};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -69,6 +69,19 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Print the GitHub Actions workflow that runs the agent (agent.executor = "github-actions").
+    InstallWorkflow {
+        /// Write it to <repo.path>/.github/workflows/<agent.github_actions.workflow> and print
+        /// what to do next.
+        #[arg(long)]
+        write: bool,
+        /// Replace a different workflow file of that name.
+        #[arg(long, requires = "write")]
+        force: bool,
+        /// The [[repos]] entry to install it in, instead of [repo].
+        #[arg(long, value_name = "NAME")]
+        repo: Option<String>,
+    },
     /// Validate the config and try each configured service.
     Check,
 }
@@ -79,7 +92,7 @@ fn main() -> ExitCode {
         Command::Console { .. } => "warn",
         Command::Run => "info,serenity=warn",
         Command::Agent { .. } => "warn",
-        Command::Check | Command::Invite => "error",
+        Command::Check | Command::Invite | Command::InstallWorkflow { .. } => "error",
     };
     let (path, required) = match &cli.config {
         Some(path) => (path.clone(), true),
@@ -171,6 +184,26 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
                 RunState::Cancelled => ExitCode::from(130),
                 _ => ExitCode::FAILURE,
             })
+        }
+        Command::InstallWorkflow { write, force, repo } => {
+            if repo.is_some() && config.target(repo.as_deref()).is_none() {
+                anyhow::bail!(
+                    "there is no [[repos]] entry named {:?}",
+                    repo.unwrap_or_default()
+                );
+            }
+            let yaml = workflow::workflow_yaml(&config.agent.github_actions);
+            if !write {
+                print!("{yaml}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let repo_cfg = config.repo_of(repo.as_deref());
+            let written = workflow::write_workflow(repo_cfg, &config.agent.github_actions, force)?;
+            println!(
+                "{}",
+                workflow::next_steps(repo_cfg, &config.agent.github_actions, &written)
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Invite => {
             let id = discord::application_id(&config).await?;

@@ -20,3 +20,4 @@ mod plan;
 mod repo;
 mod shutdown;
 mod store;
+mod workflow;
