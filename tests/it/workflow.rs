@@ -659,3 +659,98 @@ async fn red_checks_end_in_a_draft_and_the_job_still_succeeds() {
     );
     assert_eq!(r.github.pulls()[0]["draft"], true);
 }
+
+/// Runs the built binary with `args` and the config file `config`.
+fn featurebot(config: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_featurebot"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn install_workflow_prints_writes_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("main");
+    let shop = dir.path().join("shop");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nmodel = \"m\"\n\n[repo]\npath = {main:?}\n\n[[repos]]\nname = \"shop\"\npath = {shop:?}\nbase_branch = \"develop\"\n\n[agent.github_actions]\nworkflow = \"agent.yml\"\nllm_key_secret = \"MY_LLM_KEY\"\n"
+        ),
+    )
+    .unwrap();
+    let actions = load(&std::fs::read_to_string(&config).unwrap(), &[])
+        .agent
+        .github_actions;
+    let yaml = workflow::workflow_yaml(&actions);
+
+    // Printed, nothing written.
+    let (ok, stdout, stderr) = featurebot(&config, &["install-workflow"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, yaml);
+    assert!(stdout.contains("MY_LLM_KEY: ${{ secrets.MY_LLM_KEY }}"));
+    assert!(!main.join(".github").exists());
+
+    // Written, with what to do next.
+    let file = main.join(".github/workflows/agent.yml");
+    let (ok, stdout, stderr) = featurebot(&config, &["install-workflow", "--write"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), yaml);
+    for expected in [
+        &format!("wrote {}", file.display()),
+        "git add .github/workflows/agent.yml",
+        "git push origin main",
+        "gh secret set MY_LLM_KEY",
+        "Allow GitHub Actions to create and approve pull requests",
+        "agent.executor = \"github-actions\"",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing in\n{stdout}"
+        );
+    }
+    let (ok, stdout, _) = featurebot(&config, &["install-workflow", "--write"]);
+    assert!(ok);
+    assert!(stdout.starts_with("already up to date:"), "{stdout}");
+
+    // Someone's own workflow of that name is kept unless --force.
+    std::fs::write(&file, "name: mine\n").unwrap();
+    let (ok, _, stderr) = featurebot(&config, &["install-workflow", "--write"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("is not the workflow featurebot writes; pass --force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "name: mine\n");
+    let (ok, stdout, stderr) = featurebot(&config, &["install-workflow", "--write", "--force"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("replaced "), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), yaml);
+
+    // Another target repository, by its [[repos]] name.
+    let (ok, stdout, stderr) =
+        featurebot(&config, &["install-workflow", "--write", "--repo", "shop"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(shop.join(".github/workflows/agent.yml")).unwrap(),
+        yaml
+    );
+    assert!(stdout.contains("git push origin develop"), "{stdout}");
+    let (ok, _, stderr) = featurebot(&config, &["install-workflow", "--repo", "nope"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("there is no [[repos]] entry named \"nope\""),
+        "{stderr}"
+    );
+}
