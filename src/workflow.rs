@@ -128,9 +128,10 @@ jobs:
         run: |
           printf '%s\n' "$FEATUREBOT_RUNNER_CONFIG" > "$RUNNER_TEMP/featurebot.toml"
           export FEATUREBOT__STORE__PATH="$RUNNER_TEMP/featurebot-store"
+          # exec: a cancelled job's signals reach featurebot, which stops the run cleanly.
           set -- --branch "$BRANCH"
           if [ "$RESUME" = "true" ]; then set -- "$@" --resume; fi
-          featurebot --config "$RUNNER_TEMP/featurebot.toml" agent "$@" -- "$PLAN_FILE"
+          exec featurebot --config "$RUNNER_TEMP/featurebot.toml" agent "$@" -- "$PLAN_FILE"
 "#
     )
 }

@@ -186,7 +186,7 @@ fn the_workflow_declares_the_dispatch_inputs_and_keeps_them_out_of_scripts() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
     );
     assert!(script.contains(
-        "featurebot --config \"$RUNNER_TEMP/featurebot.toml\" agent \"$@\" -- \"$PLAN_FILE\""
+        "exec featurebot --config \"$RUNNER_TEMP/featurebot.toml\" agent \"$@\" -- \"$PLAN_FILE\""
     ));
     // Every expression names a declared input or a secret.
     for expression in yaml.split("${{ ").skip(1) {
@@ -420,6 +420,23 @@ impl Runner {
     /// workflow's "Run the plan" script there with `sh`, with the environment the step's `env:`
     /// gives it from `inputs` and the secrets, and `featurebot` on the PATH.
     async fn run_workflow(&self, inputs: &DispatchInputs) -> (ExitStatus, String, String) {
+        let mut command = self.workflow_command(inputs);
+        let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+            .await
+            .expect("the workflow step finished")
+            .unwrap();
+        let written =
+            std::fs::read_to_string(self.temp.path().join("runner-temp/featurebot.toml")).unwrap();
+        assert_eq!(written, format!("{}\n", inputs.config));
+        (
+            output.status,
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    }
+
+    /// The command [`Runner::run_workflow`] runs.
+    fn workflow_command(&self, inputs: &DispatchInputs) -> tokio::process::Command {
         let checkout = self.temp.path().join("checkout");
         git(
             self.temp.path(),
@@ -472,17 +489,7 @@ impl Runner {
             };
             command.env(key, value);
         }
-        let output = tokio::time::timeout(Duration::from_secs(120), command.output())
-            .await
-            .expect("the workflow step finished")
-            .unwrap();
-        let written = std::fs::read_to_string(runner_temp.join("featurebot.toml")).unwrap();
-        assert_eq!(written, format!("{}\n", inputs.config));
-        (
-            output.status,
-            String::from_utf8(output.stdout).unwrap(),
-            String::from_utf8(output.stderr).unwrap(),
-        )
+        command
     }
 
     fn branch_log(&self) -> Vec<String> {
@@ -753,4 +760,44 @@ fn install_workflow_prints_writes_and_refuses_to_overwrite() {
         stderr.contains("there is no [[repos]] entry named \"nope\""),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_cancelled_job_stops_the_run_and_keeps_the_pushed_steps() {
+    let r = Runner::new().await;
+    r.llm.push(call(
+        "edit_file",
+        json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
+    ));
+    r.llm
+        .push(call("finish_step", json!({"summary": "add adds"})));
+    // Step 2 waits on the LLM when the job is cancelled.
+    r.llm.push(Reply::Slow {
+        delay: Duration::from_secs(60),
+        then: Box::new(call("finish_step", json!({"summary": "late"}))),
+    });
+    let child = r.workflow_command(&r.inputs(false)).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while r.llm.requests().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "step 2 never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What GitHub sends the step's process when the run is cancelled; the script exec'd into
+    // featurebot, so it gets it.
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("featurebot stopped")
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("state: Cancelled"), "{stdout}");
+    // Step 1 was pushed as it was committed.
+    assert_eq!(r.branch_log()[0], "step 1/2: Fix the add function");
+    assert!(r.github.pulls().is_empty());
 }
