@@ -269,6 +269,8 @@ async fn agent_steps(steps: usize) {
         resume: None,
         discussion_url: None,
         follow_up: None,
+        branch: None,
+        continue_from_ticks: false,
     };
     let start = Instant::now();
     let run = runner

@@ -1,7 +1,11 @@
 //! `featurebot agent <plan-file>`: the agent run for scripts and CI, on a plan file written by
 //! featurebot, with progress on stderr and the result on stdout.
 //!
-//! Nobody can answer the agent's questions here: it is told to assume and say so.
+//! Nobody can answer the agent's questions here: it is told to assume and say so, and
+//! `agent.approval = "step"` does not apply. On GitHub Actions the workflow runs this with
+//! `--branch` (the bot's branch) and, to continue a run, `--resume`; the bot reads the job's log,
+//! so the lines [`describe`] prints are an interface: a red check starts with
+//! [`CHECKS_FAILED`].
 
 use std::io::Write;
 use std::path::Path;
@@ -20,6 +24,23 @@ use crate::llm;
 use crate::prompts::Prompts;
 use crate::redact::Redactor;
 use crate::store::{Author, FeatureId, Place, PlanVersion, Run, RunState, Status, Store};
+
+/// How a red check's line on stderr starts, followed by the step, the attempt and the command,
+/// then the end of the output, each line indented by four spaces.
+pub const CHECKS_FAILED: &str = "featurebot: checks failed";
+
+/// How a failed push after a step starts its line on stderr (`agent.push_each_step`).
+pub const PUSH_FAILED: &str = "featurebot: push failed";
+
+/// What `featurebot agent` was asked besides the plan file.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The branch to work on, instead of one named after the feature (checked with
+    /// [`crate::config::is_branch_name`] by the caller).
+    pub branch: Option<String>,
+    /// Continue the branch from its first step not ticked off in its plan file.
+    pub resume: bool,
+}
 
 /// A plan file's front matter and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +99,23 @@ pub fn parse_plan_file(text: &str) -> Result<PlanFile, String> {
 }
 
 /// Runs the agent on `path` and returns the final run record.
-pub async fn run(config: Arc<Config>, path: &Path) -> anyhow::Result<Run> {
+pub async fn run(config: Arc<Config>, path: &Path, options: &Options) -> anyhow::Result<Run> {
+    if let Some(branch) = &options.branch {
+        if !crate::config::is_branch_name(branch) {
+            bail!("{branch:?} is not a valid branch name");
+        }
+    }
+    // Nobody is here to approve steps: every step runs.
+    let config = if config.agent.approve_each_step {
+        tracing::info!(
+            "agent.approval = \"step\" does not apply to featurebot agent; running every step"
+        );
+        let mut changed = (*config).clone();
+        changed.agent.approve_each_step = false;
+        Arc::new(changed)
+    } else {
+        config
+    };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the plan file {}", path.display()))?;
     let file = parse_plan_file(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -93,18 +130,25 @@ pub async fn run(config: Arc<Config>, path: &Path) -> anyhow::Result<Run> {
         .feature_id
         .and_then(|id| store.feature(id).ok())
         .filter(|f| f.title == file.title);
-    let feature = match known {
+    let author = || Author {
+        id: "cli".to_string(),
+        name: "featurebot agent".to_string(),
+    };
+    // A store that does not know the feature (a runner's, new for every run) takes the plan
+    // file's number when it is free, so the work tree and the pull request carry the bot's.
+    let adopted = match (&known, file.feature_id) {
+        (None, Some(id)) => {
+            store
+                .adopt_feature(id, &file.title, author(), Place::Console)
+                .await?
+        }
+        _ => None,
+    };
+    let feature = match known.or(adopted) {
         Some(feature) => feature,
         None => {
             store
-                .create_feature(
-                    &file.title,
-                    Author {
-                        id: "cli".to_string(),
-                        name: "featurebot agent".to_string(),
-                    },
-                    Place::Console,
-                )
+                .create_feature(&file.title, author(), Place::Console)
                 .await?
         }
     };
@@ -135,13 +179,14 @@ pub async fn run(config: Arc<Config>, path: &Path) -> anyhow::Result<Run> {
         config: config.clone(),
     };
     let (events, mut progress) = mpsc::unbounded_channel();
-    let (_no_answers, answers) = mpsc::unbounded_channel();
+    // No answers will come: a question gets "no answer" at once instead of a long wait.
+    let (no_answers, answers) = mpsc::unbounded_channel();
+    drop(no_answers);
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            stop.cancel();
-        }
+        interrupted().await;
+        stop.cancel();
     });
     let printer = tokio::spawn(async move {
         while let Some(event) = progress.recv().await {
@@ -154,6 +199,8 @@ pub async fn run(config: Arc<Config>, path: &Path) -> anyhow::Result<Run> {
         resume: None,
         discussion_url: None,
         follow_up: None,
+        branch: options.branch.clone(),
+        continue_from_ticks: options.resume,
     };
     let run = runner.execute(job, &store, events, answers, cancel).await?;
     let _ = printer.await;
@@ -170,6 +217,26 @@ pub async fn run(config: Arc<Config>, path: &Path) -> anyhow::Result<Run> {
         let _ = store.set_status(id, status).await;
     }
     Ok(run)
+}
+
+/// Ctrl-C, or SIGTERM (what a cancelled GitHub Actions job and `docker stop` send). Never
+/// returns when no signal can be listened to.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                Ok(()) = tokio::signal::ctrl_c() => {}
+                Some(()) = term.recv() => {}
+                else => std::future::pending::<()>().await,
+            }
+            return;
+        }
+    }
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// One line about an event, for logs and terminals.
@@ -207,11 +274,21 @@ pub fn describe(event: &Event) -> String {
             command,
             tail,
             ..
-        } => format!(
-            "step {} attempt {}: `{command}` failed:\n{}",
-            step + 1,
-            attempt + 1,
-            crate::agent::backend::last_lines(tail, 15)
+        } => {
+            let mut text = format!(
+                "{CHECKS_FAILED}: step {}, attempt {}: `{command}` failed:",
+                step + 1,
+                attempt + 1,
+            );
+            for line in crate::agent::backend::last_lines(tail, 15).lines() {
+                text.push_str("\n    ");
+                text.push_str(line);
+            }
+            text
+        }
+        Event::StepPushFailed { step, message } => format!(
+            "{PUSH_FAILED} after step {}: {message}; the run goes on",
+            step + 1
         ),
         Event::StepCommitted {
             step,

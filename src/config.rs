@@ -126,6 +126,9 @@ pub struct AgentConfig {
     pub push_each_step: bool,
     /// Where runs happen.
     pub executor: Executor,
+    /// `[agent.github_actions]` as configured, whatever `executor` says: `featurebot
+    /// install-workflow` writes the workflow before the executor is switched.
+    pub github_actions: ActionsConfig,
 }
 
 /// Where agent runs happen.
@@ -1000,7 +1003,7 @@ fn validate_agent(raw: RawAgent, store_path: &Path, problems: &mut Vec<String>) 
     let actions = validate_actions(raw.github_actions.unwrap_or_default(), problems);
     let executor = match raw.executor.as_deref().unwrap_or("local") {
         "local" => Executor::Local,
-        "github-actions" => Executor::GithubActions(actions),
+        "github-actions" => Executor::GithubActions(actions.clone()),
         other => {
             problems.push(format!(
                 "agent.executor is {other:?}; use \"local\" (runs on the bot's host) or \"github-actions\" (runs dispatched to the target repository's Actions)"
@@ -1013,6 +1016,7 @@ fn validate_agent(raw: RawAgent, store_path: &Path, problems: &mut Vec<String>) 
     }
     AgentConfig {
         executor,
+        github_actions: actions,
         push_each_step: raw.push_each_step.unwrap_or(false),
         backend,
         format: raw.format.unwrap_or_default(),

@@ -20,5 +20,6 @@ pub mod runs;
 pub mod app;
 pub mod console;
 pub mod batch;
+pub mod workflow;
 pub mod discord;
 pub mod check;

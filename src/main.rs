@@ -20,7 +20,7 @@ use featurebot::prompts::Prompts;
 use featurebot::redact::Redactor;
 use featurebot::store::RunState;
 use featurebot::store::{FeatureId, Store};
-use featurebot::{batch, check, discord, llm};
+use featurebot::{batch, check, discord, llm, workflow};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -54,9 +54,33 @@ enum Command {
     /// Print the URL that invites the bot to a server, with the scopes and permissions it needs.
     Invite,
     /// Run the coding agent on a plan file: a branch, a commit per step, a pull request.
+    /// Exits with 0 when the run finished (a draft pull request when checks stayed red), 3 when a
+    /// limit stopped it early (the work so far pushed and proposed), 130 when cancelled, 1 when
+    /// it failed.
     Agent {
         /// A plan written by featurebot (tasks/<timestamp>-<slug>.md).
         plan: PathBuf,
+        /// Work on this branch instead of featurebot/<feature>-<slug> (what the GitHub Actions
+        /// workflow passes).
+        #[arg(long, value_name = "NAME", value_parser = branch_name)]
+        branch: Option<String>,
+        /// Continue the branch where an earlier run left off: from the first step its plan file
+        /// does not tick off. A branch that does not exist yet starts at step 1.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Print the GitHub Actions workflow that runs the agent (agent.executor = "github-actions").
+    InstallWorkflow {
+        /// Write it to <repo.path>/.github/workflows/<agent.github_actions.workflow> and print
+        /// what to do next.
+        #[arg(long)]
+        write: bool,
+        /// Replace a different workflow file of that name.
+        #[arg(long, requires = "write")]
+        force: bool,
+        /// The [[repos]] entry to install it in, instead of [repo].
+        #[arg(long, value_name = "NAME")]
+        repo: Option<String>,
     },
     /// Validate the config and try each configured service.
     Check,
@@ -68,7 +92,7 @@ fn main() -> ExitCode {
         Command::Console { .. } => "warn",
         Command::Run => "info,serenity=warn",
         Command::Agent { .. } => "warn",
-        Command::Check | Command::Invite => "error",
+        Command::Check | Command::Invite | Command::InstallWorkflow { .. } => "error",
     };
     let (path, required) = match &cli.config {
         Some(path) => (path.clone(), true),
@@ -137,8 +161,13 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
             discord::run(config, Arc::new(app), outputs, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Agent { plan } => {
-            let run = batch::run(config, &plan).await?;
+        Command::Agent {
+            plan,
+            branch,
+            resume,
+        } => {
+            let options = batch::Options { branch, resume };
+            let run = batch::run(config, &plan, &options).await?;
             println!("branch: {}", run.branch);
             if let Some(url) = &run.pr_url {
                 println!("pull request: {url}");
@@ -147,13 +176,34 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
             if let Some(message) = &run.message {
                 println!("note: {message}");
             }
-            let green = run.steps.iter().all(|s| s.green == Some(true));
+            // Red checks are a result (a draft pull request says so), not a failure: a workflow
+            // job fails only when the run did.
             Ok(match run.state {
-                RunState::Finished if green => ExitCode::SUCCESS,
-                RunState::Finished | RunState::Stopped => ExitCode::from(3),
+                RunState::Finished => ExitCode::SUCCESS,
+                RunState::Stopped => ExitCode::from(3),
                 RunState::Cancelled => ExitCode::from(130),
                 _ => ExitCode::FAILURE,
             })
+        }
+        Command::InstallWorkflow { write, force, repo } => {
+            if repo.is_some() && config.target(repo.as_deref()).is_none() {
+                anyhow::bail!(
+                    "there is no [[repos]] entry named {:?}",
+                    repo.unwrap_or_default()
+                );
+            }
+            let yaml = workflow::workflow_yaml(&config.agent.github_actions);
+            if !write {
+                print!("{yaml}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let repo_cfg = config.repo_of(repo.as_deref());
+            let written = workflow::write_workflow(repo_cfg, &config.agent.github_actions, force)?;
+            println!(
+                "{}",
+                workflow::next_steps(repo_cfg, &config.agent.github_actions, &written)
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Invite => {
             let id = discord::application_id(&config).await?;
@@ -181,6 +231,15 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
                 Outcome::InputEnded { .. } => ExitCode::from(2),
             })
         }
+    }
+}
+
+/// `--branch`: a branch name git and featurebot accept.
+fn branch_name(value: &str) -> Result<String, String> {
+    if featurebot::config::is_branch_name(value) {
+        Ok(value.to_string())
+    } else {
+        Err("not a branch name featurebot accepts (letters, digits, - _ / .)".to_string())
     }
 }
 

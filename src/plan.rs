@@ -271,6 +271,16 @@ pub fn tick_step(text: &str, index: usize) -> String {
     out
 }
 
+/// For each numbered step of the *Implementation steps* section, whether it is ticked off
+/// (`N. [x] title`, as [`tick_step`] writes it).
+pub fn ticked_steps(text: &str) -> Vec<bool> {
+    let lines: Vec<&str> = text.lines().collect();
+    step_lines(text)
+        .into_iter()
+        .map(|(line, title_at)| lines[line][title_at..].starts_with("[x] "))
+        .collect()
+}
+
 /// For each numbered step of the *Implementation steps* section: its line number and the byte
 /// offset in that line where the title starts.
 fn step_lines(markdown: &str) -> Vec<(usize, usize)> {

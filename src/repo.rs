@@ -386,15 +386,40 @@ impl fmt::Display for Head {
 pub struct Worktree {
     pub path: PathBuf,
     pub branch: String,
-    /// The commit the branch started from (the base branch's tip when it was created).
+    /// The commit the branch started from: the base branch's tip when it was created, its tip
+    /// when it existed.
     pub base_commit: String,
-    /// False when an existing branch and work tree were reused (a resumed run).
+    /// False when an existing branch, local or pushed, was used (a resumed run).
     pub created: bool,
 }
 
 /// Updates `<remote>/<base_branch>` from the remote, so a new run starts from the latest base.
 /// Returns `Ok(false)` when there is no such remote (a purely local repository).
 pub fn fetch_base(cfg: &RepoConfig) -> Result<bool, RepoError> {
+    fetch(cfg, &cfg.base_branch)
+}
+
+/// Updates `<remote>/<branch>` from the remote, so a run continues from what an earlier run
+/// of the branch pushed (on another machine, or on GitHub Actions). Returns whether the remote
+/// has the branch; `Ok(false)` too when there is no such remote.
+pub fn fetch_branch(cfg: &RepoConfig, branch: &str) -> Result<bool, RepoError> {
+    if !crate::config::is_branch_name(branch) {
+        return Err(RepoError::Git(format!(
+            "{branch:?} is not a valid branch name"
+        )));
+    }
+    if !fetch(cfg, branch)? {
+        return Ok(false);
+    }
+    let repo = open(cfg)?;
+    let tracking = format!("refs/remotes/{}/{branch}", cfg.remote);
+    let found = repo.find_reference(&tracking).is_ok();
+    Ok(found)
+}
+
+/// Fetches `branch` into its remote-tracking ref; `Ok(false)` when there is no such remote. A
+/// branch the remote lacks fetches nothing and is no error.
+fn fetch(cfg: &RepoConfig, branch: &str) -> Result<bool, RepoError> {
     let repo = open(cfg)?;
     let mut remote = match repo.find_remote(&cfg.remote) {
         Ok(remote) => remote,
@@ -414,8 +439,7 @@ pub fn fetch_base(cfg: &RepoConfig) -> Result<bool, RepoError> {
     let mut options = git2::FetchOptions::new();
     options.remote_callbacks(callbacks);
     let refspec = format!(
-        "+refs/heads/{base}:refs/remotes/{remote}/{base}",
-        base = cfg.base_branch,
+        "+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
         remote = cfg.remote
     );
     remote
@@ -427,18 +451,18 @@ pub fn fetch_base(cfg: &RepoConfig) -> Result<bool, RepoError> {
             }
             RepoError::Remote {
                 remote: cfg.remote.clone(),
-                message: format!(
-                    "fetching {} from {shown} failed: {message}",
-                    cfg.base_branch
-                ),
+                message: format!("fetching {branch} from {shown} failed: {message}"),
             }
         })?;
     Ok(true)
 }
 
-/// Creates (or, for a resumed run, reuses) a work tree at `dir` on a new branch `branch`
-/// started from the base branch: `<remote>/<base>` when it was fetched, the local base
-/// otherwise. The bot's own checkout is never touched.
+/// Creates (or, for a resumed run, reuses) a work tree at `dir` on branch `branch`. An
+/// existing local branch is used as it is; a branch that exists only as `<remote>/<branch>`
+/// (a fresh clone, such as a GitHub Actions checkout, of a branch an earlier run pushed) gets
+/// its local branch from there; otherwise a new branch starts from the base branch:
+/// `<remote>/<base>` when it was fetched, the local base otherwise. The bot's own checkout is
+/// never touched.
 pub fn prepare_worktree(cfg: &RepoConfig, branch: &str, dir: &Path) -> Result<Worktree, RepoError> {
     if !crate::config::is_branch_name(branch) {
         return Err(RepoError::Git(format!(
@@ -447,15 +471,28 @@ pub fn prepare_worktree(cfg: &RepoConfig, branch: &str, dir: &Path) -> Result<Wo
     }
     let repo = open(cfg)?;
     let local = repo.find_branch(branch, git2::BranchType::Local).ok();
-    let (branch_ref, base_commit, created) = match local {
-        Some(existing) => {
+    let pushed = repo
+        .find_reference(&format!("refs/remotes/{}/{branch}", cfg.remote))
+        .ok()
+        .and_then(|r| r.peel_to_commit().ok());
+    let (branch_ref, base_commit, created) = match (local, pushed) {
+        (Some(existing), _) => {
             let commit = existing
                 .get()
                 .peel_to_commit()
                 .map_err(|e| git_error(format!("reading branch {branch}"), e))?;
             (existing.into_reference(), commit.id().to_string(), false)
         }
-        None => {
+        (None, Some(tip)) => {
+            let new = repo.branch(branch, &tip, false).map_err(|e| {
+                git_error(
+                    format!("creating branch {branch} from {}/{branch}", cfg.remote),
+                    e,
+                )
+            })?;
+            (new.into_reference(), tip.id().to_string(), false)
+        }
+        (None, None) => {
             // The newer of the local base and the fetched one: local when it is ahead (it holds
             // plans not pushed yet), the remote's when the local one is behind.
             let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);

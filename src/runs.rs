@@ -293,6 +293,8 @@ async fn run_one(
         plan,
         resume,
         follow_up,
+        branch: None,
+        continue_from_ticks: false,
     };
     let run = runner.execute(job, store, events_tx, answers, cancel).await;
     let _ = forwarder.await;

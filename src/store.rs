@@ -445,12 +445,41 @@ impl Store {
         requester: Author,
         place: Place,
     ) -> Result<Feature, StoreError> {
+        let created = self.insert_feature(None, title, requester, place).await?;
+        created.ok_or_else(|| StoreError::Corrupt("a new feature number was in use".to_string()))
+    }
+
+    /// Creates a feature in the `gathering` status under `id`, a number given elsewhere (the
+    /// `feature_id` of a plan file run on a machine whose store is new, such as a GitHub Actions
+    /// runner), so that the run's work tree and pull request carry the bot's number. `None`
+    /// when the store has a feature of that number already.
+    pub async fn adopt_feature(
+        &self,
+        id: FeatureId,
+        title: &str,
+        requester: Author,
+        place: Place,
+    ) -> Result<Option<Feature>, StoreError> {
+        self.insert_feature(Some(id), title, requester, place).await
+    }
+
+    async fn insert_feature(
+        &self,
+        id: Option<FeatureId>,
+        title: &str,
+        requester: Author,
+        place: Place,
+    ) -> Result<Option<Feature>, StoreError> {
         let feature = {
             let _guard = self.lock();
-            let next = match self.meta.get(NEXT_ID_KEY)? {
+            let counter = match self.meta.get(NEXT_ID_KEY)? {
                 Some(v) => decode_u64(&v)?,
                 None => 1,
             };
+            let next = id.map_or(counter, |id| id.0);
+            if self.features.contains_key(next.to_be_bytes())? {
+                return Ok(None);
+            }
             let now = OffsetDateTime::now_utc();
             let feature = Feature {
                 id: FeatureId(next),
@@ -469,7 +498,8 @@ impl Store {
                 issue: None,
                 repo: None,
             };
-            self.meta.insert(NEXT_ID_KEY, &(next + 1).to_be_bytes())?;
+            self.meta
+                .insert(NEXT_ID_KEY, &counter.max(next + 1).to_be_bytes())?;
             self.features
                 .insert(next.to_be_bytes(), encode(&feature)?)?;
             if let Some(key) = place_key(&place) {
@@ -478,7 +508,7 @@ impl Store {
             feature
         };
         self.flush().await?;
-        Ok(feature)
+        Ok(Some(feature))
     }
 
     pub fn feature(&self, id: FeatureId) -> Result<Feature, StoreError> {

@@ -80,6 +80,13 @@ pub enum Event {
         green: bool,
         summary: String,
     },
+    /// With `agent.push_each_step`: pushing the branch after a step failed. The run goes on;
+    /// the push at its end decides.
+    StepPushFailed {
+        step: usize,
+        /// What went wrong, redacted.
+        message: String,
+    },
     /// The agent asks the humans; the run waits for an answer on its answer channel.
     Question { text: String },
     /// A run on GitHub Actions: where it stands there ("queued", "running: Install

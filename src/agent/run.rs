@@ -47,6 +47,13 @@ pub struct Job {
     /// For a follow-up on an open pull request: what to change, as the person wrote it. The run
     /// then has one step, on the same branch.
     pub follow_up: Option<String>,
+    /// The branch to work on instead of [`branch_name`] (a valid branch name; `featurebot agent
+    /// --branch`, where the bot chose it and the runner's store knows nothing of the feature).
+    pub branch: Option<String>,
+    /// Continue the branch where an earlier run of it, maybe on another machine, left off: fetch
+    /// it, and start at the first step its plan file does not tick off. A branch that does not
+    /// exist yet starts at step 1.
+    pub continue_from_ticks: bool,
 }
 
 /// The branch of a feature's runs.
@@ -74,7 +81,10 @@ impl Runner {
             Some(request) => vec![follow_up_title(request)],
             None => plan::steps(&job.plan.markdown),
         };
-        let branch = branch_name(&job.feature);
+        let branch = job
+            .branch
+            .clone()
+            .unwrap_or_else(|| branch_name(&job.feature));
         let worktree = self.config.agent.worktrees_dir.join(format!(
             "{}-{}",
             job.feature.id,
@@ -180,15 +190,25 @@ impl Runner {
         let repo_cfg = self.repo_cfg(job).clone();
         let branch = run.branch.clone();
         let dir = worktree.to_path_buf();
+        let fetch_branch = job.continue_from_ticks;
         let prepared = tokio::task::spawn_blocking(move || {
             if let Err(err) = repo::fetch_base(&repo_cfg) {
                 tracing::warn!(error = %err, "fetching the base branch failed; starting from the local one");
+            }
+            if fetch_branch {
+                if let Err(err) = repo::fetch_branch(&repo_cfg, &branch) {
+                    tracing::warn!(error = %err, %branch, "fetching the run's branch failed; using what is here");
+                }
             }
             repo::prepare_worktree(&repo_cfg, &branch, &dir)
         })
         .await
         .context("the git task panicked")?
         .context("preparing the work tree")?;
+        if job.continue_from_ticks && run.next_step == 0 && job.follow_up.is_none() {
+            skip_ticked_steps(run, &prepared.path, &job.plan.path);
+            *run = store.save_run(run).await?;
+        }
         let _ = events.send(Event::Started {
             branch: run.branch.clone(),
             steps: run.steps.iter().map(|s| s.title.clone()).collect(),
@@ -345,6 +365,7 @@ impl Runner {
                 }
                 run.steps[index].summary = Some(self.redactor.redact(&summary));
                 *run = store.save_run(run).await?;
+                let pushed = commit.is_some() && agent.push_each_step;
                 let _ = events.send(Event::StepCommitted {
                     step: index,
                     total,
@@ -352,6 +373,9 @@ impl Runner {
                     green,
                     summary: self.redactor.redact(&summary),
                 });
+                if pushed {
+                    self.push_step(job, &run.branch, index, events).await;
+                }
                 if stopped.is_some() || !agent.approve_each_step {
                     break;
                 }
@@ -445,6 +469,31 @@ impl Runner {
         Ok(())
     }
 
+    /// Pushes the branch after step `index` (`agent.push_each_step`). A failure is logged and
+    /// reported, and the run goes on: the push at the end decides.
+    async fn push_step(
+        &self,
+        job: &Job,
+        branch: &str,
+        index: usize,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        let repo_cfg = self.repo_cfg(job).clone();
+        let name = branch.to_string();
+        let pushed = tokio::task::spawn_blocking(move || repo::push_branch(&repo_cfg, &name))
+            .await
+            .map_err(|e| format!("the git task panicked: {e}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err(message) = pushed {
+            let message = self.redactor.redact(&message);
+            tracing::warn!(%branch, step = index + 1, error = %message, "pushing the step failed; the run goes on");
+            let _ = events.send(Event::StepPushFailed {
+                step: index,
+                message,
+            });
+        }
+    }
+
     /// The feature's target repository (`[[repos]]`, or the default `[repo]`).
     fn repo_cfg(&self, job: &Job) -> &RepoConfig {
         self.config.repo_of(job.feature.repo.as_deref())
@@ -514,6 +563,33 @@ fn follow_up_title(request: &str) -> String {
         .unwrap_or("changes");
     let short: String = first.trim().chars().take(80).collect();
     format!("Follow-up: {short}")
+}
+
+/// For a run that continues a branch: marks the steps before the first one that the work
+/// tree's plan file does not tick off as done, and starts there. A plan file that is missing or
+/// lists other steps than the run's changes nothing: the run starts at step 1.
+fn skip_ticked_steps(run: &mut Run, worktree: &Path, plan_path: &str) {
+    let text = super::tools::resolve(worktree, plan_path)
+        .ok()
+        .and_then(|file| std::fs::read_to_string(file).ok());
+    let Some(text) = text else {
+        tracing::info!(branch = %run.branch, "the branch has no plan file; starting at step 1");
+        return;
+    };
+    let titles: Vec<&str> = run.steps.iter().map(|s| s.title.as_str()).collect();
+    if plan::steps(&text) != titles {
+        tracing::warn!(branch = %run.branch, "the branch's plan file lists other steps than the plan; starting at step 1");
+        return;
+    }
+    let done = plan::ticked_steps(&text)
+        .iter()
+        .take_while(|ticked| **ticked)
+        .count();
+    for step in &mut run.steps[..done] {
+        step.green = Some(true);
+        step.summary = Some("done in an earlier run".to_string());
+    }
+    run.next_step = done;
 }
 
 /// Ticks step `index` off in the work tree's copy of the plan file, when the branch has it, so

@@ -503,6 +503,14 @@ impl Worker {
                 }
                 self.edit_card(feature, true, true).await;
             }
+            Event::StepPushFailed { step, message } => {
+                let text = format!(
+                    "⚠️ Pushing the branch after step {} failed: {}\nThe run goes on; it pushes again at the end.",
+                    step + 1,
+                    truncate(&message, 1_500)
+                );
+                self.post(CreateMessage::new().content(text)).await;
+            }
             Event::Question { text } => {
                 let text = format!(
                     "❓ **The agent asks:** {text}\nReply in this thread: an admin's next message is the answer."

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::fake_github::FakeGithub;
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
-use crate::support::git::{git, repo_config, repo_with_remote, TestRepo};
+use crate::support::git::{git, git_daemon, repo_config, repo_with_remote, TestRepo};
 
 const PLAN: &str = "## Summary & goal\nAdd numbers right.\n\n## User stories / acceptance criteria\n- [ ] add 2 3 gives 5\n\n## Implementation steps\n### Backend\n1. Fix the add function\n### Docs\n2. Document add\n\n## Test plan\n- sh test.sh\n";
 
@@ -139,6 +139,8 @@ impl Fixture {
             resume: None,
             discussion_url: None,
             follow_up: None,
+            branch: None,
+            continue_from_ticks: false,
         };
         let run = runner
             .execute(job, &store, events_tx, answers_rx, cancel)
@@ -650,4 +652,121 @@ async fn step_approval_abort_stops_and_keeps_the_work() {
     );
     let remote = f.repo.remote.clone().unwrap();
     assert!(git(&remote, &["show", "featurebot/1-fix-adding:app.sh"]).contains("$1 + $2"));
+}
+
+/// Serves the fixture's bare remote over `git://` with `hooks` (name, script) installed, so
+/// pushes run them as on a real server, and points `origin` there.
+async fn serve_remote_with_hooks(
+    f: &Fixture,
+    hooks: &[(&str, String)],
+) -> crate::support::git::AbortOnDrop {
+    let remote = f.repo.remote.clone().unwrap();
+    for (name, script) in hooks {
+        let hook = remote.join("hooks").join(name);
+        std::fs::write(&hook, script).unwrap();
+        let mut permissions = std::fs::metadata(&hook).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&hook, permissions).unwrap();
+    }
+    let (url, daemon) = git_daemon(f.repo.dir.path()).await;
+    git(
+        &f.repo.path,
+        &["remote", "set-url", "origin", &format!("{url}/remote.git")],
+    );
+    daemon
+}
+
+/// The fake LLM's part of a two-step run that goes green at once.
+fn script_two_green_steps(f: &Fixture) {
+    f.llm.push(call(
+        "edit_file",
+        json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
+    ));
+    f.llm
+        .push(call("finish_step", json!({"summary": "add adds"})));
+    f.llm.push(call(
+        "write_file",
+        json!({"path": "docs/add.md", "content": "# add\n"}),
+    ));
+    f.llm
+        .push(call("finish_step", json!({"summary": "documented"})));
+}
+
+#[tokio::test]
+async fn push_each_step_pushes_the_branch_after_every_step() {
+    let mut f = Fixture::new().await;
+    f.config.agent.push_each_step = true;
+    // The remote logs the tip of every push it receives.
+    let pushes = f.dir.path().join("pushes.log");
+    let _daemon = serve_remote_with_hooks(
+        &f,
+        &[(
+            "post-receive",
+            format!(
+                "#!/bin/sh\nwhile read old new ref; do git log -1 --format=%s \"$new\" >> {}; done\n",
+                pushes.display()
+            ),
+        )],
+    )
+    .await;
+    script_two_green_steps(&f);
+    let (run, events) = f.run(CancellationToken::new(), None).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    let log = std::fs::read_to_string(&pushes).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [
+            "step 1/2: Fix the add function",
+            "step 2/2: Document add",
+            "step 2/2: Document add"
+        ],
+        "one push per step, then the final push of the same tip"
+    );
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::StepPushFailed { .. })));
+}
+
+#[tokio::test]
+async fn a_failed_push_after_a_step_is_reported_and_the_run_goes_on() {
+    let mut f = Fixture::new().await;
+    f.config.agent.push_each_step = true;
+    // The remote refuses the first push only.
+    let refused = f.dir.path().join("refused-once");
+    let _daemon = serve_remote_with_hooks(
+        &f,
+        &[(
+            "pre-receive",
+            format!(
+                "#!/bin/sh\nif [ ! -e {0} ]; then touch {0}; echo 'the server is busy' >&2; exit 1; fi\n",
+                refused.display()
+            ),
+        )],
+    )
+    .await;
+    script_two_green_steps(&f);
+    let (run, events) = f.run(CancellationToken::new(), None).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    let failed: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::StepPushFailed { .. }))
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
+    let Event::StepPushFailed { step, message } = failed[0] else {
+        unreachable!()
+    };
+    assert_eq!(*step, 0);
+    assert!(message.contains("pre-receive hook declined"), "{message}");
+    let line = featurebot::batch::describe(failed[0]);
+    assert!(
+        line.starts_with("featurebot: push failed after step 1: "),
+        "{line}"
+    );
+    // Step 2's push carried both steps.
+    let remote = f.repo.remote.clone().unwrap();
+    let log = git(&remote, &["log", "--format=%s", "featurebot/1-fix-adding"]);
+    assert_eq!(
+        log.lines().take(2).collect::<Vec<_>>(),
+        ["step 2/2: Document add", "step 1/2: Fix the add function"]
+    );
 }

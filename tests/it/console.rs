@@ -311,7 +311,7 @@ async fn featurebot_agent_runs_a_plan_file_to_a_pushed_branch() {
     let (status, stdout, stderr) = s.run(&["agent", plan.to_str().unwrap()], "").await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("branch: featurebot/1-add-a-changelog"),
+        stdout.contains("branch: featurebot/9-add-a-changelog"),
         "{stdout}"
     );
     assert!(stdout.contains("state: Finished"), "{stdout}");
@@ -319,7 +319,7 @@ async fn featurebot_agent_runs_a_plan_file_to_a_pushed_branch() {
     let remote = s.repo.remote.clone().unwrap();
     let file = git(
         &remote,
-        &["show", "featurebot/1-add-a-changelog:CHANGELOG.md"],
+        &["show", "featurebot/9-add-a-changelog:CHANGELOG.md"],
     );
     assert_eq!(file, "# Changelog\n");
     // The agent's request carried the plan and the step.

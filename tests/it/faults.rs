@@ -6,7 +6,7 @@
 //! where it makes sense the faulty feature's next message or button works too. FAULTS.md lists
 //! the cases, one row per test.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
 use crate::support::fake_github::{FakeGithub, TOKEN};
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
-use crate::support::git::{git, repo_config, repo_with_remote, TestRepo};
+use crate::support::git::{git, git_daemon, repo_config, repo_with_remote, TestRepo};
 use crate::support::harness::{failure, reply, Harness, GOOD_PLAN};
 use crate::support::pipeline::{call, Core, Pipeline, BRANCH};
 
@@ -635,51 +635,6 @@ async fn a_push_refused_because_the_remote_branch_moved_ahead_says_to_rebase() {
         theirs,
         "their commit is kept"
     );
-}
-
-/// Serves the bare repositories under `root` over `git://`, one `git daemon --inetd` per
-/// connection, so a push goes through `git receive-pack` and its hooks as on a real server
-/// (libgit2's push to a local path writes the refs itself and runs no hook).
-async fn git_daemon(root: &Path) -> (String, AbortOnDrop) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("git://{}", listener.local_addr().unwrap());
-    let root = root.to_path_buf();
-    let server = tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let socket = socket.into_std().unwrap();
-            socket.set_nonblocking(false).unwrap();
-            let input = std::os::fd::OwnedFd::from(socket);
-            let output = input.try_clone().unwrap();
-            let child = tokio::process::Command::new("git")
-                .arg("daemon")
-                .arg("--inetd")
-                .arg("--export-all")
-                .arg("--enable=receive-pack")
-                .arg(format!("--base-path={}", root.display()))
-                .env("HOME", &root)
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .stdin(Stdio::from(input))
-                .stdout(Stdio::from(output))
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn();
-            if let Ok(mut child) = child {
-                tokio::spawn(async move {
-                    let _ = child.wait().await;
-                });
-            }
-        }
-    });
-    (url, AbortOnDrop(server))
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[tokio::test]

@@ -21,3 +21,4 @@ mod plan;
 mod repo;
 mod shutdown;
 mod store;
+mod workflow;

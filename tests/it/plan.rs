@@ -218,4 +218,9 @@ fn steps_are_ticked_in_place_and_still_read_back() {
     // An unticked checkbox the LLM wrote is ticked, not doubled.
     let boxed = GOOD_PLAN.replace("1. Add the endpoint", "1. [ ] Add the endpoint");
     assert!(plan::tick_step(&boxed, 0).contains("1. [x] Add the endpoint"));
+    // What is ticked reads back, an unticked checkbox included.
+    assert_eq!(plan::ticked_steps(GOOD_PLAN), [false, false, false]);
+    assert_eq!(plan::ticked_steps(&ticked), [false, true, false]);
+    assert_eq!(plan::ticked_steps(&all), [true, true, true]);
+    assert_eq!(plan::ticked_steps(&boxed), [false, false, false]);
 }

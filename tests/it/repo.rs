@@ -722,3 +722,48 @@ fn push_reports_a_reference_the_remote_refused_to_update() {
     assert!(err.to_string().ends_with("main.lock' for writing"), "{err}");
     assert_eq!(rev(&remote, "main"), before);
 }
+
+#[test]
+fn a_branch_pushed_elsewhere_is_fetched_and_worked_on_from_its_tip() {
+    let repo = repo_with_remote("main");
+    let remote = repo.remote.clone().unwrap();
+    let branch = "featurebot/7-dark-mode";
+    // An earlier run, on another machine, pushed a step of the branch.
+    let other = repo.dir.path().join("other");
+    git(
+        repo.dir.path(),
+        &["clone", "--quiet", remote.to_str().unwrap(), "other"],
+    );
+    git(&other, &["checkout", "--quiet", "-b", branch]);
+    std::fs::write(other.join("step1.txt"), "done\n").unwrap();
+    git(&other, &["add", "step1.txt"]);
+    git(&other, &["commit", "--quiet", "-m", "step 1/2: first"]);
+    git(&other, &["push", "--quiet", "origin", branch]);
+    let tip = rev(&remote, branch);
+
+    let cfg = repo_config(&repo);
+    assert!(
+        !repo::fetch_branch(&cfg, "featurebot/8-nothing-pushed").unwrap(),
+        "a branch the remote lacks is no error"
+    );
+    assert!(repo::fetch_branch(&cfg, branch).unwrap());
+    assert_eq!(rev(&repo.path, &format!("origin/{branch}")), tip);
+    let dir = repo.dir.path().join("worktrees/7-dark-mode");
+    let worktree = repo::prepare_worktree(&cfg, branch, &dir).unwrap();
+    assert!(!worktree.created);
+    assert_eq!(worktree.base_commit, tip);
+    assert_eq!(
+        rev(&dir, "HEAD"),
+        tip,
+        "the run continues on the pushed tip"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("step1.txt")).unwrap(),
+        "done\n"
+    );
+    // A branch nobody pushed still starts from the base branch.
+    let fresh = repo.dir.path().join("worktrees/8-fresh");
+    let worktree = repo::prepare_worktree(&cfg, "featurebot/8-fresh", &fresh).unwrap();
+    assert!(worktree.created);
+    assert_eq!(rev(&fresh, "HEAD"), rev(&repo.path, "main"));
+}

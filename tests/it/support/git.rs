@@ -2,7 +2,7 @@
 //! would, so the tests check featurebot's git2 code against git itself.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use featurebot::config::RepoConfig;
 
@@ -109,4 +109,49 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// Serves the bare repositories under `root` over `git://`, one `git daemon --inetd` per
+/// connection, so a push goes through `git receive-pack` and its hooks as on a real server
+/// (libgit2's push to a local path writes the refs itself and runs no hook).
+pub async fn git_daemon(root: &Path) -> (String, AbortOnDrop) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("git://{}", listener.local_addr().unwrap());
+    let root = root.to_path_buf();
+    let server = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let socket = socket.into_std().unwrap();
+            socket.set_nonblocking(false).unwrap();
+            let input = std::os::fd::OwnedFd::from(socket);
+            let output = input.try_clone().unwrap();
+            let child = tokio::process::Command::new("git")
+                .arg("daemon")
+                .arg("--inetd")
+                .arg("--export-all")
+                .arg("--enable=receive-pack")
+                .arg(format!("--base-path={}", root.display()))
+                .env("HOME", &root)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .stdin(Stdio::from(input))
+                .stdout(Stdio::from(output))
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn();
+            if let Ok(mut child) = child {
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+            }
+        }
+    });
+    (url, AbortOnDrop(server))
+}
+
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
