@@ -259,9 +259,13 @@ impl App {
     /// At start-up: marks the runs a stop interrupted and reports each, so people can resume
     /// or abort them.
     pub async fn recover_runs(&self) {
-        match runs::recover(&self.store).await {
-            Ok(interrupted) => {
-                for run in interrupted {
+        let remote = matches!(
+            self.config.agent.executor,
+            crate::config::Executor::GithubActions(_)
+        ) && self.runs.is_some();
+        match runs::recover(&self.store, remote).await {
+            Ok(recovered) => {
+                for run in recovered.interrupted {
                     tracing::warn!(
                         feature = run.feature.0,
                         run = run.number,
@@ -271,6 +275,19 @@ impl App {
                         feature: run.feature,
                         run,
                     });
+                }
+                for run in recovered.remote {
+                    let feature = run.feature;
+                    tracing::info!(
+                        feature = feature.0,
+                        run = run.number,
+                        "following the GitHub Actions run again"
+                    );
+                    if let Some(runs) = &self.runs {
+                        if let Err(err) = runs.start(feature, Some(run), None).await {
+                            tracing::error!(feature = feature.0, error = %format!("{err:#}"), "re-attaching to the Actions run failed");
+                        }
+                    }
                 }
             }
             Err(err) => {

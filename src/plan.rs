@@ -233,16 +233,6 @@ pub fn acceptance_criteria(markdown: &str) -> Vec<String> {
     }
 }
 
-/// Which implementation steps are ticked off (`[x]`), in order: what a run has done, read
-/// from the plan file on its branch.
-pub fn done_steps(text: &str) -> Vec<bool> {
-    let lines: Vec<&str> = text.lines().collect();
-    step_lines(text)
-        .into_iter()
-        .map(|(line, title_at)| lines[line][title_at..].starts_with("[x] "))
-        .collect()
-}
-
 /// `text` (a plan file) with step `index` (0-based) ticked off as `N. [x] title`; unchanged
 /// when there is no such step or it is ticked already.
 pub fn tick_step(text: &str, index: usize) -> String {

@@ -12,10 +12,12 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::actions;
 use crate::agent::run::{Job, Runner};
 use crate::agent::{Event, Human};
 use crate::app::Output;
-use crate::store::{FeatureId, Run, RunState, Status, Store};
+use crate::config::Executor;
+use crate::store::{FeatureId, PlanVersion, Run, RunState, Status, Store};
 
 /// The runs of one featurebot process.
 pub struct RunQueue {
@@ -98,7 +100,13 @@ impl RunQueue {
             .plans(feature)?
             .pop()
             .ok_or_else(|| anyhow::anyhow!("feature #{feature} has no plan to run"))?;
-        self.store.set_status(feature, Status::Queued).await?;
+        // Following a run on GitHub Actions again after a restart: it never stopped running.
+        let reattach = resume
+            .as_ref()
+            .is_some_and(|r| r.state == RunState::Running && r.remote.is_some());
+        if !reattach {
+            self.store.set_status(feature, Status::Queued).await?;
+        }
         let cancel = CancellationToken::new();
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
         let waiting = Arc::new(AtomicU8::new(WAITING_NOTHING));
@@ -131,18 +139,16 @@ impl RunQueue {
             let result = match permit {
                 None => Err(anyhow::anyhow!("cancelled before it started")),
                 Some(_permit) => {
-                    run_one(
-                        &runner,
-                        &store,
-                        &out,
+                    let task = Task {
                         feature,
                         plan,
-                        (resume, follow_up),
-                        answers_rx,
+                        resume,
+                        follow_up,
+                        answers: answers_rx,
                         waiting,
-                        cancel.clone(),
-                    )
-                    .await
+                        cancel: cancel.clone(),
+                    };
+                    run_one(&runner, &store, &out, task, &stopping).await
                 }
             };
             handles
@@ -261,18 +267,34 @@ impl RunQueue {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One run's inputs, moved into its task.
+struct Task {
+    feature: FeatureId,
+    plan: PlanVersion,
+    resume: Option<Run>,
+    follow_up: Option<String>,
+    answers: mpsc::UnboundedReceiver<Human>,
+    /// What the run waits for from people: one of the `WAITING_*` values.
+    waiting: Arc<AtomicU8>,
+    cancel: CancellationToken,
+}
+
 async fn run_one(
     runner: &Runner,
     store: &Store,
     out: &mpsc::UnboundedSender<Output>,
-    feature: FeatureId,
-    plan: crate::store::PlanVersion,
-    (resume, follow_up): (Option<Run>, Option<String>),
-    answers: mpsc::UnboundedReceiver<Human>,
-    waiting: Arc<AtomicU8>,
-    cancel: CancellationToken,
+    task: Task,
+    stopping: &AtomicBool,
 ) -> anyhow::Result<Run> {
+    let Task {
+        feature,
+        plan,
+        resume,
+        follow_up,
+        answers,
+        waiting,
+        cancel,
+    } = task;
     store.set_status(feature, Status::Running).await?;
     let record = store.feature(feature)?;
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
@@ -296,15 +318,40 @@ async fn run_one(
         branch: None,
         continue_from_ticks: false,
     };
-    let run = runner.execute(job, store, events_tx, answers, cancel).await;
+    let run = match &runner.config.agent.executor {
+        Executor::Local => runner.execute(job, store, events_tx, answers, cancel).await,
+        Executor::GithubActions(actions) => {
+            actions::execute(runner, actions, job, store, events_tx, cancel, stopping).await
+        }
+    };
     let _ = forwarder.await;
     run
 }
 
-/// Marks the runs a stop interrupted, so people can resume or abort them.
-pub async fn recover(store: &Store) -> anyhow::Result<Vec<Run>> {
-    let mut interrupted = Vec::new();
+/// The runs a stop left behind.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Local runs, now `interrupted`: people resume or abort them.
+    pub interrupted: Vec<Run>,
+    /// Runs going on on GitHub Actions, still `running`: the bot follows them again.
+    pub remote: Vec<Run>,
+}
+
+/// Sorts the runs a stop left behind: local ones are marked interrupted, so people can resume
+/// or abort them; dispatched GitHub Actions runs went on without the bot and are followed
+/// again (when `remote_runs`, that is when the executor is still `github-actions`).
+pub async fn recover(store: &Store, remote_runs: bool) -> anyhow::Result<Recovered> {
+    let mut recovered = Recovered::default();
     for mut run in store.active_runs()? {
+        let dispatched = run
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.dispatched_at.is_some());
+        if dispatched && remote_runs {
+            run.state = RunState::Running;
+            recovered.remote.push(run);
+            continue;
+        }
         run.state = RunState::Interrupted;
         run.message = Some(format!(
             "featurebot stopped during step {} of {}",
@@ -313,7 +360,7 @@ pub async fn recover(store: &Store) -> anyhow::Result<Vec<Run>> {
         ));
         let run = store.save_run(&run).await?;
         let _ = store.set_status(run.feature, Status::Failed).await;
-        interrupted.push(run);
+        recovered.interrupted.push(run);
     }
-    Ok(interrupted)
+    Ok(recovered)
 }

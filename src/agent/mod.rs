@@ -11,6 +11,7 @@
 //! Invariant: the commands the agent runs never see a secret: their environment is cleared
 //! (`exec::clean_env`) and their output is redacted before anyone sees it.
 
+pub mod actions;
 pub mod backend;
 pub mod exec;
 pub mod run;

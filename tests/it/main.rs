@@ -5,6 +5,7 @@ mod support;
 
 mod abuse;
 mod actions;
+mod actions_run;
 mod agent;
 mod app;
 mod config;

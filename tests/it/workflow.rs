@@ -253,7 +253,6 @@ test = ["cargo test --quiet", "sh -c 'echo \"quoted\"'"]
 max_repair_attempts = 2
 max_run_minutes = 45
 max_tokens = 500000
-approval = "step"
 env = { RUST_BACKTRACE = "1" }
 executor = "github-actions"
 

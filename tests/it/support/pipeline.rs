@@ -61,11 +61,16 @@ impl Core {
 
     /// Waits for the run to end and returns its final record.
     pub async fn run_ended(&mut self) -> Run {
+        self.until_run_ended().await.0
+    }
+
+    /// Waits for the run to end; returns its final record and what was emitted until then.
+    pub async fn until_run_ended(&mut self) -> (Run, Vec<Output>) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();
         loop {
             match tokio::time::timeout_at(deadline, self.outputs.recv()).await {
-                Ok(Some(Output::RunEnded { run, .. })) => return run,
+                Ok(Some(Output::RunEnded { run, .. })) => return (run, seen),
                 Ok(Some(other)) => seen.push(other),
                 Ok(None) => panic!("the core stopped: {seen:?}"),
                 Err(_) => panic!("the run did not end: {seen:?}"),
@@ -77,6 +82,7 @@ impl Core {
 /// A core with the agent, a fake GitHub and a repository with a bare remote.
 pub struct Pipeline {
     pub core: Core,
+    pub config: Arc<Config>,
     pub llm: FakeLlm,
     pub github: FakeGithub,
     pub repo: TestRepo,
@@ -111,12 +117,11 @@ impl Pipeline {
             agent: AgentConfig::with_defaults(&store),
         };
         change(&mut config);
-        let core = Core::with_config(
-            Arc::new(config),
-            Some(GitHub::new(&github.config()).unwrap()),
-        );
+        let config = Arc::new(config);
+        let core = Core::with_config(config.clone(), Some(GitHub::new(&github.config()).unwrap()));
         Pipeline {
             core,
+            config,
             llm,
             github,
             repo,
@@ -200,6 +205,28 @@ impl Pipeline {
             Some("Which theme, dark or light?"),
             "{outputs:?}"
         );
+    }
+
+    /// Drops the core and builds a new one on the same store, as a restart would.
+    pub fn restart(self) -> Pipeline {
+        let Pipeline {
+            core,
+            config,
+            llm,
+            github,
+            repo,
+            _dir,
+        } = self;
+        drop(core);
+        let core = Core::with_config(config.clone(), Some(GitHub::new(&github.config()).unwrap()));
+        Pipeline {
+            core,
+            config,
+            llm,
+            github,
+            repo,
+            _dir,
+        }
     }
 
     pub fn status(&self, id: FeatureId) -> Status {
