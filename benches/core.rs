@@ -280,6 +280,7 @@ async fn agent_steps(steps: usize) {
             events,
             answers,
             tokio_util::sync::CancellationToken::new(),
+            &std::sync::atomic::AtomicBool::new(false),
         )
         .await
         .unwrap();

@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -202,7 +203,16 @@ pub async fn run(config: Arc<Config>, path: &Path, options: &Options) -> anyhow:
         branch: options.branch.clone(),
         continue_from_ticks: options.resume,
     };
-    let run = runner.execute(job, &store, events, answers, cancel).await?;
+    let run = runner
+        .execute(
+            job,
+            &store,
+            events,
+            answers,
+            cancel,
+            &AtomicBool::new(false),
+        )
+        .await?;
     let _ = printer.await;
     if store
         .feature(id)

@@ -156,13 +156,8 @@ impl RunQueue {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&feature);
             if stopping.load(Ordering::SeqCst) {
-                // A shutdown, not a decision: checkpoint the run as still going, so the next
-                // start offers to resume it.
-                if let Ok(mut run) = result {
-                    run.state = RunState::Running;
-                    run.message = None;
-                    let _ = store.save_run(&run).await;
-                }
+                // A shutdown, not a decision: the executor saved the run as still `running`,
+                // so the next start offers to resume it (or follows it on GitHub again).
                 return;
             }
             let status = match &result {
@@ -319,7 +314,11 @@ async fn run_one(
         continue_from_ticks: false,
     };
     let run = match &runner.config.agent.executor {
-        Executor::Local => runner.execute(job, store, events_tx, answers, cancel).await,
+        Executor::Local => {
+            runner
+                .execute(job, store, events_tx, answers, cancel, stopping)
+                .await
+        }
         Executor::GithubActions(actions) => {
             actions::execute(runner, actions, job, store, events_tx, cancel, stopping).await
         }

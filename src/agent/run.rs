@@ -8,6 +8,7 @@
 //! repeated failure) stop the run gracefully: what exists is committed, pushed and proposed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,7 +69,9 @@ pub fn branch_name(feature: &Feature) -> String {
 impl Runner {
     /// Carries out `job`, saving the run record in `store` as it goes, and returns the final
     /// record. Errors that end the run are recorded in it (state `failed`, with the message);
-    /// `Err` is only for a store that cannot save.
+    /// `Err` is only for a store that cannot save. `cancel` stops the run: as cancelled, or,
+    /// when `stopping` is set (featurebot shuts down), as a checkpoint still `running`, which
+    /// the next start offers to resume.
     pub async fn execute(
         &self,
         job: Job,
@@ -76,6 +79,7 @@ impl Runner {
         events: mpsc::UnboundedSender<Event>,
         mut answers: mpsc::UnboundedReceiver<Human>,
         cancel: CancellationToken,
+        stopping: &AtomicBool,
     ) -> anyhow::Result<Run> {
         let steps = match &job.follow_up {
             Some(request) => vec![follow_up_title(request)],
@@ -142,6 +146,12 @@ impl Runner {
             .await;
         match result {
             Ok(()) => {}
+            Err(err) if cancel.is_cancelled() && stopping.load(Ordering::SeqCst) => {
+                // Saved once, as a checkpoint: never `cancelled` in between.
+                run.state = RunState::Running;
+                run.message = None;
+                tracing::info!(feature = run.feature.0, error = %err, "run checkpointed for a stop");
+            }
             Err(err) if cancel.is_cancelled() => {
                 run.state = RunState::Cancelled;
                 run.message = Some(format!(

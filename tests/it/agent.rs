@@ -143,7 +143,14 @@ impl Fixture {
             continue_from_ticks: false,
         };
         let run = runner
-            .execute(job, &store, events_tx, answers_rx, cancel)
+            .execute(
+                job,
+                &store,
+                events_tx,
+                answers_rx,
+                cancel,
+                &std::sync::atomic::AtomicBool::new(false),
+            )
             .await
             .unwrap();
         drop(answers_tx);
