@@ -30,12 +30,12 @@ use crate::config::RepoConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
     #[error(
-        "{} is not a git repository (or not its top folder); set repo.path to a clone of the target repository",
+        "{} is not a git repository (or not its top folder); set repo.path (or the [[repos]] entry's path) to a clone of the target repository",
         .path.display()
     )]
     NotARepository { path: PathBuf },
     #[error(
-        "{} is a bare repository; featurebot needs a work tree for now, so set repo.path to a normal clone",
+        "{} is a bare repository; featurebot needs a work tree for now, so set repo.path (or the [[repos]] entry's path) to a normal clone",
         .path.display()
     )]
     Bare { path: PathBuf },
