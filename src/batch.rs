@@ -41,6 +41,10 @@ pub struct Options {
     pub branch: Option<String>,
     /// Continue the branch from its first step not ticked off in its plan file.
     pub resume: bool,
+    /// Where the feature was discussed, linked from the pull request.
+    pub discussion_url: Option<String>,
+    /// The GitHub issue the pull request closes (`Closes #N`).
+    pub closes: Option<u64>,
 }
 
 /// A plan file's front matter and body.
@@ -194,11 +198,15 @@ pub async fn run(config: Arc<Config>, path: &Path, options: &Options) -> anyhow:
             let _ = writeln!(std::io::stderr(), "{}", describe(&event));
         }
     });
+    let mut feature = feature;
+    if let Some(number) = options.closes {
+        feature.issue = Some((number, String::new()));
+    }
     let job = Job {
         feature,
         plan,
         resume: None,
-        discussion_url: None,
+        discussion_url: options.discussion_url.clone(),
         follow_up: None,
         branch: options.branch.clone(),
         continue_from_ticks: options.resume,

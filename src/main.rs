@@ -68,6 +68,12 @@ enum Command {
         /// does not tick off. A branch that does not exist yet starts at step 1.
         #[arg(long)]
         resume: bool,
+        /// Link the pull request to where the feature was discussed.
+        #[arg(long, value_name = "URL")]
+        discussion_url: Option<String>,
+        /// The GitHub issue the pull request closes (`Closes #N` in its description).
+        #[arg(long, value_name = "N")]
+        closes: Option<u64>,
     },
     /// Print the GitHub Actions workflow that runs the agent (agent.executor = "github-actions").
     InstallWorkflow {
@@ -165,8 +171,15 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
             plan,
             branch,
             resume,
+            discussion_url,
+            closes,
         } => {
-            let options = batch::Options { branch, resume };
+            let options = batch::Options {
+                branch,
+                resume,
+                discussion_url,
+                closes,
+            };
             let run = batch::run(config, &plan, &options).await?;
             println!("branch: {}", run.branch);
             if let Some(url) = &run.pr_url {

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use crate::config::{ActionsConfig, AgentBackend, Config, Provider, RepoConfig};
 
 /// The names of the workflow's inputs, in the order it declares them.
-pub const INPUTS: [&str; 7] = [
+pub const INPUTS: [&str; 9] = [
     "correlation_id",
     "feature_id",
     "plan_file",
@@ -27,6 +27,8 @@ pub const INPUTS: [&str; 7] = [
     "branch",
     "resume",
     "config",
+    "discussion_url",
+    "closes",
 ];
 
 /// The job's step names, which the bot shows as the run's progress before the agent starts.
@@ -88,6 +90,16 @@ on:
         description: "featurebot's runner config (TOML, no secrets)"
         required: true
         type: string
+      discussion_url:
+        description: "Where the feature was discussed, linked from the pull request"
+        required: false
+        default: ""
+        type: string
+      closes:
+        description: "The GitHub issue the pull request closes, if any"
+        required: false
+        default: ""
+        type: string
 
 permissions:
   contents: write
@@ -125,12 +137,16 @@ jobs:
           PLAN_FILE: ${{{{ inputs.plan_file }}}}
           BRANCH: ${{{{ inputs.branch }}}}
           RESUME: ${{{{ inputs.resume }}}}
+          DISCUSSION_URL: ${{{{ inputs.discussion_url }}}}
+          CLOSES: ${{{{ inputs.closes }}}}
         run: |
           printf '%s\n' "$FEATUREBOT_RUNNER_CONFIG" > "$RUNNER_TEMP/featurebot.toml"
           export FEATUREBOT__STORE__PATH="$RUNNER_TEMP/featurebot-store"
           # exec: a cancelled job's signals reach featurebot, which stops the run cleanly.
           set -- --branch "$BRANCH"
           if [ "$RESUME" = "true" ]; then set -- "$@" --resume; fi
+          if [ -n "$DISCUSSION_URL" ]; then set -- "$@" --discussion-url "$DISCUSSION_URL"; fi
+          if [ -n "$CLOSES" ]; then set -- "$@" --closes "$CLOSES"; fi
           exec featurebot --config "$RUNNER_TEMP/featurebot.toml" agent "$@" -- "$PLAN_FILE"
 "#
     )
@@ -267,6 +283,10 @@ pub struct DispatchInputs {
     pub resume: bool,
     /// [`runner_config`]'s TOML.
     pub config: String,
+    /// Where the feature was discussed, for the pull request.
+    pub discussion_url: Option<String>,
+    /// The GitHub issue the pull request closes.
+    pub closes: Option<u64>,
 }
 
 impl DispatchInputs {
@@ -281,6 +301,8 @@ impl DispatchInputs {
             self.branch.clone(),
             self.resume.to_string(),
             self.config.clone(),
+            self.discussion_url.clone().unwrap_or_default(),
+            self.closes.map(|n| n.to_string()).unwrap_or_default(),
         ];
         INPUTS
             .iter()

@@ -124,6 +124,8 @@ pub async fn execute(
             branch: run.branch.clone(),
             resume: run.next_step > 0 || job.resume.is_some(),
             config: runner_config(&runner.config, job.feature.repo.as_deref()),
+            discussion_url: job.discussion_url.clone(),
+            closes: job.feature.issue.as_ref().map(|(number, _)| *number),
         };
         match follow.dispatch(&inputs, &cancel).await {
             Ok(()) => {}

@@ -116,6 +116,8 @@ fn the_workflow_declares_the_dispatch_inputs_and_keeps_them_out_of_scripts() {
         branch: BRANCH.to_string(),
         resume: true,
         config: "[llm]\n".to_string(),
+        discussion_url: None,
+        closes: Some(12),
     };
     let sent = inputs.to_json();
     assert_eq!(sent.keys().map(String::as_str).collect::<Vec<_>>(), {
@@ -127,6 +129,11 @@ fn the_workflow_declares_the_dispatch_inputs_and_keeps_them_out_of_scripts() {
     assert_eq!(sent["feature_id"], "7");
     assert_eq!(sent["plan_version"], "2");
     assert_eq!(sent["resume"], "true");
+    assert_eq!(
+        sent["discussion_url"], "",
+        "an optional input left out is empty"
+    );
+    assert_eq!(sent["closes"], "12");
     assert_eq!(yaml.matches("        type: string\n").count(), INPUTS.len());
 
     for expected in [
@@ -182,6 +189,8 @@ fn the_workflow_declares_the_dispatch_inputs_and_keeps_them_out_of_scripts() {
             ("PLAN_FILE", "${{ inputs.plan_file }}"),
             ("BRANCH", "${{ inputs.branch }}"),
             ("RESUME", "${{ inputs.resume }}"),
+            ("DISCUSSION_URL", "${{ inputs.discussion_url }}"),
+            ("CLOSES", "${{ inputs.closes }}"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))
     );
@@ -412,6 +421,8 @@ impl Runner {
             branch: BRANCH.to_string(),
             resume,
             config: workflow::runner_config(&self.bot, None),
+            discussion_url: Some("https://discord.com/channels/1/2".to_string()),
+            closes: Some(3),
         }
     }
 
@@ -569,7 +580,14 @@ async fn the_workflows_run_step_takes_a_plan_to_a_pushed_branch_and_a_pull_reque
     assert_eq!(pulls[0]["draft"], false);
     assert_eq!(pulls[0]["head"]["ref"], BRANCH);
     assert_eq!(pulls[0]["base"]["ref"], "main");
-    assert!(pulls[0]["body"].as_str().unwrap().contains("Feature-Id: 7"));
+    let body = pulls[0]["body"].as_str().unwrap();
+    assert!(body.contains("Feature-Id: 7"), "{body}");
+    // The same description as a local run: the discussion and the issue it closes.
+    assert!(
+        body.contains("Discussion: https://discord.com/channels/1/2"),
+        "{body}"
+    );
+    assert!(body.contains("Closes #3"), "{body}");
     assert!(stdout.contains(&format!(
         "pull request: {}",
         pulls[0]["html_url"].as_str().unwrap()
