@@ -1,0 +1,136 @@
+//! Discord's rate limits: the fake Discord enforces them when asked (real 429s with Discord's
+//! headers and body).
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::fake_discord::{FakeDiscord, RateLimits, CHANNEL_ID};
+
+#[tokio::test]
+async fn the_fake_answers_429_like_discord_when_hammered() {
+    let discord = FakeDiscord::start().await;
+    discord.limit_rates(RateLimits {
+        global_per_second: 10,
+        ..RateLimits::DISCORD
+    });
+    let create = format!("/api/v10/channels/{CHANNEL_ID}/messages");
+
+    // A channel's message bucket: five creates, then a 429 scoped to the route.
+    let mut created = Vec::new();
+    let refused = loop {
+        let answer = raw(&discord, "POST", &create, Some(json!({"content": "hi"}))).await;
+        if answer.status == 429 {
+            break answer;
+        }
+        assert_eq!(answer.status, 200, "{answer:?}");
+        created.push(answer);
+        assert!(
+            created.len() <= 10,
+            "no 429 after {} creates",
+            created.len()
+        );
+    };
+    assert!(created.len() >= 5, "{created:?}");
+    let first = &created[0];
+    assert_eq!(first.header("x-ratelimit-limit"), Some("5"), "{first:?}");
+    assert_eq!(
+        first.header("x-ratelimit-remaining"),
+        Some("4"),
+        "{first:?}"
+    );
+    for name in ["x-ratelimit-reset", "x-ratelimit-reset-after"] {
+        let value: f64 = first.header(name).unwrap().parse().unwrap();
+        assert!(value > 0.0, "{name}: {first:?}");
+    }
+    let bucket = first.header("x-ratelimit-bucket").unwrap();
+    assert!(created
+        .iter()
+        .all(|a| a.header("x-ratelimit-bucket") == Some(bucket)));
+    assert_eq!(refused.body["message"], "You are being rate limited.");
+    assert_eq!(refused.body["global"], false, "{refused:?}");
+    let retry_after = refused.body["retry_after"].as_f64().unwrap();
+    assert!(retry_after > 0.0 && retry_after <= 5.0, "{refused:?}");
+    let header: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert_eq!(header, retry_after.ceil() as u64, "{refused:?}");
+    assert_eq!(refused.header("x-ratelimit-scope"), Some("user"));
+    assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(refused.header("x-ratelimit-global"), None);
+    assert_eq!(discord.messages(CHANNEL_ID).len(), created.len());
+
+    // The global bucket: requests to routes with buckets of their own still run out of it, and
+    // interaction callbacks do not count.
+    let routes = [
+        "/api/v10/users/@me",
+        "/api/v10/gateway",
+        "/api/v10/gateway/bot",
+    ];
+    let mut sent = 0;
+    let refused = loop {
+        let answer = raw(&discord, "GET", routes[sent % routes.len()], None).await;
+        if answer.status == 429 {
+            break answer;
+        }
+        assert_eq!(answer.status, 200, "{answer:?}");
+        sent += 1;
+        assert!(sent <= 100, "no global 429 after {sent} requests");
+    };
+    assert_eq!(refused.body["global"], true, "{refused:?}");
+    assert_eq!(refused.header("x-ratelimit-global"), Some("true"));
+    assert_eq!(refused.header("x-ratelimit-scope"), Some("global"));
+    let callback = raw(
+        &discord,
+        "POST",
+        "/api/v10/interactions/1/token/callback",
+        Some(json!({"type": 5})),
+    )
+    .await;
+    assert_ne!(callback.status, 429, "{callback:?}");
+    assert_eq!(discord.rate_limited(), 2);
+}
+
+/// A raw HTTP answer: status, headers (names lowercased) and JSON body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request to the fake's REST API with the bot's token, read to the end (the fake closes
+/// every connection after its answer).
+async fn raw(discord: &FakeDiscord, method: &str, path: &str, body: Option<Value>) -> Answer {
+    let addr = discord.api_base().trim_start_matches("http://").to_string();
+    let mut socket = TcpStream::connect(&addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bot {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        discord.token(),
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    socket.read_to_end(&mut bytes).await.unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+        .collect();
+    Answer {
+        status: status.parse().unwrap(),
+        headers,
+        body: serde_json::from_str(body).unwrap_or(Value::Null),
+    }
+}
