@@ -3,6 +3,7 @@
 //! - `handler.rs`: gateway events to core [`Input`]s: `/feature`, messages in feature threads,
 //!   button clicks, and the catch-up after a restart. Admin checks happen here.
 //! - `render.rs`: core [`Output`]s to Discord calls: streamed replies, buttons, the plan.
+//! - `pace.rs`: the renderer's budgets of REST calls, which hold Discord's rate limits.
 //! - `buttons.rs`: the buttons' custom ids, which carry the feature and plan version.
 //! - `dashboard.rs`: `/tasks` and `/task` as embeds with page buttons.
 //! - `text.rs`: Discord's message and name limits.
@@ -15,6 +16,7 @@
 mod buttons;
 mod dashboard;
 mod handler;
+mod pace;
 mod render;
 pub mod text;
 

@@ -4,6 +4,10 @@
 //! A streamed reply appears as soon as its first text arrives and is then edited at most once
 //! per `discord.stream_edit_interval_ms`; past 2,000 characters it continues in a new message
 //! (see `text::split`). The typing indicator is renewed while the LLM works.
+//!
+//! Every call goes through one [`Pacer`] shared by the workers, which keeps them within
+//! Discord's limits together: intermediate edits and typing are skipped when no budget is free,
+//! new messages and final edits wait for it and are retried after a 429.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,12 +15,14 @@ use std::time::Duration;
 
 use serenity::all::{
     ButtonStyle, ChannelId, CreateActionRow, CreateAllowedMentions, CreateAttachment, CreateButton,
-    CreateEmbed, CreateMessage, EditMessage, EditThread, Http, MessageId,
+    CreateEmbed, CreateMessage, EditMessage, EditThread, Http, Message, MessageId,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::buttons::{Action, Button};
+use super::pace::{Paced, Pacer, Route};
 use super::text::{self, MESSAGE_LIMIT};
 use crate::agent::Event;
 use crate::app::Output;
@@ -32,7 +38,8 @@ const WORKER_IDLE: Duration = Duration::from_secs(600);
 /// How often the typing indicator is renewed (Discord shows it for about 10 seconds).
 const TYPING_EVERY: Duration = Duration::from_secs(8);
 
-/// Routes outputs to per-feature workers until the channel closes.
+/// Routes outputs to per-feature workers until the channel closes. The workers end with it (or
+/// when it is aborted), even in the middle of a call waiting for the pacer's budget.
 pub async fn run(
     http: Arc<Http>,
     store: Store,
@@ -41,6 +48,9 @@ pub async fn run(
     mut outputs: mpsc::UnboundedReceiver<Output>,
 ) {
     let mut workers: HashMap<FeatureId, mpsc::UnboundedSender<Output>> = HashMap::new();
+    let pacer = Arc::new(Pacer::default());
+    let stop = CancellationToken::new();
+    let _stop_workers = stop.clone().drop_guard();
     while let Some(output) = outputs.recv().await {
         let Some(id) = output.feature() else {
             if let Output::Rejected { message, .. } = &output {
@@ -62,6 +72,7 @@ pub async fn run(
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = Worker {
             http: http.clone(),
+            pacer: pacer.clone(),
             store: store.clone(),
             thread: ChannelId::new(thread_id),
             interval: discord.stream_edit_interval,
@@ -71,7 +82,13 @@ pub async fn run(
             typing_reset: false,
             card: None,
         };
-        tokio::spawn(worker.run(rx));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = worker.run(rx) => {}
+                () = stop.cancelled() => {}
+            }
+        });
         let _ = tx.send(output);
         workers.insert(id, tx);
     }
@@ -96,6 +113,8 @@ impl Links {
 struct Worker {
     links: Links,
     http: Arc<Http>,
+    /// Shared by all workers.
+    pacer: Arc<Pacer>,
     store: Store,
     thread: ChannelId,
     interval: Duration,
@@ -285,7 +304,14 @@ impl Worker {
             Output::Discarded { .. } => {
                 self.end_stream().await;
                 let archive = EditThread::new().archived(true).locked(true);
-                if let Err(err) = self.thread.edit_thread(&self.http, archive).await {
+                let (http, thread) = (&self.http, self.thread);
+                let archived = self
+                    .pacer
+                    .required(thread, Route::Other, || {
+                        thread.edit_thread(http, archive.clone())
+                    })
+                    .await;
+                if let Err(err) = archived {
                     tracing::warn!(thread = self.thread.get(), error = %err, "archiving the thread failed");
                 }
             }
@@ -330,7 +356,7 @@ impl Worker {
                         &[(Action::CancelRun, ButtonStyle::Danger)],
                     )])
                     .allowed_mentions(CreateAllowedMentions::new());
-                match self.thread.send_message(&self.http, message).await {
+                match self.send(message).await {
                     Ok(msg) => {
                         self.card = Some(Card {
                             id: msg.id,
@@ -564,7 +590,8 @@ impl Worker {
         }
     }
 
-    /// Edits the run card; without `force`, at most once per interval.
+    /// Edits the run card; without `force`, at most once per interval and only when the budget
+    /// allows (the next event shows the state anyway).
     async fn edit_card(&mut self, feature: FeatureId, force: bool, running: bool) {
         let interval = self.interval;
         let Some(card) = self.card.as_mut() else {
@@ -605,7 +632,24 @@ impl Worker {
             .components(components);
         let id = card.id;
         card.edited_at = Instant::now();
-        if let Err(err) = self.thread.edit_message(&self.http, id, edit).await {
+        let (http, thread) = (&self.http, self.thread);
+        let edited = if force {
+            self.pacer
+                .required(thread, Route::Edit, || {
+                    thread.edit_message(http, id, edit.clone())
+                })
+                .await
+        } else {
+            match self
+                .pacer
+                .optional(thread, Route::Edit, || thread.edit_message(http, id, edit))
+                .await
+            {
+                Paced::Done(result) => result,
+                Paced::Skipped(_) => return,
+            }
+        };
+        if let Err(err) = edited {
             tracing::warn!(thread = self.thread.get(), error = %err, "editing the run card failed");
         }
     }
@@ -620,14 +664,14 @@ impl Worker {
     }
 
     /// Brings the posted messages up to date with the streamed text. Each message is edited at
-    /// most once per interval; with `force` (the answer is complete) the edits wait their turn
-    /// instead of being put off.
+    /// most once per interval, and a streamed edit only when the pacer has budget for it (else
+    /// it is put off, and the text it would have shown is overtaken); with `force` (the answer
+    /// is complete) the edits wait their turn instead of being put off.
     async fn sync(&mut self, force: bool) {
         self.stream.pending = None;
         // The whole text is redacted, so a secret split across deltas is still caught.
         let shown = self.links.redactor.redact(&self.stream.text);
         let chunks = text::split(&shown, MESSAGE_LIMIT);
-        let now = Instant::now();
         for (i, chunk) in chunks.iter().enumerate() {
             match self.stream.posted.get(i) {
                 Some(posted) if posted.shown == *chunk => {}
@@ -635,17 +679,33 @@ impl Worker {
                     // Every message is edited at most once per interval: a streamed edit waits
                     // for its turn, and the final one (force) waits out the rest of it.
                     let due = posted.edited_at + self.interval;
-                    if now < due {
+                    if Instant::now() < due {
                         if !force {
-                            let pending = self.stream.pending.map_or(due, |p| p.min(due));
-                            self.stream.pending = Some(pending);
+                            self.put_off(due);
                             continue;
                         }
                         tokio::time::sleep_until(due).await;
                     }
                     let id = posted.id;
                     let edit = EditMessage::new().content(chunk.as_str());
-                    match self.thread.edit_message(&self.http, id, edit).await {
+                    let (http, thread) = (&self.http, self.thread);
+                    let edited = if force {
+                        self.pacer
+                            .required(thread, Route::Edit, || {
+                                thread.edit_message(http, id, edit.clone())
+                            })
+                            .await
+                    } else {
+                        let call = || thread.edit_message(http, id, edit);
+                        match self.pacer.optional(thread, Route::Edit, call).await {
+                            Paced::Done(result) => result,
+                            Paced::Skipped(at) => {
+                                self.put_off(at);
+                                continue;
+                            }
+                        }
+                    };
+                    match edited {
                         Ok(_) => {
                             if let Some(p) = self.stream.posted.get_mut(i) {
                                 p.shown = chunk.clone();
@@ -661,7 +721,7 @@ impl Worker {
                     let message = CreateMessage::new()
                         .content(chunk.as_str())
                         .allowed_mentions(CreateAllowedMentions::new());
-                    match self.thread.send_message(&self.http, message).await {
+                    match self.send(message).await {
                         Ok(msg) => self.stream.posted.push(Posted {
                             id: msg.id,
                             shown: chunk.clone(),
@@ -677,10 +737,32 @@ impl Worker {
         }
     }
 
+    /// Asks for another sync of the stream at `at` (or earlier, if one is due before).
+    fn put_off(&mut self, at: Instant) {
+        let pending = self.stream.pending.map_or(at, |p| p.min(at));
+        self.stream.pending = Some(pending);
+    }
+
+    /// Shows the typing indicator, unless the budget is taken (it is renewed soon anyway).
     async fn type_now(&self) {
-        if let Err(err) = self.thread.broadcast_typing(&self.http).await {
+        let (http, thread) = (&self.http, self.thread);
+        let typed = self
+            .pacer
+            .optional(thread, Route::Other, || thread.broadcast_typing(http))
+            .await;
+        if let Paced::Done(Err(err)) = typed {
             tracing::debug!(error = %err, "typing indicator failed");
         }
+    }
+
+    /// Posts `message` once the budget allows, retried after a 429.
+    async fn send(&self, message: CreateMessage) -> serenity::Result<Message> {
+        let (http, thread) = (&self.http, self.thread);
+        self.pacer
+            .required(thread, Route::Create, || {
+                thread.send_message(http, message.clone())
+            })
+            .await
     }
 
     /// Posts `text` (split when long) with `row` under its last part.
@@ -696,7 +778,7 @@ impl Worker {
 
     async fn post(&self, message: CreateMessage) {
         let message = message.allowed_mentions(CreateAllowedMentions::new());
-        if let Err(err) = self.thread.send_message(&self.http, message).await {
+        if let Err(err) = self.send(message).await {
             tracing::warn!(thread = self.thread.get(), error = %err, "posting to the thread failed");
         }
     }

@@ -1543,35 +1543,12 @@ async fn two_repositories_are_served_from_two_channels() {
     }
 }
 
-/// An OpenAI SSE stream of `text` in `pieces` chunks, `gap` apart.
-fn paced(text: &str, pieces: usize, gap: Duration) -> Reply {
-    let chars: Vec<char> = text.chars().collect();
-    let event = |delta: serde_json::Value, finish: serde_json::Value| {
-        let chunk = json!({
-            "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        format!("data: {chunk}\n\n").into_bytes()
-    };
-    let mut chunks: Vec<Vec<u8>> = chars
-        .chunks(chars.len().div_ceil(pieces))
-        .map(|c| {
-            event(
-                json!({"content": c.iter().collect::<String>()}),
-                serde_json::Value::Null,
-            )
-        })
-        .collect();
-    chunks.push(event(json!({}), json!("stop")));
-    chunks.push(b"data: [DONE]\n\n".to_vec());
-    Reply::Paced { chunks, gap }
-}
-
 #[tokio::test]
 async fn a_slowly_streamed_long_reply_edits_each_message_at_most_once_per_interval() {
     let bot = Bot::start().await;
     let text: String = (0..400).map(|i| format!("word{i:04} and more\n")).collect();
-    bot.llm.push(paced(&text, 40, Duration::from_millis(40)));
+    bot.llm
+        .push(Reply::paced(&text, 40, Duration::from_millis(40)));
     bot.feature(ADMIN, "Long answers").await;
     bot.wait_for("the whole answer", |b| {
         b.discord.threads().len() == 1

@@ -19,6 +19,7 @@ mod fake_discord;
 mod github;
 mod llm;
 mod plan;
+mod rate_limits;
 mod repo;
 mod shutdown;
 mod store;

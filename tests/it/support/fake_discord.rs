@@ -14,6 +14,11 @@
 //! that names them. The gateway keeps sessions the way Discord does: every dispatch is logged per
 //! session with its sequence number, a dropped connection leaves the session resumable, and a
 //! RESUME replays what the client missed. Frames are plain JSON text (no zlib).
+//!
+//! Rate limits are off unless a test or bench asks for them ([`FakeDiscord::limit_rates`]); then
+//! the fake limits like Discord: a global bucket per bot (interaction callbacks and follow-ups
+//! exempt), a bucket per route and top-level resource (message creates and message edits per
+//! channel), `X-RateLimit-*` headers on every answer, and a real 429 when a bucket is empty.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -71,6 +76,28 @@ pub struct Recorded {
     pub at: Instant,
     /// The HTTP status the fake answered (0 if it never did).
     pub status: u16,
+}
+
+/// The rate limits the fake applies once [`FakeDiscord::limit_rates`] is called. Windows are
+/// Discord's: a bucket's window opens with its first request and refills when it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimits {
+    /// Requests per second per bot, over all routes but interaction callbacks and follow-ups.
+    pub global_per_second: u32,
+    /// Message creates per channel in `message_window`, and as many message edits (a bucket of
+    /// their own).
+    pub messages: u32,
+    pub message_window: Duration,
+}
+
+impl RateLimits {
+    /// What Discord applies to a bot in practice: 50 requests per second, and 5 message creates
+    /// and 5 message edits per channel per 5 seconds.
+    pub const DISCORD: RateLimits = RateLimits {
+        global_per_second: 50,
+        messages: 5,
+        message_window: Duration::from_secs(5),
+    };
 }
 
 impl FakeDiscord {
@@ -334,6 +361,22 @@ impl FakeDiscord {
         self.inner.lock().requests.clone()
     }
 
+    /// From now on, limits request rates as Discord does, with these limits; every bucket starts
+    /// full.
+    pub fn limit_rates(&self, limits: RateLimits) {
+        self.inner.lock().limiter = Some(Limiter::new(limits));
+    }
+
+    /// How many requests the fake answered with 429 Too Many Requests.
+    pub fn rate_limited(&self) -> usize {
+        self.inner
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.status == 429)
+            .count()
+    }
+
     /// Everything done with this interaction's token, in order, including refused attempts: each
     /// entry has `kind` ("callback" with its `type`, "followup", "edit_original", "edit_followup",
     /// "delete_original", "delete_followup"), `status` (the HTTP status the fake answered),
@@ -552,6 +595,8 @@ struct State {
     resumes: usize,
     /// Whether the latest IDENTIFY asked for MESSAGE_CONTENT (assumed before any).
     content_intent: bool,
+    /// The rate limits, once a test turned them on.
+    limiter: Option<Limiter>,
 }
 
 impl State {
@@ -610,6 +655,7 @@ impl State {
             identifies: 0,
             resumes: 0,
             content_intent: true,
+            limiter: None,
         }
     }
 
@@ -1181,7 +1227,7 @@ async fn serve_rest(mut socket: TcpStream, inner: &Inner) -> std::io::Result<()>
     let (head, body) = read_http(&mut socket).await?;
     let at = Instant::now();
     let req = parse_request(&head, body);
-    let resp = {
+    let (resp, headers) = {
         let mut st = inner.lock();
         // Recorded before routing, so that a request the fake panics on is still listed.
         st.requests.push(Recorded {
@@ -1191,13 +1237,20 @@ async fn serve_rest(mut socket: TcpStream, inner: &Inner) -> std::io::Result<()>
             at,
             status: 0,
         });
-        let resp = route(&mut st, &req, at);
+        let limited = match st.limiter.as_mut() {
+            Some(limiter) => limiter.check(&req, at),
+            None => Ok(Vec::new()),
+        };
+        let (resp, headers) = match limited {
+            Ok(headers) => (route(&mut st, &req, at), headers),
+            Err(refusal) => refusal,
+        };
         if let Some(recorded) = st.requests.last_mut() {
             recorded.status = resp.status;
         }
-        resp
+        (resp, headers)
     };
-    write_response(&mut socket, &resp).await
+    write_response(&mut socket, &resp, &headers).await
 }
 
 /// Reads one request: the head (request line and headers) and the body, by length or chunked.
@@ -1403,7 +1456,11 @@ fn parse_multipart(body: &[u8], boundary: &str) -> Vec<Part> {
     parts
 }
 
-async fn write_response(socket: &mut TcpStream, resp: &Resp) -> std::io::Result<()> {
+async fn write_response(
+    socket: &mut TcpStream,
+    resp: &Resp,
+    headers: &Headers,
+) -> std::io::Result<()> {
     let body = resp
         .body
         .as_ref()
@@ -1412,6 +1469,9 @@ async fn write_response(socket: &mut TcpStream, resp: &Resp) -> std::io::Result<
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     if resp.body.is_some() {
         head.push_str("content-type: application/json\r\n");
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str(&format!(
         "content-length: {}\r\nconnection: close\r\n\r\n",
@@ -1434,8 +1494,161 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         413 => "Payload Too Large",
+        429 => "Too Many Requests",
         _ => "Whatever",
     }
+}
+
+/// Extra response headers, name and value.
+type Headers = Vec<(String, String)>;
+
+/// Discord's rate limits over the fake's REST API: one global bucket, and one bucket per route
+/// and top-level resource (see [`RateLimits`]).
+struct Limiter {
+    limits: RateLimits,
+    global: Bucket,
+    /// By route and top-level resource, e.g. `PATCH /channels/{}/messages/:id` and the channel.
+    routes: HashMap<(String, String), Bucket>,
+}
+
+/// A window of `limit` requests that opens with its first request and lasts `window`.
+struct Bucket {
+    limit: u32,
+    window: Duration,
+    remaining: u32,
+    /// When the current window ends (a fresh bucket's has ended already).
+    reset_at: Instant,
+}
+
+impl Bucket {
+    fn new(limit: u32, window: Duration, at: Instant) -> Bucket {
+        Bucket {
+            limit,
+            window,
+            remaining: limit,
+            reset_at: at,
+        }
+    }
+
+    /// Opens a new window when the last one has ended.
+    fn refresh(&mut self, at: Instant) {
+        if at >= self.reset_at {
+            self.remaining = self.limit;
+            self.reset_at = at + self.window;
+        }
+    }
+}
+
+impl Limiter {
+    fn new(limits: RateLimits) -> Limiter {
+        let now = Instant::now();
+        Limiter {
+            limits,
+            global: Bucket::new(limits.global_per_second, Duration::from_secs(1), now),
+            routes: HashMap::new(),
+        }
+    }
+
+    /// Takes one request from the request's buckets: the `X-RateLimit-*` headers of its route,
+    /// or the 429 that Discord answers when a bucket is empty (which takes nothing).
+    fn check(&mut self, req: &Req, at: Instant) -> Result<Headers, (Resp, Headers)> {
+        let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+        // The top-level resource: a channel or guild id, or a webhook's or interaction's id
+        // and token. Other ids in the path share the route's bucket.
+        let major = match segments.first() {
+            Some(&"channels" | &"guilds") => 2,
+            Some(&"webhooks" | &"interactions") => 3,
+            _ => 1,
+        }
+        .min(segments.len());
+        let template: Vec<&str> = segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match i {
+                0 => s,
+                _ if i < major => "{}",
+                _ if s.bytes().all(|b| b.is_ascii_digit()) => ":id",
+                _ => s,
+            })
+            .collect();
+        let route = format!("{} /{}", req.method, template.join("/"));
+        let resource = segments[..major].join("/");
+        // Interaction endpoints are exempt from the global limit, as on Discord.
+        let exempt = major == 3;
+        let messages = matches!(
+            (req.method.as_str(), segments.as_slice()),
+            ("POST", ["channels", _, "messages"]) | ("PATCH", ["channels", _, "messages", _])
+        );
+        let (limit, window) = if messages {
+            (self.limits.messages, self.limits.message_window)
+        } else {
+            (self.limits.global_per_second, Duration::from_secs(1))
+        };
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            route.hash(&mut hasher);
+            format!("{:016x}", hasher.finish())
+        };
+        let bucket = self
+            .routes
+            .entry((route, resource))
+            .or_insert_with(|| Bucket::new(limit, window, at));
+        bucket.refresh(at);
+        self.global.refresh(at);
+        let global_empty = !exempt && self.global.remaining == 0;
+        let (empty, global) = if global_empty {
+            (&self.global, true)
+        } else if bucket.remaining == 0 {
+            (&*bucket, false)
+        } else {
+            bucket.remaining -= 1;
+            if !exempt {
+                self.global.remaining -= 1;
+            }
+            return Ok(rate_headers(bucket, &hash, at));
+        };
+        let retry_after = (empty.reset_at - at).as_secs_f64();
+        let retry_after = (retry_after * 1000.0).ceil() / 1000.0;
+        let mut headers = rate_headers(bucket, &hash, at);
+        headers.push(("Retry-After".into(), retry_after.ceil().to_string()));
+        headers.push((
+            "X-RateLimit-Scope".into(),
+            if global { "global" } else { "user" }.into(),
+        ));
+        if global {
+            headers.push(("X-RateLimit-Global".into(), "true".into()));
+        }
+        let body = json!({
+            "message": "You are being rate limited.",
+            "retry_after": retry_after,
+            "global": global,
+        });
+        Err((
+            Resp {
+                status: 429,
+                body: Some(body),
+            },
+            headers,
+        ))
+    }
+}
+
+/// The `X-RateLimit-*` headers that describe `bucket` at `at`.
+fn rate_headers(bucket: &Bucket, hash: &str, at: Instant) -> Headers {
+    let after = bucket.reset_at.saturating_duration_since(at).as_secs_f64();
+    let reset = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        + after;
+    vec![
+        ("X-RateLimit-Limit".into(), bucket.limit.to_string()),
+        ("X-RateLimit-Remaining".into(), bucket.remaining.to_string()),
+        ("X-RateLimit-Reset".into(), format!("{reset:.3}")),
+        ("X-RateLimit-Reset-After".into(), format!("{after:.3}")),
+        ("X-RateLimit-Bucket".into(), hash.to_string()),
+    ]
 }
 
 fn route(st: &mut State, req: &Req, at: Instant) -> Resp {

@@ -90,6 +90,32 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// An OpenAI SSE stream of `text` in `pieces` chunks, `gap` apart.
+    pub fn paced(text: &str, pieces: usize, gap: Duration) -> Reply {
+        let chars: Vec<char> = text.chars().collect();
+        let event = |delta: Value, finish: Value| {
+            let chunk = json!({
+                "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            });
+            format!("data: {chunk}\n\n").into_bytes()
+        };
+        let mut chunks: Vec<Vec<u8>> = chars
+            .chunks(chars.len().div_ceil(pieces))
+            .map(|c| {
+                event(
+                    json!({"content": c.iter().collect::<String>()}),
+                    Value::Null,
+                )
+            })
+            .collect();
+        chunks.push(event(json!({}), json!("stop")));
+        chunks.push(b"data: [DONE]\n\n".to_vec());
+        Reply::Paced { chunks, gap }
+    }
+}
+
 impl FakeLlm {
     pub async fn start(api: Api) -> FakeLlm {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
