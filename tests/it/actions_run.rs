@@ -395,3 +395,70 @@ async fn a_run_no_runner_picks_up_is_cancelled_and_reported_after_the_start_time
         "the stuck run is cancelled"
     );
 }
+
+#[tokio::test]
+async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
+    use crate::support::bot::{contents, planned as planned_in_discord, Bot, ADMIN};
+    let bot = Bot::start_configured(on_actions).await;
+    bot.github.add_workflow(
+        WORKFLOW,
+        FakeWorkflow::new("featurebot {correlation_id}")
+            .autopilot(&[("queued", None), ("in_progress", None)])
+            .with_jobs(vec![running_job("")]),
+    );
+    let plan = planned_in_discord(&bot).await;
+    // A double click.
+    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    let card_says = |text: &'static str| {
+        move |b: &Bot| {
+            contents(&b.bot_messages())
+                .iter()
+                .any(|c| c.starts_with("**Agent run**") && c.contains(text))
+        }
+    };
+    bot.wait_for(
+        "the card showing the run",
+        card_says("GitHub Actions: running: Run the plan · [the run](http"),
+    )
+    .await;
+
+    // The runner pushes step 1, then finishes with the pull request.
+    let path = git_plan_path(&bot);
+    bot.github.put_file(BRANCH, &path, &ticked(1));
+    bot.wait_for(
+        "step 1 ticked on the card",
+        card_says("✅ 1. Add GET /export.csv"),
+    )
+    .await;
+    bot.github.put_file(BRANCH, &path, &ticked(2));
+    let number = bot.github.open_pull(BRANCH, "main", "Export CSV");
+    let run_id = bot.github.dispatches()[0].run_id;
+    bot.github
+        .set_run_status(run_id, "completed", Some("success"));
+    bot.wait_for("the pull request", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.starts_with("✅ Pull request: ") && c.ends_with(&format!("/pull/{number}")))
+    })
+    .await;
+    assert_eq!(bot.github.dispatches().len(), 1, "one click, one dispatch");
+}
+
+/// The plan file's path, from the commit that added it on the base branch.
+fn git_plan_path(bot: &crate::support::bot::Bot) -> String {
+    crate::support::git::git(
+        &bot.repo.path,
+        &[
+            "log",
+            "-1",
+            "--format=",
+            "--name-only",
+            "main",
+            "--",
+            "tasks",
+        ],
+    )
+    .trim()
+    .to_string()
+}
