@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::config::{Config, GithubConfig, Provider, RepoConfig};
+use crate::config::{ActionsConfig, Config, Executor, GithubConfig, Provider, RepoConfig};
 use crate::llm;
 use crate::repo;
 use crate::store::{Store, StoreError};
@@ -96,6 +96,21 @@ pub async fn run(config: &Config) -> Vec<Line> {
             lines.push(github_line(Some(&target.name), github).await);
         }
     }
+    if let Executor::GithubActions(actions) = &config.agent.executor {
+        lines.push(actions_line(None, config, &config.repo, config.github.as_ref(), actions).await);
+        for target in &config.targets {
+            lines.push(
+                actions_line(
+                    Some(&target.name),
+                    config,
+                    &target.repo,
+                    target.github.as_ref(),
+                    actions,
+                )
+                .await,
+            );
+        }
+    }
     if config.discord.is_some() {
         lines.push(match crate::discord::whoami(config).await {
             Ok(name) => Line {
@@ -147,6 +162,53 @@ async fn repo_line(name: Option<&str>, cfg: &RepoConfig) -> Line {
     };
     Line {
         service: "repo",
+        ok,
+        detail: format!("{prefix}{detail}"),
+    }
+}
+
+/// For runs on GitHub Actions: the workflow is on the base branch at GitHub, and the runner
+/// can reach the LLM.
+async fn actions_line(
+    name: Option<&str>,
+    config: &Config,
+    repo: &RepoConfig,
+    github: Option<&GithubConfig>,
+    actions: &ActionsConfig,
+) -> Line {
+    let prefix = name.map(|n| format!("{n}: ")).unwrap_or_default();
+    let path = format!(".github/workflows/{}", actions.workflow);
+    let found = match github.map(crate::github::GitHub::new) {
+        None => Err("no GitHub repository is configured for it".to_string()),
+        Some(Err(err)) => Err(format!("{err:#}")),
+        Some(Ok(client)) => client
+            .file_on_branch(&path, &repo.base_branch)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    let (mut ok, mut detail) = match found {
+        Ok(Some(_)) => (true, format!("{path} is on {}", repo.base_branch)),
+        Ok(None) => (
+            false,
+            format!(
+                "{path} is not on {} at GitHub: run featurebot install-workflow --write, then commit and push it",
+                repo.base_branch
+            ),
+        ),
+        Err(err) => (false, err),
+    };
+    let host = config.llm.base_url.host_str().unwrap_or_default();
+    if matches!(
+        host,
+        "localhost" | "127.0.0.1" | "[::1]" | "::1" | "0.0.0.0"
+    ) {
+        ok = false;
+        detail.push_str(&format!(
+            "; llm.base_url is on {host}, which a GitHub runner cannot reach: give it an address the runner can reach"
+        ));
+    }
+    Line {
+        service: "actions",
         ok,
         detail: format!("{prefix}{detail}"),
     }

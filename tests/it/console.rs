@@ -292,6 +292,53 @@ async fn check_tries_github_when_configured() {
     assert!(!stdout.contains("ghp_wrong"));
 }
 
+#[tokio::test]
+async fn check_looks_for_the_workflow_when_runs_go_to_github_actions() {
+    let s = Setup::new().await;
+    let github = crate::support::fake_github::FakeGithub::start("acme", "shop").await;
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!(
+        "\n[github]\napi_base = \"{}\"\nowner = \"acme\"\nrepo = \"shop\"\n",
+        github.api_base()
+    ));
+    std::fs::write(&s.config, config).unwrap();
+    let check = || {
+        s.llm.push(Reply::Text("ok".to_string()));
+        let mut cmd = s.command(&["check"]);
+        cmd.env("GITHUB_TOKEN", github.config().token.unwrap().expose())
+            .env("FEATUREBOT__REPO__PUSH_PLANS", "true")
+            .env("FEATUREBOT__AGENT__EXECUTOR", "github-actions");
+        cmd
+    };
+    let output = check().output().await.unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" actions "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(
+        line.contains(".github/workflows/featurebot.yml is not on main")
+            && line.contains("featurebot install-workflow --write"),
+        "{line}"
+    );
+    // The fake LLM listens on 127.0.0.1, which no GitHub runner reaches.
+    assert!(line.contains("a GitHub runner cannot reach"), "{line}");
+
+    github.put_file(
+        "main",
+        ".github/workflows/featurebot.yml",
+        "name: featurebot\n",
+    );
+    let output = check().output().await.unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout.lines().find(|l| l.contains(" actions ")).unwrap();
+    assert!(
+        line.contains(".github/workflows/featurebot.yml is on main"),
+        "{line}"
+    );
+}
+
 const ONE_STEP_PLAN: &str = "---\nfeature_id: 9\ntitle: \"Add a changelog\"\nrequester: \"ci\"\nversion: 1\ncreated: 2026-11-26T00:00:00Z\nstatus: planned\n---\n\n# Add a changelog\n\n## Summary & goal\nA changelog.\n\n## User stories / acceptance criteria\n- [ ] it exists\n\n## Implementation steps\n### Docs\n1. Write CHANGELOG.md\n\n## Test plan\n- look at it\n";
 
 #[tokio::test]
