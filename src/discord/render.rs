@@ -388,6 +388,11 @@ impl Worker {
                 };
                 if let Some(card) = self.card.as_mut() {
                     card.current = summary.clone();
+                    // A run on GitHub Actions keeps its link on the card.
+                    if let Some(url) = run.remote.as_ref().and_then(|r| r.html_url.as_deref()) {
+                        card.current
+                            .push_str(&format!(" · [the Actions run]({url})"));
+                    }
                     for (i, step) in run.steps.iter().enumerate() {
                         if let Some(slot) = card.steps.get_mut(i) {
                             slot.1 = step.green;

@@ -442,6 +442,11 @@ async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
             .any(|c| c.starts_with("✅ Pull request: ") && c.ends_with(&format!("/pull/{number}")))
     })
     .await;
+    bot.wait_for(
+        "the card keeping the run's link",
+        card_says("finished · [the Actions run](http"),
+    )
+    .await;
     assert_eq!(bot.github.dispatches().len(), 1, "one click, one dispatch");
 }
 
