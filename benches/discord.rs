@@ -18,10 +18,20 @@
 //!    is the person's, so the catch-up also answers every one of them): spawn to READY, to the
 //!    command registration and to idle (no REST request for 500 ms), the REST calls made, and
 //!    the resident memory then.
+//! 7. Memory with those 10,000 stored features and 100 live threads: after the start-up, 100 of
+//!    the stored threads hold conversations for [`MEMORY_LIVE`] (as in part 8), and the resident
+//!    memory is sampled.
+//! 8. Load: 100 conversations at once for [`LOAD_TIME`] (BENCH_LOAD_SECS to change it), each a
+//!    loop of one message, waiting for the complete answer, the next message; the fake LLM
+//!    answers at once. Turns completed, errors (REST errors at the fake, warnings and errors in
+//!    the bot's log), whether every message got exactly one answer (counted per thread and turn
+//!    at the fake Discord), and the resident memory every [`SAMPLE_EVERY`].
 //!
-//! Figures are printed as a table; BENCH_QUICK=1 takes fewer samples, BENCH_ONLY=streaming skips
-//! part 6. The binary is the one Cargo builds for this bench (`CARGO_BIN_EXE_featurebot`, the
-//! release profile).
+//! Figures are printed as a table; BENCH_QUICK=1 takes fewer samples. BENCH_ONLY picks sections
+//! (comma-separated): `turns` (parts 1 to 5, streaming included; `streaming` is the same),
+//! `startup` (6), `memory` (6 and 7), `load` (8).
+//! The binary is the one Cargo builds for this bench (`CARGO_BIN_EXE_featurebot`, the release
+//! profile).
 //!
 //! What the figures leave out: before part 5 the fake Discord has no rate limits (and serenity's
 //! limiter is off whenever `discord.api_base` is set; the bot's own pacing still applies), so
@@ -38,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 use featurebot::store::{Author, Place, Speaker, Store};
@@ -61,9 +71,42 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    runtime.block_on(run(if quick { 20 } else { 200 }, if quick { 2 } else { 5 }));
-    if std::env::var("BENCH_ONLY").as_deref() != Ok("streaming") {
-        runtime.block_on(startup(if quick { 500 } else { 10_000 }));
+    if wanted("turns") || wanted("streaming") {
+        runtime.block_on(run(if quick { 20 } else { 200 }, if quick { 2 } else { 5 }));
+    }
+    if wanted("startup") || wanted("memory") {
+        let live = wanted("memory").then_some(if quick {
+            Duration::from_secs(10)
+        } else {
+            MEMORY_LIVE
+        });
+        runtime.block_on(startup(if quick { 500 } else { 10_000 }, live));
+    }
+    if wanted("load") {
+        let time = match std::env::var("BENCH_LOAD_SECS") {
+            Ok(secs) => Duration::from_secs(secs.parse().expect("BENCH_LOAD_SECS: seconds")),
+            Err(_) if quick => Duration::from_secs(20),
+            Err(_) => LOAD_TIME,
+        };
+        runtime.block_on(load(time));
+    }
+}
+
+/// How long the 100 conversations of the load section last.
+const LOAD_TIME: Duration = Duration::from_secs(180);
+/// How long the 100 live threads of the memory section talk.
+const MEMORY_LIVE: Duration = Duration::from_secs(30);
+/// How often the resident memory is sampled while conversations run.
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// A turn not answered within this long counts as stalled and ends its conversation.
+const TURN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Whether a section is to run: all of them, unless BENCH_ONLY names some (comma-separated:
+/// `turns` for parts 1 to 5, `startup`, `load`, `memory`).
+fn wanted(section: &str) -> bool {
+    match std::env::var("BENCH_ONLY") {
+        Ok(only) => only.split(',').any(|s| s.trim() == section),
+        Err(_) => true,
     }
 }
 
@@ -124,7 +167,7 @@ async fn run(samples: usize, stream_samples: usize) {
     .await;
     let idle = rss_kib(bot.pid);
 
-    let threads = create_features(&mut bot, &discord).await;
+    let threads = create_features(&mut bot, &discord, true).await;
 
     println!(
         "{:<58} {:>10} {:>10} {:>10}",
@@ -520,8 +563,9 @@ async fn streaming(
     println!();
 }
 
-/// Part 6: a fresh fake Discord and store with `features` open feature threads, then the bot.
-async fn startup(features: usize) {
+/// Part 6: a fresh fake Discord and store with `features` open feature threads, then the bot;
+/// with `live`, part 7: then 100 of those threads talk for that long.
+async fn startup(features: usize, live: Option<Duration>) {
     let discord = FakeDiscord::start().await;
     discord.add_member(ADMIN, "ada", &[ADMIN_ROLE]);
     let llm = FakeLlm::start(Api::OpenAi).await;
@@ -531,11 +575,13 @@ async fn startup(features: usize) {
     let config = write_config(dir.path(), &llm, &repo.path, &discord);
     let store_path = dir.path().join("store");
     let fill = Instant::now();
+    let mut threads = Vec::new();
     {
         let store = Store::open(&store_path).unwrap();
         for i in 0..features {
             let title = format!("stored feature {i}");
             let thread_id = discord.add_thread(CHANNEL_ID, &title);
+            threads.push(thread_id);
             let feature = store
                 .create_feature(
                     &title,
@@ -577,6 +623,7 @@ async fn startup(features: usize) {
     }
     let ready = spawned.elapsed();
     let ready_at = Instant::now();
+    let rss_ready = rss_kib(bot.pid);
     bot.wait_for("the slash command", Duration::from_secs(60), || {
         !discord.commands().is_empty()
     })
@@ -639,7 +686,40 @@ async fn startup(features: usize) {
         "LLM requests (the catch-up answers each feature)",
         &answered.to_string(),
     );
+    value_row(
+        "resident memory at READY, before the catch-up (VmRSS)",
+        &kib(rss_ready),
+    );
     value_row("resident memory once idle (VmRSS)", &kib(rss));
+    value_row(
+        "  of which anonymous / file-backed (RssAnon / RssFile)",
+        &format!(
+            "{} / {}",
+            kib(status_kib(bot.pid, "RssAnon:")),
+            kib(status_kib(bot.pid, "RssFile:"))
+        ),
+    );
+    value_row(
+        "resident memory, peak so far (VmHWM)",
+        &kib(status_kib(bot.pid, "VmHWM:")),
+    );
+    value_row("store on disk", &mib(dir_bytes(&store_path)));
+
+    if let Some(live) = live {
+        println!();
+        let talk = &threads[..FEATURES.min(threads.len())];
+        let report = converse(&mut bot, &discord, &llm, talk, live).await;
+        report.print(
+            &format!(
+                "memory: {features} stored, {} of them live for {}",
+                talk.len(),
+                fmt(live)
+            ),
+            &discord,
+            talk,
+        );
+        value_row("store on disk after", &mib(dir_bytes(&store_path)));
+    }
 
     bot.child.start_kill().unwrap();
     let _ = bot.child.wait().await;
@@ -655,6 +735,269 @@ async fn startup(features: usize) {
     for line in complaints.iter().take(5) {
         println!("    {line}");
     }
+}
+
+/// Part 8: [`FEATURES`] conversations at once for `time`, on a fresh bot.
+async fn load(time: Duration) {
+    let discord = FakeDiscord::start().await;
+    discord.add_member(ADMIN, "ada", &[ADMIN_ROLE]);
+    let llm = FakeLlm::start(Api::OpenAi).await;
+    llm.set_default(Reply::Text(REPLY.to_string()));
+    let repo = repo_with_commit("main");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &llm, &repo.path, &discord);
+    let mut bot = start(&config, dir.path(), &discord).await;
+    tokio::select! {
+        () = discord.wait_ready() => {}
+        status = bot.child.wait() => {
+            panic!("featurebot exited ({status:?}) before connecting; its log:\n{}", read_log(&bot.log))
+        }
+    }
+    bot.wait_for("the slash command", Duration::from_secs(20), || {
+        !discord.commands().is_empty()
+    })
+    .await;
+    let threads = create_features(&mut bot, &discord, false).await;
+    let store = dir.path().join("store");
+    let store_before = dir_bytes(&store);
+    let report = converse(&mut bot, &discord, &llm, &threads, time).await;
+    report.print(
+        &format!("load: {FEATURES} conversations for {}", fmt(time)),
+        &discord,
+        &threads,
+    );
+    value_row(
+        "store on disk before / after",
+        &format!("{} / {}", mib(store_before), mib(dir_bytes(&store))),
+    );
+
+    bot.child.start_kill().unwrap();
+    let _ = bot.child.wait().await;
+    let log = read_log(&bot.log);
+    let complaints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    value_row(
+        "warnings and errors in the bot's log",
+        &complaints.len().to_string(),
+    );
+    for line in complaints.iter().take(5) {
+        println!("    {line}");
+    }
+}
+
+/// What [`converse`] saw.
+struct Conversations {
+    time: Duration,
+    /// Each completed turn's delay from the message to the complete answer.
+    latencies: Vec<Duration>,
+    /// Conversations that ended on a turn not answered within [`TURN_LIMIT`].
+    stalled: usize,
+    /// Resident memory (KiB) since the start, every [`SAMPLE_EVERY`] and at the end.
+    rss: Vec<(Duration, u64)>,
+    /// The fake's REST requests from the start to the end (quiet again).
+    requests: std::ops::Range<usize>,
+}
+
+impl Conversations {
+    fn print(&self, title: &str, discord: &FakeDiscord, threads: &[u64]) {
+        let turns = self.latencies.len();
+        println!("{title:<58} {:>10} {:>10} {:>10}", "p50", "p99", "max");
+        if turns > 0 {
+            row(
+                "turn: message to complete answer (polled every 10 ms)",
+                self.latencies.clone(),
+            );
+        }
+        value_row("turns completed (all threads)", &turns.to_string());
+        value_row(
+            "turns per second",
+            &format!("{:.1}", turns as f64 / self.time.as_secs_f64()),
+        );
+        value_row(
+            &format!("turns not answered within {}", fmt(TURN_LIMIT)),
+            &self.stalled.to_string(),
+        );
+        let (once, never, more) = answers_per_turn(discord, threads);
+        value_row(
+            "messages answered exactly once / never / more than once",
+            &format!("{once} / {never} / {more}"),
+        );
+        let requests = discord.requests();
+        let window = &requests[self.requests.clone()];
+        let failed: Vec<&Recorded> = window
+            .iter()
+            .filter(|r| r.status >= 400 || r.status == 0)
+            .collect();
+        value_row(
+            "REST requests / errors (status >= 400, or none)",
+            &format!("{} / {}", window.len(), failed.len()),
+        );
+        for r in failed.iter().take(5) {
+            println!("    {} {} {} {}", r.status, r.method, r.path, r.body);
+        }
+        let first = self.rss.first().map_or(0, |s| s.1);
+        let last = self.rss.last().map_or(0, |s| s.1);
+        let max = self.rss.iter().map(|s| s.1).max().unwrap_or(0);
+        value_row(
+            "resident memory: first / last / max (VmRSS)",
+            &format!("{} / {} / {}", kib(first), kib(last), kib(max)),
+        );
+        let samples: Vec<String> = self
+            .rss
+            .iter()
+            .map(|(at, rss)| format!("{}s {:.1}", at.as_secs(), *rss as f64 / 1024.0))
+            .collect();
+        println!("    VmRSS (MiB) by time: {}", samples.join(", "));
+    }
+}
+
+/// Runs one conversation in each of `threads` for `time`, sampling the bot's memory, then waits
+/// until the bot is quiet (no REST request for a second).
+async fn converse(
+    bot: &mut Bot,
+    discord: &FakeDiscord,
+    llm: &FakeLlm,
+    threads: &[u64],
+    time: Duration,
+) -> Conversations {
+    let start = Instant::now();
+    let from = discord.request_count();
+    let until = start + time;
+    let mut tasks = tokio::task::JoinSet::new();
+    for thread in threads {
+        tasks.spawn(conversation(discord.clone(), *thread, until));
+    }
+    let mut rss = vec![(Duration::ZERO, rss_kib(bot.pid))];
+    let mut next_sample = start + SAMPLE_EVERY;
+    let mut latencies = Vec::new();
+    let mut stalled = 0;
+    while !tasks.is_empty() {
+        tokio::select! {
+            done = tasks.join_next() => {
+                let (mut times, stall) = done.unwrap().unwrap();
+                latencies.append(&mut times);
+                stalled += usize::from(stall);
+            }
+            () = tokio::time::sleep_until(next_sample.into()) => {
+                bot.assert_alive();
+                rss.push((start.elapsed(), rss_kib(bot.pid)));
+                next_sample += SAMPLE_EVERY;
+                // The fake LLM keeps every request it was sent: transcripts, which pile up.
+                llm.forget_requests();
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    // Quiet: a late or doubled answer would come now.
+    let mut count = discord.request_count();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = discord.request_count();
+        if now == count {
+            break;
+        }
+        count = now;
+    }
+    rss.push((start.elapsed(), rss_kib(bot.pid)));
+    Conversations {
+        time: elapsed,
+        latencies,
+        stalled,
+        rss,
+        requests: from..count,
+    }
+}
+
+/// One thread's conversation: a message, the complete answer, the next message, until `until`.
+/// Returns each turn's delay, and whether it ended on a turn left unanswered.
+async fn conversation(discord: FakeDiscord, thread: u64, until: Instant) -> (Vec<Duration>, bool) {
+    let mut latencies = Vec::new();
+    let mut turn = 0;
+    while Instant::now() < until {
+        let at = Instant::now();
+        let sent = discord
+            .user_message(ADMIN, thread, &format!("{LOAD_TURN}{turn}"))
+            .await;
+        loop {
+            let answered = discord.last_message(thread).is_some_and(|m| {
+                m["author"]["bot"] == true
+                    && m["content"] == REPLY
+                    && m["id"].as_str().unwrap().parse::<u64>().unwrap() > sent
+            });
+            if answered {
+                break;
+            }
+            if at.elapsed() > TURN_LIMIT {
+                return (latencies, true);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        latencies.push(at.elapsed());
+        turn += 1;
+    }
+    (latencies, false)
+}
+
+/// The start of each message a conversation sends; the turn number follows.
+const LOAD_TURN: &str = "load turn ";
+
+/// Over `threads`: how many of the conversations' messages were followed (before the next
+/// message) by exactly one, no, and more than one message of the bot.
+fn answers_per_turn(discord: &FakeDiscord, threads: &[u64]) -> (usize, usize, usize) {
+    let mut counts = (0, 0, 0);
+    for thread in threads {
+        let messages = discord.messages(*thread);
+        let is_turn = |m: &Value| {
+            m["author"]["bot"] != true
+                && m["content"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with(LOAD_TURN))
+        };
+        let mut answers: Option<usize> = None;
+        for m in &messages {
+            if is_turn(m) {
+                if let Some(n) = answers.replace(0) {
+                    tally(&mut counts, n);
+                }
+            } else if m["author"]["bot"] == true {
+                if let Some(n) = answers.as_mut() {
+                    *n += 1;
+                }
+            }
+        }
+        if let Some(n) = answers {
+            tally(&mut counts, n);
+        }
+    }
+    counts
+}
+
+fn tally(counts: &mut (usize, usize, usize), answers: usize) {
+    match answers {
+        1 => counts.0 += 1,
+        0 => counts.1 += 1,
+        _ => counts.2 += 1,
+    }
+}
+
+/// The size of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&entry.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn write_config(dir: &Path, llm: &FakeLlm, repo: &Path, discord: &FakeDiscord) -> PathBuf {
@@ -693,8 +1036,8 @@ async fn start(config: &Path, dir: &Path, discord: &FakeDiscord) -> Bot {
 }
 
 /// Sends `/feature` [`FEATURES`] times back to back and waits for every thread's first answer;
-/// returns the thread ids, oldest first.
-async fn create_features(bot: &mut Bot, discord: &FakeDiscord) -> Vec<u64> {
+/// returns the thread ids, oldest first. With `report`, prints the delays.
+async fn create_features(bot: &mut Bot, discord: &FakeDiscord, report: bool) -> Vec<u64> {
     let start = Instant::now();
     let mut interactions = Vec::new();
     for i in 0..FEATURES {
@@ -719,6 +1062,9 @@ async fn create_features(bot: &mut Bot, discord: &FakeDiscord) -> Vec<u64> {
     })
     .await;
     let all = start.elapsed();
+    if !report {
+        return threads;
+    }
     let requests = discord.requests();
     let deferred: Vec<Duration> = interactions
         .iter()

@@ -7,9 +7,16 @@
 //!
 //! Inputs of one feature go through one queue, so its messages reach the core in the order
 //! Discord delivered them.
+//!
+//! After a (re)start, the catch-up feeds the core what was said in open feature threads while
+//! the bot was away, [`CATCH_UP_AT_ONCE`] features at a time. A thread's catch-up holds a place
+//! in its queue, so a live message there waits behind the messages posted before it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
 
 use serenity::all::{
     ChannelId, CommandInteraction, CommandOptionType, ComponentInteraction, Context,
@@ -18,7 +25,8 @@ use serenity::all::{
     EventHandler, GetMessages, GuildId, Interaction, Message, MessageFlags, MessageId, Permissions,
     Ready, RoleId, UserId,
 };
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::buttons::{Action, Button};
 use super::dashboard;
@@ -30,21 +38,19 @@ use crate::runs::StepDecision;
 use crate::store::{Author, Feature, FeatureId, Place, RunState, Speaker, Status};
 use crate::tasks;
 
-/// How long a feature's input queue waits for a job before it ends.
-const QUEUE_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// An input waiting in a feature's queue.
-struct Job {
-    input: Input,
-    done: Option<(FeatureId, Action)>,
-}
+/// How many features the catch-up works on at once. Each fetches its thread's missed messages
+/// (a REST call per page, plus one per author for the roles) and waits until the core has
+/// answered them (an LLM call when a message is unanswered). Four keep the catch-up to a small
+/// share of what Discord allows a bot (about 50 requests a second) and of the LLM provider's
+/// rate limit, so live conversations keep the rest, while one thread's network waits still
+/// overlap another's.
+const CATCH_UP_AT_ONCE: usize = 4;
 
 /// The bot's state between events.
 pub struct Bot {
     discord: DiscordConfig,
     app: Arc<App>,
-    /// One input queue per feature.
-    queues: Mutex<HashMap<FeatureId, mpsc::UnboundedSender<Job>>>,
+    queues: Arc<Queues>,
     /// Button actions accepted and not yet finished, so a second click is told, not obeyed.
     in_flight: Arc<Mutex<HashSet<(FeatureId, Action)>>>,
     config: Arc<Config>,
@@ -52,18 +58,31 @@ pub struct Bot {
     prices: Option<(f64, f64)>,
     /// Non-admins already told that their messages are not used, per thread.
     noticed: Mutex<HashSet<(u64, u64)>>,
+    /// Cancelled at shutdown: the catch-up starts no further feature.
+    shutdown: CancellationToken,
 }
 
 impl Bot {
-    pub fn new(config: Arc<Config>, discord: DiscordConfig, app: Arc<App>) -> Bot {
+    pub fn new(
+        config: Arc<Config>,
+        discord: DiscordConfig,
+        app: Arc<App>,
+        shutdown: CancellationToken,
+    ) -> Bot {
+        let in_flight = Arc::new(Mutex::new(HashSet::new()));
         Bot {
             prices: config.llm.prices,
             config,
             discord,
+            queues: Arc::new(Queues {
+                app: app.clone(),
+                in_flight: in_flight.clone(),
+                state: Mutex::new(QueueState::default()),
+            }),
             app,
-            queues: Mutex::new(HashMap::new()),
-            in_flight: Arc::new(Mutex::new(HashSet::new())),
+            in_flight,
             noticed: Mutex::new(HashSet::new()),
+            shutdown,
         }
     }
 
@@ -77,59 +96,7 @@ impl Bot {
     /// Queues `input` behind the feature's earlier inputs. `done` is the in-flight mark that
     /// the queue clears once the core has handled the input.
     fn submit(&self, feature: FeatureId, input: Input, done: Option<(FeatureId, Action)>) {
-        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let mut job = Job { input, done };
-        // A queue left idle closes itself (see `drain`); then a new one takes the job.
-        for _ in 0..2 {
-            let sender = queues.entry(feature).or_insert_with(|| self.spawn_queue());
-            match sender.send(job) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(back)) => {
-                    job = back;
-                    queues.remove(&feature);
-                }
-            }
-        }
-        tracing::error!(feature = feature.0, "no input queue would take the job");
-    }
-
-    /// A task that handles one feature's jobs in order, and ends after `QUEUE_IDLE` without
-    /// one, so idle features hold no task.
-    fn spawn_queue(&self) -> mpsc::UnboundedSender<Job> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        let app = self.app.clone();
-        let in_flight = self.in_flight.clone();
-        let run = move |job: Job| {
-            let app = app.clone();
-            let in_flight = in_flight.clone();
-            async move {
-                app.handle(job.input).await;
-                if let Some(key) = job.done {
-                    in_flight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&key);
-                }
-            }
-        };
-        tokio::spawn(async move {
-            loop {
-                match tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
-                    Ok(Some(job)) => run(job).await,
-                    Ok(None) => break,
-                    Err(_) => {
-                        // Close first, so a job sent now fails and goes to a new queue; then
-                        // handle what arrived before the close.
-                        rx.close();
-                        while let Ok(job) = rx.try_recv() {
-                            run(job).await;
-                        }
-                        break;
-                    }
-                }
-            }
-        });
-        tx
+        self.queues.push(feature, Job::Input { input, done });
     }
 
     fn feature_in(&self, channel: ChannelId) -> Option<Feature> {
@@ -742,6 +709,10 @@ impl Bot {
             );
             return;
         }
+        // A thread not caught up yet since the start: what was said there while the bot was
+        // away goes first (the fetch sees this message too; the core ignores it the second
+        // time).
+        let gate = self.queues.claim_catch_up(feature.id);
         self.submit(
             feature.id,
             Input::Message {
@@ -758,6 +729,10 @@ impl Bot {
             },
             None,
         );
+        if let Some(gate) = gate {
+            let missed = self.missed(ctx, &feature, &Mutex::default()).await;
+            let _ = gate.inputs.send(missed);
+        }
     }
 
     /// Tells a non-admin, once per thread and without a notification, that their messages
@@ -781,102 +756,262 @@ impl Bot {
         }
     }
 
-    /// After a (re)start: feeds the messages posted in open feature threads while the bot was
-    /// away, in order, then answers any message left without an answer.
-    async fn catch_up(&self, ctx: &Context) {
-        let features = match self.app.store().features() {
-            Ok(features) => features,
+    /// The features whose threads the catch-up looks at: open conversations in Discord.
+    fn open_features(&self) -> Vec<Feature> {
+        match self.app.store().features() {
+            Ok(features) => features
+                .into_iter()
+                .rev()
+                .filter(|f| matches!(f.place, Place::Discord { .. }))
+                .filter(|f| {
+                    matches!(
+                        f.status,
+                        Status::Gathering | Status::Confirmed | Status::Planned
+                    )
+                })
+                .collect(),
             Err(err) => {
                 tracing::error!(error = %err, "reading features for the catch-up failed");
-                return;
+                Vec::new()
             }
+        }
+    }
+
+    /// After a (re)start: feeds the messages posted in open feature threads while the bot was
+    /// away, in order, then answers any message left without an answer; [`CATCH_UP_AT_ONCE`]
+    /// features at a time, each finished (answered) before the next one starts. A feature
+    /// that a live message caught up first is skipped.
+    async fn catch_up(&self, ctx: &Context, features: Vec<Feature>) {
+        let count = features.len();
+        // Fetched messages carry no member, so the authors' roles are asked for, once each.
+        let roles = Mutex::new(HashMap::new());
+        futures_util::stream::iter(features)
+            .for_each_concurrent(CATCH_UP_AT_ONCE, |feature| {
+                let roles = &roles;
+                async move {
+                    if self.shutdown.is_cancelled() {
+                        return;
+                    }
+                    let Some(gate) = self.queues.claim_catch_up(feature.id) else {
+                        return;
+                    };
+                    let missed = self.missed(ctx, &feature, roles).await;
+                    let _ = gate.inputs.send(missed);
+                    let _ = gate.handled.await;
+                }
+            })
+            .await;
+        tracing::info!(features = count, "catch-up done");
+    }
+
+    /// The inputs that catch a feature up: each admin's message posted in its thread after the
+    /// last one the transcript holds, oldest first, then a resume (which answers the last
+    /// message if nothing did).
+    async fn missed(
+        &self,
+        ctx: &Context,
+        feature: &Feature,
+        roles_of: &Mutex<HashMap<UserId, Vec<RoleId>>>,
+    ) -> Vec<Input> {
+        let resume = Input::Resume {
+            feature: feature.id,
         };
-        for feature in features.into_iter().rev() {
-            let Place::Discord { thread_id, .. } = feature.place else {
-                continue;
+        let Place::Discord { thread_id, .. } = feature.place else {
+            return vec![resume];
+        };
+        let thread = ChannelId::new(thread_id);
+        let transcript = self.app.store().transcript(feature.id).unwrap_or_default();
+        let mut after = transcript
+            .iter()
+            .filter(|t| t.speaker == Speaker::User)
+            .filter_map(|t| t.source_id.as_deref()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(thread_id);
+        drop(transcript);
+        let mut missed = Vec::new();
+        loop {
+            let page = match thread
+                .messages(
+                    &ctx.http,
+                    GetMessages::new().after(MessageId::new(after)).limit(100),
+                )
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(feature = feature.id.0, error = %err, "fetching missed messages failed");
+                    break;
+                }
             };
-            if !matches!(
-                feature.status,
-                Status::Gathering | Status::Confirmed | Status::Planned
-            ) {
+            let count = page.len();
+            let newest = page.iter().map(|m| m.id.get()).max();
+            missed.extend(page.into_iter().filter(|m| !m.author.bot));
+            match newest {
+                Some(newest) if count == 100 => after = newest,
+                _ => break,
+            }
+        }
+        missed.sort_by_key(|m| m.id.get());
+        let mut inputs = Vec::new();
+        for msg in missed {
+            let known = roles_of
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&msg.author.id)
+                .cloned();
+            let roles = match known {
+                Some(roles) => roles,
+                None => {
+                    let roles = GuildId::new(self.discord.guild_id)
+                        .member(&ctx.http, msg.author.id)
+                        .await
+                        .map(|m| m.roles)
+                        .unwrap_or_default();
+                    roles_of
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(msg.author.id, roles.clone());
+                    roles
+                }
+            };
+            if !self.is_admin(msg.author.id, &roles) || msg.content.trim().is_empty() {
                 continue;
             }
-            let thread = ChannelId::new(thread_id);
-            let transcript = self.app.store().transcript(feature.id).unwrap_or_default();
-            let mut after = transcript
-                .iter()
-                .filter(|t| t.speaker == Speaker::User)
-                .filter_map(|t| t.source_id.as_deref()?.parse::<u64>().ok())
-                .max()
-                .unwrap_or(thread_id);
-            let mut missed = Vec::new();
-            loop {
-                let page = match thread
-                    .messages(
-                        &ctx.http,
-                        GetMessages::new().after(MessageId::new(after)).limit(100),
-                    )
-                    .await
-                {
-                    Ok(page) => page,
-                    Err(err) => {
-                        tracing::warn!(feature = feature.id.0, error = %err, "fetching missed messages failed");
-                        break;
-                    }
-                };
-                let count = page.len();
-                let newest = page.iter().map(|m| m.id.get()).max();
-                missed.extend(page.into_iter().filter(|m| !m.author.bot));
-                match newest {
-                    Some(newest) if count == 100 => after = newest,
-                    _ => break,
-                }
-            }
-            missed.sort_by_key(|m| m.id.get());
-            let mut roles_of: HashMap<UserId, Vec<RoleId>> = HashMap::new();
-            for msg in missed {
-                let roles = match roles_of.get(&msg.author.id) {
-                    Some(roles) => roles.clone(),
-                    None => {
-                        // Fetched messages carry no member, so the roles are asked for.
-                        let roles = GuildId::new(self.discord.guild_id)
-                            .member(&ctx.http, msg.author.id)
-                            .await
-                            .map(|m| m.roles)
-                            .unwrap_or_default();
-                        roles_of.insert(msg.author.id, roles.clone());
-                        roles
-                    }
-                };
-                if !self.is_admin(msg.author.id, &roles) || msg.content.trim().is_empty() {
-                    continue;
-                }
-                tracing::info!(
-                    feature = feature.id.0,
-                    message = msg.id.get(),
-                    "answering a message posted while offline"
-                );
-                self.submit(
-                    feature.id,
-                    Input::Message {
-                        feature: feature.id,
-                        author: Author {
-                            id: msg.author.id.get().to_string(),
-                            name: display_name(&msg.author, None),
-                        },
-                        text: msg.content.clone(),
-                        source_id: Some(msg.id.get().to_string()),
-                    },
-                    None,
-                );
-            }
-            self.submit(
-                feature.id,
-                Input::Resume {
-                    feature: feature.id,
-                },
-                None,
+            tracing::info!(
+                feature = feature.id.0,
+                message = msg.id.get(),
+                "answering a message posted while offline"
             );
+            inputs.push(Input::Message {
+                feature: feature.id,
+                author: Author {
+                    id: msg.author.id.get().to_string(),
+                    name: display_name(&msg.author, None),
+                },
+                text: msg.content,
+                source_id: Some(msg.id.get().to_string()),
+            });
+        }
+        inputs.push(resume);
+        inputs
+    }
+}
+
+/// The features' input queues. A feature has an entry while a task is working through its
+/// jobs; that task removes the entry when it finds it empty, so an idle feature holds neither a
+/// task nor memory, however many features there are.
+struct Queues {
+    app: Arc<App>,
+    in_flight: Arc<Mutex<HashSet<(FeatureId, Action)>>>,
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: HashMap<FeatureId, VecDeque<Job>>,
+    /// Open features not yet caught up since the last READY.
+    to_catch_up: HashSet<FeatureId>,
+}
+
+/// What waits in a feature's queue.
+enum Job {
+    /// An input for the core; `done` is the in-flight mark to clear once it is handled.
+    Input {
+        input: Input,
+        done: Option<(FeatureId, Action)>,
+    },
+    /// The feature's catch-up: its inputs once fetched. The jobs behind it wait for them.
+    CatchUp {
+        inputs: oneshot::Receiver<Vec<Input>>,
+        handled: oneshot::Sender<()>,
+    },
+}
+
+/// The claim on a feature's catch-up: send its inputs, then learn when they are handled.
+struct Gate {
+    inputs: oneshot::Sender<Vec<Input>>,
+    handled: oneshot::Receiver<()>,
+}
+
+impl Queues {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(self: &Arc<Self>, feature: FeatureId, job: Job) {
+        let mut state = self.lock();
+        self.push_locked(&mut state, feature, job);
+    }
+
+    fn push_locked(self: &Arc<Self>, state: &mut QueueState, feature: FeatureId, job: Job) {
+        match state.jobs.entry(feature) {
+            Entry::Occupied(mut jobs) => jobs.get_mut().push_back(job),
+            Entry::Vacant(slot) => {
+                slot.insert(VecDeque::from([job]));
+                tokio::spawn(self.clone().work(feature));
+            }
+        }
+    }
+
+    /// Marks these features as due for a catch-up (at READY).
+    fn expect_catch_up(&self, features: impl IntoIterator<Item = FeatureId>) {
+        self.lock().to_catch_up.extend(features);
+    }
+
+    /// Claims the feature's catch-up, unless it was claimed since the last READY: its place in
+    /// the queue is taken now, so whatever is queued later waits for it.
+    fn claim_catch_up(self: &Arc<Self>, feature: FeatureId) -> Option<Gate> {
+        let mut state = self.lock();
+        if !state.to_catch_up.remove(&feature) {
+            return None;
+        }
+        let (send, inputs) = oneshot::channel();
+        let (handled, done) = oneshot::channel();
+        self.push_locked(&mut state, feature, Job::CatchUp { inputs, handled });
+        Some(Gate {
+            inputs: send,
+            handled: done,
+        })
+    }
+
+    /// Handles the feature's jobs in order until there are none.
+    async fn work(self: Arc<Self>, feature: FeatureId) {
+        loop {
+            let job = {
+                let mut state = self.lock();
+                let job = state.jobs.get_mut(&feature).and_then(VecDeque::pop_front);
+                if job.is_none() {
+                    state.jobs.remove(&feature);
+                }
+                job
+            };
+            match job {
+                None => return,
+                Some(Job::Input { input, done }) => {
+                    self.handle(input).await;
+                    if let Some(key) = done {
+                        self.in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
+                    }
+                }
+                Some(Job::CatchUp { inputs, handled }) => {
+                    // A catch-up that failed before sending sends nothing: no inputs.
+                    for input in inputs.await.unwrap_or_default() {
+                        self.handle(input).await;
+                    }
+                    let _ = handled.send(());
+                }
+            }
+        }
+    }
+
+    /// One input, in a task of its own: a panic there loses that input only, not the queue.
+    async fn handle(&self, input: Input) {
+        let app = self.app.clone();
+        if let Err(err) = tokio::spawn(async move { app.handle(input).await }).await {
+            tracing::error!(error = %err, "handling an input failed");
         }
     }
 }
@@ -885,8 +1020,12 @@ impl Bot {
 impl EventHandler for Bot {
     async fn ready(&self, ctx: Context, ready: Ready) {
         tracing::info!(user = %ready.user.name, application = ready.application.id.get(), "connected to Discord");
+        // Every event is handled in a task of its own (serenity spawns one), so neither the
+        // registration nor the catch-up holds up live events.
+        let open = self.open_features();
+        self.queues.expect_catch_up(open.iter().map(|f| f.id));
         self.register_commands(&ctx).await;
-        self.catch_up(&ctx).await;
+        self.catch_up(&ctx, open).await;
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {

@@ -100,6 +100,7 @@ pub async fn run(
         config.clone(),
         discord.clone(),
         app.clone(),
+        shutdown.clone(),
     ));
     let mut client = ClientBuilder::new_with_http(http, intents())
         .event_handler_arc(bot.clone())

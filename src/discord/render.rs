@@ -1,5 +1,7 @@
 //! Core outputs to Discord: one worker per feature thread, so a slow call in one thread never
-//! holds up another, and each thread's messages keep their order.
+//! holds up another, and each thread's messages keep their order. A worker runs while its
+//! thread has outputs waiting or something in progress (a stream, the typing indicator, a run's
+//! card) and ends as soon as it has neither, so idle threads cost nothing.
 //!
 //! A streamed reply appears as soon as its first text arrives and is then edited at most once
 //! per `discord.stream_edit_interval_ms`; past 2,000 characters it continues in a new message
@@ -9,15 +11,15 @@
 //! Discord's limits together: intermediate edits and typing are skipped when no budget is free,
 //! new messages and final edits wait for it and are retried after a 429.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serenity::all::{
     ButtonStyle, ChannelId, CreateActionRow, CreateAllowedMentions, CreateAttachment, CreateButton,
     CreateEmbed, CreateMessage, EditMessage, EditThread, Http, Message, MessageId,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -32,9 +34,6 @@ use crate::plan::Slug;
 use crate::redact::Redactor;
 use crate::store::{Feature, FeatureId, Place, RunState, Store};
 
-/// A thread's worker ends after this long with nothing to do, so idle threads hold no task.
-const WORKER_IDLE: Duration = Duration::from_secs(600);
-
 /// How often the typing indicator is renewed (Discord shows it for about 10 seconds).
 const TYPING_EVERY: Duration = Duration::from_secs(8);
 
@@ -47,10 +46,11 @@ pub async fn run(
     links: Links,
     mut outputs: mpsc::UnboundedReceiver<Output>,
 ) {
-    let mut workers: HashMap<FeatureId, mpsc::UnboundedSender<Output>> = HashMap::new();
+    let inboxes = Inboxes::default();
     let pacer = Arc::new(Pacer::default());
+    // The workers stop with this loop, however it ends (the front end aborts it at shutdown).
     let stop = CancellationToken::new();
-    let _stop_workers = stop.clone().drop_guard();
+    let _stopping = stop.clone().drop_guard();
     while let Some(output) = outputs.recv().await {
         let Some(id) = output.feature() else {
             if let Output::Rejected { message, .. } = &output {
@@ -58,18 +58,27 @@ pub async fn run(
             }
             continue;
         };
-        if let Some(worker) = workers.get(&id) {
-            if worker.send(output.clone()).is_ok() {
-                continue;
-            }
+        if let Some(inbox) = lock(&inboxes).get_mut(&id) {
+            inbox.outputs.push_back(output);
+            inbox.wake.notify_one();
+            continue;
         }
+        // No worker for this thread: start one. Only this loop adds inboxes, so none appears
+        // for `id` meanwhile.
         let Ok(feature) = store.feature(id) else {
             continue;
         };
         let Place::Discord { thread_id, .. } = feature.place else {
             continue;
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let wake = Arc::new(Notify::new());
+        lock(&inboxes).insert(
+            id,
+            Inbox {
+                outputs: VecDeque::from([output]),
+                wake: wake.clone(),
+            },
+        );
         let worker = Worker {
             http: http.clone(),
             pacer: pacer.clone(),
@@ -82,15 +91,46 @@ pub async fn run(
             typing_reset: false,
             card: None,
         };
+        // Stopped even mid-call: a call waiting for the pacer's budget must not outlive the
+        // router (it would keep the store open past a shutdown).
         let stop = stop.clone();
+        let inboxes = inboxes.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = worker.run(rx) => {}
+                () = worker.run(id, inboxes, wake, stop.clone()) => {}
                 () = stop.cancelled() => {}
             }
         });
-        let _ = tx.send(output);
-        workers.insert(id, tx);
+    }
+}
+
+/// The outputs waiting for each thread's worker. A feature has an inbox exactly while its
+/// worker runs: the worker removes it, under the lock, when it ends.
+type Inboxes = Arc<Mutex<HashMap<FeatureId, Inbox>>>;
+
+struct Inbox {
+    outputs: VecDeque<Output>,
+    /// Wakes the worker when an output arrives.
+    wake: Arc<Notify>,
+}
+
+fn lock(inboxes: &Inboxes) -> std::sync::MutexGuard<'_, HashMap<FeatureId, Inbox>> {
+    inboxes.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes a worker's inbox when the worker ends without doing it (a panic), so that the
+/// thread's next output starts a new worker instead of waiting in a dead one's inbox.
+struct Leaving {
+    id: FeatureId,
+    inboxes: Inboxes,
+    done: bool,
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(&self.inboxes).remove(&self.id);
+        }
     }
 }
 
@@ -154,29 +194,45 @@ struct Posted {
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Output>) {
+    /// Shows the feature's outputs in order, keeping streams, typing and the run card up, and
+    /// ends (removing the inbox) once nothing is waiting and nothing is in progress.
+    async fn run(
+        mut self,
+        id: FeatureId,
+        inboxes: Inboxes,
+        wake: Arc<Notify>,
+        stop: CancellationToken,
+    ) {
         let mut typing = tokio::time::interval(TYPING_EVERY);
-        // An idle thread must not pile up ticks that would all fire at the next turn.
+        // A thread without typing must not pile up ticks that would all fire at once later.
         typing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let pending = self.stream.pending;
-            let typing_on = self.typing_until.is_some_and(|t| t > Instant::now());
-            tokio::select! {
-                output = rx.recv() => match output {
-                    Some(output) => self.apply(output).await,
-                    None => break,
-                },
-                () = sleep_until(pending), if pending.is_some() => self.sync(false).await,
-                _ = typing.tick(), if typing_on => self.type_now().await,
-                () = tokio::time::sleep(WORKER_IDLE), if self.is_idle() => {
-                    // Close first, so an output sent now goes to a new worker; then show what
-                    // arrived before the close.
-                    rx.close();
-                    while let Ok(output) = rx.try_recv() {
-                        self.apply(output).await;
+        let mut leaving = Leaving {
+            id,
+            inboxes: inboxes.clone(),
+            done: false,
+        };
+        while !stop.is_cancelled() {
+            let next = {
+                let mut inboxes = lock(&inboxes);
+                let next = inboxes.get_mut(&id).and_then(|i| i.outputs.pop_front());
+                if next.is_none() && self.is_idle() {
+                    inboxes.remove(&id);
+                    leaving.done = true;
+                    return;
+                }
+                next
+            };
+            match next {
+                Some(output) => self.apply(output).await,
+                None => {
+                    let pending = self.stream.pending;
+                    let typing_on = self.typing_until.is_some_and(|t| t > Instant::now());
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = stop.cancelled() => {}
+                        () = sleep_until(pending), if pending.is_some() => self.sync(false).await,
+                        _ = typing.tick(), if typing_on => self.type_now().await,
                     }
-                    self.end_stream().await;
-                    break;
                 }
             }
             if std::mem::take(&mut self.typing_reset) {
@@ -238,6 +294,7 @@ impl Worker {
             Output::PlanStarted { .. } => {
                 self.typing_until = Some(Instant::now() + Duration::from_secs(600));
                 self.type_now().await;
+                self.typing_reset = true;
             }
             Output::PlanCommitted {
                 feature,

@@ -375,6 +375,115 @@ async fn a_restart_answers_what_was_said_while_the_bot_was_down() {
     assert_eq!(bot.llm.requests().len(), 3, "nothing was answered twice");
 }
 
+/// The user messages of an LLM request, in order.
+fn user_texts(body: &serde_json::Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_catch_up_answers_each_missed_message_once_and_in_order_in_many_threads() {
+    const THREADS: usize = 30;
+    let bot = Bot::start().await;
+    bot.llm
+        .set_default(Reply::Text("Which format should it use?".to_string()));
+    for i in 0..THREADS {
+        bot.feature(ADMIN, &format!("Export number {i}")).await;
+    }
+    bot.wait_for("the threads", |b| b.discord.threads().len() == THREADS)
+        .await;
+    let threads: Vec<u64> = bot
+        .discord
+        .threads()
+        .iter()
+        .map(|t| id_of(&t["id"]))
+        .collect();
+    let answers = |b: &Bot, thread: u64| {
+        b.discord
+            .messages(thread)
+            .iter()
+            .filter(|m| m["author"]["bot"] == true && m["content"] == "Which format should it use?")
+            .count()
+    };
+    bot.wait_for("every first question", |b| {
+        threads.iter().all(|t| answers(b, *t) == 1)
+    })
+    .await;
+    let before = bot.llm.requests().len();
+
+    // Two messages in every thread while the bot is down; a third one live, as soon as it is
+    // back, which mostly lands before that thread's turn in the catch-up.
+    let bot = bot
+        .restart(|discord| {
+            for (i, thread) in threads.iter().enumerate() {
+                discord.user_message_offline(ADMIN, *thread, &format!("t{i} first"));
+                discord.user_message_offline(ADMIN, *thread, &format!("t{i} second"));
+            }
+        })
+        .await;
+    for (i, thread) in threads.iter().enumerate() {
+        bot.discord
+            .user_message(ADMIN, *thread, &format!("t{i} live"))
+            .await;
+    }
+    bot.wait_for("the answers to the missed and live messages", |b| {
+        threads.iter().all(|t| answers(b, *t) == 4)
+    })
+    .await;
+    // A last message per thread queues behind anything else that thread still had to do.
+    for (i, thread) in threads.iter().enumerate() {
+        bot.discord
+            .user_message(ADMIN, *thread, &format!("t{i} last"))
+            .await;
+    }
+    bot.wait_for("the answers to the last messages", |b| {
+        threads.iter().all(|t| answers(b, *t) >= 5)
+    })
+    .await;
+
+    for thread in &threads {
+        assert_eq!(
+            answers(&bot, *thread),
+            5,
+            "thread {thread}: one answer each"
+        );
+    }
+    let requests: Vec<Vec<String>> = bot.llm.requests()[before..]
+        .iter()
+        .map(|r| user_texts(&r.body))
+        .collect();
+    assert_eq!(requests.len(), 4 * THREADS, "one LLM call per message");
+    for i in 0..THREADS {
+        let said = ["first", "second", "live", "last"].map(|s| format!("t{i} {s}"));
+        // Each message was the newest of exactly one request, in the order they were posted.
+        let answered: Vec<&str> = requests
+            .iter()
+            .filter_map(|texts| texts.last())
+            .filter_map(|last| said.iter().find(|s| last.contains(s.as_str())))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(answered, said.each_ref().map(String::as_str), "thread {i}");
+        // And the transcript holds them in that order.
+        let last = requests
+            .iter()
+            .find(|texts| texts.last().is_some_and(|t| t.contains(&said[3])))
+            .unwrap();
+        let positions: Vec<usize> = said
+            .iter()
+            .map(|s| last.iter().position(|t| t.contains(s.as_str())).unwrap())
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "thread {i}: {last:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn discard_archives_the_thread_and_keep_refining_reopens() {
     let bot = Bot::start().await;

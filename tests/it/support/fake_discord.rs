@@ -377,6 +377,19 @@ impl FakeDiscord {
             .count()
     }
 
+    /// How many REST requests the fake has received, without copying them.
+    #[allow(dead_code)] // Used by benches/discord.rs, not by the tests.
+    pub fn request_count(&self) -> usize {
+        self.inner.lock().requests.len()
+    }
+
+    /// The newest stored message of a channel in its current state, without copying the others
+    /// (attachments without their `content`).
+    #[allow(dead_code)] // Used by benches/discord.rs, not by the tests.
+    pub fn last_message(&self, channel_id: u64) -> Option<Value> {
+        self.inner.lock().messages.get(&channel_id)?.last().cloned()
+    }
+
     /// Everything done with this interaction's token, in order, including refused attempts: each
     /// entry has `kind` ("callback" with its `type`, "followup", "edit_original", "edit_followup",
     /// "delete_original", "delete_followup"), `status` (the HTTP status the fake answered),

@@ -161,6 +161,12 @@ impl FakeLlm {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// Drops the recorded requests, so a long run does not keep every transcript it was sent.
+    #[allow(dead_code)] // Used by benches/discord.rs, not by the tests.
+    pub fn forget_requests(&self) {
+        self.state.requests.lock().unwrap().clear();
+    }
+
     /// When the first chunk of each [`Reply::Paced`] answer was flushed, in that order.
     #[allow(dead_code)] // Used by benches/discord.rs, not by the tests.
     pub fn paced_starts(&self) -> Vec<Instant> {
