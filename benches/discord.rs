@@ -16,8 +16,8 @@
 //!    5 s; then 20 such streams at once, with the densest second of REST calls and the 429s.
 //! 6. Start-up with 10,000 stored features (each a Discord thread in `gathering` whose last turn
 //!    is the person's, so the catch-up also answers every one of them): spawn to READY, to the
-//!    command registration and to idle (no REST request for 500 ms), the REST calls made, and
-//!    the resident memory then.
+//!    command registration and until every stored thread is answered (the catch-up, held to
+//!    Discord's limits), the REST calls made, and the resident memory then.
 //! 7. Memory with those 10,000 stored features and 100 live threads: after the start-up, 100 of
 //!    the stored threads hold conversations for [`MEMORY_LIVE`] (as in part 8), and the resident
 //!    memory is sampled.
@@ -629,20 +629,26 @@ async fn startup(features: usize, live: Option<Duration>) {
     })
     .await;
     let registered = spawned.elapsed();
-    // Idle: no new REST request for 500 ms.
-    let quiet = Duration::from_millis(500);
-    let deadline = Instant::now() + Duration::from_secs(900);
+    // Caught up: every stored thread has its answer (a POST each) and nothing has been sent for
+    // a second. (A quiet gap alone is no sign: the pacer sends in bursts at Discord's limit.)
+    let deadline = Instant::now() + Duration::from_secs(1800);
     let idle_at = loop {
         bot.assert_alive();
+        let requests = discord.requests();
+        let posts = requests
+            .iter()
+            .filter(|r| r.at >= ready_at && r.method == "POST" && r.path.ends_with("/messages"))
+            .count();
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for the bot to go idle"
+            "timed out waiting for the catch-up: {posts} of {features} threads answered"
         );
-        let last = discord.requests().last().map(|r| r.at).unwrap();
-        if last.elapsed() >= quiet {
+        let last = requests.last().map(|r| r.at).unwrap();
+        if posts >= features && last.elapsed() >= Duration::from_secs(1) {
             break last;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(requests);
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let idle = idle_at - spawned;
     let rss = rss_kib(bot.pid);
@@ -671,7 +677,7 @@ async fn startup(features: usize, live: Option<Duration>) {
     value_row("spawn to READY", &fmt(ready));
     value_row("spawn to the command registered", &fmt(registered));
     value_row(
-        "spawn to idle (last REST call before 500 ms quiet)",
+        "spawn to caught up (every stored thread answered)",
         &fmt(idle),
     );
     value_row(
@@ -690,7 +696,7 @@ async fn startup(features: usize, live: Option<Duration>) {
         "resident memory at READY, before the catch-up (VmRSS)",
         &kib(rss_ready),
     );
-    value_row("resident memory once idle (VmRSS)", &kib(rss));
+    value_row("resident memory once caught up (VmRSS)", &kib(rss));
     value_row(
         "  of which anonymous / file-backed (RssAnon / RssFile)",
         &format!(

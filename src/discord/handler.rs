@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::buttons::{Action, Button};
 use super::dashboard;
+use super::pace::{Pacer, Route};
+use super::render::Inboxes;
 use super::text;
 use crate::app::{App, Input};
 use crate::config::{Config, DiscordConfig};
@@ -60,6 +62,10 @@ pub struct Bot {
     noticed: Mutex<HashSet<(u64, u64)>>,
     /// Cancelled at shutdown: the catch-up starts no further feature.
     shutdown: CancellationToken,
+    /// What the renderer still has to send, per feature: the catch-up's pace.
+    outbox: Inboxes,
+    /// The renderer's budget of REST calls, which the catch-up's reads take from too.
+    pacer: Arc<Pacer>,
 }
 
 impl Bot {
@@ -68,6 +74,8 @@ impl Bot {
         discord: DiscordConfig,
         app: Arc<App>,
         shutdown: CancellationToken,
+        outbox: Inboxes,
+        pacer: Arc<Pacer>,
     ) -> Bot {
         let in_flight = Arc::new(Mutex::new(HashSet::new()));
         Bot {
@@ -83,6 +91,8 @@ impl Bot {
             in_flight,
             noticed: Mutex::new(HashSet::new()),
             shutdown,
+            outbox,
+            pacer,
         }
     }
 
@@ -798,6 +808,13 @@ impl Bot {
                     let missed = self.missed(ctx, &feature, roles).await;
                     let _ = gate.inputs.send(missed);
                     let _ = gate.handled.await;
+                    // Answered is not yet shown: Discord takes about 40 calls a second, so the
+                    // next thread waits until this one's answer is out. Otherwise thousands of
+                    // answers would wait in memory, and live threads behind them.
+                    tokio::select! {
+                        () = self.outbox.delivered(feature.id) => {}
+                        () = self.shutdown.cancelled() => {}
+                    }
                 }
             })
             .await;
@@ -830,13 +847,13 @@ impl Bot {
         drop(transcript);
         let mut missed = Vec::new();
         loop {
-            let page = match thread
-                .messages(
+            let fetch = || {
+                thread.messages(
                     &ctx.http,
                     GetMessages::new().after(MessageId::new(after)).limit(100),
                 )
-                .await
-            {
+            };
+            let page = match self.pacer.required(thread, Route::Other, fetch).await {
                 Ok(page) => page,
                 Err(err) => {
                     tracing::warn!(feature = feature.id.0, error = %err, "fetching missed messages failed");

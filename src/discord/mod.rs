@@ -96,11 +96,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (discord, token) = settings(&config)?;
     let http = http(&discord, token.expose());
+    // Shared by the renderer and the handler's catch-up, so they hold Discord's limits together.
+    let outbox = render::Inboxes::default();
+    let pacer = Arc::new(pace::Pacer::default());
     let bot = Arc::new(handler::Bot::new(
         config.clone(),
         discord.clone(),
         app.clone(),
         shutdown.clone(),
+        outbox.clone(),
+        pacer.clone(),
     ));
     let mut client = ClientBuilder::new_with_http(http, intents())
         .event_handler_arc(bot.clone())
@@ -117,6 +122,8 @@ pub async fn run(
         discord,
         links,
         outputs,
+        outbox,
+        pacer,
     ));
     // Pull requests merged or closed on GitHub move their features, every ten minutes.
     let refresher = {

@@ -45,9 +45,9 @@ pub async fn run(
     discord: DiscordConfig,
     links: Links,
     mut outputs: mpsc::UnboundedReceiver<Output>,
+    inboxes: Inboxes,
+    pacer: Arc<Pacer>,
 ) {
-    let inboxes = Inboxes::default();
-    let pacer = Arc::new(Pacer::default());
     // The workers stop with this loop, however it ends (the front end aborts it at shutdown).
     let stop = CancellationToken::new();
     let _stopping = stop.clone().drop_guard();
@@ -58,7 +58,7 @@ pub async fn run(
             }
             continue;
         };
-        if let Some(inbox) = lock(&inboxes).get_mut(&id) {
+        if let Some(inbox) = inboxes.lock().get_mut(&id) {
             inbox.outputs.push_back(output);
             inbox.wake.notify_one();
             continue;
@@ -72,7 +72,7 @@ pub async fn run(
             continue;
         };
         let wake = Arc::new(Notify::new());
-        lock(&inboxes).insert(
+        inboxes.lock().insert(
             id,
             Inbox {
                 outputs: VecDeque::from([output]),
@@ -105,8 +105,36 @@ pub async fn run(
 }
 
 /// The outputs waiting for each thread's worker. A feature has an inbox exactly while its
-/// worker runs: the worker removes it, under the lock, when it ends.
-type Inboxes = Arc<Mutex<HashMap<FeatureId, Inbox>>>;
+/// worker runs: the worker removes it, under the lock, when it ends. Shared with the handler,
+/// whose catch-up waits for a thread's answers to reach Discord before taking the next thread
+/// ([`Inboxes::delivered`]), so that it answers no faster than Discord's limits let the answers
+/// out, and live threads never queue behind thousands of catch-up answers.
+#[derive(Clone, Default)]
+pub struct Inboxes {
+    map: Arc<Mutex<HashMap<FeatureId, Inbox>>>,
+    /// Notified whenever an inbox goes.
+    emptied: Arc<Notify>,
+}
+
+impl Inboxes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FeatureId, Inbox>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns once the feature has nothing on its way to Discord.
+    pub async fn delivered(&self, id: FeatureId) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            // Registered before the check, so a removal between the two is not missed.
+            emptied.as_mut().enable();
+            if !self.lock().contains_key(&id) {
+                return;
+            }
+            emptied.await;
+        }
+    }
+}
 
 struct Inbox {
     outputs: VecDeque<Output>,
@@ -114,12 +142,8 @@ struct Inbox {
     wake: Arc<Notify>,
 }
 
-fn lock(inboxes: &Inboxes) -> std::sync::MutexGuard<'_, HashMap<FeatureId, Inbox>> {
-    inboxes.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Removes a worker's inbox when the worker ends without doing it (a panic), so that the
-/// thread's next output starts a new worker instead of waiting in a dead one's inbox.
+/// Removes a worker's inbox when the worker ends without doing it (a panic, or a stop), so
+/// that the thread's next output starts a new worker instead of waiting in a dead one's inbox.
 struct Leaving {
     id: FeatureId,
     inboxes: Inboxes,
@@ -129,8 +153,9 @@ struct Leaving {
 impl Drop for Leaving {
     fn drop(&mut self) {
         if !self.done {
-            lock(&self.inboxes).remove(&self.id);
+            self.inboxes.lock().remove(&self.id);
         }
+        self.inboxes.emptied.notify_waiters();
     }
 }
 
@@ -213,12 +238,12 @@ impl Worker {
         };
         while !stop.is_cancelled() {
             let next = {
-                let mut inboxes = lock(&inboxes);
-                let next = inboxes.get_mut(&id).and_then(|i| i.outputs.pop_front());
+                let mut map = inboxes.lock();
+                let next = map.get_mut(&id).and_then(|i| i.outputs.pop_front());
                 if next.is_none() && self.is_idle() {
-                    inboxes.remove(&id);
+                    map.remove(&id);
                     leaving.done = true;
-                    return;
+                    return; // `leaving` tells the waiters.
                 }
                 next
             };
