@@ -93,6 +93,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything reads a secret: the agent's commands run as this user and must not read
+    // them from /proc/<pid>/environ.
+    if let Err(err) = featurebot::agent::exec::hide_own_environment() {
+        eprintln!("warning: could not hide featurebot's environment from its commands: {err}");
+    }
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Console { .. } => "warn",

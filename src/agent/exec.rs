@@ -232,6 +232,16 @@ pub async fn run(
     Ok(result)
 }
 
+/// Makes this process's `/proc/<pid>/environ` (and memory) unreadable to other processes of
+/// the same user, the agent's commands included: they never get the secrets in their own
+/// environment, and this keeps them from reading the bot's. Commands are unaffected: `exec`
+/// makes a program dumpable again. Linux only; elsewhere it does nothing.
+pub fn hide_own_environment() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    nix::sys::prctl::set_dumpable(false).map_err(std::io::Error::from)?;
+    Ok(())
+}
+
 /// The environment of a command: the harmless variables of the bot's own environment (see
 /// [`clean_env_from`]) plus `extra`.
 pub fn clean_env(extra: &[(String, String)]) -> Vec<(String, String)> {

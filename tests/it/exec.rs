@@ -395,3 +395,33 @@ async fn secrets_in_output_are_redacted_in_the_result_and_the_log() {
     assert_eq!(result.output, expected);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), expected);
 }
+
+/// The bot's own environment is hidden from the commands it runs (they run as the same user):
+/// `/proc/<bot>/environ` becomes root's. The commands themselves are unaffected, since `exec`
+/// makes a program dumpable again. (As root the owner does not tell, so there the test checks
+/// only that the attribute is set and commands still run.)
+#[cfg(target_os = "linux")]
+#[test]
+fn the_bots_environment_is_hidden_from_its_commands() {
+    featurebot::agent::exec::hide_own_environment().unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap();
+    // A child (like an agent's command) reads its own environment but not its parent's.
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("cat /proc/self/environ >/dev/null && echo own; cat /proc/$PPID/environ >/dev/null 2>&1 && echo parent || echo hidden")
+        .output()
+        .unwrap();
+    let said = String::from_utf8(output.stdout).unwrap();
+    assert!(said.starts_with("own\n"), "{said}");
+    if uid != 0 {
+        assert_eq!(said, "own\nhidden\n");
+    } else {
+        eprintln!("running as root, which reads any environ: only the child's own read is checked");
+    }
+}
