@@ -259,10 +259,8 @@ impl App {
     /// At start-up: marks the runs a stop interrupted and reports each, so people can resume
     /// or abort them.
     pub async fn recover_runs(&self) {
-        let remote = matches!(
-            self.config.agent.executor,
-            crate::config::Executor::GithubActions(_)
-        ) && self.runs.is_some();
+        let remote = self.config.agent.executor == crate::config::Executor::GithubActions
+            && self.runs.is_some();
         match runs::recover(&self.store, remote).await {
             Ok(recovered) => {
                 for run in recovered.interrupted {

@@ -96,7 +96,8 @@ pub async fn run(config: &Config) -> Vec<Line> {
             lines.push(github_line(Some(&target.name), github).await);
         }
     }
-    if let Executor::GithubActions(actions) = &config.agent.executor {
+    if config.agent.executor == Executor::GithubActions {
+        let actions = &config.agent.github_actions;
         lines.push(actions_line(None, config, &config.repo, config.github.as_ref(), actions).await);
         for target in &config.targets {
             lines.push(

@@ -132,12 +132,13 @@ pub struct AgentConfig {
 }
 
 /// Where agent runs happen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Executor {
     /// On the bot's host, in a work tree under `agent.worktrees_dir`.
     Local,
-    /// On GitHub Actions, by dispatching the workflow `featurebot install-workflow` writes.
-    GithubActions(ActionsConfig),
+    /// On GitHub Actions, by dispatching the workflow `featurebot install-workflow` writes
+    /// (`agent.github_actions`).
+    GithubActions,
 }
 
 /// `[agent.github_actions]`: the workflow runs are dispatched to.
@@ -706,7 +707,7 @@ impl RawConfig {
             .discord
             .map(|raw| validate_discord(raw, env, &mut problems));
         let agent = validate_agent(self.agent, &store_path, &mut problems);
-        if matches!(agent.executor, Executor::GithubActions(_)) {
+        if agent.executor == Executor::GithubActions {
             // The runner checks out the repository from GitHub: it needs the plan there, and a
             // GitHub repository to run in.
             if github.is_none() || targets.iter().any(|t| t.github.is_none()) {
@@ -1003,7 +1004,7 @@ fn validate_agent(raw: RawAgent, store_path: &Path, problems: &mut Vec<String>) 
     let actions = validate_actions(raw.github_actions.unwrap_or_default(), problems);
     let executor = match raw.executor.as_deref().unwrap_or("local") {
         "local" => Executor::Local,
-        "github-actions" => Executor::GithubActions(actions.clone()),
+        "github-actions" => Executor::GithubActions,
         other => {
             problems.push(format!(
                 "agent.executor is {other:?}; use \"local\" (runs on the bot's host) or \"github-actions\" (runs dispatched to the target repository's Actions)"
@@ -1011,7 +1012,7 @@ fn validate_agent(raw: RawAgent, store_path: &Path, problems: &mut Vec<String>) 
             Executor::Local
         }
     };
-    if approve_each_step && matches!(executor, Executor::GithubActions(_)) {
+    if approve_each_step && executor == Executor::GithubActions {
         problems.push("agent.approval = \"step\" needs agent.executor = \"local\": a run on GitHub Actions cannot wait for Continue between steps".to_string());
     }
     AgentConfig {

@@ -319,8 +319,8 @@ async fn run_one(
                 .execute(job, store, events_tx, answers, cancel, stopping)
                 .await
         }
-        Executor::GithubActions(actions) => {
-            actions::execute(runner, actions, job, store, events_tx, cancel, stopping).await
+        Executor::GithubActions => {
+            actions::execute(runner, job, store, events_tx, cancel, stopping).await
         }
     };
     let _ = forwarder.await;

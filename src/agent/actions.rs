@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::run::{branch_name, Job, Runner};
+use super::run::{new_run, Job, Runner};
 use super::{Event, Phase};
 use crate::batch::CHECKS_FAILED;
 use crate::config::ActionsConfig;
@@ -29,7 +29,7 @@ use crate::github::{GitHub, GithubError};
 use crate::llm::Usage;
 use crate::plan;
 use crate::redact::Redactor;
-use crate::store::{RemoteRun, Run, RunState, StepRecord, Store};
+use crate::store::{RemoteRun, Run, RunState, Store};
 use crate::workflow::{runner_config, DispatchInputs};
 
 /// Consecutive failed polls (other than rate limits and outages) after which the run is
@@ -49,7 +49,6 @@ enum Seen {
     Queued,
     Running(String),
     Cancelling,
-    Done,
 }
 
 /// Carries out `job` on GitHub Actions. Like [`Runner::execute`]: the run record is saved as
@@ -58,14 +57,16 @@ enum Seen {
 #[allow(clippy::too_many_arguments)]
 pub async fn execute(
     runner: &Runner,
-    actions: &ActionsConfig,
     job: Job,
     store: &Store,
     events: mpsc::UnboundedSender<Event>,
     cancel: CancellationToken,
     stopping: &AtomicBool,
 ) -> anyhow::Result<Run> {
-    let mut run = record(&job, store)?;
+    let mut run = match job.resume.clone() {
+        Some(run) => run,
+        None => new_run(&job, store, "")?,
+    };
     let fail = |mut run: Run, message: String| async move {
         tracing::warn!(feature = run.feature.0, run = run.number, %message, "Actions run failed");
         run.state = RunState::Failed;
@@ -106,7 +107,7 @@ pub async fn execute(
 
     let mut follow = Follow {
         github,
-        actions,
+        actions: &runner.config.agent.github_actions,
         store,
         events: &events,
         base,
@@ -127,7 +128,12 @@ pub async fn execute(
             discussion_url: job.discussion_url.clone(),
             closes: job.feature.issue.as_ref().map(|(number, _)| *number),
         };
-        match follow.dispatch(&inputs, &cancel).await {
+        // Short rate limits are sat out by the GitHub layer; a long one fails the run, saying
+        // how long to wait before Resume.
+        let dispatched = github
+            .dispatch_workflow(&follow.actions.workflow, &follow.base, &inputs.to_json())
+            .await;
+        match dispatched {
             Ok(()) => {}
             // The dispatch may have landed: look for the run rather than dispatch twice.
             Err(err @ GithubError::DispatchUnconfirmed { .. }) => {
@@ -165,39 +171,6 @@ pub async fn execute(
     }
 }
 
-/// The record of this run: the one to continue, or a new one.
-fn record(job: &Job, store: &Store) -> anyhow::Result<Run> {
-    if let Some(run) = job.resume.clone() {
-        return Ok(run);
-    }
-    let now = OffsetDateTime::now_utc();
-    Ok(Run {
-        feature: job.feature.id,
-        number: store.runs(job.feature.id)?.len() as u32 + 1,
-        plan_version: job.plan.version,
-        branch: branch_name(&job.feature),
-        worktree: String::new(),
-        steps: plan::steps(&job.plan.markdown)
-            .into_iter()
-            .map(|title| StepRecord {
-                title,
-                green: None,
-                commit: None,
-                summary: None,
-            })
-            .collect(),
-        next_step: 0,
-        state: RunState::Running,
-        pr_url: None,
-        message: None,
-        usage: Usage::default(),
-        follow_up: None,
-        remote: None,
-        started_at: now,
-        updated_at: now,
-    })
-}
-
 /// Unique per dispatch: the feature, the run, and the time, so a retry is told apart.
 fn correlation_id(run: &Run) -> String {
     format!(
@@ -213,11 +186,6 @@ fn remote(run: &Run) -> &RemoteRun {
     run.remote
         .as_ref()
         .expect("an Actions run has its remote record")
-}
-
-/// How a completed run ended, as GitHub reports it.
-struct Done {
-    run: WorkflowRun,
 }
 
 struct Follow<'a> {
@@ -245,33 +213,6 @@ impl Follow<'_> {
         });
     }
 
-    /// Dispatches the workflow, waiting out rate limits (a few times at most).
-    async fn dispatch(
-        &self,
-        inputs: &DispatchInputs,
-        cancel: &CancellationToken,
-    ) -> Result<(), GithubError> {
-        let json = inputs.to_json();
-        let mut attempt = 0;
-        loop {
-            match self
-                .github
-                .dispatch_workflow(&self.actions.workflow, &self.base, &json)
-                .await
-            {
-                Err(GithubError::RateLimited { retry_after }) if attempt < 3 => {
-                    attempt += 1;
-                    let wait = retry_after.unwrap_or(self.actions.poll_interval);
-                    tokio::select! {
-                        () = tokio::time::sleep(wait.min(Duration::from_secs(300))) => {}
-                        () = cancel.cancelled() => return Err(GithubError::RateLimited { retry_after }),
-                    }
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Polls the run until it completes (`Some`), the bot stops (`None`) or it cannot be
     /// followed (`Err`, a sentence for the thread). Progress goes out as events and into `run`.
     async fn until_done(
@@ -279,7 +220,7 @@ impl Follow<'_> {
         run: &mut Run,
         cancel: &CancellationToken,
         stopping: &AtomicBool,
-    ) -> Result<Option<Done>, String> {
+    ) -> Result<Option<WorkflowRun>, String> {
         let interval = self.actions.poll_interval;
         let mut wait = Duration::ZERO;
         let mut errors = 0;
@@ -374,7 +315,7 @@ impl Follow<'_> {
         run: &mut Run,
         cancel: &CancellationToken,
         cancel_sent: &mut Option<Instant>,
-    ) -> Result<Option<Done>, GithubError> {
+    ) -> Result<Option<WorkflowRun>, GithubError> {
         let actions_run = match remote(run).run_id {
             Some(id) => self.github.workflow_run(id).await?,
             None => {
@@ -407,8 +348,7 @@ impl Follow<'_> {
             self.show("cancelling", url.clone());
         }
         if actions_run.status == "completed" {
-            self.seen = Seen::Done;
-            return Ok(Some(Done { run: actions_run }));
+            return Ok(Some(actions_run));
         }
         if self.seen == Seen::Cancelling {
             return Ok(None);
@@ -487,10 +427,14 @@ impl Follow<'_> {
     }
 
     /// Records how the run ended: its state, the pull request, and for a failure the log.
-    async fn finish(&self, mut run: Run, done: Done) -> anyhow::Result<Run> {
-        let conclusion = done.run.conclusion.clone().unwrap_or_default();
-        let url = done.run.html_url.clone();
-        let log = self.job_log(&done.run).await;
+    async fn finish(&self, mut run: Run, done: WorkflowRun) -> anyhow::Result<Run> {
+        let conclusion = done.conclusion.clone().unwrap_or_default();
+        let url = done.html_url.clone();
+        // The steps pushed since the last poll, then which of them stayed red.
+        if let Err(err) = self.progress(&mut run).await {
+            tracing::warn!(feature = run.feature.0, error = %err, "reading the final progress failed");
+        }
+        let log = self.job_log(&done).await;
         if let Some(log) = &log {
             // Steps whose checks stayed red, as `featurebot agent` printed them.
             for line in log.text.lines() {
@@ -511,17 +455,6 @@ impl Follow<'_> {
                     }
                 };
                 // The runner may have been stopped by a limit before the last step.
-                if let Ok(Some(text)) = self
-                    .github
-                    .file_on_branch(&self.plan_path, &run.branch)
-                    .await
-                {
-                    let upto = plan::ticked_steps(&text).iter().take_while(|d| **d).count();
-                    for step in run.next_step..upto.min(run.steps.len()) {
-                        run.steps[step].green.get_or_insert(true);
-                    }
-                    run.next_step = run.next_step.max(upto.min(run.steps.len()));
-                }
                 let all_done = run.next_step >= run.steps.len();
                 run.state = if all_done {
                     RunState::Finished

@@ -57,6 +57,44 @@ pub struct Job {
     pub continue_from_ticks: bool,
 }
 
+/// A new run record for `job`, numbered after the feature's earlier runs: its steps are the
+/// plan's (or the follow-up's one), none done yet. `worktree` is empty for a run elsewhere.
+pub fn new_run(job: &Job, store: &Store, worktree: &str) -> anyhow::Result<Run> {
+    let steps = match &job.follow_up {
+        Some(request) => vec![follow_up_title(request)],
+        None => plan::steps(&job.plan.markdown),
+    };
+    let now = OffsetDateTime::now_utc();
+    Ok(Run {
+        feature: job.feature.id,
+        number: store.runs(job.feature.id)?.len() as u32 + 1,
+        plan_version: job.plan.version,
+        branch: job
+            .branch
+            .clone()
+            .unwrap_or_else(|| branch_name(&job.feature)),
+        worktree: worktree.to_string(),
+        steps: steps
+            .into_iter()
+            .map(|title| StepRecord {
+                title,
+                green: None,
+                commit: None,
+                summary: None,
+            })
+            .collect(),
+        next_step: 0,
+        state: RunState::Running,
+        pr_url: None,
+        message: None,
+        usage: Usage::default(),
+        follow_up: job.follow_up.clone(),
+        remote: None,
+        started_at: now,
+        updated_at: now,
+    })
+}
+
 /// The branch of a feature's runs.
 pub fn branch_name(feature: &Feature) -> String {
     format!(
@@ -81,47 +119,14 @@ impl Runner {
         cancel: CancellationToken,
         stopping: &AtomicBool,
     ) -> anyhow::Result<Run> {
-        let steps = match &job.follow_up {
-            Some(request) => vec![follow_up_title(request)],
-            None => plan::steps(&job.plan.markdown),
-        };
-        let branch = job
-            .branch
-            .clone()
-            .unwrap_or_else(|| branch_name(&job.feature));
         let worktree = self.config.agent.worktrees_dir.join(format!(
             "{}-{}",
             job.feature.id,
             Slug::new(&job.feature.title, job.feature.id)
         ));
-        let now = OffsetDateTime::now_utc();
         let mut run = match job.resume.clone() {
             Some(run) => run,
-            None => Run {
-                feature: job.feature.id,
-                number: store.runs(job.feature.id)?.len() as u32 + 1,
-                plan_version: job.plan.version,
-                branch: branch.clone(),
-                worktree: worktree.to_string_lossy().into_owned(),
-                steps: steps
-                    .iter()
-                    .map(|title| StepRecord {
-                        title: title.clone(),
-                        green: None,
-                        commit: None,
-                        summary: None,
-                    })
-                    .collect(),
-                next_step: 0,
-                state: RunState::Running,
-                pr_url: None,
-                message: None,
-                usage: Usage::default(),
-                follow_up: job.follow_up.clone(),
-                remote: None,
-                started_at: now,
-                updated_at: now,
-            },
+            None => new_run(&job, store, &worktree.to_string_lossy())?,
         };
         run.state = RunState::Running;
         run.message = None;

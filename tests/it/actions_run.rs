@@ -18,13 +18,14 @@ const WORKFLOW: &str = "featurebot.yml";
 
 fn on_actions(config: &mut Config) {
     config.repo.push_plans = true;
-    config.agent.executor = Executor::GithubActions(ActionsConfig {
+    config.agent.executor = Executor::GithubActions;
+    config.agent.github_actions = ActionsConfig {
         workflow: WORKFLOW.to_string(),
         install: DEFAULT_ACTIONS_INSTALL.to_string(),
         llm_key_secret: "FEATUREBOT_LLM_API_KEY".to_string(),
         poll_interval: Duration::from_millis(20),
         start_timeout: Duration::from_secs(20),
-    });
+    };
 }
 
 /// A pipeline on Actions with feature #1 planned; returns the plan file's path.
@@ -328,9 +329,7 @@ async fn a_missing_workflow_fails_the_run_saying_to_install_it() {
 async fn a_run_that_never_appears_is_reported_after_the_start_timeout() {
     let mut p = Pipeline::start_with(|c| {
         on_actions(c);
-        if let Executor::GithubActions(a) = &mut c.agent.executor {
-            a.start_timeout = Duration::from_millis(300);
-        }
+        c.agent.github_actions.start_timeout = Duration::from_millis(300);
     })
     .await;
     let id = p.planned().await;
@@ -373,9 +372,7 @@ async fn rate_limits_while_polling_are_waited_out() {
 async fn a_run_no_runner_picks_up_is_cancelled_and_reported_after_the_start_timeout() {
     let mut p = Pipeline::start_with(|c| {
         on_actions(c);
-        if let Executor::GithubActions(a) = &mut c.agent.executor {
-            a.start_timeout = Duration::from_millis(300);
-        }
+        c.agent.github_actions.start_timeout = Duration::from_millis(300);
     })
     .await;
     let id = p.planned().await;
@@ -466,4 +463,54 @@ fn git_plan_path(bot: &crate::support::bot::Bot) -> String {
     )
     .trim()
     .to_string()
+}
+
+#[tokio::test]
+async fn a_refused_dispatch_fails_the_run_naming_the_permission() {
+    let (mut p, id, _) = planned().await;
+    p.github
+        .add_workflow(WORKFLOW, FakeWorkflow::new("featurebot {correlation_id}"));
+    p.github.deny_actions();
+    let (run, _) = approve(&mut p, id).await;
+    assert_eq!(run.state, RunState::Failed);
+    let message = run.message.unwrap();
+    assert!(
+        message.starts_with("GitHub did not start the run"),
+        "{message}"
+    );
+    assert!(message.contains("`actions: write`"), "{message}");
+    assert!(!message.contains(TOKEN), "{message}");
+    assert!(p.github.dispatches().is_empty());
+}
+
+#[tokio::test]
+async fn a_run_github_stops_answering_about_fails_after_a_few_polls() {
+    let (mut p, id, _) = planned().await;
+    p.github.add_workflow(
+        WORKFLOW,
+        FakeWorkflow::new("featurebot {correlation_id}")
+            .autopilot(&[("in_progress", None)])
+            .with_jobs(vec![running_job("")]),
+    );
+    p.core
+        .send(Input::Approve {
+            feature: id,
+            version: 1,
+        })
+        .await;
+    wait_for_run(&p, id, |r| {
+        r.remote.as_ref().is_some_and(|r| r.run_id.is_some())
+    })
+    .await;
+    // The token loses its access to Actions while the run goes on.
+    p.github.deny_actions();
+    let (run, _) = p.core.until_run_ended().await;
+    assert_eq!(run.state, RunState::Failed);
+    let message = run.message.unwrap();
+    assert!(
+        message.contains("lost track of the GitHub Actions run"),
+        "{message}"
+    );
+    assert!(message.contains("`actions: read`"), "{message}");
+    assert_eq!(p.status(id), Status::Failed);
 }

@@ -242,9 +242,8 @@ fn runs_move_to_github_actions_with_one_key() {
         &[("GITHUB_TOKEN", "t")],
     )
     .unwrap();
-    let Executor::GithubActions(actions) = &config.agent.executor else {
-        panic!("{:?}", config.agent.executor);
-    };
+    assert_eq!(config.agent.executor, Executor::GithubActions);
+    let actions = &config.agent.github_actions;
     assert_eq!(actions.workflow, "featurebot.yml");
     assert_eq!(actions.poll_interval, Duration::from_secs(5));
     assert_eq!(actions.llm_key_secret, "FEATUREBOT_LLM_API_KEY");
