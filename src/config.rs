@@ -713,6 +713,13 @@ impl RawConfig {
             if github.is_none() || targets.iter().any(|t| t.github.is_none()) {
                 problems.push("agent.executor = \"github-actions\" needs a [github] section (owner, repo, token) naming the repository whose Actions run the agent".to_string());
             }
+            // The runner's config travels as a workflow input, which anyone who can read the
+            // repository's Actions runs sees: no credentials may ride in an address.
+            if let Some(url) = &base_url {
+                if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+                    problems.push("llm.base_url carries credentials or a query; with agent.executor = \"github-actions\" it is passed to the runner as a workflow input anyone with access to the Actions runs can read: put the key in llm.api_key_env's variable instead".to_string());
+                }
+            }
             if !repo.push_plans || targets.iter().any(|t| !t.repo.push_plans) {
                 problems.push("agent.executor = \"github-actions\" needs repo.push_plans = true: the runner reads the plan from the pushed base branch".to_string());
             }

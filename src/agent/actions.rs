@@ -341,13 +341,13 @@ impl Follow<'_> {
             }
         };
         let url = Some(actions_run.html_url.clone());
-        if cancel.is_cancelled() && cancel_sent.is_none() && actions_run.status != "completed" {
+        if cancel.is_cancelled() && cancel_sent.is_none() && !actions_run.is_completed() {
             self.github.cancel_workflow_run(actions_run.id).await?;
             *cancel_sent = Some(Instant::now());
             self.seen = Seen::Cancelling;
             self.show("cancelling", url.clone());
         }
-        if actions_run.status == "completed" {
+        if actions_run.is_completed() {
             return Ok(Some(actions_run));
         }
         if self.seen == Seen::Cancelling {

@@ -761,7 +761,12 @@ impl Bot {
             .reference_message(msg)
             .allowed_mentions(CreateAllowedMentions::new())
             .flags(MessageFlags::SUPPRESS_NOTIFICATIONS);
-        if let Err(err) = msg.channel_id.send_message(&ctx.http, notice).await {
+        let send = || msg.channel_id.send_message(&ctx.http, notice.clone());
+        if let Err(err) = self
+            .pacer
+            .required(msg.channel_id, Route::Create, send)
+            .await
+        {
             tracing::warn!(error = %err, "sending the non-admin notice failed");
         }
     }
@@ -878,17 +883,25 @@ impl Bot {
                 .cloned();
             let roles = match known {
                 Some(roles) => roles,
+                // Admin users need no lookup. A failed lookup is not cached as "no roles",
+                // which would pass over that admin's messages in every thread.
+                None if self.is_admin(msg.author.id, &[]) => Vec::new(),
                 None => {
-                    let roles = GuildId::new(self.discord.guild_id)
-                        .member(&ctx.http, msg.author.id)
-                        .await
-                        .map(|m| m.roles)
-                        .unwrap_or_default();
-                    roles_of
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(msg.author.id, roles.clone());
-                    roles
+                    let guild = GuildId::new(self.discord.guild_id);
+                    let lookup = || guild.member(&ctx.http, msg.author.id);
+                    match self.pacer.required(thread, Route::Other, lookup).await {
+                        Ok(member) => {
+                            roles_of
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(msg.author.id, member.roles.clone());
+                            member.roles
+                        }
+                        Err(err) => {
+                            tracing::warn!(feature = feature.id.0, user = msg.author.id.get(), error = %err, "looking up a member's roles failed; their missed message is not answered");
+                            Vec::new()
+                        }
+                    }
                 }
             };
             if !self.is_admin(msg.author.id, &roles) || msg.content.trim().is_empty() {

@@ -97,7 +97,7 @@ pub async fn run(
         let inboxes = inboxes.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = worker.run(id, inboxes, wake, stop.clone()) => {}
+                () = worker.run(id, inboxes, wake) => {}
                 () = stop.cancelled() => {}
             }
         });
@@ -221,13 +221,7 @@ struct Posted {
 impl Worker {
     /// Shows the feature's outputs in order, keeping streams, typing and the run card up, and
     /// ends (removing the inbox) once nothing is waiting and nothing is in progress.
-    async fn run(
-        mut self,
-        id: FeatureId,
-        inboxes: Inboxes,
-        wake: Arc<Notify>,
-        stop: CancellationToken,
-    ) {
+    async fn run(mut self, id: FeatureId, inboxes: Inboxes, wake: Arc<Notify>) {
         let mut typing = tokio::time::interval(TYPING_EVERY);
         // A thread without typing must not pile up ticks that would all fire at once later.
         typing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -236,7 +230,7 @@ impl Worker {
             inboxes: inboxes.clone(),
             done: false,
         };
-        while !stop.is_cancelled() {
+        loop {
             let next = {
                 let mut map = inboxes.lock();
                 let next = map.get_mut(&id).and_then(|i| i.outputs.pop_front());
@@ -251,12 +245,18 @@ impl Worker {
                 Some(output) => self.apply(output).await,
                 None => {
                     let pending = self.stream.pending;
-                    let typing_on = self.typing_until.is_some_and(|t| t > Instant::now());
                     tokio::select! {
                         () = wake.notified() => {}
-                        () = stop.cancelled() => {}
                         () = sleep_until(pending), if pending.is_some() => self.sync(false).await,
-                        _ = typing.tick(), if typing_on => self.type_now().await,
+                        _ = typing.tick(), if self.typing_until.is_some() => {
+                            // Typing that outlived its answer (none came) ends here, so an idle
+                            // worker ends too instead of waiting forever.
+                            if self.typing_until.is_some_and(|t| t > Instant::now()) {
+                                self.type_now().await;
+                            } else {
+                                self.typing_until = None;
+                            }
+                        }
                     }
                 }
             }

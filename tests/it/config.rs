@@ -267,6 +267,11 @@ fn github_actions_runs_need_github_and_pushed_plans() {
         "[llm]\nmodel = \"m\"\n[agent]\nexecutor = \"github-actions\"\napproval = \"step\"\n",
         &["agent.approval = \"step\" needs agent.executor = \"local\""],
     );
+    // The runner's config is a workflow input others can read: no credentials in addresses.
+    check_error(
+        "[llm]\nmodel = \"m\"\nbase_url = \"https://bob:hunter2@proxy.example/v1\"\n[agent]\nexecutor = \"github-actions\"\n",
+        &["llm.base_url carries credentials", "llm.api_key_env"],
+    );
     check_error(
         "[llm]\nmodel = \"m\"\n[agent.github_actions]\nworkflow = \"a/b.yml\"\nllm_key_secret = \"GITHUB_X\"\n",
         &["agent.github_actions.workflow", "agent.github_actions.llm_key_secret"],
