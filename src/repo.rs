@@ -242,17 +242,7 @@ fn push_branch_in(repo: &Repository, cfg: &RepoConfig, branch: &str) -> Result<(
         .as_ref()
         .map(|t| t.expose())
         .filter(|t| !t.is_empty());
-    let scrub = |message: &str| {
-        let message = if url.is_empty() {
-            message.to_string()
-        } else {
-            message.replace(&url, &shown)
-        };
-        match token {
-            Some(token) => message.replace(token, "***"),
-            None => message,
-        }
-    };
+    let scrub = scrubber(&url, &shown, token);
 
     let credentials_refused = Cell::new(false);
     let asked = Cell::new(0u32);
@@ -430,29 +420,32 @@ fn fetch(cfg: &RepoConfig, branch: &str) -> Result<bool, RepoError> {
     };
     let url = remote.url().unwrap_or_default().to_string();
     let shown = strip_userinfo(&url);
-    let token = cfg.github_token.as_ref().map(|t| t.expose().to_string());
+    let token = cfg
+        .github_token
+        .as_ref()
+        .map(|t| t.expose())
+        .filter(|t| !t.is_empty());
+    let scrub = scrubber(&url, &shown, token);
     let asked = Cell::new(0u32);
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.credentials(|_url, username, allowed| {
-        credentials(token.as_deref(), &asked, username, allowed)
-    });
+    callbacks.credentials(|_url, username, allowed| credentials(token, &asked, username, allowed));
+    // Like a push: through the proxy the environment names, if any.
+    let mut proxy = git2::ProxyOptions::new();
+    proxy.auto();
     let mut options = git2::FetchOptions::new();
-    options.remote_callbacks(callbacks);
+    options.remote_callbacks(callbacks).proxy_options(proxy);
     let refspec = format!(
         "+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
         remote = cfg.remote
     );
     remote
         .fetch(&[refspec], Some(&mut options), None)
-        .map_err(|e| {
-            let mut message = e.message().replace(&url, &shown);
-            if let Some(token) = &token {
-                message = message.replace(token.as_str(), "***");
-            }
-            RepoError::Remote {
-                remote: cfg.remote.clone(),
-                message: format!("fetching {branch} from {shown} failed: {message}"),
-            }
+        .map_err(|e| RepoError::Remote {
+            remote: cfg.remote.clone(),
+            message: format!(
+                "fetching {branch} from {shown} failed: {}",
+                scrub(e.message())
+            ),
         })?;
     Ok(true)
 }
@@ -942,6 +935,25 @@ fn git_error(context: impl fmt::Display, error: git2::Error) -> RepoError {
 
 /// Drops the userinfo (`user:password@`) of a URL with a scheme. scp-like addresses
 /// (`git@host:owner/repo`) keep their user name, which is not a secret.
+/// What a remote's error message may show: the address without its user info, and no token.
+fn scrubber<'a>(
+    url: &'a str,
+    shown: &'a str,
+    token: Option<&'a str>,
+) -> impl Fn(&str) -> String + 'a {
+    move |message: &str| {
+        let message = if url.is_empty() {
+            message.to_string()
+        } else {
+            message.replace(url, shown)
+        };
+        match token {
+            Some(token) => message.replace(token, "***"),
+            None => message,
+        }
+    }
+}
+
 fn strip_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
