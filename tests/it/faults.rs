@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::bot::{custom_ids, id_of};
 use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
 use crate::support::fake_github::{FakeGithub, TOKEN};
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
@@ -1165,24 +1166,6 @@ impl Bot {
             Some((id_of(&m["id"]), id))
         })
     }
-}
-
-fn id_of(value: &Value) -> u64 {
-    match value {
-        Value::String(s) => s.parse().unwrap(),
-        Value::Number(n) => n.as_u64().unwrap(),
-        other => panic!("not an id: {other}"),
-    }
-}
-
-fn custom_ids(message: &Value) -> Vec<String> {
-    message["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
-        .filter_map(|c| c["custom_id"].as_str().map(str::to_string))
-        .collect()
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use featurebot::store::{FeatureId, RunState, Status, Store};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
+use crate::support::bot::{custom_ids, id_of};
 use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
 use crate::support::git::repo_with_remote;
@@ -56,24 +57,10 @@ async fn wait_for(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
-fn custom_ids(message: &serde_json::Value) -> Vec<String> {
-    message["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
-        .filter_map(|c| c["custom_id"].as_str().map(str::to_string))
-        .collect()
-}
-
 fn button(discord: &FakeDiscord, channel: u64, prefix: &str) -> Option<(u64, String)> {
     discord.messages(channel).iter().rev().find_map(|m| {
         let id = custom_ids(m).into_iter().find(|c| c.starts_with(prefix))?;
-        let message = match &m["id"] {
-            serde_json::Value::String(s) => s.parse().unwrap(),
-            other => other.as_u64().unwrap(),
-        };
-        Some((message, id))
+        Some((id_of(&m["id"]), id))
     })
 }
 
@@ -101,10 +88,7 @@ async fn sigterm_stops_the_bot_cleanly_and_the_run_is_resumable_after() {
         )
         .await;
     wait_for("the thread", || discord.threads().len() == 1).await;
-    let thread = match &discord.threads()[0]["id"] {
-        serde_json::Value::String(s) => s.parse::<u64>().unwrap(),
-        other => other.as_u64().unwrap(),
-    };
+    let thread = id_of(&discord.threads()[0]["id"]);
     wait_for("the question", || discord.messages(thread).len() >= 2).await;
     discord.user_message(ADMIN, thread, "CSV").await;
     wait_for("the confirmation", || {
