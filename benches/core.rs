@@ -18,10 +18,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use featurebot::app::Input;
+use featurebot::core::Input;
 use featurebot::llm::{self, Message, Request};
+use featurebot::model::{Author, Place, Speaker};
 use featurebot::repo;
-use featurebot::store::{Author, Place, Speaker, Store};
+use featurebot::store::Store;
 
 use support::fake_llm::Reply;
 use support::git::{git, repo_config, repo_with_commit};
@@ -259,7 +260,7 @@ async fn agent_steps(steps: usize) {
     let (_answers_tx, answers) = tokio::sync::mpsc::unbounded_channel();
     let job = Job {
         feature,
-        plan: featurebot::store::PlanVersion {
+        plan: featurebot::model::PlanVersion {
             version: 1,
             path: "tasks/bench.md".to_string(),
             commit: String::new(),

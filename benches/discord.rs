@@ -51,7 +51,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use featurebot::store::{Author, Place, Speaker, Store};
+use featurebot::model::{Author, Place, Speaker};
+use featurebot::store::Store;
 use support::fake_discord::{FakeDiscord, RateLimits, Recorded, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
 use support::fake_llm::{Api, FakeLlm, Reply};
 use support::git::repo_with_commit;

@@ -11,8 +11,8 @@ use anyhow::Context;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use crate::app::{App, Input, Output};
-use crate::store::{Author, FeatureId, Place, Status};
+use crate::core::{App, Input, Output};
+use crate::model::{Author, FeatureId, Place, Status};
 
 /// How a console session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,7 +295,7 @@ impl Ui {
                     self.note(&format!("agent run queued; {position} ahead of it"));
                 }
             }
-            Output::RunEvent { event, .. } => self.note(&crate::batch::describe(&event)),
+            Output::RunEvent { event, .. } => self.note(&crate::agent::progress::describe(&event)),
             Output::RunEnded { run, .. } => {
                 self.run_started = false;
                 self.say(&format!("run {:?}; branch: {}", run.state, run.branch));

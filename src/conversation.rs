@@ -7,7 +7,7 @@
 //! the model's context window without losing the original request or the latest turns.
 
 use crate::llm::Message;
-use crate::store::{Speaker, Turn};
+use crate::model::{Speaker, Turn};
 
 /// The word the requirements prompt tells the LLM to write when it is satisfied.
 pub const MARKER: &str = "CONFIRMED";

@@ -1,10 +1,13 @@
 //! featurebot turns a conversation into a reviewed plan and then into a pull request.
 //!
-//! Modules in reading order: the leaves first (settings, storage, the LLM, git), then the
-//! pure logic of the conversation and the plan, then the core that ties them together, then
-//! the front ends that translate between people and the core.
+//! Modules in reading order: the leaves first (settings, the domain model, storage, the LLM,
+//! git, GitHub), then the pure logic of the conversation and the plan, then the agent and the
+//! core that ties them together, then the front ends that translate between people and the
+//! core, and the command-line commands. `ARCHITECTURE.md` has the map and the rules of which
+//! module may use which (a test holds them).
 
 pub mod config;
+pub mod model;
 pub mod redact;
 pub mod store;
 pub mod llm;
@@ -13,13 +16,8 @@ pub mod github;
 pub mod prompts;
 pub mod conversation;
 pub mod plan;
-pub mod plan_file;
 pub mod agent;
-pub mod tasks;
-pub mod runs;
-pub mod app;
+pub mod core;
 pub mod console;
-pub mod batch;
-pub mod workflow;
 pub mod discord;
-pub mod check;
+pub mod cli;

@@ -11,16 +11,19 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use featurebot::agent::actions::workflow;
 use featurebot::agent::run::Runner;
-use featurebot::app::App;
+use featurebot::cli::{agent as batch, check};
 use featurebot::config::Config;
 use featurebot::console::{self, Outcome};
+use featurebot::core::App;
 use featurebot::github::Clients;
+use featurebot::model::FeatureId;
+use featurebot::model::RunState;
 use featurebot::prompts::Prompts;
 use featurebot::redact::Redactor;
-use featurebot::store::RunState;
-use featurebot::store::{FeatureId, Store};
-use featurebot::{batch, check, discord, llm, workflow};
+use featurebot::store::Store;
+use featurebot::{discord, llm};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]

@@ -14,6 +14,7 @@
 pub mod actions;
 pub mod backend;
 pub mod exec;
+pub mod progress;
 pub mod run;
 pub mod tools;
 

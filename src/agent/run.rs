@@ -22,11 +22,12 @@ use super::{Event, Human, Phase, StepReport, StepRequest};
 use crate::config::{Config, RepoConfig};
 use crate::github::{Clients, GitHub, PullRequest, PullRequestSpec};
 use crate::llm::{self, Usage};
+use crate::model::{Feature, PlanVersion, Run, RunState, StepRecord};
 use crate::plan::{self, Slug};
 use crate::prompts::Prompts;
 use crate::redact::Redactor;
 use crate::repo;
-use crate::store::{Feature, PlanVersion, Run, RunState, StepRecord, Store};
+use crate::store::Store;
 
 /// What a run needs that outlives it.
 pub struct Runner {

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::store::FeatureId;
+use crate::model::FeatureId;
 
 /// What a button does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -8,8 +8,8 @@ use serenity::all::{
     CreateSelectMenuKind, CreateSelectMenuOption,
 };
 
-use crate::store::{Feature, Priority, RunState, Status};
-use crate::tasks::{self, Card, Filter, Page};
+use crate::core::queries::{self, Card, Filter, Page};
+use crate::model::{Feature, Priority, RunState, Status};
 
 /// The custom id of a page button.
 pub fn page_id(page: usize, filter: Filter) -> String {
@@ -56,7 +56,7 @@ pub fn page(page: &Page, filter: Filter) -> (CreateEmbed, Vec<CreateActionRow>) 
                 row.id,
                 row.status,
                 row.priority.as_str(),
-                tasks::short_age(row.age)
+                queries::short_age(row.age)
             );
             if !row.labels.is_empty() {
                 let labels: String = row.labels.join(", ").chars().take(60).collect();

@@ -33,12 +33,12 @@ use super::dashboard;
 use super::pace::{Pacer, Route};
 use super::render::Inboxes;
 use super::text;
-use crate::app::{App, Input};
 use crate::config::{Config, DiscordConfig};
+use crate::core::queries;
+use crate::core::runs::StepDecision;
+use crate::core::{App, Input};
+use crate::model::{Author, Feature, FeatureId, Place, RunState, Speaker, Status};
 use crate::plan::Title;
-use crate::runs::StepDecision;
-use crate::store::{Author, Feature, FeatureId, Place, RunState, Speaker, Status};
-use crate::tasks;
 
 /// How many features the catch-up works on at once. Each fetches its thread's missed messages
 /// (a REST call per page, plus one per author for the roles) and waits until the core has
@@ -307,7 +307,7 @@ impl Bot {
                 Some(feature) => return self.task_command(ctx, cmd, feature.id).await,
             }
         } else {
-            let filter = tasks::Filter {
+            let filter = queries::Filter {
                 status: string_option(cmd, "status").and_then(|s| s.parse().ok()),
                 priority: string_option(cmd, "priority").and_then(|p| p.parse().ok()),
             };
@@ -319,7 +319,12 @@ impl Bot {
     }
 
     /// `/tasks`: refreshes pull-request states from GitHub (briefly), then lists.
-    async fn tasks_command(&self, ctx: &Context, cmd: &CommandInteraction, filter: tasks::Filter) {
+    async fn tasks_command(
+        &self,
+        ctx: &Context,
+        cmd: &CommandInteraction,
+        filter: queries::Filter,
+    ) {
         let defer = CreateInteractionResponse::Defer(
             CreateInteractionResponseMessage::new().ephemeral(true),
         );
@@ -334,7 +339,7 @@ impl Bot {
         {
             tracing::warn!("refreshing pull requests took too long; listing what is known");
         }
-        let edit = match tasks::list(self.app.store(), filter, 0) {
+        let edit = match queries::list(self.app.store(), filter, 0) {
             Ok(listing) => {
                 let (embed, rows) = dashboard::page(&listing, filter);
                 EditInteractionResponse::new().embed(embed).components(rows)
@@ -369,7 +374,7 @@ impl Bot {
                 })
                 .await;
         }
-        let edit = match tasks::card(self.app.store(), feature, self.prices) {
+        let edit = match queries::card(self.app.store(), feature, self.prices) {
             Ok(card) => EditInteractionResponse::new()
                 .embed(dashboard::card(&card))
                 .components(vec![dashboard::priority_menu(&card.feature)]),
@@ -419,7 +424,7 @@ impl Bot {
         self.app
             .handle(Input::SetPriority { feature, priority })
             .await;
-        let edit = match tasks::card(self.app.store(), feature, self.prices) {
+        let edit = match queries::card(self.app.store(), feature, self.prices) {
             Ok(card) => EditInteractionResponse::new()
                 .embed(dashboard::card(&card))
                 .components(vec![dashboard::priority_menu(&card.feature)]),
@@ -448,11 +453,11 @@ impl Bot {
 
     fn page_response(
         &self,
-        filter: tasks::Filter,
+        filter: queries::Filter,
         page: usize,
         update: bool,
     ) -> CreateInteractionResponse {
-        match tasks::list(self.app.store(), filter, page) {
+        match queries::list(self.app.store(), filter, page) {
             Ok(listing) => {
                 let (embed, rows) = dashboard::page(&listing, filter);
                 let message = CreateInteractionResponseMessage::new()

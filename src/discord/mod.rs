@@ -10,8 +10,8 @@
 //!
 //! The core never sees a Discord type; this module never decides what a feature is.
 //!
-//! [`Input`]: crate::app::Input
-//! [`Output`]: crate::app::Output
+//! [`Input`]: crate::core::Input
+//! [`Output`]: crate::core::Output
 
 mod buttons;
 mod dashboard;
@@ -29,8 +29,8 @@ use serenity::all::{ClientBuilder, GatewayIntents, HttpBuilder};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, Output};
 use crate::config::{Config, DiscordConfig};
+use crate::core::{App, Output};
 
 /// The gateway events the bot needs. MESSAGE_CONTENT is privileged: turn it on in the
 /// developer portal, or every message arrives empty.
@@ -134,7 +134,7 @@ pub async fn run(
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = every.tick() => app.handle(crate::app::Input::RefreshPullRequests).await,
+                    _ = every.tick() => app.handle(crate::core::Input::RefreshPullRequests).await,
                     () = stop.cancelled() => break,
                 }
             }

@@ -27,12 +27,13 @@ use super::buttons::{Action, Button};
 use super::pace::{Paced, Pacer, Route};
 use super::text::{self, MESSAGE_LIMIT};
 use crate::agent::Event;
-use crate::app::Output;
 use crate::config::DiscordConfig;
+use crate::core::Output;
 use crate::github::{Clients, GitHub};
+use crate::model::{Feature, FeatureId, Place, RunState};
 use crate::plan::Slug;
 use crate::redact::Redactor;
-use crate::store::{Feature, FeatureId, Place, RunState, Store};
+use crate::store::Store;
 
 /// How often the typing indicator is renewed (Discord shows it for about 10 seconds).
 const TYPING_EVERY: Duration = Duration::from_secs(8);
@@ -402,7 +403,7 @@ impl Worker {
                     .await;
             }
             Output::PullRequestChanged { status, .. } => {
-                let text = if status == crate::store::Status::Merged {
+                let text = if status == crate::model::Status::Merged {
                     "🎉 The pull request was merged."
                 } else {
                     "The pull request was closed without merging."

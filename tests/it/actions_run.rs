@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use featurebot::agent::Event;
-use featurebot::app::{Input, Output};
 use featurebot::config::{ActionsConfig, Config, Executor, DEFAULT_ACTIONS_INSTALL};
-use featurebot::store::{FeatureId, Run, RunState, Status};
+use featurebot::core::{Input, Output};
+use featurebot::model::{FeatureId, Run, RunState, Status};
 
 use crate::support::fake_github::actions::{FakeJob, FakeWorkflow, RateLimit};
 use crate::support::fake_github::TOKEN;

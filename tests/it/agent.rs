@@ -10,9 +10,10 @@ use featurebot::agent::{Event, Human, Phase};
 use featurebot::config::{AgentBackend, AgentConfig, Config, PromptsConfig, StoreConfig};
 use featurebot::github::{Clients, GitHub};
 use featurebot::llm;
+use featurebot::model::{Author, Place, PlanVersion, Run, RunState};
 use featurebot::prompts::Prompts;
 use featurebot::redact::Redactor;
-use featurebot::store::{Author, Place, PlanVersion, Run, RunState, Store};
+use featurebot::store::Store;
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -764,7 +765,7 @@ async fn a_failed_push_after_a_step_is_reported_and_the_run_goes_on() {
     };
     assert_eq!(*step, 0);
     assert!(message.contains("pre-receive hook declined"), "{message}");
-    let line = featurebot::batch::describe(failed[0]);
+    let line = featurebot::agent::progress::describe(failed[0]);
     assert!(
         line.starts_with("featurebot: push failed after step 1: "),
         "{line}"

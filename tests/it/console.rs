@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use featurebot::store::{FeatureId, Store};
+use featurebot::model::FeatureId;
+use featurebot::store::Store;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 

@@ -2,7 +2,7 @@
 
 use featurebot::conversation::{estimate_tokens, fit_transcript, read_reply, MarkerFilter};
 use featurebot::llm::Role;
-use featurebot::store::{Speaker, Turn};
+use featurebot::model::{Speaker, Turn};
 use time::OffsetDateTime;
 
 /// Checks that `reply` reads as `visible`, with `summary` when it confirms.

@@ -2,7 +2,7 @@
 
 use featurebot::discord::text::{split, thread_name, MESSAGE_LIMIT, THREAD_NAME_LIMIT};
 use featurebot::discord::{Action, Button};
-use featurebot::store::FeatureId;
+use featurebot::model::FeatureId;
 
 /// Splits `text` and checks that every part is within the limit, has balanced fences and is
 /// not empty.

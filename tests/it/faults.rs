@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use featurebot::agent::run::Runner;
-use featurebot::app::{App, Input, Output};
 use featurebot::config::{AgentConfig, Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
+use featurebot::core::{App, Input, Output};
 use featurebot::llm;
+use featurebot::model::{FeatureId, RunState, Speaker, Status};
 use featurebot::prompts::Prompts;
 use featurebot::redact::Redactor;
-use featurebot::store::{FeatureId, RunState, Speaker, Status, Store, StoreError};
+use featurebot::store::{Store, StoreError};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;

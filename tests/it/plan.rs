@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use featurebot::model::{Author, Feature, FeatureId, Place, Priority, Status};
 use featurebot::plan::{self, Slug, Title};
-use featurebot::store::{Author, Feature, FeatureId, Place, Priority, Status};
 use time::macros::datetime;
 
 fn check_title(raw: &str, expected: Result<&str, &str>) {

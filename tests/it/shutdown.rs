@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use featurebot::store::{FeatureId, RunState, Status, Store};
+use featurebot::model::{FeatureId, RunState, Status};
+use featurebot::store::Store;
 use serde_json::json;
 use tokio::process::{Child, Command};
 

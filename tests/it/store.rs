@@ -1,9 +1,8 @@
 //! The sled store: records, transitions, de-duplication, restarts, locking, schema.
 
 use featurebot::llm::Usage;
-use featurebot::store::{
-    Author, FeatureId, Place, PlanVersion, Speaker, Status, Store, StoreError,
-};
+use featurebot::model::{Author, FeatureId, Place, PlanVersion, Speaker, Status};
+use featurebot::store::{Store, StoreError};
 use time::OffsetDateTime;
 
 fn alice() -> Author {

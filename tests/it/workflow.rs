@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use featurebot::batch::CHECKS_FAILED;
+use featurebot::agent::actions::workflow::{self, DispatchInputs, INPUTS, STEP_RUN};
+use featurebot::agent::progress::CHECKS_FAILED;
 use featurebot::config::{
     ActionsConfig, AgentConfig, Config, Executor, PromptsConfig, StoreConfig,
 };
-use featurebot::workflow::{self, DispatchInputs, INPUTS, STEP_RUN};
 use serde_json::{json, Value};
 
 use crate::support::fake_github::{FakeGithub, TOKEN};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use featurebot::agent::run::Runner;
-use featurebot::app::App;
 use featurebot::config::{Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
+use featurebot::core::App;
 use featurebot::llm;
 use featurebot::prompts::Prompts;
 use featurebot::redact::Redactor;

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use featurebot::app::{App, Input, Output};
 use featurebot::config::{Config, PromptsConfig, StoreConfig};
+use featurebot::core::{App, Input, Output};
 use featurebot::llm;
+use featurebot::model::{Author, FeatureId, Place};
 use featurebot::prompts::Prompts;
-use featurebot::store::{Author, FeatureId, Place, Store};
+use featurebot::store::Store;
 use tokio::sync::mpsc;
 
 use super::fake_llm::{Api, FakeLlm};

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use featurebot::agent::run::Runner;
-use featurebot::app::{App, Input, Output};
 use featurebot::config::{AgentConfig, Config, PromptsConfig, StoreConfig};
+use featurebot::core::{App, Input, Output};
 use featurebot::github::GitHub;
 use featurebot::llm;
+use featurebot::model::{FeatureId, Place, Run, Status};
 use featurebot::prompts::Prompts;
 use featurebot::redact::Redactor;
-use featurebot::store::{FeatureId, Place, Run, Status};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 

@@ -20,17 +20,18 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::run::{new_run, Job, Runner};
-use super::{Event, Phase};
-use crate::batch::CHECKS_FAILED;
+use crate::agent::actions::workflow::{runner_config, DispatchInputs};
+use crate::agent::progress::CHECKS_FAILED;
+use crate::agent::run::{new_run, Job, Runner};
+use crate::agent::{Event, Phase};
 use crate::config::ActionsConfig;
 use crate::github::actions::WorkflowRun;
 use crate::github::{GitHub, GithubError};
 use crate::llm::Usage;
+use crate::model::{RemoteRun, Run, RunState};
 use crate::plan;
 use crate::redact::Redactor;
-use crate::store::{RemoteRun, Run, RunState, Store};
-use crate::workflow::{runner_config, DispatchInputs};
+use crate::store::Store;
 
 /// Consecutive failed polls (other than rate limits and outages) after which the run is
 /// reported as lost: a revoked token or a deleted repository does not heal by waiting.

@@ -17,21 +17,16 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::progress::describe;
 use crate::agent::run::{Job, Runner};
-use crate::agent::Event;
 use crate::config::Config;
 use crate::github::Clients;
 use crate::llm;
+use crate::model::{Author, Place, PlanVersion, Run, RunState, Status};
+use crate::plan::file::parse_plan_file;
 use crate::prompts::Prompts;
 use crate::redact::Redactor;
-use crate::store::{Author, FeatureId, Place, PlanVersion, Run, RunState, Status, Store};
-
-/// How a red check's line on stderr starts, followed by the step, the attempt and the command,
-/// then the end of the output, each line indented by four spaces.
-pub const CHECKS_FAILED: &str = "featurebot: checks failed";
-
-/// How a failed push after a step starts its line on stderr (`agent.push_each_step`).
-pub const PUSH_FAILED: &str = "featurebot: push failed";
+use crate::store::Store;
 
 /// What `featurebot agent` was asked besides the plan file.
 #[derive(Debug, Clone, Default)]
@@ -45,62 +40,6 @@ pub struct Options {
     pub discussion_url: Option<String>,
     /// The GitHub issue the pull request closes (`Closes #N`).
     pub closes: Option<u64>,
-}
-
-/// A plan file's front matter and body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlanFile {
-    pub feature_id: Option<FeatureId>,
-    pub title: String,
-    pub version: u32,
-    pub markdown: String,
-}
-
-/// Reads the front matter featurebot writes (`feature_id`, `title`, `version`); a file without
-/// one is taken whole as the plan, titled by its first heading.
-pub fn parse_plan_file(text: &str) -> Result<PlanFile, String> {
-    let mut feature_id = None;
-    let mut title = None;
-    let mut version = 1;
-    let body = match text.strip_prefix("---\n") {
-        Some(rest) => {
-            let Some(end) = rest.find("\n---\n") else {
-                return Err("the front matter has no closing `---` line".to_string());
-            };
-            for line in rest[..end].lines() {
-                let Some((key, value)) = line.split_once(':') else {
-                    continue;
-                };
-                let value = value.trim();
-                match key.trim() {
-                    "feature_id" => feature_id = value.parse().ok().map(FeatureId),
-                    "title" => {
-                        title = Some(
-                            serde_json::from_str::<String>(value)
-                                .unwrap_or_else(|_| value.trim_matches('"').to_string()),
-                        )
-                    }
-                    "version" => version = value.parse().unwrap_or(1),
-                    _ => {}
-                }
-            }
-            &rest[end + 5..]
-        }
-        None => text,
-    };
-    let title = title
-        .or_else(|| {
-            body.lines()
-                .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
-        })
-        .filter(|t| !t.is_empty())
-        .ok_or("the plan has no title: give it front matter or a `# Title` line")?;
-    Ok(PlanFile {
-        feature_id,
-        title,
-        version,
-        markdown: body.trim().to_string(),
-    })
 }
 
 /// Runs the agent on `path` and returns the final run record.
@@ -254,121 +193,5 @@ async fn interrupted() {
     }
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-/// One line about an event, for logs and terminals.
-pub fn describe(event: &Event) -> String {
-    match event {
-        Event::Started {
-            branch,
-            steps,
-            from,
-        } => format!(
-            "run started on {branch}: {} steps{}",
-            steps.len(),
-            if *from > 0 {
-                format!(", resuming at step {}", from + 1)
-            } else {
-                String::new()
-            }
-        ),
-        Event::Phase {
-            step,
-            total,
-            title,
-            phase,
-            ..
-        } => {
-            if title.is_empty() {
-                phase.as_str().to_string()
-            } else {
-                format!("step {}/{total} {title}: {}", step + 1, phase.as_str())
-            }
-        }
-        Event::ChecksFailed {
-            step,
-            attempt,
-            command,
-            tail,
-            ..
-        } => {
-            let mut text = format!(
-                "{CHECKS_FAILED}: step {}, attempt {}: `{command}` failed:",
-                step + 1,
-                attempt + 1,
-            );
-            for line in crate::agent::backend::last_lines(tail, 15).lines() {
-                text.push_str("\n    ");
-                text.push_str(line);
-            }
-            text
-        }
-        Event::StepPushFailed { step, message } => format!(
-            "{PUSH_FAILED} after step {}: {message}; the run goes on",
-            step + 1
-        ),
-        Event::StepCommitted {
-            step,
-            total,
-            commit,
-            green,
-            ..
-        } => format!(
-            "step {}/{total} committed{} ({})",
-            step + 1,
-            commit
-                .as_deref()
-                .map(|c| format!(" {}", &c[..c.len().min(12)]))
-                .unwrap_or_else(|| " (no changes)".to_string()),
-            if *green {
-                "checks passed"
-            } else {
-                "checks failing"
-            }
-        ),
-        Event::Question { text } => format!("the agent asks: {text}"),
-        Event::Remote { state, url } => match url {
-            Some(url) => format!("GitHub Actions: {state} ({url})"),
-            None => format!("GitHub Actions: {state}"),
-        },
-        Event::AwaitingApproval {
-            step,
-            total,
-            green,
-            files,
-            ..
-        } => format!(
-            "step {}/{total} waits for approval ({}, {} file(s) changed)",
-            step + 1,
-            if *green {
-                "checks passed"
-            } else {
-                "checks failing"
-            },
-            files.len()
-        ),
-        Event::Finished {
-            branch,
-            pull_request,
-            green,
-            stopped,
-        } => {
-            let mut line = format!(
-                "finished: {branch} pushed, {}",
-                if *green {
-                    "all checks passed"
-                } else {
-                    "some checks failing"
-                }
-            );
-            if let Some(pr) = pull_request {
-                line.push_str(&format!(", pull request {}", pr.url));
-            }
-            if let Some(reason) = stopped {
-                line.push_str(&format!("; stopped early: {reason}"));
-            }
-            line
-        }
     }
 }

@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::actions;
+use crate::agent::actions::executor;
 use crate::agent::run::{Job, Runner};
 use crate::agent::{Event, Human};
-use crate::app::Output;
 use crate::config::Executor;
-use crate::store::{FeatureId, PlanVersion, Run, RunState, Status, Store};
+use crate::core::Output;
+use crate::model::{FeatureId, PlanVersion, Run, RunState, Status};
+use crate::store::Store;
 
 /// The runs of one featurebot process.
 pub struct RunQueue {
@@ -174,7 +175,7 @@ impl RunQueue {
             // From `queued` (cancelled early) the feature goes straight to its end state.
             let _ = store.set_status(feature, status).await;
             // The plan file records the outcome and the pull request.
-            if let Err(err) = crate::plan_file::refresh(
+            if let Err(err) = crate::plan::file::refresh(
                 runner
                     .config
                     .repo_of(store.feature(feature).ok().and_then(|f| f.repo).as_deref()),
@@ -320,7 +321,7 @@ async fn run_one(
                 .await
         }
         Executor::GithubActions => {
-            actions::execute(runner, job, store, events_tx, cancel, stopping).await
+            executor::execute(runner, job, store, events_tx, cancel, stopping).await
         }
     };
     let _ = forwarder.await;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::llm::Usage;
-use crate::store::{Feature, FeatureId, PlanVersion, Priority, Run, Status, Store, StoreError};
+use crate::model::{Feature, FeatureId, PlanVersion, Priority, Run, Status};
+use crate::store::{Store, StoreError};
 
 /// Rows per page of `/tasks`.
 pub const PAGE_SIZE: usize = 10;

@@ -4,12 +4,14 @@
 //! Everything here is pure. Invariant: a plan path is `<tasks_dir>/<UTC YYYYMMDD-HHMMSS>-<slug>.md`
 //! where the slug is ASCII `[a-z0-9-]`, so it can never leave the tasks folder.
 
+pub mod file;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use crate::store::{Feature, FeatureId, Status};
+use crate::model::{Feature, FeatureId, Status};
 
 /// The longest title we accept. Details belong in the conversation.
 pub const MAX_TITLE_CHARS: usize = 200;

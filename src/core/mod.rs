@@ -15,21 +15,24 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+pub mod queries;
+pub mod runs;
+
 use crate::agent::run::Runner;
 use crate::config::Config;
 use crate::conversation::{self, MarkerFilter};
 use crate::github::{Clients, GitHub, GithubError, IssueSpec, PrState};
 use crate::llm::{self, LlmError, Message, Request};
+use crate::model::{
+    Author, Feature, FeatureId, Place, PlanVersion, Priority, Run, RunState, Speaker, Status,
+};
+use crate::plan::file as plan_file;
 use crate::plan::{self, Slug, Title};
-use crate::plan_file;
 use crate::prompts::{self, Prompts};
 use crate::redact::Redactor;
 use crate::repo::{self, RepoError};
-use crate::runs::{self, RunQueue, StepDecision};
-use crate::store::{
-    Author, Feature, FeatureId, Place, PlanVersion, Priority, Run, RunState, Speaker, Status,
-    Store, StoreError,
-};
+use crate::store::{Store, StoreError};
+use runs::{RunQueue, StepDecision};
 
 /// Something a person did.
 #[derive(Debug, Clone)]

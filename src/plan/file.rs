@@ -1,0 +1,108 @@
+//! The plan file in the target repository: reading it back ([`parse_plan_file`], for
+//! `featurebot agent`) and keeping its front matter in step with the feature ([`refresh`]):
+//! status, priority, labels and pull request, so the repository itself is a readable record of
+//! what was asked and what happened.
+//!
+//! Each change is a small commit on the base branch (`plan: <title> (<what changed>)`), through
+//! the same one-file commit as the plan itself.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::config::RepoConfig;
+use crate::model::FeatureId;
+use crate::plan::{self, Meta};
+use crate::repo;
+use crate::store::Store;
+
+/// Rewrites the latest plan version's file with the feature's current state and commits it.
+/// Does nothing for a feature without a plan. `what` says what changed, for the commit message.
+pub async fn refresh(
+    repo_cfg: &RepoConfig,
+    store: &Store,
+    id: FeatureId,
+    what: &str,
+) -> anyhow::Result<()> {
+    let feature = store.feature(id)?;
+    let Some(latest) = store.plans(id)?.pop() else {
+        return Ok(());
+    };
+    let pr = store.runs(id)?.into_iter().rev().find_map(|r| r.pr_url);
+    let meta = Meta {
+        version: latest.version,
+        created: latest.at,
+        status: feature.status,
+        pr,
+    };
+    let contents = plan::render_file(&feature, &meta, &latest.markdown);
+    let message = format!(
+        "plan: {} ({what})\n\nFeature-Id: {}\nPlan-Version: {}\n",
+        feature.title, feature.id, latest.version
+    );
+    let cfg = repo_cfg.clone();
+    let path = PathBuf::from(&latest.path);
+    tokio::task::spawn_blocking(move || {
+        repo::commit_file(&cfg, &path, contents.as_bytes(), &message)
+    })
+    .await
+    .context("the git task panicked")?
+    .context("updating the plan file's front matter")?;
+    Ok(())
+}
+
+/// A plan file's front matter and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanFile {
+    pub feature_id: Option<FeatureId>,
+    pub title: String,
+    pub version: u32,
+    pub markdown: String,
+}
+
+/// Reads the front matter featurebot writes (`feature_id`, `title`, `version`); a file without
+/// one is taken whole as the plan, titled by its first heading.
+pub fn parse_plan_file(text: &str) -> Result<PlanFile, String> {
+    let mut feature_id = None;
+    let mut title = None;
+    let mut version = 1;
+    let body = match text.strip_prefix("---\n") {
+        Some(rest) => {
+            let Some(end) = rest.find("\n---\n") else {
+                return Err("the front matter has no closing `---` line".to_string());
+            };
+            for line in rest[..end].lines() {
+                let Some((key, value)) = line.split_once(':') else {
+                    continue;
+                };
+                let value = value.trim();
+                match key.trim() {
+                    "feature_id" => feature_id = value.parse().ok().map(FeatureId),
+                    "title" => {
+                        title = Some(
+                            serde_json::from_str::<String>(value)
+                                .unwrap_or_else(|_| value.trim_matches('"').to_string()),
+                        )
+                    }
+                    "version" => version = value.parse().unwrap_or(1),
+                    _ => {}
+                }
+            }
+            &rest[end + 5..]
+        }
+        None => text,
+    };
+    let title = title
+        .or_else(|| {
+            body.lines()
+                .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or("the plan has no title: give it front matter or a `# Title` line")?;
+    Ok(PlanFile {
+        feature_id,
+        title,
+        version,
+        markdown: body.trim().to_string(),
+    })
+}
