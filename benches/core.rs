@@ -22,6 +22,7 @@ use featurebot::core::Input;
 use featurebot::llm::{self, Message, Request};
 use featurebot::model::{Author, Place, Speaker};
 use featurebot::repo;
+use featurebot::startup::Services;
 use featurebot::store::Store;
 
 use support::fake_llm::Reply;
@@ -195,7 +196,7 @@ fn plan_commit(files: usize, commits: usize) {
 /// The agent run's own cost per step: a run of `steps` steps against an instant fake LLM and
 /// no check commands, minus the time of its LLM requests measured alone.
 async fn agent_steps(steps: usize) {
-    use featurebot::agent::run::{Job, Runner};
+    use featurebot::agent::run::Job;
     use featurebot::redact::Redactor;
     use support::fake_llm::{Api, FakeLlm};
 
@@ -249,13 +250,10 @@ async fn agent_steps(steps: usize) {
         .create_feature("Bench run", alice(), Place::Console)
         .await
         .unwrap();
-    let runner = Runner {
-        config: config.clone(),
-        llm: client,
-        prompts: featurebot::prompts::Prompts::builtin(),
-        redactor: Redactor::default(),
-        github: featurebot::github::Clients::default(),
-    };
+    let mut services = Services::with_store(&config, store.clone()).unwrap();
+    services.redactor = Redactor::default();
+    services.github = featurebot::github::Clients::default();
+    let runner = services.runner(config.clone());
     let (events, _progress) = tokio::sync::mpsc::unbounded_channel();
     let (_answers_tx, answers) = tokio::sync::mpsc::unbounded_channel();
     let job = Job {

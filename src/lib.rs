@@ -21,3 +21,4 @@ pub mod core;
 pub mod console;
 pub mod discord;
 pub mod cli;
+pub mod startup;

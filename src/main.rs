@@ -12,18 +12,13 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use featurebot::agent::actions::workflow;
-use featurebot::agent::run::Runner;
 use featurebot::cli::{agent as batch, check};
 use featurebot::config::Config;
 use featurebot::console::{self, Outcome};
-use featurebot::core::App;
-use featurebot::github::Clients;
-use featurebot::model::FeatureId;
-use featurebot::model::RunState;
-use featurebot::prompts::Prompts;
+use featurebot::discord;
+use featurebot::model::{FeatureId, RunState};
 use featurebot::redact::Redactor;
-use featurebot::store::Store;
-use featurebot::{discord, llm};
+use featurebot::startup::{self, Services};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -159,11 +154,7 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Run => {
-            let store = Store::open(&config.store.path)?;
-            let llm = llm::Client::new(config.llm.clone())?;
-            let prompts = Prompts::load(config.prompts.dir.as_deref())?;
-            let (app, outputs) = App::new(config.clone(), store, llm, prompts);
-            let app = app.with_agent(runner(&config)?);
+            let (app, outputs) = startup::app(config.clone(), Services::from_config(&config)?);
             app.recover_runs().await;
             let shutdown = CancellationToken::new();
             let stop = shutdown.clone();
@@ -232,11 +223,7 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Console { title, resume } => {
-            let store = Store::open(&config.store.path)?;
-            let llm = llm::Client::new(config.llm.clone())?;
-            let prompts = Prompts::load(config.prompts.dir.as_deref())?;
-            let (app, outputs) = App::new(config.clone(), store, llm, prompts);
-            let app = app.with_agent(runner(&config)?);
+            let (app, outputs) = startup::app(config.clone(), Services::from_config(&config)?);
             app.recover_runs().await;
             let session = console::run(Arc::new(app), outputs, title, resume);
             let outcome = tokio::select! {
@@ -262,18 +249,6 @@ fn branch_name(value: &str) -> Result<String, String> {
     } else {
         Err("not a branch name featurebot accepts (letters, digits, - _ / .)".to_string())
     }
-}
-
-/// The coding agent, as configured.
-fn runner(config: &Arc<Config>) -> anyhow::Result<Runner> {
-    let github = Clients::from_config(config)?;
-    Ok(Runner {
-        config: config.clone(),
-        llm: llm::Client::new(config.llm.clone())?,
-        prompts: Prompts::load(config.prompts.dir.as_deref())?,
-        redactor: Redactor::from_config(config),
-        github,
-    })
 }
 
 /// Ctrl-C, or SIGTERM (what `docker stop` and systemd send).

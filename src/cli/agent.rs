@@ -18,14 +18,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::progress::describe;
-use crate::agent::run::{Job, Runner};
+use crate::agent::run::Job;
 use crate::config::Config;
-use crate::github::Clients;
-use crate::llm;
 use crate::model::{Author, Place, PlanVersion, Run, RunState, Status};
 use crate::plan::file::parse_plan_file;
-use crate::prompts::Prompts;
-use crate::redact::Redactor;
+use crate::startup::Services;
 use crate::store::Store;
 
 /// What `featurebot agent` was asked besides the plan file.
@@ -114,14 +111,7 @@ pub async fn run(config: Arc<Config>, path: &Path, options: &Options) -> anyhow:
         let _ = store.set_status(id, Status::Approved).await;
         let _ = store.set_status(id, Status::Running).await;
     }
-    let github = Clients::from_config(&config)?;
-    let runner = Runner {
-        llm: llm::Client::new(config.llm.clone())?,
-        prompts: Prompts::load(config.prompts.dir.as_deref())?,
-        redactor: Redactor::from_config(&config),
-        github,
-        config: config.clone(),
-    };
+    let runner = Services::with_store(&config, store.clone())?.runner(config.clone());
     let (events, mut progress) = mpsc::unbounded_channel();
     // No answers will come: a question gets "no answer" at once instead of a long wait.
     let (no_answers, answers) = mpsc::unbounded_channel();

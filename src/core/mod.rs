@@ -207,8 +207,8 @@ pub struct App {
     features: Mutex<HashMap<FeatureId, Arc<tokio::sync::Mutex<()>>>>,
     /// Commits to the target repository happen one at a time.
     repo_lock: tokio::sync::Mutex<()>,
-    /// The agent runs, when an agent is configured.
-    runs: Option<RunQueue>,
+    /// The agent runs.
+    runs: RunQueue,
     /// Plans pass through it before they are committed.
     redactor: Redactor,
     /// For issues and pull-request states, per target repository (with the agent).
@@ -221,49 +221,35 @@ pub struct App {
 pub const BOT_NAME: &str = "featurebot";
 
 impl App {
-    pub fn new(
-        config: Arc<Config>,
-        store: Store,
-        llm: llm::Client,
-        prompts: Prompts,
-    ) -> (App, mpsc::UnboundedReceiver<Output>) {
+    /// The core over `store`, with the agent's `runner`: the runner's services (config, LLM,
+    /// prompts, redactor, GitHub clients) are the core's too. Only the wiring point, `startup.rs`, calls this.
+    pub fn new(runner: Runner, store: Store) -> (App, mpsc::UnboundedReceiver<Output>) {
         let (out, rx) = mpsc::unbounded_channel();
-        let redactor = Redactor::from_config(&config);
         let app = App {
-            config,
-            store,
-            llm,
-            prompts,
-            out,
+            config: runner.config.clone(),
+            store: store.clone(),
+            llm: runner.llm.clone(),
+            prompts: runner.prompts.clone(),
+            redactor: runner.redactor.clone(),
+            github: runner.github.clone(),
+            out: out.clone(),
             features: Mutex::new(HashMap::new()),
             repo_lock: tokio::sync::Mutex::new(()),
-            runs: None,
-            redactor,
-            github: Clients::default(),
+            runs: RunQueue::new(runner, store, out),
             follow_ups: Mutex::new(HashSet::new()),
         };
         (app, rx)
     }
 
-    /// Gives the core a coding agent: approving a plan then starts a run.
-    pub fn with_agent(mut self, runner: Runner) -> App {
-        self.github = runner.github.clone();
-        self.runs = Some(RunQueue::new(runner, self.store.clone(), self.out.clone()));
-        self
-    }
-
     /// For a shutdown: stops the agent runs, leaving them resumable at the next start.
     pub async fn shutdown(&self) {
-        if let Some(runs) = &self.runs {
-            runs.shutdown().await;
-        }
+        self.runs.shutdown().await;
     }
 
     /// At start-up: marks the runs a stop interrupted and reports each, so people can resume
     /// or abort them.
     pub async fn recover_runs(&self) {
-        let remote = self.config.agent.executor == crate::config::Executor::GithubActions
-            && self.runs.is_some();
+        let remote = self.config.agent.executor == crate::config::Executor::GithubActions;
         match runs::recover(&self.store, remote).await {
             Ok(recovered) => {
                 for run in recovered.interrupted {
@@ -284,10 +270,8 @@ impl App {
                         run = run.number,
                         "following the GitHub Actions run again"
                     );
-                    if let Some(runs) = &self.runs {
-                        if let Err(err) = runs.start(feature, Some(run), None).await {
-                            tracing::error!(feature = feature.0, error = %format!("{err:#}"), "re-attaching to the Actions run failed");
-                        }
+                    if let Err(err) = self.runs.start(feature, Some(run), None).await {
+                        tracing::error!(feature = feature.0, error = %format!("{err:#}"), "re-attaching to the Actions run failed");
                     }
                 }
             }
@@ -365,7 +349,7 @@ impl App {
             }
             Input::Discard { feature } => self.discard(feature).await,
             Input::CancelRun { feature } => {
-                let cancelled = self.runs.as_ref().is_some_and(|r| r.cancel(feature));
+                let cancelled = self.runs.cancel(feature);
                 if !cancelled {
                     self.refuse(feature, format!("feature #{feature} has no run going"));
                 }
@@ -375,10 +359,7 @@ impl App {
             Input::AbortRun { feature } => self.abort_run(feature).await,
             Input::CreateIssue { feature } => self.create_issue(feature).await,
             Input::StepDecision { feature, decision } => {
-                let decided = self
-                    .runs
-                    .as_ref()
-                    .is_some_and(|r| r.decide(feature, decision));
+                let decided = self.runs.decide(feature, decision);
                 if !decided {
                     self.refuse(
                         feature,
@@ -389,7 +370,7 @@ impl App {
             }
             Input::FollowUp { feature } => {
                 let status = self.store.feature(feature)?.status;
-                if status != Status::PrOpen || self.runs.is_none() {
+                if status != Status::PrOpen {
                     self.refuse(feature, format!("feature #{feature} is {status}; a follow-up needs an open pull request"));
                 } else {
                     self.lock_follow_ups().insert(feature);
@@ -557,10 +538,7 @@ impl App {
     }
 
     async fn resume_run(&self, id: FeatureId) -> anyhow::Result<()> {
-        let Some(runs) = &self.runs else {
-            self.refuse(id, "no coding agent is configured".to_string());
-            return Ok(());
-        };
+        let runs = &self.runs;
         // A failed run whose steps are all done failed at the push or the pull request:
         // resuming it tries those again.
         let last = self.store.runs(id)?.pop();
@@ -640,9 +618,7 @@ impl App {
                         });
                     }
                 }
-                if let Some(runs) = &self.runs {
-                    runs.start(id, None, None).await?;
-                }
+                self.runs.start(id, None, None).await?;
                 return Ok(());
             }
             Status::Approved => {} // A second click: already done.
@@ -780,7 +756,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let mut feature = self.store.feature(id)?;
         if matches!(feature.status, Status::Running | Status::Queued) {
-            let answered = self.runs.as_ref().is_some_and(|r| r.answer(id, text));
+            let answered = self.runs.answer(id, text);
             if answered {
                 self.store
                     .append_turn(id, Speaker::User, &author.name, text, source_id)
@@ -793,7 +769,8 @@ impl App {
         }
         if feature.status == Status::PrOpen && !text.trim().is_empty() {
             let wanted = self.lock_follow_ups().remove(&id);
-            if let (true, Some(runs)) = (wanted, &self.runs) {
+            if wanted {
+                let runs = &self.runs;
                 let stored = self
                     .store
                     .append_turn(id, Speaker::User, &author.name, text, source_id)

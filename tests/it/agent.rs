@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use featurebot::agent::run::{Job, Runner};
+use featurebot::agent::run::Job;
 use featurebot::agent::{Event, Human, Phase};
 use featurebot::config::{AgentBackend, AgentConfig, Config, PromptsConfig, StoreConfig};
 use featurebot::github::{Clients, GitHub};
-use featurebot::llm;
 use featurebot::model::{Author, Place, PlanVersion, Run, RunState};
-use featurebot::prompts::Prompts;
 use featurebot::redact::Redactor;
+use featurebot::startup::Services;
 use featurebot::store::Store;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -105,24 +104,21 @@ impl Fixture {
             )
             .await
             .unwrap();
-        let runner = Runner {
-            config: Arc::new(self.config.clone()),
-            llm: llm::Client::new(self.config.llm.clone()).unwrap(),
-            prompts: Prompts::builtin(),
-            redactor: Redactor::new([self
-                .config
-                .llm
-                .api_key
-                .clone()
-                .unwrap()
-                .expose()
-                .to_string()]),
-            github: Clients::with_default(
-                self.github
-                    .as_ref()
-                    .map(|g| GitHub::new(&g.config()).unwrap()),
-            ),
-        };
+        let mut services = Services::with_store(&self.config, store.clone()).unwrap();
+        services.redactor = Redactor::new([self
+            .config
+            .llm
+            .api_key
+            .clone()
+            .unwrap()
+            .expose()
+            .to_string()]);
+        services.github = Clients::with_default(
+            self.github
+                .as_ref()
+                .map(|g| GitHub::new(&g.config()).unwrap()),
+        );
+        let runner = services.runner(Arc::new(self.config.clone()));
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
         for human in humans {

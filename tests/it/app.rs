@@ -568,10 +568,15 @@ fn modules_depend_only_one_way() {
     ];
     let mut rules: Vec<(&str, &[&str])> = leaves
         .iter()
-        .map(|leaf| (*leaf, &["core", "agent", "discord", "console", "cli"][..]))
+        .map(|leaf| {
+            (
+                *leaf,
+                &["core", "agent", "discord", "console", "cli", "startup"][..],
+            )
+        })
         .collect();
-    rules.push(("core", &["discord", "console", "cli"]));
-    rules.push(("agent", &["core", "discord", "console", "cli"]));
+    rules.push(("core", &["discord", "console", "cli", "startup"]));
+    rules.push(("agent", &["core", "discord", "console", "cli", "startup"]));
     rules.push(("discord", &["store", "cli"]));
     rules.push(("console", &["store", "cli", "discord"]));
     // Known back-edges, each to be removed by the step of the redesign (issue 11) that fixes it.

@@ -11,13 +11,10 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use featurebot::agent::run::Runner;
 use featurebot::config::{AgentConfig, Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
 use featurebot::core::{App, Input, Output};
-use featurebot::llm;
 use featurebot::model::{FeatureId, RunState, Speaker, Status};
-use featurebot::prompts::Prompts;
-use featurebot::redact::Redactor;
+use featurebot::startup::{self, Services};
 use featurebot::store::{Store, StoreError};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -1085,15 +1082,9 @@ impl Bot {
         change(&mut config);
         let config = Arc::new(config);
         let store = crate::support::reopen_store(&config.store.path);
-        let client = llm::Client::new(config.llm.clone()).unwrap();
-        let (app, outputs) = App::new(config.clone(), store, client.clone(), Prompts::builtin());
-        let app = Arc::new(app.with_agent(Runner {
-            config: config.clone(),
-            llm: client,
-            prompts: Prompts::builtin(),
-            redactor: Redactor::from_config(&config),
-            github: featurebot::github::Clients::from_config(&config).unwrap(),
-        }));
+        let services = Services::with_store(&config, store).unwrap();
+        let (app, outputs) = startup::app(config.clone(), services);
+        let app = Arc::new(app);
         let shutdown = CancellationToken::new();
         tokio::spawn(featurebot::discord::run(
             config.clone(),

@@ -4,12 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use featurebot::agent::run::Runner;
 use featurebot::config::{Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
-use featurebot::core::App;
-use featurebot::llm;
-use featurebot::prompts::Prompts;
-use featurebot::redact::Redactor;
+use featurebot::startup::{self, Services};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -181,15 +177,8 @@ async fn launch(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let store = crate::support::reopen_store(&config.store.path);
-    let client = llm::Client::new(config.llm.clone()).unwrap();
-    let (app, outputs) = App::new(config.clone(), store, client.clone(), Prompts::builtin());
-    let app = app.with_agent(Runner {
-        config: config.clone(),
-        llm: client,
-        prompts: Prompts::builtin(),
-        redactor: Redactor::from_config(config),
-        github: featurebot::github::Clients::from_config(config).unwrap(),
-    });
+    let services = Services::with_store(config, store).unwrap();
+    let (app, outputs) = startup::app(config.clone(), services);
     app.recover_runs().await;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(featurebot::discord::run(

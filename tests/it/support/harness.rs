@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use featurebot::config::{Config, PromptsConfig, StoreConfig};
 use featurebot::core::{App, Input, Output};
-use featurebot::llm;
 use featurebot::model::{Author, FeatureId, Place};
-use featurebot::prompts::Prompts;
+use featurebot::startup::{self, Services};
 use featurebot::store::Store;
 use tokio::sync::mpsc;
 
@@ -62,8 +61,8 @@ impl Harness {
     ) -> Harness {
         let config = Arc::new(config);
         let store = super::reopen_store(&config.store.path);
-        let client = llm::Client::new(config.llm.clone()).unwrap();
-        let (app, outputs) = App::new(config.clone(), store, client, Prompts::builtin());
+        let services = Services::with_store(&config, store).unwrap();
+        let (app, outputs) = startup::app(config.clone(), services);
         Harness {
             app: Arc::new(app),
             outputs,

@@ -4,14 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use featurebot::agent::run::Runner;
 use featurebot::config::{AgentConfig, Config, PromptsConfig, StoreConfig};
 use featurebot::core::{App, Input, Output};
 use featurebot::github::GitHub;
-use featurebot::llm;
 use featurebot::model::{FeatureId, Place, Run, Status};
-use featurebot::prompts::Prompts;
-use featurebot::redact::Redactor;
+use featurebot::startup::{self, Services};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -34,15 +31,9 @@ pub struct Core {
 impl Core {
     pub fn with_config(config: Arc<Config>, github: Option<GitHub>) -> Core {
         let store = crate::support::reopen_store(&config.store.path);
-        let client = llm::Client::new(config.llm.clone()).unwrap();
-        let (app, outputs) = App::new(config.clone(), store, client.clone(), Prompts::builtin());
-        let app = app.with_agent(Runner {
-            config: config.clone(),
-            llm: client,
-            prompts: Prompts::builtin(),
-            redactor: Redactor::from_config(&config),
-            github: featurebot::github::Clients::with_default(github),
-        });
+        let mut services = Services::with_store(&config, store).unwrap();
+        services.github = featurebot::github::Clients::with_default(github);
+        let (app, outputs) = startup::app(config.clone(), services);
         Core {
             app: Arc::new(app),
             outputs,
