@@ -137,7 +137,7 @@ fn plan_commit(files: usize, commits: usize) {
         let path = Path::new("tasks").join(format!("20261126-000000-bench-{i}.md"));
         let body = format!("---\nversion: 1\n---\n\n# plan {i}\n");
         let start = Instant::now();
-        repo::commit_file(
+        repo::base::commit_file(
             &cfg,
             &path,
             body.as_bytes(),
@@ -160,7 +160,7 @@ fn plan_commit(files: usize, commits: usize) {
     let mut theirs = Vec::new();
     for i in 0..3 {
         let start = Instant::now();
-        repo::prepare_worktree(
+        repo::worktree::prepare_worktree(
             &cfg,
             &format!("bench/ours-{i}"),
             &dir.path().join(format!("ours-{i}")),

@@ -15,6 +15,7 @@ use crate::github::Clients;
 use crate::llm;
 use crate::prompts::Prompts;
 use crate::redact::Redactor;
+use crate::repo::Repos;
 use crate::store::Store;
 
 /// Everything the core and the agent talk to, built once per process.
@@ -26,6 +27,8 @@ pub struct Services {
     pub redactor: Redactor,
     /// One GitHub client per configured target repository.
     pub github: Clients,
+    /// One repository (and commit lock) per configured target.
+    pub repos: Repos,
 }
 
 impl Services {
@@ -42,6 +45,7 @@ impl Services {
             prompts: Prompts::load(config.prompts.dir.as_deref())?,
             redactor: Redactor::from_config(config),
             github: Clients::from_config(config)?,
+            repos: Repos::from_config(config),
         })
     }
 
@@ -53,6 +57,7 @@ impl Services {
             prompts: self.prompts.clone(),
             redactor: self.redactor.clone(),
             github: self.github.clone(),
+            repos: self.repos.clone(),
         }
     }
 }

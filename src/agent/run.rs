@@ -7,7 +7,7 @@
 //! draft when anything is red or unfinished). Limits (run time, tokens, tool calls, a
 //! repeated failure) stop the run gracefully: what exists is committed, pushed and proposed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +26,7 @@ use crate::model::{Feature, PlanVersion, Run, RunState, StepRecord};
 use crate::plan::{self, Slug};
 use crate::prompts::Prompts;
 use crate::redact::Redactor;
-use crate::repo;
+use crate::repo::{Repo, Repos};
 use crate::store::Store;
 
 /// What a run needs that outlives it.
@@ -36,6 +36,8 @@ pub struct Runner {
     pub prompts: Prompts,
     pub redactor: Redactor,
     pub github: Clients,
+    /// The target repositories, shared with the core (one commit lock each).
+    pub repos: Repos,
 }
 
 /// One run to carry out.
@@ -203,24 +205,11 @@ impl Runner {
             phase: Phase::Preparing,
             usage: run.usage,
         });
-        let repo_cfg = self.repo_cfg(job).clone();
-        let branch = run.branch.clone();
-        let dir = worktree.to_path_buf();
-        let fetch_branch = job.continue_from_ticks;
-        let prepared = tokio::task::spawn_blocking(move || {
-            if let Err(err) = repo::fetch_base(&repo_cfg) {
-                tracing::warn!(error = %err, "fetching the base branch failed; starting from the local one");
-            }
-            if fetch_branch {
-                if let Err(err) = repo::fetch_branch(&repo_cfg, &branch) {
-                    tracing::warn!(error = %err, %branch, "fetching the run's branch failed; using what is here");
-                }
-            }
-            repo::prepare_worktree(&repo_cfg, &branch, &dir)
-        })
-        .await
-        .context("the git task panicked")?
-        .context("preparing the work tree")?;
+        let prepared = self
+            .repo(job)
+            .prepare_worktree(&run.branch, worktree, job.continue_from_ticks)
+            .await
+            .context("preparing the work tree")?;
         if job.continue_from_ticks && run.next_step == 0 && job.follow_up.is_none() {
             skip_ticked_steps(run, &prepared.path, &job.plan.path);
             *run = store.save_run(run).await?;
@@ -248,12 +237,7 @@ impl Runner {
             let mut instructions = run.follow_up.clone();
             let mut redo = 0u32;
             loop {
-                let before = {
-                    let dir = prepared.path.clone();
-                    tokio::task::spawn_blocking(move || repo::head_id(&dir))
-                        .await
-                        .context("the git task panicked")??
-                };
+                let before = self.repo(job).head_id(&prepared.path).await?;
                 let mut feedback = instructions.take();
                 let mut green = false;
                 let mut summary = String::new();
@@ -396,14 +380,11 @@ impl Runner {
                     break;
                 }
                 // Step approval: show what the step changed and wait for a decision.
-                let files = {
-                    let dir = prepared.path.clone();
-                    let from = before.clone();
-                    tokio::task::spawn_blocking(move || repo::diff_stat(&dir, &from))
-                        .await
-                        .context("the git task panicked")?
-                        .unwrap_or_default()
-                };
+                let files = self
+                    .repo(job)
+                    .diff_stat(&prepared.path, &before)
+                    .await
+                    .unwrap_or_default();
                 let _ = events.send(Event::AwaitingApproval {
                     step: index,
                     total,
@@ -445,11 +426,9 @@ impl Runner {
             usage: run.usage,
         });
         let all_green = run.next_step == total && run.steps.iter().all(|s| s.green == Some(true));
-        let repo_cfg = self.repo_cfg(job).clone();
-        let branch = run.branch.clone();
-        tokio::task::spawn_blocking(move || repo::push_branch(&repo_cfg, &branch))
+        self.repo(job)
+            .push_branch(&run.branch)
             .await
-            .context("the git task panicked")?
             .context("pushing the run's branch")?;
         // Every run of this branch, this one as it is now, for the description.
         let mut history = store.runs(run.feature)?;
@@ -494,12 +473,11 @@ impl Runner {
         index: usize,
         events: &mpsc::UnboundedSender<Event>,
     ) {
-        let repo_cfg = self.repo_cfg(job).clone();
-        let name = branch.to_string();
-        let pushed = tokio::task::spawn_blocking(move || repo::push_branch(&repo_cfg, &name))
+        let pushed = self
+            .repo(job)
+            .push_branch(branch)
             .await
-            .map_err(|e| format!("the git task panicked: {e}"))
-            .and_then(|r| r.map_err(|e| e.to_string()));
+            .map_err(|e| e.to_string());
         if let Err(message) = pushed {
             let message = self.redactor.redact(&message);
             tracing::warn!(%branch, step = index + 1, error = %message, "pushing the step failed; the run goes on");
@@ -512,7 +490,11 @@ impl Runner {
 
     /// The feature's target repository (`[[repos]]`, or the default `[repo]`).
     fn repo_cfg(&self, job: &Job) -> &RepoConfig {
-        self.config.repo_of(job.feature.repo.as_deref())
+        self.repo(job).config()
+    }
+
+    fn repo(&self, job: &Job) -> &Repo {
+        self.repos.of(job.feature.repo.as_deref())
     }
 
     /// The GitHub client of the feature's target repository, if it has one.
@@ -526,12 +508,10 @@ impl Runner {
         worktree: &Path,
         message: &str,
     ) -> anyhow::Result<Option<String>> {
-        let repo_cfg = self.repo_cfg(job).clone();
-        let dir: PathBuf = worktree.to_path_buf();
         let message = self.redactor.redact(message);
-        tokio::task::spawn_blocking(move || repo::commit_all(&repo_cfg, &dir, &message))
+        self.repo(job)
+            .commit_all(worktree, &message)
             .await
-            .context("the git task panicked")?
             .context("committing the step")
     }
 

@@ -184,7 +184,7 @@ pub fn resolve(root: &Path, relative: &str) -> Result<PathBuf, String> {
 pub fn run_file_tool(root: &Path, call: &Call) -> Result<String, String> {
     match call {
         Call::ListFiles { under } => {
-            let files = repo::list_files(root).map_err(|e| e.to_string())?;
+            let files = repo::worktree::list_files(root).map_err(|e| e.to_string())?;
             let prefix = under
                 .as_deref()
                 .map(|u| u.trim_end_matches('/').to_string());
@@ -223,7 +223,7 @@ pub fn run_file_tool(root: &Path, call: &Call) -> Result<String, String> {
             if pattern.is_empty() {
                 return Err("the search pattern is empty".to_string());
             }
-            let files = repo::list_files(root).map_err(|e| e.to_string())?;
+            let files = repo::worktree::list_files(root).map_err(|e| e.to_string())?;
             let mut hits = Vec::new();
             for file in files {
                 if let Some(u) = under.as_deref().filter(|u| !u.is_empty() && *u != ".") {

@@ -133,7 +133,7 @@ pub async fn run(config: &Config) -> Vec<Line> {
 async fn repo_line(name: Option<&str>, cfg: &RepoConfig) -> Line {
     let prefix = name.map(|n| format!("{n}: ")).unwrap_or_default();
     let owned = cfg.clone();
-    let inspected = tokio::task::spawn_blocking(move || repo::inspect(&owned)).await;
+    let inspected = tokio::task::spawn_blocking(move || repo::base::inspect(&owned)).await;
     let (ok, detail) = match inspected {
         Ok(Ok(status)) => {
             let mut detail = format!(

@@ -30,7 +30,7 @@ use crate::plan::file as plan_file;
 use crate::plan::{self, Slug, Title};
 use crate::prompts::{self, Prompts};
 use crate::redact::Redactor;
-use crate::repo::{self, RepoError};
+use crate::repo::{self, RepoError, Repos};
 use crate::store::{Store, StoreError};
 use runs::{RunQueue, StepDecision};
 
@@ -205,8 +205,8 @@ pub struct App {
     out: mpsc::UnboundedSender<Output>,
     /// One lock per feature, so that its turns and plans happen one at a time.
     features: Mutex<HashMap<FeatureId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Commits to the target repository happen one at a time.
-    repo_lock: tokio::sync::Mutex<()>,
+    /// The target repositories; each serialises its own commits.
+    repos: Repos,
     /// The agent runs.
     runs: RunQueue,
     /// Plans pass through it before they are committed.
@@ -234,7 +234,7 @@ impl App {
             github: runner.github.clone(),
             out: out.clone(),
             features: Mutex::new(HashMap::new()),
-            repo_lock: tokio::sync::Mutex::new(()),
+            repos: runner.repos.clone(),
             runs: RunQueue::new(runner, store, out),
             follow_ups: Mutex::new(HashSet::new()),
         };
@@ -475,18 +475,15 @@ impl App {
                 }
             };
             self.store.set_status(feature.id, status).await?;
+            if let Err(err) = plan_file::refresh(
+                self.repos.of(feature.repo.as_deref()),
+                &self.store,
+                feature.id,
+                status.as_str(),
+            )
+            .await
             {
-                let _repo = self.repo_lock.lock().await;
-                if let Err(err) = plan_file::refresh(
-                    self.config.repo_of(feature.repo.as_deref()),
-                    &self.store,
-                    feature.id,
-                    status.as_str(),
-                )
-                .await
-                {
-                    tracing::warn!(feature = feature.id.0, error = %format!("{err:#}"), "updating the plan file failed");
-                }
+                tracing::warn!(feature = feature.id.0, error = %format!("{err:#}"), "updating the plan file failed");
             }
             self.emit(Output::PullRequestChanged {
                 feature: feature.id,
@@ -513,9 +510,8 @@ impl App {
             }
         }
         {
-            let _repo = self.repo_lock.lock().await;
             if let Err(err) = plan_file::refresh(
-                self.config.repo_of(self.store.feature(id)?.repo.as_deref()),
+                self.repos.of(feature.repo.as_deref()),
                 &self.store,
                 id,
                 what,
@@ -949,17 +945,11 @@ impl App {
         };
         let contents = plan::render_file(&feature, &meta, &markdown);
         let message = plan::commit_message(&feature, version);
-        let commit = {
-            let _repo = self.repo_lock.lock().await;
-            let cfg = self.config.repo_of(feature.repo.as_deref()).clone();
-            let rel = path.clone();
-            tokio::task::spawn_blocking(move || {
-                repo::commit_file(&cfg, &rel, contents.as_bytes(), &message)
-            })
+        let target = self.repos.of(feature.repo.as_deref());
+        let commit = target
+            .commit_file(&path, contents.into_bytes(), &message)
             .await
-            .context("the git task panicked")?
-            .context("committing the plan")?
-        };
+            .context("committing the plan")?;
         let path_text = path.to_string_lossy().into_owned();
         tracing::info!(feature = id.0, version, path = %path_text, %commit, "plan committed");
         self.store
@@ -975,15 +965,8 @@ impl App {
             )
             .await
             .context("storing the plan")?;
-        if self.config.repo_of(feature.repo.as_deref()).push_plans {
-            let cfg = self.config.repo_of(feature.repo.as_deref()).clone();
-            let pushed = {
-                let _repo = self.repo_lock.lock().await;
-                tokio::task::spawn_blocking(move || repo::push_base(&cfg))
-                    .await
-                    .context("the git task panicked")?
-            };
-            if let Err(err) = pushed {
+        if target.config().push_plans {
+            if let Err(err) = target.push_base().await {
                 tracing::warn!(feature = id.0, error = %err, "pushing the plan failed");
                 self.emit(Output::Warning {
                     feature: id,
@@ -1005,7 +988,7 @@ impl App {
             again: false,
         });
         if let Some(previous) = previous {
-            match repo::unified_diff(&previous.markdown, &markdown, &path_text) {
+            match repo::worktree::unified_diff(&previous.markdown, &markdown, &path_text) {
                 Ok(diff) => self.emit(Output::PlanDiff {
                     feature: id,
                     from: previous.version,

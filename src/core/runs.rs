@@ -177,8 +177,8 @@ impl RunQueue {
             // The plan file records the outcome and the pull request.
             if let Err(err) = crate::plan::file::refresh(
                 runner
-                    .config
-                    .repo_of(store.feature(feature).ok().and_then(|f| f.repo).as_deref()),
+                    .repos
+                    .of(store.feature(feature).ok().and_then(|f| f.repo).as_deref()),
                 &store,
                 feature,
                 status.as_str(),

@@ -6,24 +6,18 @@
 //! Each change is a small commit on the base branch (`plan: <title> (<what changed>)`), through
 //! the same one-file commit as the plan itself.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::Context;
 
-use crate::config::RepoConfig;
 use crate::model::FeatureId;
 use crate::plan::{self, Meta};
-use crate::repo;
+use crate::repo::Repo;
 use crate::store::Store;
 
 /// Rewrites the latest plan version's file with the feature's current state and commits it.
 /// Does nothing for a feature without a plan. `what` says what changed, for the commit message.
-pub async fn refresh(
-    repo_cfg: &RepoConfig,
-    store: &Store,
-    id: FeatureId,
-    what: &str,
-) -> anyhow::Result<()> {
+pub async fn refresh(repo: &Repo, store: &Store, id: FeatureId, what: &str) -> anyhow::Result<()> {
     let feature = store.feature(id)?;
     let Some(latest) = store.plans(id)?.pop() else {
         return Ok(());
@@ -40,14 +34,9 @@ pub async fn refresh(
         "plan: {} ({what})\n\nFeature-Id: {}\nPlan-Version: {}\n",
         feature.title, feature.id, latest.version
     );
-    let cfg = repo_cfg.clone();
-    let path = PathBuf::from(&latest.path);
-    tokio::task::spawn_blocking(move || {
-        repo::commit_file(&cfg, &path, contents.as_bytes(), &message)
-    })
-    .await
-    .context("the git task panicked")?
-    .context("updating the plan file's front matter")?;
+    repo.commit_file(Path::new(&latest.path), contents.into_bytes(), &message)
+        .await
+        .context("updating the plan file's front matter")?;
     Ok(())
 }
 

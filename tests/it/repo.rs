@@ -30,7 +30,8 @@ fn commit_adds_exactly_one_file_on_top_of_the_tip() {
     let before = rev(&repo.path, "main");
 
     let commit =
-        repo::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE).unwrap();
+        repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE)
+            .unwrap();
 
     assert_eq!(rev(&repo.path, "main"), commit);
     assert_eq!(rev(&repo.path, &format!("{commit}^")), before);
@@ -106,7 +107,8 @@ fn commit_ignores_dirty_and_staged_changes_of_the_user() {
     assert_eq!(before, " M README.md\nA  notes.txt\n?? scratch.txt\n");
 
     let commit =
-        repo::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE).unwrap();
+        repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE)
+            .unwrap();
 
     assert_eq!(
         git(&repo.path, &["ls-tree", "-r", "--name-only", &commit]),
@@ -131,11 +133,12 @@ fn commit_ignores_dirty_and_staged_changes_of_the_user() {
 fn commit_keeps_the_users_own_edits_to_the_plan_file() {
     let repo = repo_with_commit("main");
     let cfg = repo_config(&repo);
-    repo::commit_file(&cfg, Path::new("tasks/plan.md"), b"version 1\n", "Plan v1").unwrap();
+    repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), b"version 1\n", "Plan v1").unwrap();
     std::fs::write(repo.path.join("tasks/plan.md"), "my local notes\n").unwrap();
 
     let commit =
-        repo::commit_file(&cfg, Path::new("tasks/plan.md"), b"version 2\n", "Plan v2").unwrap();
+        repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), b"version 2\n", "Plan v2")
+            .unwrap();
 
     assert_eq!(
         git(&repo.path, &["show", &format!("{commit}:tasks/plan.md")]),
@@ -159,7 +162,8 @@ fn commit_with_another_branch_checked_out_moves_only_the_base_ref() {
     let before = status(&repo.path);
 
     let commit =
-        repo::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE).unwrap();
+        repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE)
+            .unwrap();
 
     assert_eq!(rev(&repo.path, "main"), commit);
     assert_eq!(rev(&repo.path, "HEAD"), feature);
@@ -179,13 +183,14 @@ fn commit_with_detached_head_moves_only_the_base_ref() {
     git(&repo.path, &["checkout", "--quiet", "--detach"]);
 
     let commit =
-        repo::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE).unwrap();
+        repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE)
+            .unwrap();
 
     assert_eq!(rev(&repo.path, "main"), commit);
     assert_eq!(rev(&repo.path, "HEAD"), tip);
     assert!(!repo.path.join("tasks").exists());
     assert_eq!(status(&repo.path), "");
-    let status = repo::inspect(&cfg).unwrap();
+    let status = repo::base::inspect(&cfg).unwrap();
     assert_eq!(status.head, format!("detached at {}", &tip[..7]));
     assert_eq!(status.base_commit, commit);
 }
@@ -196,7 +201,7 @@ fn missing_base_branch_names_it_and_the_head() {
     let mut cfg = repo_config(&repo);
     cfg.base_branch = "trunk".to_string();
 
-    let err = repo::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
+    let err = repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
     assert!(
         matches!(&err, RepoError::MissingBaseBranch { branch, head } if branch == "trunk" && head == "branch main"),
         "{err:?}"
@@ -208,14 +213,14 @@ fn missing_base_branch_names_it_and_the_head() {
 
     let tip = rev(&repo.path, "main");
     git(&repo.path, &["checkout", "--quiet", "--detach"]);
-    let err = repo::inspect(&cfg).unwrap_err();
+    let err = repo::base::inspect(&cfg).unwrap_err();
     assert!(
         err.to_string()
             .contains(&format!("(HEAD is detached at {})", &tip[..7])),
         "{err}"
     );
     assert!(matches!(
-        repo::push_base(&cfg),
+        repo::remote::push_base(&cfg),
         Err(RepoError::MissingBaseBranch { .. })
     ));
 }
@@ -234,7 +239,7 @@ fn unborn_repository_asks_for_a_first_commit() {
     };
     let cfg = repo_config(&repo);
 
-    let err = repo::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
+    let err = repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
     assert!(
         matches!(&err, RepoError::MissingBaseBranch { head, .. } if head == "unborn branch main"),
         "{err:?}"
@@ -244,7 +249,7 @@ fn unborn_repository_asks_for_a_first_commit() {
         "{err}"
     );
     assert!(matches!(
-        repo::inspect(&cfg),
+        repo::base::inspect(&cfg),
         Err(RepoError::MissingBaseBranch { .. })
     ));
 }
@@ -256,13 +261,13 @@ fn not_a_repository_is_refused() {
     cfg.path = repo.dir.path().join("elsewhere");
     std::fs::create_dir(&cfg.path).unwrap();
 
-    let err = repo::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
+    let err = repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
     assert!(matches!(&err, RepoError::NotARepository { path } if *path == cfg.path));
     let message = err.to_string();
     assert!(message.contains("is not a git repository"), "{message}");
     assert!(message.contains("set repo.path"), "{message}");
     assert!(matches!(
-        repo::inspect(&cfg),
+        repo::base::inspect(&cfg),
         Err(RepoError::NotARepository { .. })
     ));
 }
@@ -273,10 +278,13 @@ fn bare_repository_is_refused() {
     let mut cfg = repo_config(&repo);
     cfg.path = repo.remote.clone().unwrap();
 
-    let err = repo::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
+    let err = repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
     assert!(matches!(err, RepoError::Bare { .. }), "{err:?}");
     assert!(err.to_string().contains("bare repository"), "{err}");
-    assert!(matches!(repo::inspect(&cfg), Err(RepoError::Bare { .. })));
+    assert!(matches!(
+        repo::base::inspect(&cfg),
+        Err(RepoError::Bare { .. })
+    ));
 }
 
 #[test]
@@ -287,7 +295,7 @@ fn index_lock_refuses_the_commit() {
     let lock = repo.path.join(".git/index.lock");
     std::fs::write(&lock, "").unwrap();
 
-    let err = repo::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
+    let err = repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
     assert!(
         matches!(&err, RepoError::Locked { path } if path.ends_with("index.lock")),
         "{err:?}"
@@ -309,7 +317,7 @@ fn ref_lock_refuses_the_commit() {
     let tip = rev(&repo.path, "main");
     std::fs::write(repo.path.join(".git/refs/heads/main.lock"), "").unwrap();
 
-    let err = repo::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
+    let err = repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x").unwrap_err();
     assert!(
         matches!(&err, RepoError::Locked { path } if path.ends_with("refs/heads/main.lock")),
         "{err:?}"
@@ -324,12 +332,12 @@ fn paths_outside_the_tasks_dir_are_refused() {
     let cfg = repo_config(&repo);
     let tip = rev(&repo.path, "main");
     let check = |path: &str| {
-        let err = repo::commit_file(&cfg, Path::new(path), b"x", "x").unwrap_err();
+        let err = repo::base::commit_file(&cfg, Path::new(path), b"x", "x").unwrap_err();
         assert!(
             matches!(&err, RepoError::OutsideTasksDir { path: p } if p == Path::new(path)),
             "{path}: {err:?}"
         );
-        let err = repo::read_file(&cfg, &tip, Path::new(path)).unwrap_err();
+        let err = repo::base::read_file(&cfg, &tip, Path::new(path)).unwrap_err();
         assert!(matches!(err, RepoError::OutsideTasksDir { .. }), "{path}");
     };
     check("../plan.md");
@@ -356,7 +364,7 @@ fn nested_tasks_dir_keeps_sibling_files() {
     git(&repo.path, &["add", "docs"]);
     git(&repo.path, &["commit", "--quiet", "-m", "docs"]);
 
-    let commit = repo::commit_file(
+    let commit = repo::base::commit_file(
         &cfg,
         Path::new("docs/tasks/plan.md"),
         PLAN.as_bytes(),
@@ -383,7 +391,7 @@ fn nested_tasks_dir_keeps_sibling_files() {
     );
     assert_eq!(status(&repo.path), "");
     assert!(matches!(
-        repo::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x"),
+        repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), b"x", "x"),
         Err(RepoError::OutsideTasksDir { .. })
     ));
 }
@@ -394,8 +402,8 @@ fn second_commit_of_the_same_path_is_a_new_commit() {
     let cfg = repo_config(&repo);
     let path = Path::new("tasks/plan.md");
 
-    let first = repo::commit_file(&cfg, path, b"version 1\n", "Plan v1").unwrap();
-    let second = repo::commit_file(&cfg, path, b"version 2\n", "Plan v2").unwrap();
+    let first = repo::base::commit_file(&cfg, path, b"version 1\n", "Plan v1").unwrap();
+    let second = repo::base::commit_file(&cfg, path, b"version 2\n", "Plan v2").unwrap();
     assert_ne!(first, second);
     assert_eq!(rev(&repo.path, &format!("{second}^")), first);
     assert_eq!(
@@ -413,7 +421,7 @@ fn second_commit_of_the_same_path_is_a_new_commit() {
     );
 
     // Writing the same contents again is still recorded, as a commit that changes nothing.
-    let third = repo::commit_file(&cfg, path, b"version 2\n", "Plan v2 again").unwrap();
+    let third = repo::base::commit_file(&cfg, path, b"version 2\n", "Plan v2 again").unwrap();
     assert_ne!(third, second);
     assert_eq!(rev(&repo.path, &format!("{third}^")), second);
     assert_eq!(
@@ -431,17 +439,18 @@ fn push_updates_the_bare_remote() {
     let remote = repo.remote.clone().unwrap();
 
     let commit =
-        repo::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE).unwrap();
-    repo::push_base(&cfg).unwrap();
+        repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE)
+            .unwrap();
+    repo::remote::push_base(&cfg).unwrap();
     assert_eq!(rev(&remote, "main"), commit);
     assert_eq!(rev(&repo.path, "origin/main"), commit);
 
     // Pushing again with nothing new is fine, and so is a file:// URL.
-    repo::push_base(&cfg).unwrap();
+    repo::remote::push_base(&cfg).unwrap();
     let url = format!("file://{}", remote.display());
     git(&repo.path, &["remote", "set-url", "origin", &url]);
-    let commit = repo::commit_file(&cfg, Path::new("tasks/plan.md"), b"v2\n", "v2").unwrap();
-    repo::push_base(&cfg).unwrap();
+    let commit = repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), b"v2\n", "v2").unwrap();
+    repo::remote::push_base(&cfg).unwrap();
     assert_eq!(rev(&remote, "main"), commit);
 }
 
@@ -461,8 +470,8 @@ fn push_is_rejected_when_the_remote_moved_ahead() {
     git(&other, &["push", "--quiet", "origin", "main"]);
     let theirs = rev(&other, "main");
 
-    repo::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE).unwrap();
-    let err = repo::push_base(&cfg).unwrap_err();
+    repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE).unwrap();
+    let err = repo::remote::push_base(&cfg).unwrap_err();
 
     match &err {
         RepoError::PushRejected {
@@ -483,7 +492,7 @@ fn push_is_rejected_when_the_remote_moved_ahead() {
     // Once the remote's commits are fetched the branch has diverged, which is refused too.
     git(&repo.path, &["fetch", "--quiet", "origin"]);
     assert!(matches!(
-        repo::push_base(&cfg),
+        repo::remote::push_base(&cfg),
         Err(RepoError::PushRejected { .. })
     ));
 }
@@ -493,7 +502,7 @@ fn push_to_a_missing_remote_says_how_to_add_it() {
     let repo = repo_with_commit("main");
     let cfg = repo_config(&repo);
 
-    let err = repo::push_base(&cfg).unwrap_err();
+    let err = repo::remote::push_base(&cfg).unwrap_err();
     assert!(
         matches!(&err, RepoError::Remote { remote, .. } if remote == "origin"),
         "{err:?}"
@@ -514,7 +523,7 @@ fn push_to_an_unreachable_ssh_remote_fails_clearly() {
         &repo.path,
         &["remote", "add", "origin", "ssh://git@127.0.0.1:1/repo.git"],
     );
-    let err = repo::push_base(&cfg).unwrap_err();
+    let err = repo::remote::push_base(&cfg).unwrap_err();
     assert!(matches!(err, RepoError::Remote { .. }), "{err:?}");
     assert!(
         err.to_string().contains("ssh://git@127.0.0.1:1/repo.git")
@@ -538,7 +547,7 @@ fn push_to_an_unreachable_remote_hides_the_credentials() {
         ],
     );
 
-    let err = repo::push_base(&cfg).unwrap_err();
+    let err = repo::remote::push_base(&cfg).unwrap_err();
     assert!(matches!(err, RepoError::Remote { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains("http://127.0.0.1:1/repo.git"), "{message}");
@@ -583,7 +592,7 @@ fn push_over_http_offers_the_token_once_and_never_reports_it() {
     let (url, seen) = refusing_http_server();
     git(&repo.path, &["remote", "add", "origin", &url]);
 
-    let err = repo::push_base(&cfg).unwrap_err();
+    let err = repo::remote::push_base(&cfg).unwrap_err();
 
     let message = err.to_string();
     assert!(matches!(err, RepoError::Remote { .. }), "{err:?}");
@@ -601,7 +610,7 @@ fn push_over_http_offers_the_token_once_and_never_reports_it() {
     );
 
     cfg.github_token = None;
-    let err = repo::push_base(&cfg).unwrap_err();
+    let err = repo::remote::push_base(&cfg).unwrap_err();
     assert!(err.to_string().contains("set GITHUB_TOKEN"), "{err}");
 }
 
@@ -611,10 +620,10 @@ fn inspect_reports_each_kind_of_head() {
     let cfg = repo_config(&repo);
     let tip = rev(&repo.path, "main");
     let check = |head: &str, dirty: bool| {
-        let status = repo::inspect(&cfg).unwrap();
+        let status = repo::base::inspect(&cfg).unwrap();
         assert_eq!(
             status,
-            repo::RepoStatus {
+            repo::base::RepoStatus {
                 head: head.to_string(),
                 base_commit: tip.clone(),
                 remote_url: Some(repo.remote.clone().unwrap().display().to_string()),
@@ -643,7 +652,10 @@ fn inspect_strips_credentials_from_the_remote_url() {
     let cfg = repo_config(&repo);
     let check = |url: &str, shown: Option<&str>| {
         git(&repo.path, &["remote", "add", "origin", url]);
-        assert_eq!(repo::inspect(&cfg).unwrap().remote_url.as_deref(), shown);
+        assert_eq!(
+            repo::base::inspect(&cfg).unwrap().remote_url.as_deref(),
+            shown
+        );
         git(&repo.path, &["remote", "remove", "origin"]);
     };
 
@@ -663,7 +675,7 @@ fn inspect_strips_credentials_from_the_remote_url() {
         "git@github.com:owner/repo.git",
         Some("git@github.com:owner/repo.git"),
     );
-    assert_eq!(repo::inspect(&cfg).unwrap().remote_url, None);
+    assert_eq!(repo::base::inspect(&cfg).unwrap().remote_url, None);
 }
 
 #[test]
@@ -672,34 +684,38 @@ fn read_file_returns_a_plan_at_a_commit() {
     let cfg = repo_config(&repo);
     let before = rev(&repo.path, "main");
     let path = Path::new("tasks/plan.md");
-    let first = repo::commit_file(&cfg, path, b"version 1\n", "v1").unwrap();
-    let second = repo::commit_file(&cfg, path, b"version 2\n", "v2").unwrap();
+    let first = repo::base::commit_file(&cfg, path, b"version 1\n", "v1").unwrap();
+    let second = repo::base::commit_file(&cfg, path, b"version 2\n", "v2").unwrap();
 
     assert_eq!(
-        repo::read_file(&cfg, &first, path).unwrap().as_deref(),
+        repo::base::read_file(&cfg, &first, path)
+            .unwrap()
+            .as_deref(),
         Some("version 1\n")
     );
     assert_eq!(
-        repo::read_file(&cfg, &second, path).unwrap().as_deref(),
-        Some("version 2\n")
-    );
-    assert_eq!(
-        repo::read_file(&cfg, &second[..10], path)
+        repo::base::read_file(&cfg, &second, path)
             .unwrap()
             .as_deref(),
         Some("version 2\n")
     );
-    assert_eq!(repo::read_file(&cfg, &before, path).unwrap(), None);
     assert_eq!(
-        repo::read_file(&cfg, &second, Path::new("tasks/other.md")).unwrap(),
+        repo::base::read_file(&cfg, &second[..10], path)
+            .unwrap()
+            .as_deref(),
+        Some("version 2\n")
+    );
+    assert_eq!(repo::base::read_file(&cfg, &before, path).unwrap(), None);
+    assert_eq!(
+        repo::base::read_file(&cfg, &second, Path::new("tasks/other.md")).unwrap(),
         None
     );
     assert!(matches!(
-        repo::read_file(&cfg, "0123456789abcdef0123456789abcdef01234567", path),
+        repo::base::read_file(&cfg, "0123456789abcdef0123456789abcdef01234567", path),
         Err(RepoError::Git(_))
     ));
     assert!(matches!(
-        repo::read_file(&cfg, "HEAD~1", path),
+        repo::base::read_file(&cfg, "HEAD~1", path),
         Err(RepoError::Git(_))
     ));
 }
@@ -712,8 +728,8 @@ fn push_reports_a_reference_the_remote_refused_to_update() {
     let before = rev(&remote, "main");
     std::fs::write(remote.join("refs/heads/main.lock"), "").unwrap();
 
-    repo::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE).unwrap();
-    let err = repo::push_base(&cfg).unwrap_err();
+    repo::base::commit_file(&cfg, Path::new("tasks/plan.md"), PLAN.as_bytes(), MESSAGE).unwrap();
+    let err = repo::remote::push_base(&cfg).unwrap_err();
 
     assert!(
         matches!(&err, RepoError::PushRejected { reference, .. } if reference == "refs/heads/main"),
@@ -743,13 +759,13 @@ fn a_branch_pushed_elsewhere_is_fetched_and_worked_on_from_its_tip() {
 
     let cfg = repo_config(&repo);
     assert!(
-        !repo::fetch_branch(&cfg, "featurebot/8-nothing-pushed").unwrap(),
+        !repo::remote::fetch_branch(&cfg, "featurebot/8-nothing-pushed").unwrap(),
         "a branch the remote lacks is no error"
     );
-    assert!(repo::fetch_branch(&cfg, branch).unwrap());
+    assert!(repo::remote::fetch_branch(&cfg, branch).unwrap());
     assert_eq!(rev(&repo.path, &format!("origin/{branch}")), tip);
     let dir = repo.dir.path().join("worktrees/7-dark-mode");
-    let worktree = repo::prepare_worktree(&cfg, branch, &dir).unwrap();
+    let worktree = repo::worktree::prepare_worktree(&cfg, branch, &dir).unwrap();
     assert!(!worktree.created);
     assert_eq!(worktree.base_commit, tip);
     assert_eq!(
@@ -763,7 +779,58 @@ fn a_branch_pushed_elsewhere_is_fetched_and_worked_on_from_its_tip() {
     );
     // A branch nobody pushed still starts from the base branch.
     let fresh = repo.dir.path().join("worktrees/8-fresh");
-    let worktree = repo::prepare_worktree(&cfg, "featurebot/8-fresh", &fresh).unwrap();
+    let worktree = repo::worktree::prepare_worktree(&cfg, "featurebot/8-fresh", &fresh).unwrap();
     assert!(worktree.created);
     assert_eq!(rev(&fresh, "HEAD"), rev(&repo.path, "main"));
+}
+
+/// Two targets on one clone, and many commits through both at once, as the core's plan commits
+/// and the run queue's front-matter updates happen: every commit lands, none is lost to a race
+/// on the base branch's ref or the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commits_through_every_handle_of_a_clone_happen_one_at_a_time() {
+    let repo = repo_with_commit("main");
+    let dir = tempfile::tempdir().unwrap();
+    let config = featurebot::config::Config {
+        llm: crate::support::fake_llm::FakeLlm::start(crate::support::fake_llm::Api::OpenAi)
+            .await
+            .llm_config(),
+        repo: repo_config(&repo),
+        store: featurebot::config::StoreConfig {
+            path: dir.path().join("store"),
+        },
+        prompts: featurebot::config::PromptsConfig { dir: None },
+        discord: None,
+        github: None,
+        targets: vec![featurebot::config::Target {
+            name: "same-clone".to_string(),
+            repo: repo_config(&repo),
+            github: None,
+            channels: Vec::new(),
+        }],
+        agent: featurebot::config::AgentConfig::with_defaults(dir.path()),
+    };
+    let repos = repo::Repos::from_config(&config);
+    let before = rev(&repo.path, "main");
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let handle = repos.of((i % 2 == 1).then_some("same-clone")).clone();
+        tasks.push(tokio::spawn(async move {
+            handle
+                .commit_file(
+                    Path::new(&format!("tasks/plan-{i}.md")),
+                    PLAN.as_bytes().to_vec(),
+                    &format!("plan {i}"),
+                )
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let commits = git(&repo.path, &["rev-list", &format!("{before}..main")]);
+    assert_eq!(commits.lines().count(), 24, "{commits}");
+    let files = git(&repo.path, &["ls-tree", "--name-only", "main", "tasks/"]);
+    assert_eq!(files.lines().count(), 24, "{files}");
+    assert_eq!(status(&repo.path), "", "the work tree and index match the tip");
 }

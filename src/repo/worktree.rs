@@ -1,0 +1,298 @@
+//! An agent run's work tree: a git worktree of the target repository on the run's branch,
+//! committing everything in it after a step, listing its files, and the diffs shown to people.
+
+use std::path::{Path, PathBuf};
+
+use git2::{Repository, Signature, Status, StatusOptions};
+
+use crate::config::RepoConfig;
+
+use super::base::base_tip;
+use super::*;
+
+/// A git work tree of the target repository, checked out on an agent run's branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worktree {
+    pub path: PathBuf,
+    pub branch: String,
+    /// The commit the branch started from: the base branch's tip when it was created, its tip
+    /// when it existed.
+    pub base_commit: String,
+    /// False when an existing branch, local or pushed, was used (a resumed run).
+    pub created: bool,
+}
+
+/// Creates (or, for a resumed run, reuses) a work tree at `dir` on branch `branch`. An
+/// existing local branch is used as it is; a branch that exists only as `<remote>/<branch>`
+/// (a fresh clone, such as a GitHub Actions checkout, of a branch an earlier run pushed) gets
+/// its local branch from there; otherwise a new branch starts from the base branch:
+/// `<remote>/<base>` when it was fetched, the local base otherwise. The bot's own checkout is
+/// never touched.
+pub fn prepare_worktree(cfg: &RepoConfig, branch: &str, dir: &Path) -> Result<Worktree, RepoError> {
+    if !crate::config::is_branch_name(branch) {
+        return Err(RepoError::Git(format!(
+            "{branch:?} is not a valid branch name"
+        )));
+    }
+    let repo = open(cfg)?;
+    let local = repo.find_branch(branch, git2::BranchType::Local).ok();
+    let pushed = repo
+        .find_reference(&format!("refs/remotes/{}/{branch}", cfg.remote))
+        .ok()
+        .and_then(|r| r.peel_to_commit().ok());
+    let (branch_ref, base_commit, created) = match (local, pushed) {
+        (Some(existing), _) => {
+            let commit = existing
+                .get()
+                .peel_to_commit()
+                .map_err(|e| git_error(format!("reading branch {branch}"), e))?;
+            (existing.into_reference(), commit.id().to_string(), false)
+        }
+        (None, Some(tip)) => {
+            let new = repo.branch(branch, &tip, false).map_err(|e| {
+                git_error(
+                    format!("creating branch {branch} from {}/{branch}", cfg.remote),
+                    e,
+                )
+            })?;
+            (new.into_reference(), tip.id().to_string(), false)
+        }
+        (None, None) => {
+            // The newer of the local base and the fetched one: local when it is ahead (it holds
+            // plans not pushed yet), the remote's when the local one is behind.
+            let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
+            let head = head(&repo)?;
+            let local = base_tip(&repo, cfg, &head).ok().map(|c| c.id());
+            let remote = repo
+                .find_reference(&tracking)
+                .ok()
+                .and_then(|r| r.peel_to_commit().ok())
+                .map(|c| c.id());
+            let start_id = match (local, remote) {
+                (Some(l), Some(r)) if l == r || repo.graph_descendant_of(l, r).unwrap_or(false) => {
+                    l
+                }
+                (_, Some(r)) => r,
+                (Some(l), None) => l,
+                (None, None) => base_tip(&repo, cfg, &head)?.id(),
+            };
+            let start = repo
+                .find_commit(start_id)
+                .map_err(|e| git_error("reading the base commit", e))?;
+            let commit = start;
+            let new = repo
+                .branch(branch, &commit, false)
+                .map_err(|e| git_error(format!("creating branch {branch}"), e))?;
+            (new.into_reference(), commit.id().to_string(), true)
+        }
+    };
+    if dir.join(".git").exists() {
+        let existing = Repository::open(dir).map_err(|_| RepoError::NotARepository {
+            path: dir.to_path_buf(),
+        })?;
+        let on = existing
+            .head()
+            .ok()
+            .and_then(|h| h.shorthand().map(str::to_string));
+        if on.as_deref() == Some(branch) {
+            return Ok(Worktree {
+                path: dir.to_path_buf(),
+                branch: branch.to_string(),
+                base_commit,
+                created: false,
+            });
+        }
+        return Err(RepoError::Git(format!(
+            "{} exists but is not on branch {branch}; remove it or set agent.worktrees_dir",
+            dir.display()
+        )));
+    }
+    let name: String = branch
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if let Ok(stale) = repo.find_worktree(&name) {
+        // Its folder is gone (checked above): forget it so the name can be used again.
+        let mut prune = git2::WorktreePruneOptions::new();
+        prune.valid(true).working_tree(true);
+        stale
+            .prune(Some(&mut prune))
+            .map_err(|e| git_error(format!("pruning the stale work tree {name}"), e))?;
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| RepoError::Git(format!("creating {}: {e}", parent.display())))?;
+    }
+    let mut options = git2::WorktreeAddOptions::new();
+    options.reference(Some(&branch_ref));
+    repo.worktree(&name, dir, Some(&options))
+        .map_err(|e| git_error(format!("creating the work tree at {}", dir.display()), e))?;
+    Ok(Worktree {
+        path: dir.to_path_buf(),
+        branch: branch.to_string(),
+        base_commit,
+        created,
+    })
+}
+
+/// Commits every change in the work tree at `dir` (new, changed and deleted files, except
+/// ignored ones) on its branch. Returns `None` when nothing changed.
+pub fn commit_all(
+    cfg: &RepoConfig,
+    dir: &Path,
+    message: &str,
+) -> Result<Option<String>, RepoError> {
+    let repo = Repository::open(dir).map_err(|_| RepoError::NotARepository {
+        path: dir.to_path_buf(),
+    })?;
+    let mut index = repo
+        .index()
+        .map_err(|e| git_error("reading the work tree's index", e))?;
+    index
+        .add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None)
+        .map_err(|e| git_error("staging changes", e))?;
+    index
+        .update_all(["*"].iter(), None)
+        .map_err(|e| git_error("staging deletions", e))?;
+    index
+        .write()
+        .map_err(|e| git_error("writing the index", e))?;
+    let tree_id = index
+        .write_tree()
+        .map_err(|e| git_error("writing the tree", e))?;
+    let parent = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| git_error("reading the work tree's HEAD", e))?;
+    if parent.tree_id() == tree_id {
+        return Ok(None);
+    }
+    let tree = repo
+        .find_tree(tree_id)
+        .map_err(|e| git_error("reading the tree", e))?;
+    let signature = Signature::now(&cfg.author_name, &cfg.author_email)
+        .map_err(|e| git_error("making the signature", e))?;
+    let id = repo
+        .commit(
+            Some("HEAD"),
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &[&parent],
+        )
+        .map_err(|e| git_error("committing", e))?;
+    Ok(Some(id.to_string()))
+}
+
+/// The files git sees in the work tree at `dir`: tracked ones and untracked ones that are not
+/// ignored, as relative paths, sorted.
+pub fn list_files(dir: &Path) -> Result<Vec<String>, RepoError> {
+    let repo = Repository::open(dir).map_err(|_| RepoError::NotARepository {
+        path: dir.to_path_buf(),
+    })?;
+    let index = repo
+        .index()
+        .map_err(|e| git_error("reading the index", e))?;
+    let mut files: Vec<String> = index
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+        .filter(|p| dir.join(p).is_file())
+        .collect();
+    let mut options = StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    let statuses = repo
+        .statuses(Some(&mut options))
+        .map_err(|e| git_error("reading the status", e))?;
+    for entry in statuses.iter() {
+        if entry.status().contains(Status::WT_NEW) {
+            if let Some(path) = entry.path() {
+                files.push(path.to_string());
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// The hex id of HEAD in the work tree at `dir`.
+pub fn head_id(dir: &Path) -> Result<String, RepoError> {
+    let repo = Repository::open(dir).map_err(|_| RepoError::NotARepository {
+        path: dir.to_path_buf(),
+    })?;
+    let head = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| git_error("reading HEAD", e))?;
+    Ok(head.id().to_string())
+}
+
+/// The files changed between `from` and the work tree's HEAD, with `+added -removed` lines.
+pub fn diff_stat(dir: &Path, from: &str) -> Result<Vec<(String, usize, usize)>, RepoError> {
+    let repo = Repository::open(dir).map_err(|_| RepoError::NotARepository {
+        path: dir.to_path_buf(),
+    })?;
+    let old = repo
+        .revparse_single(from)
+        .and_then(|o| o.peel_to_tree())
+        .map_err(|e| git_error(format!("reading {from}"), e))?;
+    let new = repo
+        .head()
+        .and_then(|h| h.peel_to_tree())
+        .map_err(|e| git_error("reading HEAD", e))?;
+    let diff = repo
+        .diff_tree_to_tree(Some(&old), Some(&new), None)
+        .map_err(|e| git_error("diffing", e))?;
+    let mut out = Vec::new();
+    for (i, delta) in diff.deltas().enumerate() {
+        let path = delta
+            .new_file()
+            .path()
+            .or_else(|| delta.old_file().path())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (added, removed) = git2::Patch::from_diff(&diff, i)
+            .ok()
+            .flatten()
+            .and_then(|p| p.line_stats().ok())
+            .map(|(_, a, r)| (a, r))
+            .unwrap_or((0, 0));
+        out.push((path, added, removed));
+    }
+    Ok(out)
+}
+
+/// A unified diff (3 lines of context) from `old` to `new`, both shown as `path`; empty when
+/// they are equal. Computed in memory: no repository is involved.
+pub fn unified_diff(old: &str, new: &str, path: &str) -> Result<String, RepoError> {
+    let mut options = git2::DiffOptions::new();
+    options.context_lines(3);
+    let mut patch = git2::Patch::from_buffers(
+        old.as_bytes(),
+        Some(Path::new(path)),
+        new.as_bytes(),
+        Some(Path::new(path)),
+        Some(&mut options),
+    )
+    .map_err(|e| git_error("diffing two plan versions", e))?;
+    let buf = patch
+        .to_buf()
+        .map_err(|e| git_error("formatting the diff", e))?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    // Keep the `---`/`+++` headers and hunks; drop git's `diff --git` and index lines.
+    Ok(text
+        .lines()
+        .skip_while(|l| !l.starts_with("--- "))
+        .map(|l| format!("{l}\n"))
+        .collect())
+}
