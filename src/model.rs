@@ -115,6 +115,20 @@ impl Status {
         )
     }
 
+    /// The status a feature takes when its run has ended: the one mapping from a run's outcome
+    /// to a feature's life, for runs of the bot and of `featurebot agent` alike.
+    pub fn after_run(run: &Run) -> Status {
+        match run.state {
+            _ if run.pr_url.is_some() => Status::PrOpen,
+            // Pushed, with no GitHub configured to propose it: the work is done here.
+            RunState::Finished | RunState::Stopped => Status::Closed,
+            RunState::Cancelled => Status::Cancelled,
+            RunState::Failed | RunState::Interrupted | RunState::Queued | RunState::Running => {
+                Status::Failed
+            }
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         use Status::*;
         match self {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::progress::describe;
 use crate::agent::run::Job;
 use crate::config::Config;
-use crate::model::{Author, Place, PlanVersion, Run, RunState, Status};
+use crate::model::{Author, Place, PlanVersion, Run, Status};
 use crate::plan::file::parse_plan_file;
 use crate::startup::Services;
 use crate::store::Store;
@@ -156,12 +156,7 @@ pub async fn run(config: Arc<Config>, path: &Path, options: &Options) -> anyhow:
         .map(|f| f.status == Status::Running)
         .unwrap_or(false)
     {
-        let status = match run.state {
-            RunState::Finished | RunState::Stopped if run.pr_url.is_some() => Status::PrOpen,
-            RunState::Cancelled => Status::Cancelled,
-            _ => Status::Failed,
-        };
-        let _ = store.set_status(id, status).await;
+        let _ = store.set_status(id, Status::after_run(&run)).await;
     }
     Ok(run)
 }

@@ -162,13 +162,7 @@ impl RunQueue {
                 return;
             }
             let status = match &result {
-                Ok(run) if run.pr_url.is_some() => Status::PrOpen,
-                // Pushed, with no GitHub configured to propose it: the work is done here.
-                Ok(run) if matches!(run.state, RunState::Finished | RunState::Stopped) => {
-                    Status::Closed
-                }
-                Ok(run) if run.state == RunState::Cancelled => Status::Cancelled,
-                Ok(_) => Status::Failed,
+                Ok(run) => Status::after_run(run),
                 Err(_) if cancel.is_cancelled() => Status::Cancelled,
                 Err(_) => Status::Failed,
             };

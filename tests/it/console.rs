@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use featurebot::model::FeatureId;
+use featurebot::model::{FeatureId, Status};
 use featurebot::store::Store;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -376,6 +376,38 @@ async fn featurebot_agent_runs_a_plan_file_to_a_pushed_branch() {
         first.contains("Do step 1 of 1: Write CHANGELOG.md"),
         "{first}"
     );
+}
+
+/// A run without GitHub to propose to ends the feature `closed`, whether the bot ran it or
+/// `featurebot agent` did (they used to disagree: `closed` against `failed`).
+#[tokio::test]
+async fn a_run_without_github_closes_the_feature_from_the_console_and_from_featurebot_agent() {
+    let s = Setup::new().await;
+    s.llm.push(Reply::Text("Which format?".to_string()));
+    s.llm
+        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    s.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let (_, stdout, stderr) = s
+        .run(&["console", "--title", "Export CSV"], "CSV\n/plan\n")
+        .await;
+    assert!(stdout.contains("tasks/"), "{stdout}\n{stderr}");
+    let plan = std::fs::read_dir(s.repo.path.join("tasks"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for _ in 0..2 {
+        s.llm.push(Reply::ToolCalls(vec![(
+            "finish_step".to_string(),
+            serde_json::json!({"summary": "done"}),
+        )]));
+    }
+    let (status, stdout, stderr) = s.run(&["agent", plan.to_str().unwrap()], "").await;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("state: Finished"), "{stdout}");
+    let store = crate::support::reopen_store(&s.dir.path().join("store"));
+    assert_eq!(store.feature(FeatureId(1)).unwrap().status, Status::Closed);
 }
 
 #[tokio::test]

@@ -308,3 +308,43 @@ async fn an_answer_and_its_tokens_are_stored_together() {
         }
     );
 }
+
+/// The one mapping from a run's outcome to its feature's status (the bot's run queue and
+/// `featurebot agent` both use it).
+#[test]
+fn a_finished_run_moves_its_feature_along_one_mapping() {
+    use featurebot::model::{Run, RunState};
+    fn check(state: RunState, pull_request: bool, expected: Status) {
+        let now = OffsetDateTime::now_utc();
+        let run = Run {
+            feature: FeatureId(1),
+            number: 1,
+            plan_version: 1,
+            branch: "featurebot/1-x".to_string(),
+            worktree: String::new(),
+            steps: Vec::new(),
+            next_step: 0,
+            state,
+            pr_url: pull_request.then(|| "https://github.com/acme/shop/pull/1".to_string()),
+            message: None,
+            usage: Default::default(),
+            follow_up: None,
+            remote: None,
+            started_at: now,
+            updated_at: now,
+        };
+        assert_eq!(
+            Status::after_run(&run),
+            expected,
+            "{state:?}, pull request: {pull_request}"
+        );
+    }
+    check(RunState::Finished, true, Status::PrOpen);
+    check(RunState::Stopped, true, Status::PrOpen);
+    check(RunState::Failed, true, Status::PrOpen);
+    check(RunState::Finished, false, Status::Closed);
+    check(RunState::Stopped, false, Status::Closed);
+    check(RunState::Cancelled, false, Status::Cancelled);
+    check(RunState::Failed, false, Status::Failed);
+    check(RunState::Interrupted, false, Status::Failed);
+}
