@@ -8,7 +8,10 @@
 //! at the start of words, so ordinary output (commit hashes, UUIDs, base64 blobs) stays readable.
 //!
 //! Text that arrives in pieces (a pipe) goes through [`StreamRedactor`], which releases it a line
-//! at a time so a token split between two reads is still seen whole.
+//! at a time so a token split between two reads is still seen whole. A reply streamed to people
+//! goes through [`Redactor::words`], which releases it a word at a time instead, and a line at a
+//! time only around the shapes that span words (`Bearer <token>`, an `Authorization:` header, a
+//! private key's BEGIN line).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -75,12 +78,23 @@ impl Redactor {
         self.redact_open(text).0
     }
 
-    /// A redactor for text that arrives in pieces.
+    /// A redactor for text that arrives in pieces, released a line at a time.
     pub fn stream(&self) -> StreamRedactor<'_> {
         StreamRedactor {
             redactor: self,
             pending: String::new(),
             in_private_key: false,
+            words: false,
+        }
+    }
+
+    /// A redactor for text that people watch arrive (a streamed reply), released a word at a
+    /// time. What it releases, put together, is what [`Redactor::redact`] makes of the whole
+    /// (configured values never contain whitespace that matters: they are tokens).
+    pub fn words(&self) -> StreamRedactor<'_> {
+        StreamRedactor {
+            words: true,
+            ..self.stream()
         }
     }
 
@@ -106,14 +120,19 @@ pub struct StreamRedactor<'a> {
     redactor: &'a Redactor,
     pending: String,
     in_private_key: bool,
+    /// Release at the last whitespace rather than the last line break, where that is safe.
+    words: bool,
 }
 
 impl StreamRedactor<'_> {
     /// Takes the next piece and returns the redacted text that is ready, possibly none.
     pub fn push(&mut self, text: &str) -> String {
         self.pending.push_str(text);
-        let ready = match self.pending.rfind('\n') {
-            Some(newline) => newline + 1,
+        let ready = match self
+            .word_boundary()
+            .or(self.pending.rfind('\n').map(|n| n + 1))
+        {
+            Some(ready) => ready,
             None if self.pending.len() >= MAX_PENDING => self
                 .pending
                 .rfind([' ', '\t'])
@@ -123,6 +142,25 @@ impl StreamRedactor<'_> {
         let rest = self.pending.split_off(ready);
         let ready = std::mem::replace(&mut self.pending, rest);
         self.release(&ready)
+    }
+
+    /// In word mode, just past the last whitespace, unless the unfinished line holds the start
+    /// of a shape that spans words; then the line is released whole.
+    fn word_boundary(&self) -> Option<usize> {
+        if !self.words || self.in_private_key {
+            return None;
+        }
+        let line_start = self.pending.rfind('\n').map_or(0, |n| n + 1);
+        let line = self.pending[line_start..].to_ascii_lowercase();
+        let spans_words = ["bearer", "authorization", "api-key", "-----"]
+            .iter()
+            .any(|start| line.contains(start));
+        if spans_words {
+            return None;
+        }
+        self.pending
+            .rfind(|c: char| c.is_ascii_whitespace())
+            .map(|space| space + 1)
     }
 
     /// The redacted rest, at the end of the stream.
@@ -608,6 +646,36 @@ mod tests {
             out,
             "start *** and ***\n-----BEGIN EC PRIVATE KEY-----***-----END EC PRIVATE KEY-----\ntail"
         );
+    }
+
+    /// Fed one character at a time, a word stream releases what redacting the whole gives, and
+    /// releases ordinary words before the end.
+    #[test]
+    fn word_streams_mask_what_the_whole_text_masks() {
+        let r = Redactor::new(["configured-secret".to_string()]);
+        // Whether words are released before the end: a line with a shape that spans words is
+        // held whole.
+        for (text, streams) in [
+            ("start configured-secret and more words", true),
+            (&format!("a {GHP} b {PAT} c {DISCORD} d {JWT}"), true),
+            ("curl -H 'Authorization: Basic dXNlcjpwYXNzd29yZA==' https://example.com", true),
+            ("Authorization: Bearer abcdef0123456789abcdef and then prose", false),
+            ("then bearer 0123456789abcdef0123 words", true),
+            ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\nIIBAAK\n-----END EC PRIVATE KEY-----\nok", true),
+            ("https://user:hunter2hunter2@example.com/x y", true),
+        ] {
+            let mut stream = r.words();
+            let mut out = String::new();
+            let mut released_early = false;
+            for c in text.chars() {
+                let piece = stream.push(&c.to_string());
+                released_early |= !piece.is_empty();
+                out.push_str(&piece);
+            }
+            out.push_str(&stream.finish());
+            assert_eq!(out, r.redact(text), "streaming {text:?}");
+            assert_eq!(released_early, streams, "streaming {text:?}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod queries;
 pub mod runs;
 
 use crate::agent::run::Runner;
+use crate::agent::Event;
 use crate::config::Config;
 use crate::conversation::{self, MarkerFilter};
 use crate::github::{Clients, GitHub, GithubError, IssueSpec, PrState};
@@ -837,18 +838,18 @@ impl App {
         };
         self.emit(Output::Typing { feature: id });
         let mut filter = MarkerFilter::default();
+        // Released a word at a time, so a secret split between deltas is still masked whole.
+        let mut words = self.redactor.words();
         let mut visible = String::new();
         let out = self.out.clone();
         let response = self
             .llm
             .stream(&request, &mut |delta: &str| {
                 let shown = filter.push(delta);
-                if !shown.is_empty() {
-                    visible.push_str(&shown);
-                    let _ = out.send(Output::ReplyDelta {
-                        feature: id,
-                        text: shown,
-                    });
+                visible.push_str(&shown);
+                let text = words.push(&shown);
+                if !text.is_empty() {
+                    let _ = out.send(Output::ReplyDelta { feature: id, text });
                 }
             })
             .await
@@ -856,12 +857,10 @@ impl App {
                 anyhow::Error::new(e).context("the LLM could not answer; your messages are saved, send another message to try again")
             })?;
         let rest = filter.finish();
-        if !rest.is_empty() {
-            visible.push_str(&rest);
-            self.emit(Output::ReplyDelta {
-                feature: id,
-                text: rest,
-            });
+        visible.push_str(&rest);
+        let text = words.push(&rest) + &words.finish();
+        if !text.is_empty() {
+            self.emit(Output::ReplyDelta { feature: id, text });
         }
         let reading = filter.reading(visible);
         self.store
@@ -1100,7 +1099,7 @@ impl App {
 
     fn emit(&self, output: Output) {
         // The receiver is gone only when the front end is shutting down.
-        let _ = self.out.send(output);
+        let _ = self.out.send(redact_output(&self.redactor, output));
     }
 
     /// Decides what a person sees for a failure: our own errors read as sentences; anything
@@ -1169,4 +1168,108 @@ fn log_id() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("{:x}", nanos & 0xffff_ffff)
+}
+
+/// `output` with every text a person will see passed through the redactor: the one place
+/// where what the core shows is redacted, for every front end.
+fn redact_output(redactor: &Redactor, output: Output) -> Output {
+    let r = |text: String| redactor.redact(&text);
+    match output {
+        Output::Reply { feature, text } => Output::Reply {
+            feature,
+            text: r(text),
+        },
+        Output::ReplyDelta { feature, text } => Output::ReplyDelta {
+            feature,
+            text: r(text),
+        },
+        Output::RunEnded { feature, mut run } => {
+            run.message = run.message.map(r);
+            Output::RunEnded { feature, run }
+        }
+        Output::RunInterrupted { feature, mut run } => {
+            run.message = run.message.map(r);
+            Output::RunInterrupted { feature, run }
+        }
+        Output::RunEvent {
+            feature,
+            event: Event::StepPushFailed { step, message },
+        } => Output::RunEvent {
+            feature,
+            event: Event::StepPushFailed {
+                step,
+                message: r(message),
+            },
+        },
+        Output::Confirmed { feature, summary } => Output::Confirmed {
+            feature,
+            summary: r(summary),
+        },
+        Output::PlanDiff {
+            feature,
+            from,
+            to,
+            diff,
+        } => Output::PlanDiff {
+            feature,
+            from,
+            to,
+            diff: r(diff),
+        },
+        Output::PlanCommitted {
+            feature,
+            version,
+            path,
+            commit,
+            markdown,
+            again,
+        } => Output::PlanCommitted {
+            feature,
+            version,
+            path,
+            commit,
+            markdown: r(markdown),
+            again,
+        },
+        Output::Rejected { feature, message } => Output::Rejected {
+            feature,
+            message: r(message),
+        },
+        Output::Warning { feature, message } => Output::Warning {
+            feature,
+            message: r(message),
+        },
+        Output::Failed { feature, message } => Output::Failed {
+            feature,
+            message: r(message),
+        },
+        Output::RunEvent {
+            feature,
+            event: Event::Question { text },
+        } => Output::RunEvent {
+            feature,
+            event: Event::Question { text: r(text) },
+        },
+        Output::RunEvent {
+            feature,
+            event:
+                Event::ChecksFailed {
+                    step,
+                    attempt,
+                    command,
+                    tail,
+                    log,
+                },
+        } => Output::RunEvent {
+            feature,
+            event: Event::ChecksFailed {
+                step,
+                attempt,
+                command: r(command),
+                tail: r(tail),
+                log,
+            },
+        },
+        other => other,
+    }
 }

@@ -276,7 +276,6 @@ impl Worker {
     }
 
     async fn apply(&mut self, output: Output) {
-        let output = redact_output(&self.links.redactor, output);
         match output {
             Output::Started { feature } => {
                 let intro = format!(
@@ -941,87 +940,6 @@ fn buttons(feature: FeatureId, version: u32, actions: &[(Action, ButtonStyle)]) 
             })
             .collect(),
     )
-}
-
-/// `output` with every text a person will see passed through the redactor.
-fn redact_output(redactor: &Redactor, output: Output) -> Output {
-    let r = |text: String| redactor.redact(&text);
-    match output {
-        Output::Reply { feature, text } => Output::Reply {
-            feature,
-            text: r(text),
-        },
-        Output::Confirmed { feature, summary } => Output::Confirmed {
-            feature,
-            summary: r(summary),
-        },
-        Output::PlanDiff {
-            feature,
-            from,
-            to,
-            diff,
-        } => Output::PlanDiff {
-            feature,
-            from,
-            to,
-            diff: r(diff),
-        },
-        Output::PlanCommitted {
-            feature,
-            version,
-            path,
-            commit,
-            markdown,
-            again,
-        } => Output::PlanCommitted {
-            feature,
-            version,
-            path,
-            commit,
-            markdown: r(markdown),
-            again,
-        },
-        Output::Rejected { feature, message } => Output::Rejected {
-            feature,
-            message: r(message),
-        },
-        Output::Warning { feature, message } => Output::Warning {
-            feature,
-            message: r(message),
-        },
-        Output::Failed { feature, message } => Output::Failed {
-            feature,
-            message: r(message),
-        },
-        Output::RunEvent {
-            feature,
-            event: Event::Question { text },
-        } => Output::RunEvent {
-            feature,
-            event: Event::Question { text: r(text) },
-        },
-        Output::RunEvent {
-            feature,
-            event:
-                Event::ChecksFailed {
-                    step,
-                    attempt,
-                    command,
-                    tail,
-                    log,
-                },
-        } => Output::RunEvent {
-            feature,
-            event: Event::ChecksFailed {
-                step,
-                attempt,
-                command: r(command),
-                tail: r(tail),
-                log,
-            },
-        },
-        other => other,
-    }
 }
 
 fn run_row(feature: FeatureId, run: u32, actions: &[(Action, ButtonStyle)]) -> CreateActionRow {

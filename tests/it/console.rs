@@ -460,3 +460,23 @@ async fn check_reports_every_target_repository() {
         "{stdout}"
     );
 }
+
+/// The console shows what Discord shows: a secret in a reply is masked, even streamed in pieces
+/// that split it.
+#[tokio::test]
+async fn the_console_masks_a_secret_the_llm_streams_in_pieces() {
+    let s = Setup::new().await;
+    s.llm.push(Reply::paced(
+        "Is sk-test-secret the key you mean, or ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8?",
+        40,
+        Duration::from_millis(1),
+    ));
+    let (_, stdout, stderr) = s
+        .run(&["console", "--title", "Export CSV"], "which key?\n")
+        .await;
+    assert!(
+        stdout.contains("featurebot: Is *** the key you mean, or ***?"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("sk-test-secret") && !stdout.contains("ghp_"), "{stdout}");
+}

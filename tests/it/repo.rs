@@ -832,5 +832,9 @@ async fn commits_through_every_handle_of_a_clone_happen_one_at_a_time() {
     assert_eq!(commits.lines().count(), 24, "{commits}");
     let files = git(&repo.path, &["ls-tree", "--name-only", "main", "tasks/"]);
     assert_eq!(files.lines().count(), 24, "{files}");
-    assert_eq!(status(&repo.path), "", "the work tree and index match the tip");
+    assert_eq!(
+        status(&repo.path),
+        "",
+        "the work tree and index match the tip"
+    );
 }
