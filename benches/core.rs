@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use featurebot::core::Input;
+use featurebot::core::protocol::Input;
 use featurebot::llm::{self, Message, Request};
 use featurebot::model::{Author, Place, Speaker};
 use featurebot::repo;

@@ -11,7 +11,8 @@ use anyhow::Context;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use crate::core::{App, Input, Output};
+use crate::core::protocol::{Input, Output};
+use crate::core::App;
 use crate::model::{Author, FeatureId, Place, Status};
 
 /// How a console session ended.

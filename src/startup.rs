@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 
 use crate::agent::run::Runner;
 use crate::config::Config;
-use crate::core::{App, Output};
+use crate::core::protocol::Output;
+use crate::core::App;
 use crate::github::Clients;
 use crate::llm;
 use crate::prompts::Prompts;

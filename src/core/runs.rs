@@ -16,7 +16,9 @@ use crate::agent::actions::executor;
 use crate::agent::run::{Job, Runner};
 use crate::agent::{Event, Human};
 use crate::config::Executor;
-use crate::core::Output;
+use crate::core::outbox::Outbox;
+use crate::core::protocol::Output;
+use crate::core::App;
 use crate::model::{FeatureId, PlanVersion, Run, RunState, Status};
 use crate::store::Store;
 
@@ -24,7 +26,7 @@ use crate::store::Store;
 pub struct RunQueue {
     runner: Arc<Runner>,
     store: Store,
-    out: mpsc::UnboundedSender<Output>,
+    out: Outbox,
     slots: Arc<Semaphore>,
     handles: Arc<Mutex<HashMap<FeatureId, Handle>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -54,7 +56,7 @@ pub enum StepDecision {
 }
 
 impl RunQueue {
-    pub fn new(runner: Runner, store: Store, out: mpsc::UnboundedSender<Output>) -> RunQueue {
+    pub fn new(runner: Runner, store: Store, out: Outbox) -> RunQueue {
         let slots = runner.config.agent.max_concurrent_runs.max(1);
         RunQueue {
             runner: Arc::new(runner),
@@ -124,7 +126,7 @@ impl RunQueue {
             .lock()
             .len()
             .saturating_sub(self.runner.config.agent.max_concurrent_runs);
-        let _ = self.out.send(Output::RunQueued { feature, position });
+        self.out.send(Output::RunQueued { feature, position });
 
         let runner = self.runner.clone();
         let store = self.store.clone();
@@ -183,10 +185,10 @@ impl RunQueue {
             }
             match result {
                 Ok(run) => {
-                    let _ = out.send(Output::RunEnded { feature, run });
+                    out.send(Output::RunEnded { feature, run });
                 }
                 Err(err) => {
-                    let _ = out.send(Output::Failed {
+                    out.send(Output::Failed {
                         feature,
                         message: format!("the agent run could not go on: {err:#}"),
                     });
@@ -272,7 +274,7 @@ struct Task {
 async fn run_one(
     runner: &Runner,
     store: &Store,
-    out: &mpsc::UnboundedSender<Output>,
+    out: &Outbox,
     task: Task,
     stopping: &AtomicBool,
 ) -> anyhow::Result<Run> {
@@ -296,7 +298,7 @@ async fn run_one(
                 Event::AwaitingApproval { .. } => waiting.store(WAITING_DECISION, Ordering::SeqCst),
                 _ => {}
             }
-            let _ = forward_out.send(Output::RunEvent { feature, event });
+            forward_out.send(Output::RunEvent { feature, event });
         }
     });
     let job = Job {
@@ -357,4 +359,44 @@ pub async fn recover(store: &Store, remote_runs: bool) -> anyhow::Result<Recover
         recovered.interrupted.push(run);
     }
     Ok(recovered)
+}
+
+/// The core's side of a run that stopped: resume it, or give it up.
+impl App {
+    pub(super) async fn resume_run(&self, id: FeatureId) -> anyhow::Result<()> {
+        let runs = &self.runs;
+        // A failed run whose steps are all done failed at the push or the pull request:
+        // resuming it tries those again.
+        let last = self.store.runs(id)?.pop();
+        match last {
+            Some(run)
+                if matches!(
+                    run.state,
+                    RunState::Interrupted
+                        | RunState::Failed
+                        | RunState::Cancelled
+                        | RunState::Stopped
+                ) && (run.next_step < run.steps.len() || run.state == RunState::Failed) =>
+            {
+                let follow_up = run.follow_up.clone();
+                runs.start(id, Some(run), follow_up).await
+            }
+            _ => {
+                self.refuse(id, format!("feature #{id} has no run to resume"));
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) async fn abort_run(&self, id: FeatureId) -> anyhow::Result<()> {
+        if let Some(mut run) = self.store.runs(id)?.pop() {
+            if run.state == RunState::Interrupted {
+                run.state = RunState::Cancelled;
+                run.message = Some("aborted after a stop".to_string());
+                let run = self.store.save_run(&run).await?;
+                self.emit(Output::RunEnded { feature: id, run });
+            }
+        }
+        Ok(())
+    }
 }

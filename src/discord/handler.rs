@@ -34,9 +34,10 @@ use super::pace::{Pacer, Route};
 use super::render::Inboxes;
 use super::text;
 use crate::config::{Config, DiscordConfig};
+use crate::core::protocol::Input;
 use crate::core::queries;
 use crate::core::runs::StepDecision;
-use crate::core::{App, Input};
+use crate::core::App;
 use crate::model::{Author, Feature, FeatureId, Place, RunState, Speaker, Status};
 use crate::plan::Title;
 

@@ -30,7 +30,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DiscordConfig};
-use crate::core::{App, Output};
+use crate::core::protocol::Output;
+use crate::core::App;
 
 /// The gateway events the bot needs. MESSAGE_CONTENT is privileged: turn it on in the
 /// developer portal, or every message arrives empty.
@@ -134,7 +135,7 @@ pub async fn run(
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = every.tick() => app.handle(crate::core::Input::RefreshPullRequests).await,
+                    _ = every.tick() => app.handle(crate::core::protocol::Input::RefreshPullRequests).await,
                     () = stop.cancelled() => break,
                 }
             }

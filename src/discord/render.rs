@@ -28,7 +28,7 @@ use super::pace::{Paced, Pacer, Route};
 use super::text::{self, MESSAGE_LIMIT};
 use crate::agent::Event;
 use crate::config::DiscordConfig;
-use crate::core::Output;
+use crate::core::protocol::Output;
 use crate::github::{Clients, GitHub};
 use crate::model::{Feature, FeatureId, Place, RunState};
 use crate::plan::Slug;

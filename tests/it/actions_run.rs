@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use featurebot::agent::Event;
 use featurebot::config::{ActionsConfig, Config, Executor, DEFAULT_ACTIONS_INSTALL};
-use featurebot::core::{Input, Output};
+use featurebot::core::protocol::{Input, Output};
 use featurebot::model::{FeatureId, Run, RunState, Status};
 
 use crate::support::fake_github::actions::{FakeJob, FakeWorkflow, RateLimit};

@@ -1,6 +1,6 @@
 //! The core end to end: a fake LLM at the wire, a real store, a real git repository.
 
-use featurebot::core::{Input, Output};
+use featurebot::core::protocol::{Input, Output};
 use featurebot::model::{FeatureId, Speaker, Status};
 
 use crate::support::fake_llm::{Api, Reply};

@@ -478,5 +478,8 @@ async fn the_console_masks_a_secret_the_llm_streams_in_pieces() {
         stdout.contains("featurebot: Is *** the key you mean, or ***?"),
         "{stdout}\n{stderr}"
     );
-    assert!(!stdout.contains("sk-test-secret") && !stdout.contains("ghp_"), "{stdout}");
+    assert!(
+        !stdout.contains("sk-test-secret") && !stdout.contains("ghp_"),
+        "{stdout}"
+    );
 }

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use featurebot::config::{AgentConfig, Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
-use featurebot::core::{App, Input, Output};
+use featurebot::core::protocol::{Input, Output};
+use featurebot::core::App;
 use featurebot::model::{FeatureId, RunState, Speaker, Status};
 use featurebot::startup::{self, Services};
 use featurebot::store::{Store, StoreError};

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use featurebot::config::{Config, PromptsConfig, StoreConfig};
-use featurebot::core::{App, Input, Output};
+use featurebot::core::protocol::{Input, Output};
+use featurebot::core::App;
 use featurebot::model::{Author, FeatureId, Place};
 use featurebot::startup::{self, Services};
 use featurebot::store::Store;

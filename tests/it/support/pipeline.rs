@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use featurebot::config::{AgentConfig, Config, PromptsConfig, StoreConfig};
-use featurebot::core::{App, Input, Output};
+use featurebot::core::protocol::{Input, Output};
+use featurebot::core::App;
 use featurebot::github::GitHub;
 use featurebot::model::{FeatureId, Place, Run, Status};
 use featurebot::startup::{self, Services};

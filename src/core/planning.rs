@@ -1,0 +1,322 @@
+//! From confirmed requirements to an approved plan: writing and committing the plan, keeping
+//! refining, approving (which starts a run), requesting changes, discarding.
+
+use super::*;
+
+impl App {
+    pub(super) async fn keep_refining(&self, id: FeatureId) -> anyhow::Result<()> {
+        let feature = self.store.feature(id)?;
+        match feature.status {
+            Status::Gathering => {}
+            Status::Confirmed => {
+                self.store.set_status(id, Status::Gathering).await?;
+            }
+            other => {
+                self.refuse(
+                    id,
+                    format!("feature #{id} is {other}; there is nothing to refine"),
+                );
+                return Ok(());
+            }
+        }
+        self.emit(Output::Refining { feature: id });
+        Ok(())
+    }
+
+    pub(super) async fn approve(&self, id: FeatureId, version: u32) -> anyhow::Result<()> {
+        let feature = self.store.feature(id)?;
+        if !self.is_current_plan(&feature, version) {
+            return Ok(());
+        }
+        match feature.status {
+            Status::Planned => {
+                self.store.set_status(id, Status::Approved).await?;
+                tracing::info!(feature = id.0, version, "plan approved");
+                self.emit(Output::Approved {
+                    feature: id,
+                    version,
+                });
+                let wants_issue = self
+                    .config
+                    .github_of(feature.repo.as_deref())
+                    .is_some_and(|g| g.issue_on_approval);
+                if wants_issue && feature.issue.is_none() {
+                    if let Err(err) = self.create_issue(id).await {
+                        self.emit(Output::Warning {
+                            feature: id,
+                            message: format!("{err:#}"),
+                        });
+                    }
+                }
+                self.runs.start(id, None, None).await?;
+                return Ok(());
+            }
+            Status::Approved => {} // A second click: already done.
+            other => self.refuse(
+                id,
+                format!("feature #{id} is {other}; it cannot be approved"),
+            ),
+        }
+        Ok(())
+    }
+
+    pub(super) async fn request_changes(&self, id: FeatureId, version: u32) -> anyhow::Result<()> {
+        let feature = self.store.feature(id)?;
+        if !self.is_current_plan(&feature, version) {
+            return Ok(());
+        }
+        match feature.status {
+            Status::Planned => {
+                self.store.set_status(id, Status::Gathering).await?;
+                self.emit(Output::ChangesRequested {
+                    feature: id,
+                    version,
+                });
+            }
+            Status::Gathering => {} // A second click: already reopened.
+            other => self.refuse(
+                id,
+                format!("feature #{id} is {other}; its plan cannot change"),
+            ),
+        }
+        Ok(())
+    }
+
+    pub(super) async fn discard(&self, id: FeatureId) -> anyhow::Result<()> {
+        let feature = self.store.feature(id)?;
+        match feature.status {
+            Status::Discarded => {}
+            status if status.can_move_to(Status::Discarded) => {
+                self.store.set_status(id, Status::Discarded).await?;
+                tracing::info!(feature = id.0, "feature discarded");
+                self.emit(Output::Discarded { feature: id });
+            }
+            other => self.refuse(
+                id,
+                format!("feature #{id} is {other}; it cannot be discarded now"),
+            ),
+        }
+        Ok(())
+    }
+
+    /// Whether `version` is the feature's latest plan; says which one is when it is not.
+    pub(super) fn is_current_plan(&self, feature: &Feature, version: u32) -> bool {
+        if feature.plan_version == version && version > 0 {
+            return true;
+        }
+        let message = if feature.plan_version == 0 {
+            format!("feature #{} has no plan yet", feature.id)
+        } else {
+            format!(
+                "that was plan version {version}; version {} is current, use its buttons",
+                feature.plan_version
+            )
+        };
+        self.refuse(feature.id, message);
+        false
+    }
+
+    pub(super) async fn generate_plan(&self, id: FeatureId, force: bool) -> anyhow::Result<()> {
+        let feature = self.store.feature(id)?;
+        match feature.status {
+            Status::Confirmed => {}
+            Status::Gathering if force => self.emit(Output::Warning {
+                feature: id,
+                message: "the requirements are not confirmed yet; the plan may have gaps"
+                    .to_string(),
+            }),
+            Status::Gathering => {
+                self.emit(Output::Rejected {
+                    feature: Some(id),
+                    message:
+                        "the requirements are not confirmed yet; answer the open questions first"
+                            .to_string(),
+                });
+                return Ok(());
+            }
+            Status::Planned => {
+                // Nothing was said since the last plan: show it again instead of paying for
+                // the same plan twice.
+                let plans = self.store.plans(id)?;
+                if let Some(latest) = plans.last() {
+                    self.emit(Output::PlanCommitted {
+                        feature: id,
+                        version: latest.version,
+                        path: latest.path.clone(),
+                        commit: latest.commit.clone(),
+                        markdown: latest.markdown.clone(),
+                        again: true,
+                    });
+                    return Ok(());
+                }
+            }
+            other => {
+                self.emit(Output::Rejected {
+                    feature: Some(id),
+                    message: format!("feature #{id} is {other}; its plan can no longer change"),
+                });
+                return Ok(());
+            }
+        }
+        let version = feature.plan_version + 1;
+        self.emit(Output::PlanStarted {
+            feature: id,
+            version,
+        });
+        // No secret goes into a commit, even one the LLM repeated from the conversation.
+        let markdown = self.redactor.redact(&self.write_plan(&feature).await?);
+        let now = OffsetDateTime::now_utc();
+        let path = match &feature.plan_path {
+            Some(path) => PathBuf::from(path),
+            None => self.new_plan_path(&feature, now)?,
+        };
+        let meta = plan::Meta {
+            version,
+            created: now,
+            status: Status::Planned,
+            pr: None,
+        };
+        let contents = plan::render_file(&feature, &meta, &markdown);
+        let message = plan::commit_message(&feature, version);
+        let target = self.repos.of(feature.repo.as_deref());
+        let commit = target
+            .commit_file(&path, contents.into_bytes(), &message)
+            .await
+            .context("committing the plan")?;
+        let path_text = path.to_string_lossy().into_owned();
+        tracing::info!(feature = id.0, version, path = %path_text, %commit, "plan committed");
+        self.store
+            .add_plan(
+                id,
+                PlanVersion {
+                    version,
+                    path: path_text.clone(),
+                    commit: commit.clone(),
+                    markdown: markdown.clone(),
+                    at: now,
+                },
+            )
+            .await
+            .context("storing the plan")?;
+        if target.config().push_plans {
+            if let Err(err) = target.push_base().await {
+                tracing::warn!(feature = id.0, error = %err, "pushing the plan failed");
+                self.emit(Output::Warning {
+                    feature: id,
+                    message: format!("the plan is committed locally but pushing it failed: {err}"),
+                });
+            }
+        }
+        let previous = self
+            .store
+            .plans(id)?
+            .into_iter()
+            .find(|p| p.version + 1 == version);
+        self.emit(Output::PlanCommitted {
+            feature: id,
+            version,
+            path: path_text.clone(),
+            commit,
+            markdown: markdown.clone(),
+            again: false,
+        });
+        if let Some(previous) = previous {
+            match repo::worktree::unified_diff(&previous.markdown, &markdown, &path_text) {
+                Ok(diff) => self.emit(Output::PlanDiff {
+                    feature: id,
+                    from: previous.version,
+                    to: version,
+                    diff,
+                }),
+                Err(err) => {
+                    tracing::warn!(feature = id.0, error = %err, "diffing plan versions failed")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the LLM for the plan, and once more to repair it when sections are missing.
+    pub(super) async fn write_plan(&self, feature: &Feature) -> anyhow::Result<String> {
+        let transcript = self.store.transcript(feature.id)?;
+        let instruction = prompts::render(&self.prompts.plan, &[("title", &feature.title)]);
+        // The instruction is repeated after the transcript, where models follow it best.
+        let budget = self
+            .context_budget()
+            .saturating_sub(conversation::estimate_tokens(&instruction));
+        let mut messages = conversation::fit_transcript(&instruction, &transcript, budget);
+        messages.push(Message::user(instruction.clone()));
+        let mut request = Request {
+            messages,
+            ..Request::default()
+        };
+        let first = self.plan_request(feature.id, &request).await?;
+        let draft = plan::clean_markdown(&first);
+        let missing = plan::missing_sections(&draft);
+        if missing.is_empty() {
+            return Ok(draft);
+        }
+        tracing::info!(
+            feature = feature.id.0,
+            ?missing,
+            "plan lacks sections, asking for a repair"
+        );
+        request.messages.push(Message::assistant(first));
+        request.messages.push(Message::user(prompts::render(
+            &self.prompts.plan_repair,
+            &[("missing", &missing.join(", "))],
+        )));
+        let repaired = plan::clean_markdown(&self.plan_request(feature.id, &request).await?);
+        let still_missing = plan::missing_sections(&repaired);
+        if still_missing.is_empty() {
+            return Ok(repaired);
+        }
+        bail!(
+            "the LLM's plan still lacks these sections after one repair: {}; press Generate plan again, or refine the requirements first",
+            still_missing.join(", ")
+        )
+    }
+
+    pub(super) async fn plan_request(
+        &self,
+        id: FeatureId,
+        request: &Request,
+    ) -> anyhow::Result<String> {
+        let response = self
+            .llm
+            .complete(request)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("the LLM could not write the plan"))?;
+        self.store.add_usage(id, response.usage).await?;
+        Ok(response.text)
+    }
+
+    /// A path for a first plan that no other plan uses.
+    pub(super) fn new_plan_path(
+        &self,
+        feature: &Feature,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<PathBuf> {
+        let slug = Slug::new(&feature.title, feature.id);
+        let taken: HashSet<String> = self
+            .store
+            .features()?
+            .into_iter()
+            .filter_map(|f| f.plan_path)
+            .collect();
+        let repo_cfg = self.config.repo_of(feature.repo.as_deref());
+        let tasks_dir: &Path = &repo_cfg.tasks_dir;
+        let path = (1..)
+            .map(|n| plan::plan_path(tasks_dir, now, &slug, n))
+            .find(|p| !taken.contains(&*p.to_string_lossy()) && !repo_cfg.path.join(p).exists())
+            .unwrap_or_else(|| plan::plan_path(tasks_dir, now, &slug, 1));
+        Ok(path)
+    }
+
+    /// The tokens the transcript may take: the context window less room for the answer.
+    pub(super) fn context_budget(&self) -> usize {
+        let llm = &self.config.llm;
+        llm.max_context_tokens
+            .saturating_sub(llm.max_output_tokens as usize)
+    }
+}

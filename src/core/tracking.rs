@@ -1,0 +1,140 @@
+//! Keeping the feature and the world in step: the GitHub issue, the pull request's state, and
+//! the plan file's front matter after a priority or label change.
+
+use super::*;
+
+impl App {
+    pub(super) async fn create_issue(&self, id: FeatureId) -> anyhow::Result<()> {
+        let feature = self.store.feature(id)?;
+        let Some(github) = self.github_for(&feature) else {
+            self.refuse(
+                id,
+                "GitHub is not configured for this feature's repository; add a [github] section (or github_owner and github_repo in [[repos]]) to open issues".to_string(),
+            );
+            return Ok(());
+        };
+        if let Some((number, url)) = &feature.issue {
+            self.refuse(
+                id,
+                format!("issue #{number} already mirrors this feature: {url}"),
+            );
+            return Ok(());
+        }
+        let Some(plan) = self.store.plans(id)?.pop() else {
+            self.refuse(
+                id,
+                format!("feature #{id} has no plan to put in an issue yet"),
+            );
+            return Ok(());
+        };
+        let spec = IssueSpec {
+            title: feature.title.clone(),
+            body: self.redactor.redact(&format!(
+                "{}\n\n---\nPlan version {} · `{}` · Feature-Id: {}",
+                plan.markdown, plan.version, plan.path, id
+            )),
+            labels: issue_labels(&feature),
+        };
+        let issue = github
+            .create_issue(&spec)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("opening the GitHub issue"))?;
+        self.store.set_issue(id, issue.number, &issue.url).await?;
+        tracing::info!(feature = id.0, issue = issue.number, "issue opened");
+        self.emit(Output::IssueCreated {
+            feature: id,
+            number: issue.number,
+            url: issue.url,
+        });
+        Ok(())
+    }
+
+    /// Moves features whose pull request was merged or closed on GitHub.
+    pub(super) async fn refresh_pull_requests(&self) -> anyhow::Result<()> {
+        for feature in self.store.features()? {
+            if feature.status != Status::PrOpen {
+                continue;
+            }
+            let Some(github) = self.github_for(&feature) else {
+                continue;
+            };
+            let Some(url) = self
+                .store
+                .runs(feature.id)?
+                .into_iter()
+                .rev()
+                .find_map(|r| r.pr_url)
+            else {
+                continue;
+            };
+            let Some(number) = crate::github::pr_number_from_url(&url) else {
+                continue;
+            };
+            let status = match github.pull_request_state(number).await {
+                Ok(PrState::Open) => continue,
+                Ok(PrState::Merged) => Status::Merged,
+                Ok(PrState::Closed) => Status::Closed,
+                Err(err) => {
+                    tracing::warn!(feature = feature.id.0, error = %err, "reading a pull request's state failed");
+                    continue;
+                }
+            };
+            self.store.set_status(feature.id, status).await?;
+            if let Err(err) = plan_file::refresh(
+                self.repos.of(feature.repo.as_deref()),
+                &self.store,
+                feature.id,
+                status.as_str(),
+            )
+            .await
+            {
+                tracing::warn!(feature = feature.id.0, error = %format!("{err:#}"), "updating the plan file failed");
+            }
+            self.emit(Output::PullRequestChanged {
+                feature: feature.id,
+                status,
+            });
+        }
+        Ok(())
+    }
+
+    /// After a priority or label change: the plan file's front matter follows, the GitHub issue's
+    /// labels too, and people see it.
+    pub(super) async fn feature_changed(&self, id: FeatureId, what: &str) -> anyhow::Result<()> {
+        let feature = self.store.feature(id)?;
+        if let (Some(github), Some((number, _))) = (self.github_for(&feature), &feature.issue) {
+            if let Err(err) = github
+                .set_issue_labels(*number, &issue_labels(&feature))
+                .await
+            {
+                tracing::warn!(feature = id.0, error = %err, "mirroring labels to the issue failed");
+                self.emit(Output::Warning {
+                    feature: id,
+                    message: format!("the change is saved, but the GitHub issue's labels could not be updated: {err}"),
+                });
+            }
+        }
+        {
+            if let Err(err) = plan_file::refresh(
+                self.repos.of(feature.repo.as_deref()),
+                &self.store,
+                id,
+                what,
+            )
+            .await
+            {
+                tracing::warn!(feature = id.0, error = %format!("{err:#}"), "updating the plan file failed");
+                self.emit(Output::Warning {
+                    feature: id,
+                    message: format!(
+                        "the change is saved, but the plan file could not be updated: {err:#}"
+                    ),
+                });
+            }
+        }
+        self.emit(Output::FeatureUpdated {
+            feature: self.store.feature(id)?,
+        });
+        Ok(())
+    }
+}
