@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use crate::core::protocol::{Input, Output};
+use crate::core::protocol::{Input, Output, OutputKind};
 use crate::core::App;
 use crate::model::{Author, FeatureId, Place, Status};
 
@@ -72,14 +72,13 @@ pub async fn run(
     let feature = match resume {
         Some(id) => {
             let feature = app
-                .store()
                 .feature(id)
                 .context("looking up the feature to resume")?;
             ui.say(&format!(
                 "resuming feature #{id}: {} ({})",
                 feature.title, feature.status
             ));
-            for turn in app.store().transcript(id)? {
+            for turn in app.transcript(id)? {
                 let text = crate::conversation::read_reply(&turn.text).visible;
                 ui.say(&format!("[{}] {}", turn.author, text));
             }
@@ -150,7 +149,7 @@ pub async fn run(
                 force: true,
             },
             Command::Approve => {
-                let version = app.store().feature(feature)?.plan_version;
+                let version = app.feature(feature)?.plan_version;
                 drive(
                     &app,
                     &mut outputs,
@@ -161,8 +160,10 @@ pub async fn run(
                 if ui.run_started {
                     // The run goes on in the background: show it until it ends.
                     while let Some(output) = outputs.recv().await {
-                        let ended =
-                            matches!(output, Output::RunEnded { .. } | Output::Failed { .. });
+                        let ended = matches!(
+                            output.kind,
+                            OutputKind::RunEnded { .. } | OutputKind::Failed { .. }
+                        );
                         ui.show(output);
                         if ended {
                             break;
@@ -214,36 +215,37 @@ struct Ui {
 
 impl Ui {
     fn show(&mut self, output: Output) {
-        match output {
-            Output::Started { feature } => {
+        let Output { feature, kind, .. } = output;
+        match kind {
+            OutputKind::Started { feature } => {
                 self.feature = Some(feature.id);
                 self.note(&format!(
                     "feature #{} started: {}",
                     feature.id, feature.title
                 ));
             }
-            Output::Rejected { message, .. } => self.note(&format!("refused: {message}")),
-            Output::Typing { .. } => {}
-            Output::ReplyDelta { text, .. } => {
+            OutputKind::Rejected { message, .. } => self.note(&format!("refused: {message}")),
+            OutputKind::Typing => {}
+            OutputKind::ReplyDelta { text, .. } => {
                 if !self.mid_reply {
                     self.write("\nfeaturebot: ");
                     self.mid_reply = true;
                 }
                 self.write(&text);
             }
-            Output::Reply { .. } => {
+            OutputKind::Reply { .. } => {
                 if self.mid_reply {
                     self.write("\n");
                     self.mid_reply = false;
                 }
             }
-            Output::Confirmed { .. } => {
+            OutputKind::Confirmed { .. } => {
                 self.note("requirements confirmed; type /plan to write the plan, or keep refining");
             }
-            Output::PlanStarted { version, .. } => {
+            OutputKind::PlanStarted { version, .. } => {
                 self.note(&format!("writing the plan (version {version})..."))
             }
-            Output::PlanCommitted {
+            OutputKind::PlanCommitted {
                 version,
                 path,
                 commit,
@@ -262,33 +264,36 @@ impl Ui {
                 self.say(&format!("commit: {commit}"));
                 self.planned = Some(Outcome::Planned { path, commit });
             }
-            Output::PlanDiff { from, to, diff, .. } => {
+            OutputKind::PlanDiff { from, to, diff, .. } => {
                 self.say(&format!("changes from plan version {from} to {to}:"));
                 self.write(&diff);
             }
-            Output::FeatureUpdated { feature } => self.note(&format!(
+            OutputKind::FeatureUpdated { feature } => self.note(&format!(
                 "priority {}, labels: {}",
                 feature.priority.as_str(),
                 feature.labels.join(", ")
             )),
-            Output::IssueCreated { number, url, .. } => {
+            OutputKind::IssueCreated { number, url, .. } => {
                 self.say(&format!("GitHub issue #{number}: {url}"))
             }
-            Output::PullRequestChanged { status, .. } => {
+            OutputKind::PullRequestChanged { status, .. } => {
                 self.note(&format!("the pull request is now {status}"))
             }
-            Output::FollowUpReady { .. } => {
+            OutputKind::FollowUpReady => {
                 self.note("say what to change: your next message starts a follow-up run")
             }
-            Output::Refining { .. } => self.note("ok, keep refining"),
-            Output::Approved { version, .. } => {
+            OutputKind::Refining => self.note("ok, keep refining"),
+            OutputKind::Approved { version, .. } => {
                 self.note(&format!("plan version {version} approved"))
             }
-            Output::ChangesRequested { version, .. } => self.note(&format!(
+            OutputKind::ChangesRequested { version, .. } => self.note(&format!(
                 "plan version {version} reopened; say what to change"
             )),
-            Output::Discarded { feature } => self.note(&format!("feature #{feature} discarded")),
-            Output::RunQueued { position, .. } => {
+            OutputKind::Discarded => {
+                let feature = feature.map(|f| f.to_string()).unwrap_or_default();
+                self.note(&format!("feature #{feature} discarded"))
+            }
+            OutputKind::RunQueued { position, .. } => {
                 self.run_started = true;
                 if position == 0 {
                     self.note("agent run starting");
@@ -296,8 +301,10 @@ impl Ui {
                     self.note(&format!("agent run queued; {position} ahead of it"));
                 }
             }
-            Output::RunEvent { event, .. } => self.note(&crate::agent::progress::describe(&event)),
-            Output::RunEnded { run, .. } => {
+            OutputKind::RunEvent { event, .. } => {
+                self.note(&crate::agent::progress::describe(&event))
+            }
+            OutputKind::RunEnded { run, .. } => {
                 self.run_started = false;
                 self.say(&format!("run {:?}; branch: {}", run.state, run.branch));
                 if let Some(url) = &run.pr_url {
@@ -307,13 +314,13 @@ impl Ui {
                     self.note(message);
                 }
             }
-            Output::RunInterrupted { run, .. } => self.note(&format!(
+            OutputKind::RunInterrupted { run, .. } => self.note(&format!(
                 "run {} was interrupted: {}",
                 run.number,
                 run.message.as_deref().unwrap_or_default()
             )),
-            Output::Warning { message, .. } => self.note(&format!("warning: {message}")),
-            Output::Failed { message, .. } => {
+            OutputKind::Warning { message, .. } => self.note(&format!("warning: {message}")),
+            OutputKind::Failed { message, .. } => {
                 if self.mid_reply {
                     self.write("\n");
                     self.mid_reply = false;

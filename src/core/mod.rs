@@ -36,7 +36,7 @@ use crate::redact::Redactor;
 use crate::repo::{self, RepoError, Repos};
 use crate::store::{Store, StoreError};
 use outbox::Outbox;
-use protocol::{Input, Output};
+use protocol::{Input, Output, OutputKind};
 use runs::RunQueue;
 
 /// The core of one featurebot process.
@@ -67,7 +67,7 @@ impl App {
     /// The core over `store`, with the agent's `runner`: the runner's services (config, LLM,
     /// prompts, redactor, GitHub clients) are the core's too. Only the wiring point, `startup.rs`, calls this.
     pub fn new(runner: Runner, store: Store) -> (App, mpsc::UnboundedReceiver<Output>) {
-        let (out, rx) = Outbox::new(runner.redactor.clone());
+        let (out, rx) = Outbox::new(runner.redactor.clone(), store.clone());
         let app = App {
             config: runner.config.clone(),
             store: store.clone(),
@@ -101,10 +101,7 @@ impl App {
                         run = run.number,
                         "run interrupted by a stop"
                     );
-                    self.emit(Output::RunInterrupted {
-                        feature: run.feature,
-                        run,
-                    });
+                    self.emit(run.feature, OutputKind::RunInterrupted { run });
                 }
                 for run in recovered.remote {
                     let feature = run.feature;
@@ -131,6 +128,10 @@ impl App {
     /// Handles one input to the end. Never fails: failures become [`Output::Failed`] or
     /// [`Output::Rejected`], with a log line.
     pub async fn handle(&self, input: Input) {
+        let place = match &input {
+            Input::Start { place, .. } => Some(place.clone()),
+            _ => None,
+        };
         let feature = match &input {
             Input::Start { .. } | Input::RefreshPullRequests => None,
             Input::Message { feature, .. }
@@ -161,7 +162,7 @@ impl App {
         let span = tracing::info_span!("input", feature = feature.map(|f| f.0));
         let result = self.dispatch(input).instrument(span).await;
         if let Err(err) = result {
-            self.report(feature, err);
+            self.report(feature, place, err);
         }
     }
 
@@ -217,7 +218,7 @@ impl App {
                     self.refuse(feature, format!("feature #{feature} is {status}; a follow-up needs an open pull request"));
                 } else {
                     self.lock_follow_ups().insert(feature);
-                    self.emit(Output::FollowUpReady { feature });
+                    self.emit(feature, OutputKind::FollowUpReady);
                 }
                 Ok(())
             }
@@ -243,10 +244,7 @@ impl App {
     }
 
     fn refuse(&self, feature: FeatureId, message: String) {
-        self.emit(Output::Rejected {
-            feature: Some(feature),
-            message,
-        });
+        self.emit(feature, OutputKind::Rejected { message });
     }
 
     /// The GitHub client of the feature's target repository, if it has one.
@@ -268,13 +266,14 @@ impl App {
         map.entry(id).or_default().clone()
     }
 
-    fn emit(&self, output: Output) {
-        self.out.send(output);
+    fn emit(&self, feature: FeatureId, kind: OutputKind) {
+        self.out.send(feature, kind);
     }
 
     /// Decides what a person sees for a failure: our own errors read as sentences; anything
     /// else is a bug, shown as a log id.
-    fn report(&self, feature: Option<FeatureId>, err: anyhow::Error) {
+    /// `place` is where the input came from, for an input that names no feature (a start).
+    fn report(&self, feature: Option<FeatureId>, place: Option<Place>, err: anyhow::Error) {
         let readable = err.chain().any(|e| {
             e.is::<LlmError>()
                 || e.is::<RepoError>()
@@ -289,12 +288,11 @@ impl App {
             format!("internal error, see log id {log_id}")
         };
         tracing::warn!(feature = feature.map(|f| f.0), error = %format!("{err:#}"), "input failed");
-        match feature {
-            Some(feature) => self.emit(Output::Failed { feature, message }),
-            None => self.emit(Output::Rejected {
-                feature: None,
-                message,
-            }),
+        match (feature, place) {
+            (Some(feature), _) => self.emit(feature, OutputKind::Failed { message }),
+            (None, Some(place)) => self.out.send_to(place, OutputKind::Rejected { message }),
+            // A background input (refreshing pull requests): the log line is all there is.
+            (None, None) => {}
         }
     }
 }

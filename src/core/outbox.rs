@@ -1,133 +1,114 @@
 //! Where the core's outputs go. Every output of the core, the run queue's included, passes
-//! through one [`Outbox`], which redacts it on the way: front ends show only redacted text.
+//! through one [`Outbox`], which redacts it and addresses it to its feature's place on the way:
+//! front ends show only redacted text, and never look a feature up to know where to show it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use crate::agent::Event;
-use crate::core::protocol::Output;
+use crate::core::protocol::{Output, OutputKind};
+use crate::model::{FeatureId, Place};
 use crate::redact::Redactor;
+use crate::store::Store;
 
 /// The sending end of the core's outputs. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::UnboundedSender<Output>,
     redactor: Redactor,
+    store: Store,
+    /// Where each feature lives, read from the store once per feature: places never change.
+    places: Arc<Mutex<HashMap<FeatureId, Place>>>,
 }
 
 impl Outbox {
     /// An outbox and the receiver a front end reads.
-    pub fn new(redactor: Redactor) -> (Outbox, mpsc::UnboundedReceiver<Output>) {
+    pub fn new(redactor: Redactor, store: Store) -> (Outbox, mpsc::UnboundedReceiver<Output>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Outbox { tx, redactor }, rx)
+        let outbox = Outbox {
+            tx,
+            redactor,
+            store,
+            places: Arc::default(),
+        };
+        (outbox, rx)
     }
 
-    /// Sends `output`, redacted. The receiver is gone only when the front end is shutting
-    /// down, and then there is nobody left to tell.
-    pub fn send(&self, output: Output) {
-        let _ = self.tx.send(redact_output(&self.redactor, output));
+    /// Sends `kind` about `feature`, redacted, to the feature's place.
+    pub fn send(&self, feature: FeatureId, kind: OutputKind) {
+        let Some(place) = self.place(feature) else {
+            tracing::warn!(
+                feature = feature.0,
+                "an output for a feature that cannot be read was dropped"
+            );
+            return;
+        };
+        self.deliver(Output {
+            feature: Some(feature),
+            place,
+            kind,
+        });
+    }
+
+    /// Sends `kind`, redacted, to `place`, about no feature (a refused start).
+    pub fn send_to(&self, place: Place, kind: OutputKind) {
+        self.deliver(Output {
+            feature: None,
+            place,
+            kind,
+        });
+    }
+
+    fn deliver(&self, output: Output) {
+        let output = Output {
+            kind: redact(&self.redactor, output.kind),
+            ..output
+        };
+        // The receiver is gone only when the front end is shutting down, and then there is
+        // nobody left to tell.
+        let _ = self.tx.send(output);
+    }
+
+    fn place(&self, feature: FeatureId) -> Option<Place> {
+        let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(place) = places.get(&feature) {
+            return Some(place.clone());
+        }
+        let place = self.store.feature(feature).ok()?.place;
+        places.insert(feature, place.clone());
+        Some(place)
     }
 }
 
-/// `output` with every text a person will see passed through the redactor: the one place
-/// where what the core shows is redacted, for every front end.
-fn redact_output(redactor: &Redactor, output: Output) -> Output {
-    let r = |text: String| redactor.redact(&text);
-    match output {
-        Output::Reply { feature, text } => Output::Reply {
-            feature,
-            text: r(text),
-        },
-        Output::ReplyDelta { feature, text } => Output::ReplyDelta {
-            feature,
-            text: r(text),
-        },
-        Output::RunEnded { feature, mut run } => {
-            run.message = run.message.map(r);
-            Output::RunEnded { feature, run }
+/// `kind` with every text a person will see passed through the redactor: the one place where
+/// what the core shows is redacted, for every front end.
+fn redact(redactor: &Redactor, mut kind: OutputKind) -> OutputKind {
+    let r = |text: &mut String| *text = redactor.redact(text);
+    match &mut kind {
+        OutputKind::Reply { text } | OutputKind::ReplyDelta { text } => r(text),
+        OutputKind::Confirmed { summary, .. } => r(summary),
+        OutputKind::PlanDiff { diff, .. } => r(diff),
+        OutputKind::PlanCommitted { markdown, .. } => r(markdown),
+        OutputKind::Rejected { message }
+        | OutputKind::Warning { message }
+        | OutputKind::Failed { message } => r(message),
+        OutputKind::RunEnded { run } | OutputKind::RunInterrupted { run } => {
+            if let Some(message) = &mut run.message {
+                r(message);
+            }
         }
-        Output::RunInterrupted { feature, mut run } => {
-            run.message = run.message.map(r);
-            Output::RunInterrupted { feature, run }
-        }
-        Output::RunEvent {
-            feature,
-            event: Event::StepPushFailed { step, message },
-        } => Output::RunEvent {
-            feature,
-            event: Event::StepPushFailed {
-                step,
-                message: r(message),
-            },
+        OutputKind::RunEvent { event } => match event {
+            Event::Question { text } => r(text),
+            Event::StepPushFailed { message, .. } => r(message),
+            Event::ChecksFailed { command, tail, .. } => {
+                r(command);
+                r(tail);
+            }
+            _ => {}
         },
-        Output::Confirmed { feature, summary } => Output::Confirmed {
-            feature,
-            summary: r(summary),
-        },
-        Output::PlanDiff {
-            feature,
-            from,
-            to,
-            diff,
-        } => Output::PlanDiff {
-            feature,
-            from,
-            to,
-            diff: r(diff),
-        },
-        Output::PlanCommitted {
-            feature,
-            version,
-            path,
-            commit,
-            markdown,
-            again,
-        } => Output::PlanCommitted {
-            feature,
-            version,
-            path,
-            commit,
-            markdown: r(markdown),
-            again,
-        },
-        Output::Rejected { feature, message } => Output::Rejected {
-            feature,
-            message: r(message),
-        },
-        Output::Warning { feature, message } => Output::Warning {
-            feature,
-            message: r(message),
-        },
-        Output::Failed { feature, message } => Output::Failed {
-            feature,
-            message: r(message),
-        },
-        Output::RunEvent {
-            feature,
-            event: Event::Question { text },
-        } => Output::RunEvent {
-            feature,
-            event: Event::Question { text: r(text) },
-        },
-        Output::RunEvent {
-            feature,
-            event:
-                Event::ChecksFailed {
-                    step,
-                    attempt,
-                    command,
-                    tail,
-                    log,
-                },
-        } => Output::RunEvent {
-            feature,
-            event: Event::ChecksFailed {
-                step,
-                attempt,
-                command: r(command),
-                tail: r(tail),
-                log,
-            },
-        },
-        other => other,
+        _ => {}
     }
+    kind
 }

@@ -19,7 +19,7 @@ impl App {
                 return Ok(());
             }
         }
-        self.emit(Output::Refining { feature: id });
+        self.emit(id, OutputKind::Refining);
         Ok(())
     }
 
@@ -32,20 +32,19 @@ impl App {
             Status::Planned => {
                 self.store.set_status(id, Status::Approved).await?;
                 tracing::info!(feature = id.0, version, "plan approved");
-                self.emit(Output::Approved {
-                    feature: id,
-                    version,
-                });
+                self.emit(id, OutputKind::Approved { version });
                 let wants_issue = self
                     .config
                     .github_of(feature.repo.as_deref())
                     .is_some_and(|g| g.issue_on_approval);
                 if wants_issue && feature.issue.is_none() {
                     if let Err(err) = self.create_issue(id).await {
-                        self.emit(Output::Warning {
-                            feature: id,
-                            message: format!("{err:#}"),
-                        });
+                        self.emit(
+                            id,
+                            OutputKind::Warning {
+                                message: format!("{err:#}"),
+                            },
+                        );
                     }
                 }
                 self.runs.start(id, None, None).await?;
@@ -68,10 +67,7 @@ impl App {
         match feature.status {
             Status::Planned => {
                 self.store.set_status(id, Status::Gathering).await?;
-                self.emit(Output::ChangesRequested {
-                    feature: id,
-                    version,
-                });
+                self.emit(id, OutputKind::ChangesRequested { version });
             }
             Status::Gathering => {} // A second click: already reopened.
             other => self.refuse(
@@ -89,7 +85,7 @@ impl App {
             status if status.can_move_to(Status::Discarded) => {
                 self.store.set_status(id, Status::Discarded).await?;
                 tracing::info!(feature = id.0, "feature discarded");
-                self.emit(Output::Discarded { feature: id });
+                self.emit(id, OutputKind::Discarded);
             }
             other => self.refuse(
                 id,
@@ -120,18 +116,17 @@ impl App {
         let feature = self.store.feature(id)?;
         match feature.status {
             Status::Confirmed => {}
-            Status::Gathering if force => self.emit(Output::Warning {
-                feature: id,
-                message: "the requirements are not confirmed yet; the plan may have gaps"
-                    .to_string(),
-            }),
+            Status::Gathering if force => self.emit(
+                id,
+                OutputKind::Warning {
+                    message: "the requirements are not confirmed yet; the plan may have gaps"
+                        .to_string(),
+                },
+            ),
             Status::Gathering => {
-                self.emit(Output::Rejected {
-                    feature: Some(id),
-                    message:
+                self.emit(id, OutputKind::Rejected { message:
                         "the requirements are not confirmed yet; answer the open questions first"
-                            .to_string(),
-                });
+                            .to_string() });
                 return Ok(());
             }
             Status::Planned => {
@@ -139,30 +134,33 @@ impl App {
                 // the same plan twice.
                 let plans = self.store.plans(id)?;
                 if let Some(latest) = plans.last() {
-                    self.emit(Output::PlanCommitted {
-                        feature: id,
-                        version: latest.version,
-                        path: latest.path.clone(),
-                        commit: latest.commit.clone(),
-                        markdown: latest.markdown.clone(),
-                        again: true,
-                    });
+                    let feature = self.store.feature(id)?;
+                    self.emit(
+                        id,
+                        OutputKind::PlanCommitted {
+                            feature,
+                            version: latest.version,
+                            path: latest.path.clone(),
+                            commit: latest.commit.clone(),
+                            markdown: latest.markdown.clone(),
+                            again: true,
+                        },
+                    );
                     return Ok(());
                 }
             }
             other => {
-                self.emit(Output::Rejected {
-                    feature: Some(id),
-                    message: format!("feature #{id} is {other}; its plan can no longer change"),
-                });
+                self.emit(
+                    id,
+                    OutputKind::Rejected {
+                        message: format!("feature #{id} is {other}; its plan can no longer change"),
+                    },
+                );
                 return Ok(());
             }
         }
         let version = feature.plan_version + 1;
-        self.emit(Output::PlanStarted {
-            feature: id,
-            version,
-        });
+        self.emit(id, OutputKind::PlanStarted { version });
         // No secret goes into a commit, even one the LLM repeated from the conversation.
         let markdown = self.redactor.redact(&self.write_plan(&feature).await?);
         let now = OffsetDateTime::now_utc();
@@ -201,10 +199,14 @@ impl App {
         if target.config().push_plans {
             if let Err(err) = target.push_base().await {
                 tracing::warn!(feature = id.0, error = %err, "pushing the plan failed");
-                self.emit(Output::Warning {
-                    feature: id,
-                    message: format!("the plan is committed locally but pushing it failed: {err}"),
-                });
+                self.emit(
+                    id,
+                    OutputKind::Warning {
+                        message: format!(
+                            "the plan is committed locally but pushing it failed: {err}"
+                        ),
+                    },
+                );
             }
         }
         let previous = self
@@ -212,22 +214,30 @@ impl App {
             .plans(id)?
             .into_iter()
             .find(|p| p.version + 1 == version);
-        self.emit(Output::PlanCommitted {
-            feature: id,
-            version,
-            path: path_text.clone(),
-            commit,
-            markdown: markdown.clone(),
-            again: false,
-        });
+        let feature = self.store.feature(id)?;
+        let title = feature.title.clone();
+        self.emit(
+            id,
+            OutputKind::PlanCommitted {
+                feature,
+                version,
+                path: path_text.clone(),
+                commit,
+                markdown: markdown.clone(),
+                again: false,
+            },
+        );
         if let Some(previous) = previous {
             match repo::worktree::unified_diff(&previous.markdown, &markdown, &path_text) {
-                Ok(diff) => self.emit(Output::PlanDiff {
-                    feature: id,
-                    from: previous.version,
-                    to: version,
-                    diff,
-                }),
+                Ok(diff) => self.emit(
+                    id,
+                    OutputKind::PlanDiff {
+                        title,
+                        from: previous.version,
+                        to: version,
+                        diff,
+                    },
+                ),
                 Err(err) => {
                     tracing::warn!(feature = id.0, error = %err, "diffing plan versions failed")
                 }

@@ -65,29 +65,39 @@ pub enum Input {
     },
 }
 
-/// Something to show people.
+/// Something to show people: what ([`OutputKind`]), about which feature, and where. Front ends
+/// render from this alone; they never read the store to show an output.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Output {
+pub struct Output {
+    /// `None` only for the refusal of a feature that never came to exist (a refused start).
+    pub feature: Option<FeatureId>,
+    /// Where the feature's conversation is; for a refused start, where it was asked for.
+    pub place: Place,
+    pub kind: OutputKind,
+}
+
+/// What there is to show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputKind {
     /// A feature was created; its conversation begins.
     Started { feature: Feature },
-    /// The input was refused, nothing was done. `feature` is `None` when it never existed.
-    Rejected {
-        feature: Option<FeatureId>,
-        message: String,
-    },
+    /// The input was refused, nothing was done.
+    Rejected { message: String },
     /// The LLM is working on an answer.
-    Typing { feature: FeatureId },
+    Typing,
     /// Visible text of the answer being streamed.
-    ReplyDelta { feature: FeatureId, text: String },
+    ReplyDelta { text: String },
     /// The whole visible answer, after the last delta.
-    Reply { feature: FeatureId, text: String },
-    /// The requirements are confirmed; a plan can be generated.
-    Confirmed { feature: FeatureId, summary: String },
+    Reply { text: String },
+    /// The requirements are confirmed; a plan can be generated. `version` is the feature's
+    /// latest plan version (0 before the first), which the plan buttons carry.
+    Confirmed { summary: String, version: u32 },
     /// A plan is being written.
-    PlanStarted { feature: FeatureId, version: u32 },
+    PlanStarted { version: u32 },
     /// A plan version is committed (or, when `again`, an existing one is shown again).
+    /// `feature` is the feature as it is now (its title, target repository and issue).
     PlanCommitted {
-        feature: FeatureId,
+        feature: Feature,
         version: u32,
         path: String,
         commit: String,
@@ -95,75 +105,39 @@ pub enum Output {
         again: bool,
     },
     /// The conversation goes on after a confirmation.
-    Refining { feature: FeatureId },
+    Refining,
     /// Plan `version` was approved; an agent run may start.
-    Approved { feature: FeatureId, version: u32 },
+    Approved { version: u32 },
     /// Plan `version` was sent back for changes; the conversation is open again.
-    ChangesRequested { feature: FeatureId, version: u32 },
+    ChangesRequested { version: u32 },
     /// The feature was closed without going further.
-    Discarded { feature: FeatureId },
+    Discarded,
     /// An agent run is queued; `position` runs are ahead of it (0: it starts now).
-    RunQueued { feature: FeatureId, position: usize },
+    RunQueued { position: usize },
     /// Progress of the feature's agent run.
-    RunEvent {
-        feature: FeatureId,
-        event: crate::agent::Event,
-    },
+    RunEvent { event: crate::agent::Event },
     /// The run ended (finished, stopped by a limit, failed or cancelled); see `run.state`.
-    RunEnded { feature: FeatureId, run: Run },
+    RunEnded { run: Run },
     /// A run was going when featurebot stopped; it can be resumed or aborted.
-    RunInterrupted { feature: FeatureId, run: Run },
+    RunInterrupted { run: Run },
     /// The feature's priority or labels changed.
     FeatureUpdated { feature: Feature },
     /// A GitHub issue now mirrors the feature.
-    IssueCreated {
-        feature: FeatureId,
-        number: u64,
-        url: String,
-    },
+    IssueCreated { number: u64, url: String },
     /// The next message will start a follow-up run on the open pull request.
-    FollowUpReady { feature: FeatureId },
+    FollowUpReady,
     /// The feature's pull request was merged or closed on GitHub.
-    PullRequestChanged { feature: FeatureId, status: Status },
-    /// What changed from the previous plan version, as a unified diff.
+    PullRequestChanged { status: Status },
+    /// What changed from the previous plan version of the feature titled `title`, as a
+    /// unified diff.
     PlanDiff {
-        feature: FeatureId,
+        title: String,
         from: u32,
         to: u32,
         diff: String,
     },
     /// Something worth knowing that did not stop the work.
-    Warning { feature: FeatureId, message: String },
+    Warning { message: String },
     /// The work failed; nothing already said or written is lost.
-    Failed { feature: FeatureId, message: String },
-}
-
-impl Output {
-    /// The feature this output is about, if any.
-    pub fn feature(&self) -> Option<FeatureId> {
-        match self {
-            Output::Started { feature } | Output::FeatureUpdated { feature } => Some(feature.id),
-            Output::IssueCreated { feature, .. }
-            | Output::PullRequestChanged { feature, .. }
-            | Output::FollowUpReady { feature } => Some(*feature),
-            Output::Rejected { feature, .. } => *feature,
-            Output::Typing { feature }
-            | Output::ReplyDelta { feature, .. }
-            | Output::Reply { feature, .. }
-            | Output::Confirmed { feature, .. }
-            | Output::PlanStarted { feature, .. }
-            | Output::PlanCommitted { feature, .. }
-            | Output::PlanDiff { feature, .. }
-            | Output::Refining { feature }
-            | Output::Approved { feature, .. }
-            | Output::ChangesRequested { feature, .. }
-            | Output::Discarded { feature }
-            | Output::RunQueued { feature, .. }
-            | Output::RunEvent { feature, .. }
-            | Output::RunEnded { feature, .. }
-            | Output::RunInterrupted { feature, .. }
-            | Output::Warning { feature, .. }
-            | Output::Failed { feature, .. } => Some(*feature),
-        }
-    }
+    Failed { message: String },
 }

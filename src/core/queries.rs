@@ -1,14 +1,16 @@
-//! The dashboard's data: features listed with filters and pages, and one feature's card.
+//! What front ends read: features listed with filters and pages, one feature's card, a
+//! feature, its transcript and its last run.
 //!
 //! Pure reads of the store, shaped for any front end; the Discord front end renders them as
-//! embeds (`/tasks`, `/task`).
+//! embeds (`/tasks`, `/task`). The `impl App` at the end is the front ends' only read API.
 
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::core::App;
 use crate::llm::Usage;
-use crate::model::{Feature, FeatureId, PlanVersion, Priority, Run, Status};
+use crate::model::{Feature, FeatureId, Place, PlanVersion, Priority, Run, Status, Turn};
 use crate::store::{Store, StoreError};
 
 /// Rows per page of `/tasks`.
@@ -125,5 +127,45 @@ pub fn short_age(age: Duration) -> String {
         60..=3_599 => format!("{}m", secs / 60),
         3_600..=86_399 => format!("{}h", secs / 3_600),
         _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// The front ends' read API: whatever a front end reads about features, it reads here, never
+/// from the store itself.
+impl App {
+    pub fn feature(&self, id: FeatureId) -> Result<Feature, StoreError> {
+        self.store.feature(id)
+    }
+
+    /// The feature whose conversation is at `place` (a Discord thread), if any.
+    pub fn feature_at(&self, place: &Place) -> Result<Option<Feature>, StoreError> {
+        match self.store.feature_at(place)? {
+            Some(id) => self.store.feature(id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every feature, oldest first.
+    pub fn features(&self) -> Result<Vec<Feature>, StoreError> {
+        self.store.features()
+    }
+
+    pub fn transcript(&self, id: FeatureId) -> Result<Vec<Turn>, StoreError> {
+        self.store.transcript(id)
+    }
+
+    /// The feature's latest run, if it had one.
+    pub fn last_run(&self, id: FeatureId) -> Result<Option<Run>, StoreError> {
+        Ok(self.store.runs(id)?.pop())
+    }
+
+    /// See [`list`].
+    pub fn list(&self, filter: Filter, page: usize) -> Result<Page, StoreError> {
+        list(&self.store, filter, page)
+    }
+
+    /// See [`card`].
+    pub fn card(&self, id: FeatureId, prices: Option<(f64, f64)>) -> Result<Card, StoreError> {
+        card(&self.store, id, prices)
     }
 }

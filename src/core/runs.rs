@@ -17,7 +17,7 @@ use crate::agent::run::{Job, Runner};
 use crate::agent::{Event, Human};
 use crate::config::Executor;
 use crate::core::outbox::Outbox;
-use crate::core::protocol::Output;
+use crate::core::protocol::OutputKind;
 use crate::core::App;
 use crate::model::{FeatureId, PlanVersion, Run, RunState, Status};
 use crate::store::Store;
@@ -126,7 +126,7 @@ impl RunQueue {
             .lock()
             .len()
             .saturating_sub(self.runner.config.agent.max_concurrent_runs);
-        self.out.send(Output::RunQueued { feature, position });
+        self.out.send(feature, OutputKind::RunQueued { position });
 
         let runner = self.runner.clone();
         let store = self.store.clone();
@@ -185,13 +185,15 @@ impl RunQueue {
             }
             match result {
                 Ok(run) => {
-                    out.send(Output::RunEnded { feature, run });
+                    out.send(feature, OutputKind::RunEnded { run });
                 }
                 Err(err) => {
-                    out.send(Output::Failed {
+                    out.send(
                         feature,
-                        message: format!("the agent run could not go on: {err:#}"),
-                    });
+                        OutputKind::Failed {
+                            message: format!("the agent run could not go on: {err:#}"),
+                        },
+                    );
                 }
             }
         });
@@ -298,7 +300,7 @@ async fn run_one(
                 Event::AwaitingApproval { .. } => waiting.store(WAITING_DECISION, Ordering::SeqCst),
                 _ => {}
             }
-            forward_out.send(Output::RunEvent { feature, event });
+            forward_out.send(feature, OutputKind::RunEvent { event });
         }
     });
     let job = Job {
@@ -394,7 +396,7 @@ impl App {
                 run.state = RunState::Cancelled;
                 run.message = Some("aborted after a stop".to_string());
                 let run = self.store.save_run(&run).await?;
-                self.emit(Output::RunEnded { feature: id, run });
+                self.emit(id, OutputKind::RunEnded { run });
             }
         }
         Ok(())

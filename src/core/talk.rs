@@ -14,20 +14,15 @@ impl App {
     ) -> anyhow::Result<()> {
         if let Some(name) = &repo {
             if self.config.target(Some(name)).is_none() {
-                self.emit(Output::Rejected {
-                    feature: None,
-                    message: format!("there is no repository named {name:?} in [[repos]]"),
-                });
+                let message = format!("there is no repository named {name:?} in [[repos]]");
+                self.out.send_to(place, OutputKind::Rejected { message });
                 return Ok(());
             }
         }
         let title = match Title::parse(raw_title) {
             Ok(title) => title,
             Err(message) => {
-                self.emit(Output::Rejected {
-                    feature: None,
-                    message,
-                });
+                self.out.send_to(place, OutputKind::Rejected { message });
                 return Ok(());
             }
         };
@@ -53,9 +48,12 @@ impl App {
             )
             .await
             .context("storing the request")?;
-        self.emit(Output::Started {
-            feature: feature.clone(),
-        });
+        self.emit(
+            feature.id,
+            OutputKind::Started {
+                feature: feature.clone(),
+            },
+        );
         self.answer(&feature).await
     }
 
@@ -100,13 +98,15 @@ impl App {
             feature.status,
             Status::Gathering | Status::Confirmed | Status::Planned
         ) {
-            self.emit(Output::Rejected {
-                feature: Some(id),
-                message: format!(
-                    "feature #{id} is {}; its requirements conversation is closed",
-                    feature.status
-                ),
-            });
+            self.emit(
+                id,
+                OutputKind::Rejected {
+                    message: format!(
+                        "feature #{id} is {}; its requirements conversation is closed",
+                        feature.status
+                    ),
+                },
+            );
             return Ok(());
         }
         if text.trim().is_empty() {
@@ -151,7 +151,7 @@ impl App {
             messages: conversation::fit_transcript(&system, &transcript, budget),
             ..Request::default()
         };
-        self.emit(Output::Typing { feature: id });
+        self.emit(id, OutputKind::Typing);
         let mut filter = MarkerFilter::default();
         // Released a word at a time, so a secret split between deltas is still masked whole.
         let mut words = self.redactor.words();
@@ -164,7 +164,7 @@ impl App {
                 visible.push_str(&shown);
                 let text = words.push(&shown);
                 if !text.is_empty() {
-                    out.send(Output::ReplyDelta { feature: id, text });
+                    out.send(id, OutputKind::ReplyDelta { text });
                 }
             })
             .await
@@ -175,24 +175,24 @@ impl App {
         visible.push_str(&rest);
         let text = words.push(&rest) + &words.finish();
         if !text.is_empty() {
-            self.emit(Output::ReplyDelta { feature: id, text });
+            self.emit(id, OutputKind::ReplyDelta { text });
         }
         let reading = filter.reading(visible);
         self.store
             .append_answer(id, BOT_NAME, &response.text, response.usage)
             .await
             .context("storing the answer")?;
-        self.emit(Output::Reply {
-            feature: id,
-            text: reading.visible.clone(),
-        });
+        self.emit(
+            id,
+            OutputKind::Reply {
+                text: reading.visible.clone(),
+            },
+        );
         if let Some(summary) = reading.confirmed {
             self.store.confirm(id, &summary).await?;
             tracing::info!(feature = id.0, "requirements confirmed");
-            self.emit(Output::Confirmed {
-                feature: id,
-                summary,
-            });
+            let version = self.store.feature(id)?.plan_version;
+            self.emit(id, OutputKind::Confirmed { summary, version });
         }
         Ok(())
     }

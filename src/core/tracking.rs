@@ -41,11 +41,13 @@ impl App {
             .map_err(|e| anyhow::Error::new(e).context("opening the GitHub issue"))?;
         self.store.set_issue(id, issue.number, &issue.url).await?;
         tracing::info!(feature = id.0, issue = issue.number, "issue opened");
-        self.emit(Output::IssueCreated {
-            feature: id,
-            number: issue.number,
-            url: issue.url,
-        });
+        self.emit(
+            id,
+            OutputKind::IssueCreated {
+                number: issue.number,
+                url: issue.url,
+            },
+        );
         Ok(())
     }
 
@@ -90,10 +92,7 @@ impl App {
             {
                 tracing::warn!(feature = feature.id.0, error = %format!("{err:#}"), "updating the plan file failed");
             }
-            self.emit(Output::PullRequestChanged {
-                feature: feature.id,
-                status,
-            });
+            self.emit(feature.id, OutputKind::PullRequestChanged { status });
         }
         Ok(())
     }
@@ -108,10 +107,7 @@ impl App {
                 .await
             {
                 tracing::warn!(feature = id.0, error = %err, "mirroring labels to the issue failed");
-                self.emit(Output::Warning {
-                    feature: id,
-                    message: format!("the change is saved, but the GitHub issue's labels could not be updated: {err}"),
-                });
+                self.emit(id, OutputKind::Warning { message: format!("the change is saved, but the GitHub issue's labels could not be updated: {err}") });
             }
         }
         {
@@ -124,17 +120,18 @@ impl App {
             .await
             {
                 tracing::warn!(feature = id.0, error = %format!("{err:#}"), "updating the plan file failed");
-                self.emit(Output::Warning {
-                    feature: id,
-                    message: format!(
-                        "the change is saved, but the plan file could not be updated: {err:#}"
-                    ),
-                });
+                self.emit(
+                    id,
+                    OutputKind::Warning {
+                        message: format!(
+                            "the change is saved, but the plan file could not be updated: {err:#}"
+                        ),
+                    },
+                );
             }
         }
-        self.emit(Output::FeatureUpdated {
-            feature: self.store.feature(id)?,
-        });
+        let feature = self.store.feature(id)?;
+        self.emit(id, OutputKind::FeatureUpdated { feature });
         Ok(())
     }
 }

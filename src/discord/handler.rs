@@ -116,8 +116,7 @@ impl Bot {
             channel_id: 0,
             thread_id: channel.get(),
         };
-        let id = self.app.store().feature_at(&place).ok().flatten()?;
-        self.app.store().feature(id).ok()
+        self.app.feature_at(&place).ok().flatten()
     }
 
     async fn register_commands(&self, ctx: &Context) {
@@ -340,7 +339,7 @@ impl Bot {
         {
             tracing::warn!("refreshing pull requests took too long; listing what is known");
         }
-        let edit = match queries::list(self.app.store(), filter, 0) {
+        let edit = match self.app.list(filter, 0) {
             Ok(listing) => {
                 let (embed, rows) = dashboard::page(&listing, filter);
                 EditInteractionResponse::new().embed(embed).components(rows)
@@ -375,7 +374,7 @@ impl Bot {
                 })
                 .await;
         }
-        let edit = match queries::card(self.app.store(), feature, self.prices) {
+        let edit = match self.app.card(feature, self.prices) {
             Ok(card) => EditInteractionResponse::new()
                 .embed(dashboard::card(&card))
                 .components(vec![dashboard::priority_menu(&card.feature)]),
@@ -425,7 +424,7 @@ impl Bot {
         self.app
             .handle(Input::SetPriority { feature, priority })
             .await;
-        let edit = match queries::card(self.app.store(), feature, self.prices) {
+        let edit = match self.app.card(feature, self.prices) {
             Ok(card) => EditInteractionResponse::new()
                 .embed(dashboard::card(&card))
                 .components(vec![dashboard::priority_menu(&card.feature)]),
@@ -458,7 +457,7 @@ impl Bot {
         page: usize,
         update: bool,
     ) -> CreateInteractionResponse {
-        match queries::list(self.app.store(), filter, page) {
+        match self.app.list(filter, page) {
             Ok(listing) => {
                 let (embed, rows) = dashboard::page(&listing, filter);
                 let message = CreateInteractionResponseMessage::new()
@@ -482,7 +481,7 @@ impl Bot {
         let refusal = if !self.is_admin(click.user.id, roles) {
             Some("only featurebot admins can use these buttons".to_string())
         } else {
-            match self.app.store().feature(button.feature) {
+            match self.app.feature(button.feature) {
                 Err(_) => Some(format!("feature #{} no longer exists", button.feature)),
                 // Buttons are only posted in their feature's thread; one elsewhere (a store
                 // that was lost and refilled) names some other feature.
@@ -630,7 +629,7 @@ impl Bot {
         let id = feature.id;
         let current = feature.plan_version;
         let status = feature.status;
-        let last_run = self.app.store().runs(id).ok().and_then(|mut r| r.pop());
+        let last_run = self.app.last_run(id).ok().flatten();
         match button.action {
             _ if status == Status::Discarded => Some(format!("feature #{id} was discarded")),
             Action::StepContinue | Action::StepChange | Action::StepAbort
@@ -779,7 +778,7 @@ impl Bot {
 
     /// The features whose threads the catch-up looks at: open conversations in Discord.
     fn open_features(&self) -> Vec<Feature> {
-        match self.app.store().features() {
+        match self.app.features() {
             Ok(features) => features
                 .into_iter()
                 .rev()
@@ -848,7 +847,7 @@ impl Bot {
             return vec![resume];
         };
         let thread = ChannelId::new(thread_id);
-        let transcript = self.app.store().transcript(feature.id).unwrap_or_default();
+        let transcript = self.app.transcript(feature.id).unwrap_or_default();
         let mut after = transcript
             .iter()
             .filter(|t| t.speaker == Speaker::User)

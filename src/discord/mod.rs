@@ -119,7 +119,6 @@ pub async fn run(
     };
     let renderer = tokio::spawn(render::run(
         client.http.clone(),
-        app.store().clone(),
         discord,
         links,
         outputs,

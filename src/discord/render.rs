@@ -28,12 +28,11 @@ use super::pace::{Paced, Pacer, Route};
 use super::text::{self, MESSAGE_LIMIT};
 use crate::agent::Event;
 use crate::config::DiscordConfig;
-use crate::core::protocol::Output;
+use crate::core::protocol::{Output, OutputKind};
 use crate::github::{Clients, GitHub};
 use crate::model::{Feature, FeatureId, Place, RunState};
 use crate::plan::Slug;
 use crate::redact::Redactor;
-use crate::store::Store;
 
 /// How often the typing indicator is renewed (Discord shows it for about 10 seconds).
 const TYPING_EVERY: Duration = Duration::from_secs(8);
@@ -42,7 +41,6 @@ const TYPING_EVERY: Duration = Duration::from_secs(8);
 /// when it is aborted), even in the middle of a call waiting for the pacer's budget.
 pub async fn run(
     http: Arc<Http>,
-    store: Store,
     discord: DiscordConfig,
     links: Links,
     mut outputs: mpsc::UnboundedReceiver<Output>,
@@ -52,11 +50,31 @@ pub async fn run(
     // The workers stop with this loop, however it ends (the front end aborts it at shutdown).
     let stop = CancellationToken::new();
     let _stopping = stop.clone().drop_guard();
+    let worker = |thread_id: u64| Worker {
+        http: http.clone(),
+        pacer: pacer.clone(),
+        thread: ChannelId::new(thread_id),
+        interval: discord.stream_edit_interval,
+        links: links.clone(),
+        stream: Stream::default(),
+        typing_until: None,
+        typing_reset: false,
+        card: None,
+    };
     while let Some(output) = outputs.recv().await {
-        let Some(id) = output.feature() else {
-            if let Output::Rejected { message, .. } = &output {
-                tracing::info!(%message, "input refused");
-            }
+        let Place::Discord { thread_id, .. } = output.place else {
+            continue;
+        };
+        let Some(id) = output.feature else {
+            // A refused start: its one message goes to the thread it was asked from.
+            let mut once = worker(thread_id);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = once.apply(output) => {}
+                    () = stop.cancelled() => {}
+                }
+            });
             continue;
         };
         if let Some(inbox) = inboxes.lock().get_mut(&id) {
@@ -66,12 +84,6 @@ pub async fn run(
         }
         // No worker for this thread: start one. Only this loop adds inboxes, so none appears
         // for `id` meanwhile.
-        let Ok(feature) = store.feature(id) else {
-            continue;
-        };
-        let Place::Discord { thread_id, .. } = feature.place else {
-            continue;
-        };
         let wake = Arc::new(Notify::new());
         inboxes.lock().insert(
             id,
@@ -80,20 +92,9 @@ pub async fn run(
                 wake: wake.clone(),
             },
         );
-        let worker = Worker {
-            http: http.clone(),
-            pacer: pacer.clone(),
-            store: store.clone(),
-            thread: ChannelId::new(thread_id),
-            interval: discord.stream_edit_interval,
-            links: links.clone(),
-            stream: Stream::default(),
-            typing_until: None,
-            typing_reset: false,
-            card: None,
-        };
+        let worker = worker(thread_id);
         // Stopped even mid-call: a call waiting for the pacer's budget must not outlive the
-        // router (it would keep the store open past a shutdown).
+        // router.
         let stop = stop.clone();
         let inboxes = inboxes.clone();
         tokio::spawn(async move {
@@ -181,7 +182,6 @@ struct Worker {
     http: Arc<Http>,
     /// Shared by all workers.
     pacer: Arc<Pacer>,
-    store: Store,
     thread: ChannelId,
     interval: Duration,
     stream: Stream,
@@ -276,25 +276,34 @@ impl Worker {
     }
 
     async fn apply(&mut self, output: Output) {
-        match output {
-            Output::Started { feature } => {
+        let Output { feature, kind, .. } = output;
+        let Some(feature) = feature else {
+            // A refused start: there is no feature, only the refusal to show.
+            if let OutputKind::Rejected { message } = kind {
+                self.post(CreateMessage::new().content(format!("⚠️ {message}")))
+                    .await;
+            }
+            return;
+        };
+        match kind {
+            OutputKind::Started { feature } => {
                 let intro = format!(
                     "**{}** (feature #{}), requested by <@{}>.\nAnswer the questions here; only featurebot admins' messages are used.",
                     feature.title, feature.id, feature.requester.id
                 );
                 self.post(CreateMessage::new().content(intro)).await;
             }
-            Output::Typing { .. } => {
+            OutputKind::Typing => {
                 // Typing stops by itself after 10 s; this keeps it up for at most 10 minutes.
                 self.typing_until = Some(Instant::now() + Duration::from_secs(600));
                 self.type_now().await;
                 self.typing_reset = true;
             }
-            Output::ReplyDelta { text, .. } => {
+            OutputKind::ReplyDelta { text, .. } => {
                 self.stream.text.push_str(&text);
                 self.sync(false).await;
             }
-            Output::Reply { text, .. } => {
+            OutputKind::Reply { text, .. } => {
                 self.typing_until = None;
                 if !text.is_empty() {
                     self.stream.text = text;
@@ -302,9 +311,8 @@ impl Worker {
                 self.sync(true).await;
                 self.stream = Stream::default();
             }
-            Output::Confirmed { feature, summary } => {
+            OutputKind::Confirmed { summary, version } => {
                 self.end_stream().await;
-                let version = self.feature(feature).map_or(0, |f| f.plan_version);
                 let text = format!("**Requirements confirmed.**\n{summary}");
                 let row = buttons(
                     feature,
@@ -316,13 +324,13 @@ impl Worker {
                 );
                 self.post_with_row(&text, row).await;
             }
-            Output::PlanStarted { .. } => {
+            OutputKind::PlanStarted { .. } => {
                 self.typing_until = Some(Instant::now() + Duration::from_secs(600));
                 self.type_now().await;
                 self.typing_reset = true;
             }
-            Output::PlanCommitted {
-                feature,
+            OutputKind::PlanCommitted {
+                feature: f,
                 version,
                 path,
                 commit,
@@ -337,9 +345,6 @@ impl Worker {
                     .await;
                     return;
                 }
-                let Some(f) = self.feature(feature) else {
-                    return;
-                };
                 let github = self.links.github(&f);
                 let base = &self.links.config.repo_of(f.repo.as_deref()).base_branch;
                 let link = github.as_ref().map(|g| g.file_url(base, &path));
@@ -355,8 +360,8 @@ impl Worker {
                 ))
                 .await;
             }
-            Output::PlanDiff {
-                feature,
+            OutputKind::PlanDiff {
+                title,
                 from,
                 to,
                 diff,
@@ -370,10 +375,7 @@ impl Worker {
                 } else if inline.chars().count() <= MESSAGE_LIMIT {
                     CreateMessage::new().content(inline)
                 } else {
-                    let slug = self
-                        .feature(feature)
-                        .map(|f| Slug::new(&f.title, f.id).to_string())
-                        .unwrap_or_else(|| "plan".to_string());
+                    let slug = Slug::new(&title, feature).to_string();
                     CreateMessage::new()
                         .content(format!("{header} (attached)"))
                         .add_file(CreateAttachment::bytes(
@@ -383,7 +385,7 @@ impl Worker {
                 };
                 self.post(message).await;
             }
-            Output::Discarded { .. } => {
+            OutputKind::Discarded => {
                 self.end_stream().await;
                 let archive = EditThread::new().archived(true).locked(true);
                 let (http, thread) = (&self.http, self.thread);
@@ -397,11 +399,11 @@ impl Worker {
                     tracing::warn!(thread = self.thread.get(), error = %err, "archiving the thread failed");
                 }
             }
-            Output::IssueCreated { number, url, .. } => {
+            OutputKind::IssueCreated { number, url, .. } => {
                 self.post(CreateMessage::new().content(format!("GitHub issue #{number}: {url}")))
                     .await;
             }
-            Output::PullRequestChanged { status, .. } => {
+            OutputKind::PullRequestChanged { status, .. } => {
                 let text = if status == crate::model::Status::Merged {
                     "🎉 The pull request was merged."
                 } else {
@@ -409,7 +411,7 @@ impl Worker {
                 };
                 self.post(CreateMessage::new().content(text)).await;
             }
-            Output::FeatureUpdated { feature } => {
+            OutputKind::FeatureUpdated { feature } => {
                 let mut text = format!("Priority: **{}**", feature.priority.as_str());
                 if !feature.labels.is_empty() {
                     text.push_str(&format!(" · labels: {}", feature.labels.join(", ")));
@@ -417,13 +419,13 @@ impl Worker {
                 self.post(CreateMessage::new().content(truncate(&text, MESSAGE_LIMIT)))
                     .await;
             }
-            Output::Refining { .. }
-            | Output::Approved { .. }
-            | Output::ChangesRequested { .. }
-            | Output::FollowUpReady { .. } => {
+            OutputKind::Refining
+            | OutputKind::Approved { .. }
+            | OutputKind::ChangesRequested { .. }
+            | OutputKind::FollowUpReady => {
                 // The click's own answer already said so in the thread.
             }
-            Output::RunQueued { feature, position } => {
+            OutputKind::RunQueued { position } => {
                 self.end_stream().await;
                 let line = if position == 0 {
                     "starting".to_string()
@@ -455,8 +457,8 @@ impl Worker {
                     }
                 }
             }
-            Output::RunEvent { feature, event } => self.run_event(feature, event).await,
-            Output::RunEnded { feature, run } => {
+            OutputKind::RunEvent { event } => self.run_event(feature, event).await,
+            OutputKind::RunEnded { run } => {
                 let summary = match run.state {
                     RunState::Finished => "finished".to_string(),
                     RunState::Stopped => {
@@ -511,7 +513,7 @@ impl Worker {
                 self.post(message).await;
                 self.card = None;
             }
-            Output::RunInterrupted { feature, run } => {
+            OutputKind::RunInterrupted { run } => {
                 let text = format!(
                     "⚠️ The agent run was interrupted at step {} of {} when featurebot stopped. Resume it from there, or abort it.",
                     (run.next_step + 1).min(run.steps.len()),
@@ -528,12 +530,12 @@ impl Worker {
                 self.post(CreateMessage::new().content(text).components(vec![row]))
                     .await;
             }
-            Output::Rejected { message, .. } | Output::Warning { message, .. } => {
+            OutputKind::Rejected { message, .. } | OutputKind::Warning { message, .. } => {
                 self.end_stream().await;
                 self.post(CreateMessage::new().content(format!("⚠️ {message}")))
                     .await;
             }
-            Output::Failed { message, .. } => {
+            OutputKind::Failed { message, .. } => {
                 self.end_stream().await;
                 self.post(CreateMessage::new().content(format!("❌ {message}")))
                     .await;
@@ -868,10 +870,6 @@ impl Worker {
         if let Err(err) = self.send(message).await {
             tracing::warn!(thread = self.thread.get(), error = %err, "posting to the thread failed");
         }
-    }
-
-    fn feature(&self, id: FeatureId) -> Option<Feature> {
-        self.store.feature(id).ok()
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use featurebot::agent::Event;
 use featurebot::config::{ActionsConfig, Config, Executor, DEFAULT_ACTIONS_INSTALL};
-use featurebot::core::protocol::{Input, Output};
+use featurebot::core::protocol::{Input, Output, OutputKind};
 use featurebot::model::{FeatureId, Run, RunState, Status};
 
 use crate::support::fake_github::actions::{FakeJob, FakeWorkflow, RateLimit};
@@ -54,8 +54,8 @@ fn ticked(done: usize) -> String {
 fn events(outputs: &[Output]) -> Vec<&Event> {
     outputs
         .iter()
-        .filter_map(|o| match o {
-            Output::RunEvent { event, .. } => Some(event),
+        .filter_map(|o| match &o.kind {
+            OutputKind::RunEvent { event, .. } => Some(event),
             _ => None,
         })
         .collect()

@@ -22,8 +22,15 @@ async fn a_feature_goes_from_slash_command_to_committed_plan() {
 
     script_conversation(&bot.llm);
     let interaction = bot.feature(ADMIN, "Export CSV").await;
-    bot.wait_for("the thread", |b| b.discord.threads().len() == 1)
-        .await;
+    // The thread is made, then the requester added to it: two calls.
+    bot.wait_for("the thread, with the requester in it", |b| {
+        b.discord.threads().first().is_some_and(|t| {
+            t["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| id_of(m) == ADMIN))
+        })
+    })
+    .await;
     let thread = &bot.discord.threads()[0];
     assert_eq!(thread["type"], 12, "a private thread: {thread}");
     assert_eq!(thread["name"], "Export CSV");

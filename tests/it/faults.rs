@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use featurebot::config::{AgentConfig, Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
-use featurebot::core::protocol::{Input, Output};
+use featurebot::core::protocol::{Input, OutputKind};
 use featurebot::core::App;
 use featurebot::model::{FeatureId, RunState, Speaker, Status};
 use featurebot::startup::{self, Services};
@@ -509,8 +509,8 @@ async fn github_401_on_create_issue_names_github_token_and_the_button_works_afte
     let outputs = p.core.send(Input::CreateIssue { feature: id }).await;
     let message = outputs
         .iter()
-        .find_map(|o| match o {
-            Output::Failed { message, .. } => Some(message.clone()),
+        .find_map(|o| match &o.kind {
+            OutputKind::Failed { message, .. } => Some(message.clone()),
             _ => None,
         })
         .unwrap_or_else(|| panic!("no failure: {outputs:?}"));
@@ -525,7 +525,7 @@ async fn github_401_on_create_issue_names_github_token_and_the_button_works_afte
     assert!(
         outputs
             .iter()
-            .any(|o| matches!(o, Output::IssueCreated { number: 1, .. })),
+            .any(|o| matches!(o.kind, OutputKind::IssueCreated { number: 1, .. })),
         "{outputs:?}"
     );
     p.second_feature_is_served().await;
@@ -876,8 +876,8 @@ async fn plan_fault(fault: Vec<Reply>, change: impl FnOnce(&mut Config), expecte
     let outputs = h.send(generate).await;
     assert!(
         outputs.iter().any(|o| matches!(
-            o,
-            Output::PlanCommitted {
+            o.kind,
+            OutputKind::PlanCommitted {
                 version: 1,
                 again: false,
                 ..
@@ -957,7 +957,7 @@ async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once
     assert!(
         outputs
             .iter()
-            .any(|o| matches!(o, Output::PlanCommitted { version: 1, .. })),
+            .any(|o| matches!(o.kind, OutputKind::PlanCommitted { version: 1, .. })),
         "{outputs:?}"
     );
     let log = git(&h.repo_path(), &["log", "--format=%s", "HEAD"]);

@@ -246,7 +246,7 @@ impl Follow<'_> {
                 }
                 cancel_seen = true;
             }
-            let result = self.poll(run, cancel, &mut cancel_sent).await;
+            let result = self.poll(run, cancel_seen, &mut cancel_sent).await;
             match result {
                 Ok(Some(done)) => return Ok(Some(done)),
                 Ok(None) => errors = 0,
@@ -310,11 +310,13 @@ impl Follow<'_> {
         }
     }
 
-    /// One look at the run. `Ok(Some)` once it has completed.
+    /// One look at the run. `Ok(Some)` once it has completed. `cancelling`: a person cancelled
+    /// the run (decided by the caller before the look, so a shutdown that starts during it is
+    /// never taken for a cancel).
     async fn poll(
         &mut self,
         run: &mut Run,
-        cancel: &CancellationToken,
+        cancelling: bool,
         cancel_sent: &mut Option<Instant>,
     ) -> Result<Option<WorkflowRun>, GithubError> {
         let actions_run = match remote(run).run_id {
@@ -342,7 +344,7 @@ impl Follow<'_> {
             }
         };
         let url = Some(actions_run.html_url.clone());
-        if cancel.is_cancelled() && cancel_sent.is_none() && !actions_run.is_completed() {
+        if cancelling && cancel_sent.is_none() && !actions_run.is_completed() {
             self.github.cancel_workflow_run(actions_run.id).await?;
             *cancel_sent = Some(Instant::now());
             self.seen = Seen::Cancelling;

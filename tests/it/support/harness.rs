@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use featurebot::config::{Config, PromptsConfig, StoreConfig};
-use featurebot::core::protocol::{Input, Output};
+use featurebot::core::protocol::{Input, Output, OutputKind};
 use featurebot::core::App;
 use featurebot::model::{Author, FeatureId, Place};
 use featurebot::startup::{self, Services};
@@ -125,8 +125,8 @@ impl Harness {
             .await;
         let id = outputs
             .iter()
-            .find_map(|o| match o {
-                Output::Started { feature } => Some(feature.id),
+            .find_map(|o| match &o.kind {
+                OutputKind::Started { feature } => Some(feature.id),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no feature started: {outputs:?}"));
@@ -146,8 +146,8 @@ impl Harness {
 
 /// The final visible reply among `outputs`.
 pub fn reply(outputs: &[Output]) -> Option<&str> {
-    outputs.iter().find_map(|o| match o {
-        Output::Reply { text, .. } => Some(text.as_str()),
+    outputs.iter().find_map(|o| match &o.kind {
+        OutputKind::Reply { text, .. } => Some(text.as_str()),
         _ => None,
     })
 }
@@ -156,8 +156,8 @@ pub fn reply(outputs: &[Output]) -> Option<&str> {
 pub fn streamed(outputs: &[Output]) -> String {
     outputs
         .iter()
-        .filter_map(|o| match o {
-            Output::ReplyDelta { text, .. } => Some(text.as_str()),
+        .filter_map(|o| match &o.kind {
+            OutputKind::ReplyDelta { text, .. } => Some(text.as_str()),
             _ => None,
         })
         .collect()
@@ -165,8 +165,10 @@ pub fn streamed(outputs: &[Output]) -> String {
 
 /// The failure message among `outputs`.
 pub fn failure(outputs: &[Output]) -> Option<&str> {
-    outputs.iter().find_map(|o| match o {
-        Output::Failed { message, .. } | Output::Rejected { message, .. } => Some(message.as_str()),
+    outputs.iter().find_map(|o| match &o.kind {
+        OutputKind::Failed { message, .. } | OutputKind::Rejected { message, .. } => {
+            Some(message.as_str())
+        }
         _ => None,
     })
 }

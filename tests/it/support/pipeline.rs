@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use featurebot::config::{AgentConfig, Config, PromptsConfig, StoreConfig};
-use featurebot::core::protocol::{Input, Output};
+use featurebot::core::protocol::{Input, Output, OutputKind};
 use featurebot::core::App;
 use featurebot::github::GitHub;
 use featurebot::model::{FeatureId, Place, Run, Status};
@@ -62,7 +62,10 @@ impl Core {
         let mut seen = Vec::new();
         loop {
             match tokio::time::timeout_at(deadline, self.outputs.recv()).await {
-                Ok(Some(Output::RunEnded { run, .. })) => return (run, seen),
+                Ok(Some(Output {
+                    kind: OutputKind::RunEnded { run },
+                    ..
+                })) => return (run, seen),
                 Ok(Some(other)) => seen.push(other),
                 Ok(None) => panic!("the core stopped: {seen:?}"),
                 Err(_) => panic!("the run did not end: {seen:?}"),
@@ -154,7 +157,7 @@ impl Pipeline {
         assert!(
             outputs
                 .iter()
-                .any(|o| matches!(o, Output::PlanCommitted { .. })),
+                .any(|o| matches!(o.kind, OutputKind::PlanCommitted { .. })),
             "{outputs:?}"
         );
         id
