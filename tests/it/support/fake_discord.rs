@@ -9,11 +9,11 @@
 //! three-second interaction window, one callback per interaction, private threads by default,
 //! message and component limits, empty messages, ephemeral messages that never reach the gateway.
 //!
-//! The REST server is hand-written HTTP/1.1 on a `TcpListener`, like the fake LLM: one request per
-//! connection, `Connection: close`, every request recorded, unknown routes answered with a 404
-//! that names them. The gateway keeps sessions the way Discord does: every dispatch is logged per
-//! session with its sequence number, a dropped connection leaves the session resumable, and a
-//! RESUME replays what the client missed. Frames are plain JSON text (no zlib).
+//! The REST server is the hand-written HTTP/1.1 of [`super::http`]: one request per connection,
+//! `Connection: close`, every request recorded, unknown routes answered with a 404 that names
+//! them. The gateway keeps sessions the way Discord does: every dispatch is logged per session
+//! with its sequence number, a dropped connection leaves the session resumable, and a RESUME
+//! replays what the client missed. Frames are plain JSON text (no zlib).
 //!
 //! Rate limits are off unless a test or bench asks for them ([`FakeDiscord::limit_rates`]); then
 //! the fake limits like Discord: a global bucket per bot (interaction callbacks and follow-ups
@@ -27,13 +27,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::http;
 
 /// The one guild the bot is in.
 pub const GUILD_ID: u64 = 1_100_000_000_000_000_001;
@@ -52,7 +52,7 @@ pub const ADMIN_ROLE: u64 = 1_100_000_000_000_000_005;
 #[derive(Clone)]
 pub struct FakeDiscord {
     inner: Arc<Inner>,
-    _servers: Arc<Servers>,
+    _servers: Arc<[http::Server; 2]>,
 }
 
 /// An interaction the fake dispatched.
@@ -112,20 +112,14 @@ impl FakeDiscord {
             state: Mutex::new(State::new(ws_url)),
             live,
         });
-        let rest = tokio::spawn(accept_loop(
-            api,
-            inner.clone(),
-            |socket, inner| async move {
-                // A client that hangs up early is not the fake's problem.
-                let _ = serve_rest(socket, &inner).await;
-            },
-        ));
-        let ws = tokio::spawn(accept_loop(gateway, inner.clone(), |socket, inner| {
-            serve_gateway(socket, inner)
-        }));
+        let rest = http::serve(api, inner.clone(), |socket, inner| async move {
+            // A client that hangs up early is not the fake's problem.
+            let _ = serve_rest(socket, &inner).await;
+        });
+        let ws = http::serve(gateway, inner.clone(), serve_gateway);
         FakeDiscord {
             inner,
-            _servers: Arc::new(Servers(vec![rest, ws])),
+            _servers: Arc::new([rest, ws]),
         }
     }
 
@@ -493,33 +487,6 @@ impl Inner {
     fn update_live(&self, st: &State) {
         let live = st.sessions.iter().filter(|s| s.conn.is_some()).count();
         self.live.send_replace(live);
-    }
-}
-
-/// The accept loops; they and every connection they spawned stop when this is dropped.
-struct Servers(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for server in &self.0 {
-            server.abort();
-        }
-    }
-}
-
-async fn accept_loop<F, Fut>(listener: TcpListener, inner: Arc<Inner>, serve: F)
-where
-    F: Fn(TcpStream, Arc<Inner>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    // Dropping the set (when the loop is aborted) aborts the connections.
-    let mut connections = JoinSet::new();
-    loop {
-        let Ok((socket, _)) = listener.accept().await else {
-            continue;
-        };
-        while connections.try_join_next().is_some() {}
-        connections.spawn(serve(socket, inner.clone()));
     }
 }
 
@@ -1236,10 +1203,9 @@ fn unknown_webhook() -> Resp {
 }
 
 async fn serve_rest(mut socket: TcpStream, inner: &Inner) -> std::io::Result<()> {
-    socket.set_nodelay(true)?;
-    let (head, body) = read_http(&mut socket).await?;
+    let request = http::read_request(&mut socket).await?;
     let at = Instant::now();
-    let req = parse_request(&head, body);
+    let req = parse_request(request);
     let (resp, headers) = {
         let mut st = inner.lock();
         // Recorded before routing, so that a request the fake panics on is still listed.
@@ -1263,94 +1229,34 @@ async fn serve_rest(mut socket: TcpStream, inner: &Inner) -> std::io::Result<()>
         }
         (resp, headers)
     };
-    write_response(&mut socket, &resp, &headers).await
+    write_response(&mut socket, resp, headers).await
 }
 
-/// Reads one request: the head (request line and headers) and the body, by length or chunked.
-async fn read_http(socket: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let head_end = loop {
-        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        bytes.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&bytes[..head_end]).to_string();
-    let header = |name: &str| {
-        head.split("\r\n").skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    };
-    let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
-    let length: usize = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = bytes[head_end + 4..].to_vec();
-    if !chunked {
-        while body.len() < length {
-            let n = socket.read(&mut buf).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            body.extend_from_slice(&buf[..n]);
-        }
-        return Ok((head, body));
+/// Writes the fake's answer: a JSON body when there is one, after the rate-limit headers.
+async fn write_response(
+    socket: &mut TcpStream,
+    resp: Resp,
+    headers: Headers,
+) -> std::io::Result<()> {
+    let mut all = Vec::with_capacity(headers.len() + 1);
+    if resp.body.is_some() {
+        all.push(("content-type".to_string(), "application/json".to_string()));
     }
-    loop {
-        if let Some(decoded) = dechunk(&body) {
-            return Ok((head, decoded));
-        }
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        body.extend_from_slice(&buf[..n]);
-    }
+    all.extend(headers);
+    let body = resp
+        .body
+        .map(|b| b.to_string().into_bytes())
+        .unwrap_or_default();
+    http::write_response(socket, resp.status, &all, &body).await
 }
 
-/// Decodes a complete chunked body, or `None` while it is incomplete.
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = String::from_utf8_lossy(&raw[..line_end]).to_string();
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        if raw.len() < size + 2 {
-            return None;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
-}
-
-fn parse_request(head: &str, body: Vec<u8>) -> Req {
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or_default().split(' ');
-    let method = request_line.next().unwrap_or_default().to_string();
-    let target = request_line.next().unwrap_or_default().to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_lowercase(), v.trim().to_string()))
-        .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+/// The request as the routes want it: the path after `/api/v10` and the query apart, and the
+/// JSON body (for multipart, the `payload_json` part) with any uploaded files.
+fn parse_request(request: http::Request) -> Req {
+    let (path, query) = request
+        .target
+        .split_once('?')
+        .unwrap_or((&request.target, ""));
     let path = path
         .strip_prefix("/api/v10")
         .unwrap_or("/unversioned")
@@ -1360,156 +1266,57 @@ fn parse_request(head: &str, body: Vec<u8>) -> Req {
         .filter_map(|pair| pair.split_once('='))
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
-    let content_type = header("content-type").unwrap_or_default();
-    let mut files = Vec::new();
-    let (json, bad_json) = if let Some(boundary) = content_type
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-    {
-        let mut payload = Value::Null;
-        let mut bad = false;
-        for part in parse_multipart(&body, boundary.trim_matches('"')) {
-            if part.name == "payload_json" {
-                match serde_json::from_slice(&part.bytes) {
-                    Ok(v) => payload = v,
-                    Err(_) => bad = true,
-                }
-            } else if part.name.starts_with("file") {
-                let index = part
-                    .name
-                    .strip_prefix("files[")
-                    .and_then(|rest| rest.strip_suffix(']'))
-                    .and_then(|n| n.parse().ok());
-                files.push(Upload {
-                    index,
-                    filename: part.filename.unwrap_or_else(|| "unknown".to_string()),
-                    content_type: part.content_type,
-                    bytes: part.bytes,
-                });
-            }
-        }
-        (payload, bad)
-    } else if body.is_empty() {
-        (Value::Null, false)
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => (v, false),
+    let content_type = request.header("content-type").unwrap_or_default();
+    let (json, bad_json, files) = match http::multipart_boundary(content_type) {
+        Some(boundary) => multipart_payload(&request.body, boundary),
+        None if request.body.is_empty() => (Value::Null, false, Vec::new()),
+        None => match serde_json::from_slice(&request.body) {
+            Ok(v) => (v, false, Vec::new()),
             Err(_) => (
-                Value::String(String::from_utf8_lossy(&body).to_string()),
+                Value::String(String::from_utf8_lossy(&request.body).to_string()),
                 true,
+                Vec::new(),
             ),
-        }
+        },
     };
     Req {
-        method,
-        target,
+        authorization: request.header("authorization").map(str::to_string),
+        method: request.method,
+        target: request.target,
         path,
         query,
-        authorization: header("authorization"),
         json,
         bad_json,
         files,
     }
 }
 
-struct Part {
-    name: String,
-    filename: Option<String>,
-    content_type: Option<String>,
-    bytes: Vec<u8>,
-}
-
-fn parse_multipart(body: &[u8], boundary: &str) -> Vec<Part> {
-    let delimiter = format!("--{boundary}").into_bytes();
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + delimiter.len() <= body.len() {
-        if body[i..].starts_with(&delimiter) {
-            starts.push(i);
-            i += delimiter.len();
-        } else {
-            i += 1;
-        }
-    }
-    let mut parts = Vec::new();
-    for pair in starts.windows(2) {
-        let chunk = &body[pair[0] + delimiter.len()..pair[1]];
-        let chunk = chunk.strip_prefix(b"\r\n").unwrap_or(chunk);
-        let chunk = chunk.strip_suffix(b"\r\n").unwrap_or(chunk);
-        let Some(head_end) = chunk.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&chunk[..head_end]).to_string();
-        let mut name = String::new();
-        let mut filename = None;
-        let mut content_type = None;
-        for line in head.split("\r\n") {
-            let Some((key, value)) = line.split_once(':') else {
-                continue;
-            };
-            if key.eq_ignore_ascii_case("content-type") {
-                content_type = Some(value.trim().to_string());
-            } else if key.eq_ignore_ascii_case("content-disposition") {
-                for param in value.split(';').map(str::trim) {
-                    if let Some(v) = param.strip_prefix("name=") {
-                        name = v.trim_matches('"').to_string();
-                    } else if let Some(v) = param.strip_prefix("filename=") {
-                        filename = Some(v.trim_matches('"').to_string());
-                    }
-                }
+/// A multipart body's `payload_json` (and whether it was not JSON) and its `files[n]` parts.
+fn multipart_payload(body: &[u8], boundary: &str) -> (Value, bool, Vec<Upload>) {
+    let mut payload = Value::Null;
+    let mut bad = false;
+    let mut files = Vec::new();
+    for part in http::parse_multipart(body, boundary) {
+        if part.name == "payload_json" {
+            match serde_json::from_slice(&part.bytes) {
+                Ok(v) => payload = v,
+                Err(_) => bad = true,
             }
+        } else if part.name.starts_with("file") {
+            let index = part
+                .name
+                .strip_prefix("files[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|n| n.parse().ok());
+            files.push(Upload {
+                index,
+                filename: part.filename.unwrap_or_else(|| "unknown".to_string()),
+                content_type: part.content_type,
+                bytes: part.bytes,
+            });
         }
-        parts.push(Part {
-            name,
-            filename,
-            content_type,
-            bytes: chunk[head_end + 4..].to_vec(),
-        });
     }
-    parts
-}
-
-async fn write_response(
-    socket: &mut TcpStream,
-    resp: &Resp,
-    headers: &Headers,
-) -> std::io::Result<()> {
-    let body = resp
-        .body
-        .as_ref()
-        .map(|b| b.to_string().into_bytes())
-        .unwrap_or_default();
-    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
-    if resp.body.is_some() {
-        head.push_str("content-type: application/json\r\n");
-    }
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    ));
-    socket.write_all(head.as_bytes()).await?;
-    socket.write_all(&body).await?;
-    socket.flush().await?;
-    socket.shutdown().await
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        _ => "Whatever",
-    }
+    (payload, bad, files)
 }
 
 /// Extra response headers, name and value.
@@ -3008,7 +2815,6 @@ fn check_components(components: &Value) -> Result<(), Resp> {
 // ---------------------------------------------------------------------------------------------
 
 async fn serve_gateway(socket: TcpStream, inner: Arc<Inner>) {
-    let _ = socket.set_nodelay(true);
     let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await else {
         return;
     };
