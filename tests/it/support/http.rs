@@ -1,6 +1,7 @@
 //! The hand-written HTTP/1.1 that the in-process fakes share: an accept loop whose server
 //! handle stops it and its connections when dropped, reading one request (by `Content-Length`
-//! or chunked), multipart bodies, and writing an answer.
+//! or chunked), multipart bodies, the request record of the fakes that keep headers, and
+//! writing an answer, with a length or as a stream that ends at the close.
 //!
 //! The fakes read one request per connection and always answer `Connection: close`, so that a
 //! test controls every byte and every flush. What a fake adds on top (its own headers, its
@@ -8,6 +9,7 @@
 
 use std::future::Future;
 
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -60,6 +62,43 @@ impl Request {
     /// The value of the first header called `name` (lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
         header(&self.headers, name)
+    }
+}
+
+/// One request as a fake that keeps headers records it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// The path with its query, as sent (percent-encoded).
+    pub path: String,
+    /// Names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body; `Null` when empty, a string when not JSON.
+    pub body: Value,
+}
+
+impl Recorded {
+    /// The value of the first header called `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+impl From<Request> for Recorded {
+    fn from(request: Request) -> Recorded {
+        let body = if request.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&request.body).unwrap_or_else(|_| {
+                Value::String(String::from_utf8_lossy(&request.body).to_string())
+            })
+        };
+        Recorded {
+            method: request.method,
+            path: request.target,
+            headers: request.headers,
+            body,
+        }
     }
 }
 
@@ -222,6 +261,19 @@ fn part_head(head: &str) -> Part {
     part
 }
 
+/// `headers` after a `content-type: {default}` header, unless they name a content type.
+pub fn with_content_type(headers: &[(String, String)], default: &str) -> Vec<(String, String)> {
+    let mut all = Vec::with_capacity(headers.len() + 1);
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        all.push(("content-type".to_string(), default.to_string()));
+    }
+    all.extend_from_slice(headers);
+    all
+}
+
 /// Writes a complete answer and closes the connection: the status line, `headers` in order,
 /// then `content-length` and `connection: close`, and the body.
 pub async fn write_response(
@@ -242,6 +294,16 @@ pub async fn write_response(
     socket.write_all(body).await?;
     socket.flush().await?;
     socket.shutdown().await
+}
+
+/// Writes the head of a 200 answer without a length, so that its body, which the caller then
+/// writes and flushes piece by piece, ends when the connection closes.
+pub async fn write_stream_head(socket: &mut TcpStream, content_type: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.flush().await
 }
 
 /// The reason phrase of a status line; a status the fakes never use gets a placeholder.
