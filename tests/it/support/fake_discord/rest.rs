@@ -349,6 +349,7 @@ fn guild_route(st: &State, rest: &[&str]) -> Option<Resp> {
 
 // --- Application commands --------------------------------------------------------------------
 
+/// The application command routes, for the guild's commands or (`guild` false) the global ones.
 fn commands_route(
     st: &mut State,
     req: &Req,
@@ -359,107 +360,110 @@ fn commands_route(
     if id_of(&json!(app)) != APP_ID {
         return Some(fail(403, 50001, "Missing Access"));
     }
-    let guild_id = guild.then_some(GUILD_ID);
-    let list = |st: &mut State| -> Vec<Value> {
-        if guild {
-            st.commands.clone()
-        } else {
-            st.global_commands.clone()
-        }
-    };
-    let save = |st: &mut State, commands: Vec<Value>| {
-        if guild {
-            st.commands = commands;
-        } else {
-            st.global_commands = commands;
-        }
-    };
     Some(match (req.method.as_str(), rest) {
-        ("GET", []) => ok(json!(list(st))),
-        ("PUT", []) => {
-            let Some(bodies) = req.json.as_array() else {
-                return Some(form_error("_", "BASE_TYPE_ARRAY", "Must be an array."));
-            };
-            let old = list(st);
-            let mut new = Vec::new();
-            for (i, body) in bodies.iter().enumerate() {
-                if let Err((path, message)) = check_command(body) {
-                    return Some(form_error(
-                        &format!("{i}.{path}"),
-                        "BASE_TYPE_BAD_LENGTH",
-                        &message,
-                    ));
-                }
-                if new.iter().any(|c: &Value| c["name"] == body["name"]) {
-                    return Some(form_error(
-                        &format!("{i}.name"),
-                        "APPLICATION_COMMANDS_DUPLICATE_NAME",
-                        "Application command names must be unique",
-                    ));
-                }
-                let existing = old.iter().find(|c| c["name"] == body["name"]);
-                let id = existing.map(|c| id_of(&c["id"]));
-                new.push(command_json(st, body, id, guild_id));
-            }
-            save(st, new.clone());
-            ok(json!(new))
+        ("GET", []) => ok(json!(commands(st, guild))),
+        ("PUT", []) => overwrite_commands(st, req, guild),
+        ("POST", []) => create_command(st, req, guild),
+        (method, [command_id]) => command_by_id(st, req, method, command_id, guild)?,
+        _ => return None,
+    })
+}
+
+/// The guild's commands or the global ones.
+fn commands(st: &mut State, guild: bool) -> &mut Vec<Value> {
+    if guild {
+        &mut st.commands
+    } else {
+        &mut st.global_commands
+    }
+}
+
+/// PUT: replaces every command; a command of an existing name keeps its id.
+fn overwrite_commands(st: &mut State, req: &Req, guild: bool) -> Resp {
+    let Some(bodies) = req.json.as_array() else {
+        return form_error("_", "BASE_TYPE_ARRAY", "Must be an array.");
+    };
+    let old = commands(st, guild).clone();
+    let mut new = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        if let Err((path, message)) = check_command(body) {
+            return form_error(&format!("{i}.{path}"), "BASE_TYPE_BAD_LENGTH", &message);
         }
-        ("POST", []) => {
-            if let Err((path, message)) = check_command(&req.json) {
+        if new.iter().any(|c: &Value| c["name"] == body["name"]) {
+            return form_error(
+                &format!("{i}.name"),
+                "APPLICATION_COMMANDS_DUPLICATE_NAME",
+                "Application command names must be unique",
+            );
+        }
+        let existing = old.iter().find(|c| c["name"] == body["name"]);
+        let id = existing.map(|c| id_of(&c["id"]));
+        new.push(command_json(st, body, id, guild.then_some(GUILD_ID)));
+    }
+    *commands(st, guild) = new.clone();
+    ok(json!(new))
+}
+
+/// POST: creates a command (201), or replaces the one of the same name (200).
+fn create_command(st: &mut State, req: &Req, guild: bool) -> Resp {
+    if let Err((path, message)) = check_command(&req.json) {
+        return form_error(&path, "BASE_TYPE_BAD_LENGTH", &message);
+    }
+    let mut list = commands(st, guild).clone();
+    let position = list.iter().position(|c| c["name"] == req.json["name"]);
+    let id = position.map(|p| id_of(&list[p]["id"]));
+    let command = command_json(st, &req.json, id, guild.then_some(GUILD_ID));
+    let status = match position {
+        Some(p) => {
+            list[p] = command.clone();
+            200
+        }
+        None => {
+            list.push(command.clone());
+            201
+        }
+    };
+    *commands(st, guild) = list;
+    Resp {
+        status,
+        body: Some(command),
+    }
+}
+
+/// GET, DELETE or PATCH one command by its id; `None` for another method.
+fn command_by_id(
+    st: &mut State,
+    req: &Req,
+    method: &str,
+    command_id: &str,
+    guild: bool,
+) -> Option<Resp> {
+    let mut list = commands(st, guild).clone();
+    let id = id_of(&json!(command_id));
+    let Some(position) = list.iter().position(|c| id_of(&c["id"]) == id) else {
+        return Some(fail(404, 10063, "Unknown application command"));
+    };
+    Some(match method {
+        "GET" => ok(list[position].clone()),
+        "DELETE" => {
+            list.remove(position);
+            *commands(st, guild) = list;
+            no_content()
+        }
+        "PATCH" => {
+            let mut merged = list[position].clone();
+            if let (Some(merged), Some(patch)) = (merged.as_object_mut(), req.json.as_object()) {
+                for (k, v) in patch {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+            if let Err((path, message)) = check_command(&merged) {
                 return Some(form_error(&path, "BASE_TYPE_BAD_LENGTH", &message));
             }
-            let mut commands = list(st);
-            let position = commands.iter().position(|c| c["name"] == req.json["name"]);
-            let id = position.map(|p| id_of(&commands[p]["id"]));
-            let command = command_json(st, &req.json, id, guild_id);
-            let status = match position {
-                Some(p) => {
-                    commands[p] = command.clone();
-                    200
-                }
-                None => {
-                    commands.push(command.clone());
-                    201
-                }
-            };
-            save(st, commands);
-            Resp {
-                status,
-                body: Some(command),
-            }
-        }
-        (method, [command_id]) => {
-            let mut commands = list(st);
-            let id = id_of(&json!(command_id));
-            let Some(position) = commands.iter().position(|c| id_of(&c["id"]) == id) else {
-                return Some(fail(404, 10063, "Unknown application command"));
-            };
-            match method {
-                "GET" => ok(commands[position].clone()),
-                "DELETE" => {
-                    commands.remove(position);
-                    save(st, commands);
-                    no_content()
-                }
-                "PATCH" => {
-                    let mut merged = commands[position].clone();
-                    if let (Some(merged), Some(patch)) =
-                        (merged.as_object_mut(), req.json.as_object())
-                    {
-                        for (k, v) in patch {
-                            merged.insert(k.clone(), v.clone());
-                        }
-                    }
-                    if let Err((path, message)) = check_command(&merged) {
-                        return Some(form_error(&path, "BASE_TYPE_BAD_LENGTH", &message));
-                    }
-                    let command = command_json(st, &merged, Some(id), guild_id);
-                    commands[position] = command.clone();
-                    save(st, commands);
-                    ok(command)
-                }
-                _ => return None,
-            }
+            let command = command_json(st, &merged, Some(id), guild.then_some(GUILD_ID));
+            list[position] = command.clone();
+            *commands(st, guild) = list;
+            ok(command)
         }
         _ => return None,
     })
