@@ -13,8 +13,8 @@
 //! [`FakeGithub::set_pull_state`] plays a maintainer closing or merging a pull request. The
 //! Actions routes (dispatch, runs, jobs, logs, cancel) and the contents API live in
 //! [`actions`], with their test-facing controls. [`FakeGithub::fail_next`] queues raw answers
-//! that take precedence over all of that, then [`FakeGithub::fail_route`]'s. Like the fake LLM
-//! it reads one request per connection and answers `Connection: close`.
+//! that take precedence over all of that, then [`FakeGithub::fail_route`]'s. Like the other
+//! fakes it serves through [`super::http`]: one request per connection, `Connection: close`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,8 +23,10 @@ use std::sync::{Arc, Mutex};
 
 use featurebot::config::{GithubConfig, Secret};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::http;
+pub use super::http::Recorded;
 
 pub mod actions;
 
@@ -40,29 +42,7 @@ const UPDATED_AT: &str = "2024-05-01T12:30:00Z";
 pub struct FakeGithub {
     addr: SocketAddr,
     state: Arc<State>,
-    _server: Arc<AbortOnDrop>,
-}
-
-/// One request as the fake received it.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: String,
-    /// The path with its query, as sent (percent-encoded).
-    pub path: String,
-    /// Names lowercased, in the order received.
-    pub headers: Vec<(String, String)>,
-    /// The JSON body; `Null` when empty, a string when not JSON.
-    pub body: Value,
-}
-
-impl Recorded {
-    /// The value of the first header called `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
+    _servers: Arc<[http::Server; 2]>,
 }
 
 impl FakeGithub {
@@ -85,17 +65,17 @@ impl FakeGithub {
             last_number: AtomicU64::new(0),
             actions: Mutex::new(actions::Actions::default()),
         });
-        let (api, storage) = (
-            accept(listener, state.clone(), false),
-            accept(storage, state.clone(), true),
-        );
-        let server = tokio::spawn(async move {
-            tokio::join!(api, storage);
+        let api = http::serve(listener, state.clone(), |socket, state| async move {
+            // A client that hangs up early is not the fake's problem.
+            let _ = serve(socket, &state, false).await;
+        });
+        let storage = http::serve(storage, state.clone(), |socket, state| async move {
+            let _ = serve(socket, &state, true).await;
         });
         FakeGithub {
             addr,
             state,
-            _server: Arc::new(AbortOnDrop(server)),
+            _servers: Arc::new([api, storage]),
         }
     }
 
@@ -235,31 +215,9 @@ impl Answer {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Serves each connection `listener` accepts: the API, or the log storage when `storage`.
-async fn accept(listener: TcpListener, state: Arc<State>, storage: bool) {
-    loop {
-        let Ok((socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            // A client that hangs up early is not the fake's problem.
-            let _ = serve(socket, &state, storage).await;
-        });
-    }
-}
-
+/// Serves one connection: the API, or the log storage when `storage`.
 async fn serve(mut socket: TcpStream, state: &State, storage: bool) -> std::io::Result<()> {
-    socket.set_nodelay(true)?;
-    let request = read_request(&mut socket).await?;
+    let request = Recorded::from(http::read_request(&mut socket).await?);
     let answer = {
         let scripted = state.script.lock().unwrap().pop_front();
         let answer = scripted
@@ -939,103 +897,16 @@ fn pull_json(
     pr
 }
 
-async fn read_request(socket: &mut TcpStream) -> std::io::Result<Recorded> {
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 8192];
-    let head_end = loop {
-        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        bytes.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&bytes[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or_default().split(' ');
-    let method = request_line.next().unwrap_or_default().to_string();
-    let path = request_line.next().unwrap_or_default().to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_string()))
-        .collect();
-    assert!(
-        !headers.iter().any(|(name, _)| name == "transfer-encoding"),
-        "fake github: chunked request bodies are not supported ({method} {path})"
-    );
-    let length: usize = headers
-        .iter()
-        .find(|(name, _)| name == "content-length")
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or(0);
-    let mut body = bytes[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        body.extend_from_slice(&buf[..n]);
-    }
-    let body = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).to_string()))
-    };
-    Ok(Recorded {
-        method,
-        path,
-        headers,
-        body,
-    })
-}
-
+/// Writes an answer with the headers GitHub puts on every one, as JSON unless the answer names
+/// another content type.
 async fn write_answer(socket: &mut TcpStream, answer: &Answer) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nserver: github.com\r\nx-github-request-id: FAKE:0001\r\n",
-        answer.status,
-        reason(answer.status)
-    );
-    if !answer
-        .headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-    {
-        head.push_str("content-type: application/json; charset=utf-8\r\n");
-    }
-    for (name, value) in &answer.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        answer.body.len()
+    let mut headers = vec![
+        ("server".to_string(), "github.com".to_string()),
+        ("x-github-request-id".to_string(), "FAKE:0001".to_string()),
+    ];
+    headers.extend(http::with_content_type(
+        &answer.headers,
+        "application/json; charset=utf-8",
     ));
-    socket.write_all(head.as_bytes()).await?;
-    socket.write_all(answer.body.as_bytes()).await?;
-    socket.flush().await?;
-    socket.shutdown().await
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        409 => "Conflict",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Whatever",
-    }
+    http::write_response(socket, answer.status, &headers, answer.body.as_bytes()).await
 }

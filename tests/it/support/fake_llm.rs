@@ -2,9 +2,9 @@
 //! messages over real HTTP on 127.0.0.1, so tests drive the production client at the wire.
 //!
 //! Each request takes the next scripted [`Reply`] (or the default one) and is recorded. The
-//! server is hand-written on a `TcpListener` so that tests control every byte and every flush:
-//! it reads one request per connection, always answers `Connection: close`, and streams
-//! without a `Content-Length`, so the end of a stream is the end of the connection.
+//! server is the hand-written HTTP of [`super::http`], so that tests control every byte and
+//! every flush: it reads one request per connection, always answers `Connection: close`, and
+//! streams without a `Content-Length`, so the end of a stream is the end of the connection.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use featurebot::config::{LlmConfig, Provider, Secret};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+use super::http;
+pub use super::http::Recorded;
 
 /// Which wire protocol the fake speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,28 +32,7 @@ pub struct FakeLlm {
     api: Api,
     addr: SocketAddr,
     state: Arc<State>,
-    _server: Arc<AbortOnDrop>,
-}
-
-/// One request as the fake received it.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: String,
-    pub path: String,
-    /// Names lowercased, in the order received.
-    pub headers: Vec<(String, String)>,
-    /// The JSON body; `Null` when empty, a string when not JSON.
-    pub body: Value,
-}
-
-impl Recorded {
-    /// The value of the first header called `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
+    _server: Arc<http::Server>,
 }
 
 /// What the fake answers to one request.
@@ -121,24 +103,15 @@ impl FakeLlm {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
-        let server_state = state.clone();
-        let server = tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = server_state.clone();
-                tokio::spawn(async move {
-                    // A client that hangs up early is not the fake's problem.
-                    let _ = serve(socket, api, &state).await;
-                });
-            }
+        let server = http::serve(listener, state.clone(), move |socket, state| async move {
+            // A client that hangs up early is not the fake's problem.
+            let _ = serve(socket, api, &state).await;
         });
         FakeLlm {
             api,
             addr,
             state,
-            _server: Arc::new(AbortOnDrop(server)),
+            _server: Arc::new(server),
         }
     }
 
@@ -201,17 +174,8 @@ struct State {
     paced_starts: Mutex<Vec<Instant>>,
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 async fn serve(mut socket: TcpStream, api: Api, state: &State) -> std::io::Result<()> {
-    socket.set_nodelay(true)?;
-    let request = read_request(&mut socket).await?;
+    let request = Recorded::from(http::read_request(&mut socket).await?);
     let stream = request.body.get("stream") == Some(&Value::Bool(true));
     let model = request.body["model"]
         .as_str()
@@ -253,7 +217,7 @@ async fn serve(mut socket: TcpStream, api: Api, state: &State) -> std::io::Resul
         } => write_status(&mut socket, status, &headers, body.as_bytes()).await,
         Reply::Raw(chunks) => write_chunks(&mut socket, "text/event-stream", &chunks, true).await,
         Reply::Paced { chunks, gap } => {
-            write_head(&mut socket, "text/event-stream").await?;
+            http::write_stream_head(&mut socket, "text/event-stream").await?;
             for (i, chunk) in chunks.iter().enumerate() {
                 if i > 0 {
                     tokio::time::sleep(gap).await;
@@ -267,7 +231,7 @@ async fn serve(mut socket: TcpStream, api: Api, state: &State) -> std::io::Resul
             socket.shutdown().await
         }
         Reply::Stalled { chunks, hold } => {
-            write_head(&mut socket, "text/event-stream").await?;
+            http::write_stream_head(&mut socket, "text/event-stream").await?;
             for chunk in chunks {
                 socket.write_all(&chunk).await?;
                 socket.flush().await?;
@@ -279,79 +243,15 @@ async fn serve(mut socket: TcpStream, api: Api, state: &State) -> std::io::Resul
     }
 }
 
-async fn read_request(socket: &mut TcpStream) -> std::io::Result<Recorded> {
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 8192];
-    let head_end = loop {
-        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        bytes.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&bytes[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or_default().split(' ');
-    let method = request_line.next().unwrap_or_default().to_string();
-    let path = request_line.next().unwrap_or_default().to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_string()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(name, _)| name == "content-length")
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or(0);
-    let mut body = bytes[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        body.extend_from_slice(&buf[..n]);
-    }
-    let body = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).to_string()))
-    };
-    Ok(Recorded {
-        method,
-        path,
-        headers,
-        body,
-    })
-}
-
+/// Writes a complete answer, as JSON unless `headers` name another content type.
 async fn write_status(
     socket: &mut TcpStream,
     status: u16,
     headers: &[(String, String)],
     body: &[u8],
 ) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-    if !headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-    {
-        head.push_str("content-type: application/json\r\n");
-    }
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    ));
-    socket.write_all(head.as_bytes()).await?;
-    socket.write_all(body).await?;
-    socket.flush().await?;
-    socket.shutdown().await
+    let headers = http::with_content_type(headers, "application/json");
+    http::write_response(socket, status, &headers, body).await
 }
 
 /// Writes a 200 whose body ends when the connection closes.
@@ -361,7 +261,7 @@ async fn write_chunks(
     chunks: &[Vec<u8>],
     pause: bool,
 ) -> std::io::Result<()> {
-    write_head(socket, content_type).await?;
+    http::write_stream_head(socket, content_type).await?;
     for chunk in chunks {
         socket.write_all(chunk).await?;
         socket.flush().await?;
@@ -370,32 +270,6 @@ async fn write_chunks(
         }
     }
     socket.shutdown().await
-}
-
-/// Writes the head of a 200 answer without a length, so the body ends at the close.
-async fn write_head(socket: &mut TcpStream, content_type: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n"
-    );
-    socket.write_all(head.as_bytes()).await?;
-    socket.flush().await
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        529 => "Overloaded",
-        _ => "Whatever",
-    }
 }
 
 /// Renders answers in one API's format.

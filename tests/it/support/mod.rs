@@ -6,6 +6,7 @@ pub mod fake_github;
 pub mod fake_llm;
 pub mod git;
 pub mod harness;
+pub mod http;
 pub mod pipeline;
 
 use std::path::Path;
