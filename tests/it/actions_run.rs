@@ -13,6 +13,7 @@ use crate::support::fake_github::actions::{FakeJob, FakeWorkflow, RateLimit};
 use crate::support::fake_github::TOKEN;
 use crate::support::harness::GOOD_PLAN;
 use crate::support::pipeline::{Pipeline, BRANCH};
+use crate::support::wait::eventually_some;
 
 const WORKFLOW: &str = "featurebot.yml";
 
@@ -83,19 +84,11 @@ async fn approve(p: &mut Pipeline, id: FeatureId) -> (Run, Vec<Output>) {
 
 /// Polls the store until the feature's last run satisfies `condition`.
 async fn wait_for_run(p: &Pipeline, id: FeatureId, condition: impl Fn(&Run) -> bool) -> Run {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(run) = p.core.app.store().runs(id).unwrap().pop() {
-            if condition(&run) {
-                return run;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for the run"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_some("the run", Duration::from_secs(20), || {
+        let run = p.core.app.store().runs(id).unwrap().pop()?;
+        condition(&run).then_some(run)
+    })
+    .await
 }
 
 #[tokio::test]

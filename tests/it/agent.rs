@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use featurebot::agent::run::Job;
 use featurebot::agent::{Event, Human, Phase};
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::fake_github::FakeGithub;
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
 use crate::support::git::{git, git_daemon, repo_config, repo_with_remote, TestRepo};
+use crate::support::wait::eventually;
 
 const PLAN: &str = "## Summary & goal\nAdd numbers right.\n\n## User stories / acceptance criteria\n- [ ] add 2 3 gives 5\n\n## Implementation steps\n### Backend\n1. Fix the add function\n### Docs\n2. Document add\n\n## Test plan\n- sh test.sh\n";
 
@@ -382,10 +383,10 @@ async fn cancel_during_a_long_test_stops_the_run_and_its_processes() {
     let trigger = cancel.clone();
     let watched = pid_file.clone();
     tokio::spawn(async move {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !watched.exists() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the long test to start", Duration::from_secs(20), || {
+            watched.exists()
+        })
+        .await;
         trigger.cancel();
     });
     let (run, _) = f.run(cancel, None).await;
@@ -396,22 +397,19 @@ async fn cancel_during_a_long_test_stops_the_run_and_its_processes() {
 }
 
 async fn wait_until_gone(pid: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let alive = std::process::Command::new("kill")
+    let alive = || {
+        std::process::Command::new("kill")
             .args(["-0", pid])
             .status()
             .unwrap()
-            .success();
-        if !alive {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process {pid} survived the cancel"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .success()
+    };
+    eventually(
+        &format!("process {pid} to be gone after the cancel"),
+        Duration::from_secs(10),
+        || !alive(),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use featurebot::model::{FeatureId, Status};
 use featurebot::store::Store;
@@ -12,6 +12,7 @@ use tokio::process::Command;
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
 use crate::support::git::{git, repo_with_remote, TestRepo};
 use crate::support::harness::GOOD_PLAN;
+use crate::support::wait::eventually;
 
 struct Setup {
     llm: FakeLlm,
@@ -160,7 +161,12 @@ async fn a_kill_9_loses_nothing_and_resume_continues() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"CSV, from the dashboard\n").await.unwrap();
-    wait_for(|| s.llm.requests().len() >= 2).await;
+    eventually(
+        "the second request at the LLM",
+        Duration::from_secs(20),
+        || s.llm.requests().len() >= 2,
+    )
+    .await;
 
     // While it runs, a second process cannot open the same store.
     let (status, _, stderr) = s.run(&["console", "--title", "Other"], "").await;
@@ -245,14 +251,6 @@ async fn a_bad_config_names_the_key() {
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("llm.provider is \"gemini\""), "{stderr}");
     assert!(stderr.contains("llm.model is missing"), "{stderr}");
-}
-
-async fn wait_for(condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "condition not met in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use crate::support::fake_discord::{CHANNEL_ID, GUILD_ID};
 use crate::support::fake_llm::Reply;
 use crate::support::git::{git, repo_config, repo_with_remote};
 use crate::support::harness::GOOD_PLAN;
+use crate::support::wait::eventually;
 
 #[tokio::test]
 async fn a_feature_goes_from_slash_command_to_committed_plan() {
@@ -1647,16 +1648,16 @@ async fn two_repositories_are_served_from_two_channels() {
             .unwrap();
         bot.discord.click(ADMIN, message, &id).await;
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let a = git(&shop.path, &["log", "-1", "--format=%s", "main"]);
-        let b = git(&docs.path, &["log", "-1", "--format=%s", "main"]);
-        if a.trim() == "plan: Checkout button" && b.trim() == "plan: Install guide" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "shop: {a} docs: {b}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let last_plan = |repo: &std::path::Path| git(repo, &["log", "-1", "--format=%s", "main"]);
+    eventually(
+        "both plans, each in its own repository",
+        Duration::from_secs(20),
+        || {
+            last_plan(&shop.path).trim() == "plan: Checkout button"
+                && last_plan(&docs.path).trim() == "plan: Install guide"
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -28,14 +28,11 @@ use crate::support::fake_llm::{Api, FakeLlm, Reply};
 use crate::support::git::{git, git_daemon, repo_config, repo_with_remote, TestRepo};
 use crate::support::harness::{failure, reply, Harness, GOOD_PLAN};
 use crate::support::pipeline::{call, Core, Pipeline, BRANCH};
+use crate::support::wait::eventually;
 
 /// Polls `condition` until it holds, for at most 20 seconds.
 async fn wait_for(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(what, Duration::from_secs(20), condition).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 //! holds them by itself: many streamed replies at once cause no 429, and a 429 it does get is
 //! waited out and retried, so no message is lost.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use crate::support::bot::{id_of, Bot, ADMIN};
 use crate::support::fake_discord::{FakeDiscord, RateLimits, CHANNEL_ID};
 use crate::support::fake_llm::Reply;
+use crate::support::wait::eventually;
 
 #[tokio::test]
 async fn the_fake_answers_429_like_discord_when_hammered() {
@@ -135,7 +136,7 @@ async fn twenty_replies_streamed_at_once_stay_within_discords_limits() {
             .user_message(ADMIN, *thread, "please write it all out")
             .await;
     }
-    until("every streamed answer in full", || {
+    eventually("every streamed answer in full", HUNG, || {
         threads
             .iter()
             .all(|t| answer_lines(&bot, *t) == expected_lines(&text))
@@ -170,7 +171,7 @@ async fn a_reply_that_meets_a_429_is_retried_and_nothing_is_lost() {
     bot.discord
         .user_message(ADMIN, thread, "please write it all out")
         .await;
-    until("the whole answer", || {
+    eventually("the whole answer", HUNG, || {
         answer_lines(&bot, thread) == expected_lines(&text)
     })
     .await;
@@ -224,14 +225,8 @@ fn limited(bot: &Bot) -> Vec<String> {
         .collect()
 }
 
-/// Polls `condition` until it holds; the deadline is only there to end a hung test.
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long the streams may take; the deadline is only there to end a hung test.
+const HUNG: Duration = Duration::from_secs(120);
 
 /// A raw HTTP answer: status, headers (names lowercased) and JSON body.
 #[derive(Debug)]

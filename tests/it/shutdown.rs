@@ -15,6 +15,7 @@ use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
 use crate::support::git::repo_with_remote;
 use crate::support::harness::GOOD_PLAN;
+use crate::support::wait::eventually;
 
 const ADMIN: u64 = 7001;
 
@@ -51,11 +52,7 @@ fn start(config: &Path, discord: &FakeDiscord) -> Child {
 }
 
 async fn wait_for(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(what, Duration::from_secs(30), condition).await;
 }
 
 fn button(discord: &FakeDiscord, channel: u64, prefix: &str) -> Option<(u64, String)> {

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::support::fake_github::{FakeGithub, TOKEN};
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
 use crate::support::git::{git, repo_config, repo_with_remote, TestRepo};
+use crate::support::wait::eventually;
 
 const PLAN_PATH: &str = "tasks/20261126-000000-fix-adding.md";
 const PLAN_FILE: &str = "---\nfeature_id: 7\ntitle: \"Fix adding\"\nversion: 1\nstatus: approved\n---\n\n# Fix adding\n\n## Summary & goal\nAdd numbers right.\n\n## User stories / acceptance criteria\n- [ ] add 2 3 gives 5\n\n## Implementation steps\n1. Fix the add function\n2. Document add\n\n## Test plan\n- sh test.sh\n";
@@ -794,11 +795,10 @@ async fn a_cancelled_job_stops_the_run_and_keeps_the_pushed_steps() {
         then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
     let child = r.workflow_command(&r.inputs(false)).spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while r.llm.requests().len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "step 2 never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("step 2 at the LLM", Duration::from_secs(60), || {
+        r.llm.requests().len() >= 3
+    })
+    .await;
     // What GitHub sends the step's process when the run is cancelled; the script exec'd into
     // featurebot, so it gets it.
     let pid = child.id().unwrap().to_string();

@@ -2,7 +2,7 @@
 //! temporary git repository, with helpers to drive it the way people do.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use featurebot::config::{Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
 use featurebot::startup::{self, Services};
@@ -103,11 +103,7 @@ impl Bot {
     }
 
     pub async fn wait_for(&self, what: &str, condition: impl Fn(&Bot) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !condition(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::wait::eventually(what, Duration::from_secs(20), || condition(self)).await;
     }
 
     pub fn thread_id(&self) -> u64 {

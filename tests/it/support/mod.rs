@@ -8,6 +8,7 @@ pub mod git;
 pub mod harness;
 pub mod http;
 pub mod pipeline;
+pub mod wait;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
