@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 pub mod outbox;
 pub mod protocol;
+pub mod rules;
 mod planning;
 pub mod queries;
 pub mod runs;
@@ -37,6 +38,7 @@ use crate::repo::{self, RepoError, Repos};
 use crate::store::{Store, StoreError};
 use outbox::Outbox;
 use protocol::{Input, Output, OutputKind};
+use rules::Intent;
 use runs::RunQueue;
 
 /// The core of one featurebot process.
@@ -160,9 +162,55 @@ impl App {
             None => None,
         };
         let span = tracing::info_span!("input", feature = feature.map(|f| f.0));
-        let result = self.dispatch(input).instrument(span).await;
+        let result = async {
+            if let Some(id) = feature {
+                if !self.allowed(id, &input)? {
+                    return Ok(());
+                }
+            }
+            self.dispatch(input).await
+        }
+        .instrument(span)
+        .await;
         if let Err(err) = result {
             self.report(feature, place, err);
+        }
+    }
+
+    /// Whether `input` may act on feature `id` now, by [`rules::may`] (the same rule, and the
+    /// same words, as a front end's instant answer). A refusal is said in the thread, unless it
+    /// only says that this was already done (a second click), which is ignored.
+    fn allowed(&self, id: FeatureId, input: &Input) -> anyhow::Result<bool> {
+        let feature = self.store.feature(id)?;
+        let last_run = self.store.runs(id)?.pop();
+        let current = feature.plan_version;
+        let last_number = last_run.as_ref().map_or(0, |r| r.number);
+        let intent = match *input {
+            Input::Approve { version, .. } => Intent::Approve { version },
+            Input::RequestChanges { version, .. } => Intent::RequestChanges { version },
+            Input::Discard { .. } => Intent::Discard { version: current },
+            Input::KeepRefining { .. } => Intent::KeepRefining { version: current },
+            Input::CancelRun { .. } => Intent::CancelRun,
+            Input::ResumeRun { .. } => Intent::ResumeRun { run: last_number },
+            Input::AbortRun { .. } => Intent::AbortRun { run: last_number },
+            Input::StepDecision { .. } => Intent::DecideStep {
+                step: last_run.as_ref().map_or(0, |r| r.next_step as u32 + 1),
+            },
+            Input::FollowUp { .. } => Intent::FollowUp,
+            Input::CreateIssue { .. } => Intent::CreateIssue,
+            // The conversation, the plan (with its `force`) and the dashboard's settings have
+            // rules of their own, in their handlers.
+            _ => return Ok(true),
+        };
+        match rules::may(&feature, last_run.as_ref(), intent) {
+            Ok(()) => Ok(true),
+            Err(refusal) => {
+                tracing::info!(feature = id.0, ?intent, message = %refusal.message, "input refused");
+                if !refusal.already_done {
+                    self.refuse(id, refusal.message);
+                }
+                Ok(false)
+            }
         }
     }
 
@@ -193,9 +241,12 @@ impl App {
             }
             Input::Discard { feature } => self.discard(feature).await,
             Input::CancelRun { feature } => {
-                let cancelled = self.runs.cancel(feature);
-                if !cancelled {
-                    self.refuse(feature, format!("feature #{feature} has no run going"));
+                // The run may have ended since `allowed` looked.
+                if !self.runs.cancel(feature) {
+                    self.refuse(
+                        feature,
+                        "no agent run is going for this feature".to_string(),
+                    );
                 }
                 Ok(())
             }
@@ -203,23 +254,17 @@ impl App {
             Input::AbortRun { feature } => self.abort_run(feature).await,
             Input::CreateIssue { feature } => self.create_issue(feature).await,
             Input::StepDecision { feature, decision } => {
-                let decided = self.runs.decide(feature, decision);
-                if !decided {
+                if !self.runs.decide(feature, decision) {
                     self.refuse(
                         feature,
-                        "no step of this feature is waiting for approval".to_string(),
+                        "no run of this feature is waiting for approval".to_string(),
                     );
                 }
                 Ok(())
             }
             Input::FollowUp { feature } => {
-                let status = self.store.feature(feature)?.status;
-                if status != Status::PrOpen {
-                    self.refuse(feature, format!("feature #{feature} is {status}; a follow-up needs an open pull request"));
-                } else {
-                    self.lock_follow_ups().insert(feature);
-                    self.emit(feature, OutputKind::FollowUpReady);
-                }
+                self.lock_follow_ups().insert(feature);
+                self.emit(feature, OutputKind::FollowUpReady);
                 Ok(())
             }
             Input::RefreshPullRequests => self.refresh_pull_requests().await,

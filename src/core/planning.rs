@@ -4,112 +4,47 @@
 use super::*;
 
 impl App {
+    // The inputs below act only once `App::allowed` has let them through (`rules::may`): the
+    // feature's status and the plan version they name are the ones they expect.
+
     pub(super) async fn keep_refining(&self, id: FeatureId) -> anyhow::Result<()> {
-        let feature = self.store.feature(id)?;
-        match feature.status {
-            Status::Gathering => {}
-            Status::Confirmed => {
-                self.store.set_status(id, Status::Gathering).await?;
-            }
-            other => {
-                self.refuse(
-                    id,
-                    format!("feature #{id} is {other}; there is nothing to refine"),
-                );
-                return Ok(());
-            }
-        }
+        self.store.set_status(id, Status::Gathering).await?;
         self.emit(id, OutputKind::Refining);
         Ok(())
     }
 
     pub(super) async fn approve(&self, id: FeatureId, version: u32) -> anyhow::Result<()> {
-        let feature = self.store.feature(id)?;
-        if !self.is_current_plan(&feature, version) {
-            return Ok(());
-        }
-        match feature.status {
-            Status::Planned => {
-                self.store.set_status(id, Status::Approved).await?;
-                tracing::info!(feature = id.0, version, "plan approved");
-                self.emit(id, OutputKind::Approved { version });
-                let wants_issue = self
-                    .config
-                    .github_of(feature.repo.as_deref())
-                    .is_some_and(|g| g.issue_on_approval);
-                if wants_issue && feature.issue.is_none() {
-                    if let Err(err) = self.create_issue(id).await {
-                        self.emit(
-                            id,
-                            OutputKind::Warning {
-                                message: format!("{err:#}"),
-                            },
-                        );
-                    }
-                }
-                self.runs.start(id, None, None).await?;
-                return Ok(());
+        let feature = self.store.set_status(id, Status::Approved).await?;
+        tracing::info!(feature = id.0, version, "plan approved");
+        self.emit(id, OutputKind::Approved { version });
+        let wants_issue = self
+            .config
+            .github_of(feature.repo.as_deref())
+            .is_some_and(|g| g.issue_on_approval);
+        if wants_issue && feature.issue.is_none() {
+            if let Err(err) = self.create_issue(id).await {
+                self.emit(
+                    id,
+                    OutputKind::Warning {
+                        message: format!("{err:#}"),
+                    },
+                );
             }
-            Status::Approved => {} // A second click: already done.
-            other => self.refuse(
-                id,
-                format!("feature #{id} is {other}; it cannot be approved"),
-            ),
         }
-        Ok(())
+        self.runs.start(id, None, None).await
     }
 
     pub(super) async fn request_changes(&self, id: FeatureId, version: u32) -> anyhow::Result<()> {
-        let feature = self.store.feature(id)?;
-        if !self.is_current_plan(&feature, version) {
-            return Ok(());
-        }
-        match feature.status {
-            Status::Planned => {
-                self.store.set_status(id, Status::Gathering).await?;
-                self.emit(id, OutputKind::ChangesRequested { version });
-            }
-            Status::Gathering => {} // A second click: already reopened.
-            other => self.refuse(
-                id,
-                format!("feature #{id} is {other}; its plan cannot change"),
-            ),
-        }
+        self.store.set_status(id, Status::Gathering).await?;
+        self.emit(id, OutputKind::ChangesRequested { version });
         Ok(())
     }
 
     pub(super) async fn discard(&self, id: FeatureId) -> anyhow::Result<()> {
-        let feature = self.store.feature(id)?;
-        match feature.status {
-            Status::Discarded => {}
-            status if status.can_move_to(Status::Discarded) => {
-                self.store.set_status(id, Status::Discarded).await?;
-                tracing::info!(feature = id.0, "feature discarded");
-                self.emit(id, OutputKind::Discarded);
-            }
-            other => self.refuse(
-                id,
-                format!("feature #{id} is {other}; it cannot be discarded now"),
-            ),
-        }
+        self.store.set_status(id, Status::Discarded).await?;
+        tracing::info!(feature = id.0, "feature discarded");
+        self.emit(id, OutputKind::Discarded);
         Ok(())
-    }
-
-    /// Whether `version` is the feature's latest plan; says which one is when it is not.
-    pub(super) fn is_current_plan(&self, feature: &Feature, version: u32) -> bool {
-        if feature.plan_version == version && version > 0 {
-            return true;
-        }
-        let message = if feature.plan_version == 0 {
-            format!("feature #{} has no plan yet", feature.id)
-        } else {
-            format!(
-                "that was plan version {version}; version {} is current, use its buttons",
-                feature.plan_version
-            )
-        };
-        self.refuse(feature.id, message);
-        false
     }
 
     pub(super) async fn generate_plan(&self, id: FeatureId, force: bool) -> anyhow::Result<()> {

@@ -365,40 +365,25 @@ pub async fn recover(store: &Store, remote_runs: bool) -> anyhow::Result<Recover
 
 /// The core's side of a run that stopped: resume it, or give it up.
 impl App {
+    // Both act only once `App::allowed` has let them through: the latest run is resumable, or
+    // interrupted.
+
     pub(super) async fn resume_run(&self, id: FeatureId) -> anyhow::Result<()> {
-        let runs = &self.runs;
-        // A failed run whose steps are all done failed at the push or the pull request:
-        // resuming it tries those again.
-        let last = self.store.runs(id)?.pop();
-        match last {
-            Some(run)
-                if matches!(
-                    run.state,
-                    RunState::Interrupted
-                        | RunState::Failed
-                        | RunState::Cancelled
-                        | RunState::Stopped
-                ) && (run.next_step < run.steps.len() || run.state == RunState::Failed) =>
-            {
-                let follow_up = run.follow_up.clone();
-                runs.start(id, Some(run), follow_up).await
-            }
-            _ => {
-                self.refuse(id, format!("feature #{id} has no run to resume"));
-                Ok(())
-            }
-        }
+        let Some(run) = self.store.runs(id)?.pop() else {
+            return Ok(());
+        };
+        let follow_up = run.follow_up.clone();
+        self.runs.start(id, Some(run), follow_up).await
     }
 
     pub(super) async fn abort_run(&self, id: FeatureId) -> anyhow::Result<()> {
-        if let Some(mut run) = self.store.runs(id)?.pop() {
-            if run.state == RunState::Interrupted {
-                run.state = RunState::Cancelled;
-                run.message = Some("aborted after a stop".to_string());
-                let run = self.store.save_run(&run).await?;
-                self.emit(id, OutputKind::RunEnded { run });
-            }
-        }
+        let Some(mut run) = self.store.runs(id)?.pop() else {
+            return Ok(());
+        };
+        run.state = RunState::Cancelled;
+        run.message = Some("aborted after a stop".to_string());
+        let run = self.store.save_run(&run).await?;
+        self.emit(id, OutputKind::RunEnded { run });
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ mod llm;
 mod plan;
 mod rate_limits;
 mod repo;
+mod rules;
 mod shutdown;
 mod store;
 mod workflow;
