@@ -25,9 +25,9 @@ use featurebot::repo;
 use featurebot::startup::Services;
 use featurebot::store::Store;
 
+use support::app::{alice, TestApp};
 use support::fake_llm::Reply;
 use support::git::{git, repo_config, repo_with_commit};
-use support::harness::{alice, Harness};
 
 fn main() {
     let quick = std::env::var_os("BENCH_QUICK").is_some();
@@ -74,7 +74,7 @@ fn fmt(d: Duration) -> String {
 }
 
 async fn turns(n: usize) {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     h.llm.set_default(Reply::Text(
         "Noted. What should happen when the list is empty?".to_string(),
     ));

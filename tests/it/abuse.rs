@@ -17,7 +17,7 @@ use crate::support::fake_discord::{Interaction, CHANNEL_ID};
 use crate::support::fake_github;
 use crate::support::fake_llm::Reply;
 use crate::support::git::git;
-use crate::support::harness::GOOD_PLAN;
+use crate::support::scripts::GOOD_PLAN;
 
 const NOT_ADMIN: &str = "only featurebot admins";
 

@@ -11,8 +11,8 @@ use featurebot::model::{FeatureId, Run, RunState, Status};
 
 use crate::support::fake_github::actions::{FakeJob, FakeWorkflow, RateLimit};
 use crate::support::fake_github::TOKEN;
-use crate::support::harness::GOOD_PLAN;
 use crate::support::pipeline::{Pipeline, BRANCH};
+use crate::support::scripts::GOOD_PLAN;
 use crate::support::wait::eventually_some;
 
 const WORKFLOW: &str = "featurebot.yml";

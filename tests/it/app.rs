@@ -3,12 +3,14 @@
 use featurebot::core::protocol::{Input, Output, OutputKind};
 use featurebot::model::{FeatureId, Place, Speaker, Status};
 
+use crate::support::app::{alice, TestApp};
 use crate::support::fake_llm::{Api, Reply};
-use crate::support::git::{git, repo_config, repo_with_remote};
-use crate::support::harness::{failure, reply, streamed, Harness, GOOD_PLAN};
+use crate::support::git::git;
+use crate::support::outputs::{failure, reply, streamed};
+use crate::support::scripts::GOOD_PLAN;
 
 /// Runs a feature to CONFIRMED: one question, one answer, a confirmation.
-async fn confirmed(h: &mut Harness, title: &str) -> FeatureId {
+async fn confirmed(h: &mut TestApp, title: &str) -> FeatureId {
     h.llm.push(Reply::Text(
         "Which format should the export use?".to_string(),
     ));
@@ -28,7 +30,7 @@ async fn confirmed(h: &mut Harness, title: &str) -> FeatureId {
 
 #[tokio::test]
 async fn a_scripted_conversation_reaches_confirmed() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     h.llm.push(Reply::Text(
         "Which format should the export use?".to_string(),
     ));
@@ -96,10 +98,10 @@ async fn a_scripted_conversation_reaches_confirmed() {
 
 #[tokio::test]
 async fn a_restart_in_the_middle_continues_the_conversation() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     h.llm.push(Reply::Text("Question one?".to_string()));
     let (id, _) = h.start_feature("Dark mode").await;
-    let mut h = h.restart();
+    let mut h = h.restart().await;
     h.llm.push(Reply::Text("Question two?".to_string()));
     let outputs = h.say(id, "answer one").await;
     assert_eq!(reply(&outputs), Some("Question two?"));
@@ -115,7 +117,7 @@ async fn a_restart_in_the_middle_continues_the_conversation() {
 
 #[tokio::test]
 async fn an_unanswered_message_is_answered_on_resume() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     h.llm.push(Reply::Text("Question?".to_string()));
     let (id, _) = h.start_feature("Dark mode").await;
     // As if the process died after storing the message and before the answer.
@@ -123,7 +125,7 @@ async fn an_unanswered_message_is_answered_on_resume() {
         .append_turn(id, Speaker::User, "alice", "my answer", None)
         .await
         .unwrap();
-    let mut h = h.restart();
+    let mut h = h.restart().await;
     h.llm.push(Reply::Text("Next question?".to_string()));
     let outputs = h.send(Input::Resume { feature: id }).await;
     assert_eq!(reply(&outputs), Some("Next question?"));
@@ -135,13 +137,13 @@ async fn an_unanswered_message_is_answered_on_resume() {
 
 #[tokio::test]
 async fn the_same_message_twice_is_one_turn() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     h.llm.push(Reply::Text("Question?".to_string()));
     let (id, _) = h.start_feature("Dark mode").await;
     h.llm.push(Reply::Text("Thanks.".to_string()));
     let message = Input::Message {
         feature: id,
-        author: crate::support::harness::alice(),
+        author: alice(),
         text: "answer".to_string(),
         source_id: Some("discord-msg-1".to_string()),
     };
@@ -154,7 +156,7 @@ async fn the_same_message_twice_is_one_turn() {
 
 #[tokio::test]
 async fn an_llm_failure_is_reported_and_nothing_is_lost() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     h.llm.push(Reply::Text("Question?".to_string()));
     let (id, _) = h.start_feature("Dark mode").await;
     for _ in 0..4 {
@@ -182,12 +184,12 @@ async fn an_llm_failure_is_reported_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn bad_titles_are_refused_and_nothing_is_stored() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     for title in ["", "   ", &"long ".repeat(2_000)] {
         let outputs = h
             .send(Input::Start {
                 title: title.to_string(),
-                requester: crate::support::harness::alice(),
+                requester: alice(),
                 place: featurebot::model::Place::Console,
                 repo: None,
             })
@@ -211,9 +213,9 @@ async fn bad_titles_are_refused_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn a_confirmed_feature_gets_a_committed_plan() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     let id = confirmed(&mut h, "Export CSV").await;
-    let before = git(&h.repo_path(), &["rev-parse", "main"]);
+    let before = git(&h.repo.path, &["rev-parse", "main"]);
     h.llm
         .push(Reply::Text(format!("```markdown\n{GOOD_PLAN}```")));
     let outputs = h
@@ -244,7 +246,7 @@ async fn a_confirmed_feature_gets_a_committed_plan() {
     );
 
     // Exactly one file, on top of the previous tip, with the message and trailers.
-    let repo = h.repo_path();
+    let repo = h.repo.path.clone();
     assert_eq!(git(&repo, &["rev-parse", "main"]).trim(), commit);
     assert_eq!(git(&repo, &["rev-parse", "main^"]), before);
     assert_eq!(
@@ -301,7 +303,7 @@ async fn a_confirmed_feature_gets_a_committed_plan() {
 
 #[tokio::test]
 async fn a_plan_missing_sections_is_repaired_once() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     let id = confirmed(&mut h, "Export CSV").await;
     h.llm.push(Reply::Text(
         "## Summary & goal\nJust a summary.".to_string(),
@@ -329,9 +331,9 @@ async fn a_plan_missing_sections_is_repaired_once() {
 
 #[tokio::test]
 async fn a_plan_that_stays_broken_fails_clearly_and_commits_nothing() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     let id = confirmed(&mut h, "Export CSV").await;
-    let before = git(&h.repo_path(), &["rev-parse", "main"]);
+    let before = git(&h.repo.path, &["rev-parse", "main"]);
     h.llm.push(Reply::Text("no plan here".to_string()));
     h.llm.push(Reply::Text("still no plan".to_string()));
     let outputs = h
@@ -346,13 +348,13 @@ async fn a_plan_that_stays_broken_fails_clearly_and_commits_nothing() {
         "{message}"
     );
     assert!(message.contains("Summary & goal"), "{message}");
-    assert_eq!(git(&h.repo_path(), &["rev-parse", "main"]), before);
+    assert_eq!(git(&h.repo.path, &["rev-parse", "main"]), before);
     assert_eq!(h.store().feature(id).unwrap().status, Status::Confirmed);
 }
 
 #[tokio::test]
 async fn more_talk_after_a_plan_makes_version_two_of_the_same_file() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     let id = confirmed(&mut h, "Export CSV").await;
     h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
     h.send(Input::GeneratePlan {
@@ -388,7 +390,7 @@ async fn more_talk_after_a_plan_makes_version_two_of_the_same_file() {
     let plans = h.store().plans(id).unwrap();
     assert_eq!(plans.len(), 2);
     assert_eq!(plans[1].path, first.path);
-    let repo = h.repo_path();
+    let repo = h.repo.path.clone();
     assert_eq!(
         git(&repo, &["rev-parse", &format!("{}^", plans[1].commit)]).trim(),
         first.commit
@@ -424,7 +426,7 @@ async fn more_talk_after_a_plan_makes_version_two_of_the_same_file() {
 
 #[tokio::test]
 async fn a_plan_before_confirmation_needs_force_and_warns() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     h.llm.push(Reply::Text("Question?".to_string()));
     let (id, _) = h.start_feature("Dark mode").await;
     let refused = h
@@ -451,7 +453,7 @@ async fn a_plan_before_confirmation_needs_force_and_warns() {
 
 #[tokio::test]
 async fn the_same_title_twice_gives_two_files() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     let mut paths = Vec::new();
     for _ in 0..2 {
         let id = confirmed(&mut h, "Dark mode").await;
@@ -469,9 +471,10 @@ async fn the_same_title_twice_gives_two_files() {
 #[tokio::test]
 async fn a_broken_repository_fails_the_plan_with_a_clear_message() {
     let not_a_repo = tempfile::tempdir().unwrap();
-    let mut h = Harness::start()
-        .await
-        .reconfigure(|c| c.repo.path = not_a_repo.path().to_path_buf());
+    let mut h = TestApp::builder()
+        .with_config(|c| c.repo.path = not_a_repo.path().to_path_buf())
+        .build()
+        .await;
     let id = confirmed(&mut h, "Export CSV").await;
     h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
     let outputs = h
@@ -488,13 +491,11 @@ async fn a_broken_repository_fails_the_plan_with_a_clear_message() {
 
 #[tokio::test]
 async fn plans_are_pushed_when_configured() {
-    let mut h = Harness::start().await;
-    h.repo = repo_with_remote("main");
-    let repo_cfg = repo_config(&h.repo);
-    let mut h = h.reconfigure(|c| {
-        c.repo = repo_cfg;
-        c.repo.push_plans = true;
-    });
+    let mut h = TestApp::builder()
+        .with_remote()
+        .with_config(|c| c.repo.push_plans = true)
+        .build()
+        .await;
     let id = confirmed(&mut h, "Export CSV").await;
     h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
     let outputs = h
@@ -516,7 +517,7 @@ async fn plans_are_pushed_when_configured() {
 
 #[tokio::test]
 async fn the_anthropic_api_works_end_to_end() {
-    let mut h = Harness::with_api(Api::Anthropic).await;
+    let mut h = TestApp::builder().api(Api::Anthropic).build().await;
     let id = confirmed(&mut h, "Export CSV").await;
     h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
     let outputs = h

@@ -11,7 +11,7 @@ use tokio::process::Command;
 
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
 use crate::support::git::{git, repo_with_remote, TestRepo};
-use crate::support::harness::GOOD_PLAN;
+use crate::support::scripts::GOOD_PLAN;
 use crate::support::wait::eventually;
 
 struct Setup {

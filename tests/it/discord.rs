@@ -11,7 +11,7 @@ use crate::support::bot::{
 use crate::support::fake_discord::{CHANNEL_ID, GUILD_ID};
 use crate::support::fake_llm::Reply;
 use crate::support::git::{git, repo_config, repo_with_remote};
-use crate::support::harness::GOOD_PLAN;
+use crate::support::scripts::GOOD_PLAN;
 use crate::support::wait::eventually;
 
 #[tokio::test]

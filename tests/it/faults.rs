@@ -21,13 +21,15 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::app::TestApp;
 use crate::support::bot::{custom_ids, id_of};
 use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
 use crate::support::fake_github::{FakeGithub, TOKEN};
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
 use crate::support::git::{git, git_daemon, repo_config, repo_with_remote, TestRepo};
-use crate::support::harness::{failure, reply, Harness, GOOD_PLAN};
+use crate::support::outputs::{failure, reply};
 use crate::support::pipeline::{call, Core, Pipeline, BRANCH};
+use crate::support::scripts::GOOD_PLAN;
 use crate::support::wait::eventually;
 
 /// Polls `condition` until it holds, for at most 20 seconds.
@@ -669,7 +671,7 @@ async fn conversation_fault(
     change: impl FnOnce(&mut Config),
     expected: &[&str],
 ) -> usize {
-    let mut h = Harness::start().await.reconfigure(change);
+    let mut h = TestApp::builder().with_config(change).build().await;
     h.llm.push(Reply::Text("Which format?".to_string()));
     let (id, _) = h.start_feature("Export CSV").await;
     let before = h.llm.requests().len();
@@ -840,13 +842,13 @@ async fn malformed_json_from_the_llm_is_reported() {
 /// Confirms a feature, lets `fault` answer the plan request, and checks the message, that
 /// nothing was committed, and that Generate plan and a second feature then work.
 async fn plan_fault(fault: Vec<Reply>, change: impl FnOnce(&mut Config), expected: &[&str]) {
-    let mut h = Harness::start().await.reconfigure(change);
+    let mut h = TestApp::builder().with_config(change).build().await;
     h.llm.push(Reply::Text("Which format?".to_string()));
     h.llm
         .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
     let (id, _) = h.start_feature("Export CSV").await;
     h.say(id, "CSV").await;
-    let base = git(&h.repo_path(), &["rev-parse", "HEAD"]);
+    let base = git(&h.repo.path, &["rev-parse", "HEAD"]);
     for reply in fault {
         h.llm.push(reply);
     }
@@ -866,7 +868,7 @@ async fn plan_fault(fault: Vec<Reply>, change: impl FnOnce(&mut Config), expecte
     let feature = h.store().feature(id).unwrap();
     assert_eq!(feature.status, Status::Confirmed);
     assert_eq!(feature.plan_version, 0);
-    assert_eq!(git(&h.repo_path(), &["rev-parse", "HEAD"]), base);
+    assert_eq!(git(&h.repo.path, &["rev-parse", "HEAD"]), base);
     assert_eq!(h.store().transcript(id).unwrap().len(), 4);
 
     h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
@@ -917,15 +919,15 @@ async fn malformed_json_for_the_plan_commits_nothing_and_generate_plan_works_aft
 
 #[tokio::test]
 async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once_unlocked() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     h.llm.push(Reply::Text("Which format?".to_string()));
     h.llm
         .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
     let (id, _) = h.start_feature("Export CSV").await;
     h.say(id, "CSV").await;
-    let lock = h.repo_path().join(".git/index.lock");
+    let lock = h.repo.path.join(".git/index.lock");
     std::fs::write(&lock, "").unwrap();
-    let base = git(&h.repo_path(), &["rev-parse", "HEAD"]);
+    let base = git(&h.repo.path, &["rev-parse", "HEAD"]);
 
     h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
     let generate = Input::GeneratePlan {
@@ -946,7 +948,7 @@ async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once
     let feature = h.store().feature(id).unwrap();
     assert_eq!(feature.status, Status::Confirmed);
     assert!(h.store().plans(id).unwrap().is_empty());
-    assert_eq!(git(&h.repo_path(), &["rev-parse", "HEAD"]), base);
+    assert_eq!(git(&h.repo.path, &["rev-parse", "HEAD"]), base);
 
     std::fs::remove_file(&lock).unwrap();
     h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
@@ -957,7 +959,7 @@ async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once
             .any(|o| matches!(o.kind, OutputKind::PlanCommitted { version: 1, .. })),
         "{outputs:?}"
     );
-    let log = git(&h.repo_path(), &["log", "--format=%s", "HEAD"]);
+    let log = git(&h.repo.path, &["log", "--format=%s", "HEAD"]);
     assert_eq!(log.matches("plan: Export CSV").count(), 1, "{log}");
 
     h.llm

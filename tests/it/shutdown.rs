@@ -14,7 +14,7 @@ use crate::support::bot::{custom_ids, id_of};
 use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
 use crate::support::git::repo_with_remote;
-use crate::support::harness::GOOD_PLAN;
+use crate::support::scripts::GOOD_PLAN;
 use crate::support::wait::eventually;
 
 const ADMIN: u64 = 7001;

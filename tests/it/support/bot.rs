@@ -13,7 +13,7 @@ use super::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
 use super::fake_github::FakeGithub;
 use super::fake_llm::{Api, FakeLlm, Reply};
 use super::git::{repo_config, repo_with_remote, TestRepo};
-use super::harness::GOOD_PLAN;
+use super::scripts::GOOD_PLAN;
 
 pub const ADMIN: u64 = 5001;
 pub const STRANGER: u64 = 5002;

@@ -13,10 +13,12 @@ use featurebot::startup::{self, Services};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::app::alice;
 use super::fake_github::FakeGithub;
 use super::fake_llm::{Api, FakeLlm, Reply};
 use super::git::{repo_config, repo_with_remote, TestRepo};
-use super::harness::{alice, reply, GOOD_PLAN};
+use super::outputs::reply;
+use super::scripts::GOOD_PLAN;
 
 /// A tool call the fake LLM answers with.
 pub fn call(name: &str, args: Value) -> Reply {
