@@ -16,7 +16,7 @@ use featurebot::cli::{agent as batch, check};
 use featurebot::config::Config;
 use featurebot::console::{self, Outcome};
 use featurebot::discord;
-use featurebot::model::{FeatureId, RunState};
+use featurebot::model::{BranchName, FeatureId, RunState};
 use featurebot::redact::Redactor;
 use featurebot::startup::{self, Services};
 use tokio_util::sync::CancellationToken;
@@ -60,8 +60,8 @@ enum Command {
         plan: PathBuf,
         /// Work on this branch instead of featurebot/<feature>-<slug> (what the GitHub Actions
         /// workflow passes).
-        #[arg(long, value_name = "NAME", value_parser = branch_name)]
-        branch: Option<String>,
+        #[arg(long, value_name = "NAME", value_parser = BranchName::parse)]
+        branch: Option<BranchName>,
         /// Continue the branch where an earlier run left off: from the first step its plan file
         /// does not tick off. A branch that does not exist yet starts at step 1.
         #[arg(long)]
@@ -239,15 +239,6 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
                 Outcome::InputEnded { .. } => ExitCode::from(2),
             })
         }
-    }
-}
-
-/// `--branch`: a branch name git and featurebot accept.
-fn branch_name(value: &str) -> Result<String, String> {
-    if featurebot::config::is_branch_name(value) {
-        Ok(value.to_string())
-    } else {
-        Err("not a branch name featurebot accepts (letters, digits, - _ / .)".to_string())
     }
 }
 
