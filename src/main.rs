@@ -11,8 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use featurebot::agent::actions::workflow;
-use featurebot::cli::{agent as batch, check};
+use featurebot::cli::{agent as batch, check, install_workflow};
 use featurebot::config::Config;
 use featurebot::console::{self, Outcome};
 use featurebot::discord;
@@ -198,22 +197,9 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
             })
         }
         Command::InstallWorkflow { write, force, repo } => {
-            if repo.is_some() && config.target(repo.as_deref()).is_none() {
-                anyhow::bail!(
-                    "there is no [[repos]] entry named {:?}",
-                    repo.unwrap_or_default()
-                );
-            }
-            let yaml = workflow::workflow_yaml(&config.agent.github_actions);
-            if !write {
-                print!("{yaml}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            let repo_cfg = config.repo_of(repo.as_deref());
-            let written = workflow::write_workflow(repo_cfg, &config.agent.github_actions, force)?;
-            println!(
+            print!(
                 "{}",
-                workflow::next_steps(repo_cfg, &config.agent.github_actions, &written)
+                install_workflow::run(&config, write, force, repo.as_deref())?
             );
             Ok(ExitCode::SUCCESS)
         }
