@@ -162,7 +162,7 @@ fn plan_commit(files: usize, commits: usize) {
         let start = Instant::now();
         repo::worktree::prepare_worktree(
             &cfg,
-            &format!("bench/ours-{i}"),
+            &featurebot::model::BranchName::parse(&format!("bench/ours-{i}")).unwrap(),
             &dir.path().join(format!("ours-{i}")),
         )
         .unwrap();

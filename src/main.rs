@@ -11,12 +11,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use featurebot::agent::actions::workflow;
-use featurebot::cli::{agent as batch, check};
+use featurebot::cli::{agent as batch, check, install_workflow};
 use featurebot::config::Config;
 use featurebot::console::{self, Outcome};
 use featurebot::discord;
-use featurebot::model::{FeatureId, RunState};
+use featurebot::model::{BranchName, FeatureId, RunState};
 use featurebot::redact::Redactor;
 use featurebot::startup::{self, Services};
 use tokio_util::sync::CancellationToken;
@@ -60,8 +59,8 @@ enum Command {
         plan: PathBuf,
         /// Work on this branch instead of featurebot/<feature>-<slug> (what the GitHub Actions
         /// workflow passes).
-        #[arg(long, value_name = "NAME", value_parser = branch_name)]
-        branch: Option<String>,
+        #[arg(long, value_name = "NAME", value_parser = BranchName::parse)]
+        branch: Option<BranchName>,
         /// Continue the branch where an earlier run left off: from the first step its plan file
         /// does not tick off. A branch that does not exist yet starts at step 1.
         #[arg(long)]
@@ -198,22 +197,9 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
             })
         }
         Command::InstallWorkflow { write, force, repo } => {
-            if repo.is_some() && config.target(repo.as_deref()).is_none() {
-                anyhow::bail!(
-                    "there is no [[repos]] entry named {:?}",
-                    repo.unwrap_or_default()
-                );
-            }
-            let yaml = workflow::workflow_yaml(&config.agent.github_actions);
-            if !write {
-                print!("{yaml}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            let repo_cfg = config.repo_of(repo.as_deref());
-            let written = workflow::write_workflow(repo_cfg, &config.agent.github_actions, force)?;
-            println!(
+            print!(
                 "{}",
-                workflow::next_steps(repo_cfg, &config.agent.github_actions, &written)
+                install_workflow::run(&config, write, force, repo.as_deref())?
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -239,15 +225,6 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
                 Outcome::InputEnded { .. } => ExitCode::from(2),
             })
         }
-    }
-}
-
-/// `--branch`: a branch name git and featurebot accept.
-fn branch_name(value: &str) -> Result<String, String> {
-    if featurebot::config::is_branch_name(value) {
-        Ok(value.to_string())
-    } else {
-        Err("not a branch name featurebot accepts (letters, digits, - _ / .)".to_string())
     }
 }
 

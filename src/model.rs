@@ -278,7 +278,7 @@ pub struct Run {
     /// 1 for the feature's first run, then 2...
     pub number: u32,
     pub plan_version: u32,
-    pub branch: String,
+    pub branch: BranchName,
     pub worktree: String,
     pub steps: Vec<StepRecord>,
     /// The index of the next step to do.
@@ -342,5 +342,74 @@ pub enum RunState {
 impl RunState {
     pub fn is_active(self) -> bool {
         matches!(self, RunState::Queued | RunState::Running)
+    }
+}
+
+/// A branch name git and featurebot accept: a conservative subset of git's ref-name rules,
+/// enough to refuse typos and injection. Checked once where a name comes in (the config, the
+/// command line, a stored run), never again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BranchName(String);
+
+impl BranchName {
+    pub fn parse(name: &str) -> Result<BranchName, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 200
+            && !name.starts_with(['-', '/', '.'])
+            && !name.ends_with(['/', '.'])
+            && !name.ends_with(".lock")
+            && !name.contains("..")
+            && !name.contains("//")
+            && !name.contains("@{")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '.'));
+        if valid {
+            Ok(BranchName(name.to_string()))
+        } else {
+            Err(format!(
+                "{name:?} is not a branch name featurebot accepts (letters, digits, - _ / ., no `..`, not ending in .lock)"
+            ))
+        }
+    }
+
+    /// `featurebot/<id>-<slug>`, the branch of a feature's runs. Valid by construction: the
+    /// slug's characters outside `[a-z0-9-]` are dropped.
+    pub fn for_feature(id: FeatureId, slug: &str) -> BranchName {
+        let slug: String = slug
+            .chars()
+            .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+            .collect();
+        let slug = slug.trim_matches('-');
+        if slug.is_empty() {
+            BranchName(format!("featurebot/{id}"))
+        } else {
+            BranchName(format!("featurebot/{id}-{slug}"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BranchName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<BranchName, String> {
+        BranchName::parse(&name)
+    }
+}
+
+impl From<BranchName> for String {
+    fn from(name: BranchName) -> String {
+        name.0
+    }
+}
+
+impl fmt::Display for BranchName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }

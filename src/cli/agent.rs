@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::progress::describe;
 use crate::agent::run::Job;
 use crate::config::Config;
-use crate::model::{Author, Place, PlanVersion, Run, Status};
+use crate::model::{Author, BranchName, Place, PlanVersion, Run, Status};
 use crate::plan::file::parse_plan_file;
 use crate::startup::Services;
 use crate::store::Store;
@@ -28,9 +28,8 @@ use crate::store::Store;
 /// What `featurebot agent` was asked besides the plan file.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// The branch to work on, instead of one named after the feature (checked with
-    /// [`crate::config::is_branch_name`] by the caller).
-    pub branch: Option<String>,
+    /// The branch to work on, instead of one named after the feature.
+    pub branch: Option<BranchName>,
     /// Continue the branch from its first step not ticked off in its plan file.
     pub resume: bool,
     /// Where the feature was discussed, linked from the pull request.
@@ -41,11 +40,6 @@ pub struct Options {
 
 /// Runs the agent on `path` and returns the final run record.
 pub async fn run(config: Arc<Config>, path: &Path, options: &Options) -> anyhow::Result<Run> {
-    if let Some(branch) = &options.branch {
-        if !crate::config::is_branch_name(branch) {
-            bail!("{branch:?} is not a valid branch name");
-        }
-    }
     // Nobody is here to approve steps: every step runs.
     let config = if config.agent.approve_each_step {
         tracing::info!(

@@ -344,18 +344,3 @@ impl Config {
         raw.validate(env)
     }
 }
-
-/// A conservative subset of git's ref-name rules: enough to refuse typos and injection.
-pub fn is_branch_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with(['-', '/', '.'])
-        && !name.ends_with(['/', '.'])
-        && !name.ends_with(".lock")
-        && !name.contains("..")
-        && !name.contains("//")
-        && !name.contains("@{")
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '.'))
-}

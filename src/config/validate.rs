@@ -11,6 +11,7 @@ use url::Url;
 use super::agent::validate_agent;
 use super::raw::*;
 use super::*;
+use crate::model::BranchName;
 
 impl RawConfig {
     pub(super) fn validate(self, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
@@ -361,7 +362,7 @@ fn validate_repo(
 ) -> RepoConfig {
     let path = PathBuf::from(raw.path.as_deref().unwrap_or("."));
     let base_branch = raw.base_branch.unwrap_or_else(|| "main".to_string());
-    if !is_branch_name(&base_branch) {
+    if BranchName::parse(&base_branch).is_err() {
         problems.push(format!(
             "{key}.base_branch {base_branch:?} is not a valid branch name; use a name like \"main\""
         ));

@@ -49,50 +49,8 @@ impl App {
 
     pub(super) async fn generate_plan(&self, id: FeatureId, force: bool) -> anyhow::Result<()> {
         let feature = self.store.feature(id)?;
-        match feature.status {
-            Status::Confirmed => {}
-            Status::Gathering if force => self.emit(
-                id,
-                OutputKind::Warning {
-                    message: "the requirements are not confirmed yet; the plan may have gaps"
-                        .to_string(),
-                },
-            ),
-            Status::Gathering => {
-                self.emit(id, OutputKind::Rejected { message:
-                        "the requirements are not confirmed yet; answer the open questions first"
-                            .to_string() });
-                return Ok(());
-            }
-            Status::Planned => {
-                // Nothing was said since the last plan: show it again instead of paying for
-                // the same plan twice.
-                let plans = self.store.plans(id)?;
-                if let Some(latest) = plans.last() {
-                    let feature = self.store.feature(id)?;
-                    self.emit(
-                        id,
-                        OutputKind::PlanCommitted {
-                            feature,
-                            version: latest.version,
-                            path: latest.path.clone(),
-                            commit: latest.commit.clone(),
-                            markdown: latest.markdown.clone(),
-                            again: true,
-                        },
-                    );
-                    return Ok(());
-                }
-            }
-            other => {
-                self.emit(
-                    id,
-                    OutputKind::Rejected {
-                        message: format!("feature #{id} is {other}; its plan can no longer change"),
-                    },
-                );
-                return Ok(());
-            }
+        if !self.plan_may_start(&feature, force)? {
+            return Ok(());
         }
         let version = feature.plan_version + 1;
         self.emit(id, OutputKind::PlanStarted { version });
@@ -144,6 +102,70 @@ impl App {
                 );
             }
         }
+        self.show_new_plan(id, version, &path_text, commit, &markdown)
+    }
+
+    /// Whether a plan may be written for `feature` now; says why not when it may not. A
+    /// planned feature with nothing said since gets its plan shown again instead.
+    fn plan_may_start(&self, feature: &Feature, force: bool) -> anyhow::Result<bool> {
+        let id = feature.id;
+        match feature.status {
+            Status::Confirmed => {}
+            Status::Gathering if force => self.emit(
+                id,
+                OutputKind::Warning {
+                    message: "the requirements are not confirmed yet; the plan may have gaps"
+                        .to_string(),
+                },
+            ),
+            Status::Gathering => {
+                self.refuse(
+                    id,
+                    "the requirements are not confirmed yet; answer the open questions first"
+                        .to_string(),
+                );
+                return Ok(false);
+            }
+            Status::Planned => {
+                // Nothing was said since the last plan: show it again instead of paying for
+                // the same plan twice.
+                let plans = self.store.plans(id)?;
+                if let Some(latest) = plans.last() {
+                    let feature = self.store.feature(id)?;
+                    self.emit(
+                        id,
+                        OutputKind::PlanCommitted {
+                            feature,
+                            version: latest.version,
+                            path: latest.path.clone(),
+                            commit: latest.commit.clone(),
+                            markdown: latest.markdown.clone(),
+                            again: true,
+                        },
+                    );
+                    return Ok(false);
+                }
+            }
+            other => {
+                self.refuse(
+                    id,
+                    format!("feature #{id} is {other}; its plan can no longer change"),
+                );
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Shows a newly committed plan version, and what changed from the one before.
+    fn show_new_plan(
+        &self,
+        id: FeatureId,
+        version: u32,
+        path_text: &str,
+        commit: String,
+        markdown: &str,
+    ) -> anyhow::Result<()> {
         let previous = self
             .store
             .plans(id)?
@@ -156,14 +178,14 @@ impl App {
             OutputKind::PlanCommitted {
                 feature,
                 version,
-                path: path_text.clone(),
+                path: path_text.to_string(),
                 commit,
-                markdown: markdown.clone(),
+                markdown: markdown.to_string(),
                 again: false,
             },
         );
         if let Some(previous) = previous {
-            match repo::worktree::unified_diff(&previous.markdown, &markdown, &path_text) {
+            match repo::worktree::unified_diff(&previous.markdown, markdown, path_text) {
                 Ok(diff) => self.emit(
                     id,
                     OutputKind::PlanDiff {

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, RepoConfig};
+use crate::model::BranchName;
 use worktree::Worktree;
 
 /// What can go wrong with the target repository, one variant per thing a caller or a user
@@ -174,8 +175,8 @@ impl Repo {
     }
 
     /// Pushes a run's branch to the remote; see [`remote::push_branch`].
-    pub async fn push_branch(&self, branch: &str) -> Result<(), RepoError> {
-        let branch = branch.to_string();
+    pub async fn push_branch(&self, branch: &BranchName) -> Result<(), RepoError> {
+        let branch = branch.clone();
         self.locked(move |cfg| remote::push_branch(cfg, &branch))
             .await
     }
@@ -185,11 +186,11 @@ impl Repo {
     /// and the local copy used.
     pub async fn prepare_worktree(
         &self,
-        branch: &str,
+        branch: &BranchName,
         dir: &Path,
         fetch_branch: bool,
     ) -> Result<Worktree, RepoError> {
-        let branch = branch.to_string();
+        let branch = branch.clone();
         let dir = dir.to_path_buf();
         self.locked(move |cfg| {
             if let Err(err) = remote::fetch_base(cfg) {

@@ -12,6 +12,7 @@ use crate::config::RepoConfig;
 
 use super::base::base_tip;
 use super::*;
+use crate::model::BranchName;
 
 /// Pushes the base branch to the configured remote, without force.
 ///
@@ -26,9 +27,9 @@ pub fn push_base(cfg: &RepoConfig) -> Result<(), RepoError> {
 }
 
 /// Pushes `refs/heads/<branch>` to the configured remote (an agent run's branch).
-pub fn push_branch(cfg: &RepoConfig, branch: &str) -> Result<(), RepoError> {
+pub fn push_branch(cfg: &RepoConfig, branch: &BranchName) -> Result<(), RepoError> {
     let repo = open(cfg)?;
-    push_branch_in(&repo, cfg, branch)
+    push_branch_in(&repo, cfg, branch.as_str())
 }
 
 fn push_branch_in(repo: &Repository, cfg: &RepoConfig, branch: &str) -> Result<(), RepoError> {
@@ -138,12 +139,8 @@ pub fn fetch_base(cfg: &RepoConfig) -> Result<bool, RepoError> {
 /// Updates `<remote>/<branch>` from the remote, so a run continues from what an earlier run
 /// of the branch pushed (on another machine, or on GitHub Actions). Returns whether the remote
 /// has the branch; `Ok(false)` too when there is no such remote.
-pub fn fetch_branch(cfg: &RepoConfig, branch: &str) -> Result<bool, RepoError> {
-    if !crate::config::is_branch_name(branch) {
-        return Err(RepoError::Git(format!(
-            "{branch:?} is not a valid branch name"
-        )));
-    }
+pub fn fetch_branch(cfg: &RepoConfig, branch: &BranchName) -> Result<bool, RepoError> {
+    let branch = branch.as_str();
     if !fetch(cfg, branch)? {
         return Ok(false);
     }

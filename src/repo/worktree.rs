@@ -9,6 +9,7 @@ use crate::config::RepoConfig;
 
 use super::base::base_tip;
 use super::*;
+use crate::model::BranchName;
 
 /// A git work tree of the target repository, checked out on an agent run's branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +29,12 @@ pub struct Worktree {
 /// its local branch from there; otherwise a new branch starts from the base branch:
 /// `<remote>/<base>` when it was fetched, the local base otherwise. The bot's own checkout is
 /// never touched.
-pub fn prepare_worktree(cfg: &RepoConfig, branch: &str, dir: &Path) -> Result<Worktree, RepoError> {
-    if !crate::config::is_branch_name(branch) {
-        return Err(RepoError::Git(format!(
-            "{branch:?} is not a valid branch name"
-        )));
-    }
+pub fn prepare_worktree(
+    cfg: &RepoConfig,
+    branch: &BranchName,
+    dir: &Path,
+) -> Result<Worktree, RepoError> {
+    let branch = branch.as_str();
     let repo = open(cfg)?;
     let local = repo.find_branch(branch, git2::BranchType::Local).ok();
     let pushed = repo

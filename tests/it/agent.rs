@@ -193,7 +193,7 @@ async fn a_run_goes_red_repairs_and_ends_green_with_the_branch_pushed() {
 
     let (run, events) = f.run(CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
-    assert_eq!(run.branch, "featurebot/1-fix-adding");
+    assert_eq!(run.branch.as_str(), "featurebot/1-fix-adding");
     assert_eq!(run.next_step, 2);
     assert!(
         run.steps.iter().all(|s| s.green == Some(true)),

@@ -15,6 +15,10 @@ use crate::support::git::{git, repo_config, repo_with_commit, repo_with_remote};
 const PLAN: &str = "# Plan\n\nDo the thing.\n";
 const MESSAGE: &str = "Add plan for dark mode\n\nWritten by featurebot.\n\nFeature-Id: 42\n";
 
+fn name(branch: &str) -> featurebot::model::BranchName {
+    featurebot::model::BranchName::parse(branch).unwrap()
+}
+
 fn rev(repo: &Path, revision: &str) -> String {
     git(repo, &["rev-parse", revision]).trim().to_string()
 }
@@ -759,13 +763,13 @@ fn a_branch_pushed_elsewhere_is_fetched_and_worked_on_from_its_tip() {
 
     let cfg = repo_config(&repo);
     assert!(
-        !repo::remote::fetch_branch(&cfg, "featurebot/8-nothing-pushed").unwrap(),
+        !repo::remote::fetch_branch(&cfg, &name("featurebot/8-nothing-pushed")).unwrap(),
         "a branch the remote lacks is no error"
     );
-    assert!(repo::remote::fetch_branch(&cfg, branch).unwrap());
+    assert!(repo::remote::fetch_branch(&cfg, &name(branch)).unwrap());
     assert_eq!(rev(&repo.path, &format!("origin/{branch}")), tip);
     let dir = repo.dir.path().join("worktrees/7-dark-mode");
-    let worktree = repo::worktree::prepare_worktree(&cfg, branch, &dir).unwrap();
+    let worktree = repo::worktree::prepare_worktree(&cfg, &name(branch), &dir).unwrap();
     assert!(!worktree.created);
     assert_eq!(worktree.base_commit, tip);
     assert_eq!(
@@ -779,7 +783,8 @@ fn a_branch_pushed_elsewhere_is_fetched_and_worked_on_from_its_tip() {
     );
     // A branch nobody pushed still starts from the base branch.
     let fresh = repo.dir.path().join("worktrees/8-fresh");
-    let worktree = repo::worktree::prepare_worktree(&cfg, "featurebot/8-fresh", &fresh).unwrap();
+    let worktree =
+        repo::worktree::prepare_worktree(&cfg, &name("featurebot/8-fresh"), &fresh).unwrap();
     assert!(worktree.created);
     assert_eq!(rev(&fresh, "HEAD"), rev(&repo.path, "main"));
 }

@@ -69,7 +69,7 @@ fn check(state: State, intent: Intent, expected: Expected) {
         feature: FeatureId(3),
         number,
         plan_version: 2,
-        branch: "featurebot/3-export-csv".to_string(),
+        branch: featurebot::model::BranchName::parse("featurebot/3-export-csv").unwrap(),
         worktree: String::new(),
         steps: (0..steps)
             .map(|i| featurebot::model::StepRecord {

@@ -320,7 +320,7 @@ fn a_finished_run_moves_its_feature_along_one_mapping() {
             feature: FeatureId(1),
             number: 1,
             plan_version: 1,
-            branch: "featurebot/1-x".to_string(),
+            branch: featurebot::model::BranchName::parse("featurebot/1-x").unwrap(),
             worktree: String::new(),
             steps: Vec::new(),
             next_step: 0,
@@ -347,4 +347,41 @@ fn a_finished_run_moves_its_feature_along_one_mapping() {
     check(RunState::Cancelled, false, Status::Cancelled);
     check(RunState::Failed, false, Status::Failed);
     check(RunState::Interrupted, false, Status::Failed);
+}
+
+/// Branch names are checked once, where they come in; what `BranchName::parse` accepts is what
+/// git accepts and nothing that could be read as an option or a path out.
+#[test]
+fn branch_names_are_parsed_once() {
+    use featurebot::model::BranchName;
+    fn check(name: &str, ok: bool) {
+        assert_eq!(BranchName::parse(name).is_ok(), ok, "{name:?}");
+    }
+    check("main", true);
+    check("featurebot/12-export-csv", true);
+    check("release/v1.2_rc", true);
+    check("", false);
+    check("-rf", false);
+    check("/abs", false);
+    check(".hidden", false);
+    check("a/", false);
+    check("a.", false);
+    check("topic.lock", false);
+    check("a..b", false);
+    check("a//b", false);
+    check("a@{1}", false);
+    check("with space", false);
+    check("semi;colon", false);
+    check(&"x".repeat(201), false);
+    // Built from a feature, the name is valid whatever the slug holds.
+    for slug in ["export-csv", "", "--", "Ünïcode ../..", "a.lock"] {
+        let name = BranchName::for_feature(FeatureId(7), slug);
+        assert!(
+            BranchName::parse(name.as_str()).is_ok(),
+            "{name} from {slug:?}"
+        );
+    }
+    // Stored names are checked when read back.
+    assert!(serde_json::from_str::<BranchName>("\"ok/name\"").is_ok());
+    assert!(serde_json::from_str::<BranchName>("\"../evil\"").is_err());
 }

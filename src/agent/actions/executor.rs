@@ -55,7 +55,6 @@ enum Seen {
 /// Carries out `job` on GitHub Actions. Like [`Runner::execute`]: the run record is saved as
 /// it goes, errors end in a `failed` record, and `Err` is only for a store that cannot save.
 /// `stopping` tells a shutdown (stop following, leave the run going) from a cancel.
-#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     runner: &Runner,
     job: Job,
@@ -101,7 +100,7 @@ pub async fn execute(
     }
     let mut run = store.save_run(&run).await?;
     let _ = events.send(Event::Started {
-        branch: run.branch.clone(),
+        branch: run.branch.to_string(),
         steps: run.steps.iter().map(|s| s.title.clone()).collect(),
         from: run.next_step,
     });
@@ -123,7 +122,7 @@ pub async fn execute(
             feature_id: job.feature.id.0,
             plan_file: job.plan.path.clone(),
             plan_version: job.plan.version,
-            branch: run.branch.clone(),
+            branch: run.branch.to_string(),
             resume: run.next_step > 0 || job.resume.is_some(),
             config: runner_config(&runner.config, job.feature.repo.as_deref()),
             discussion_url: job.discussion_url.clone(),
@@ -389,7 +388,7 @@ impl Follow<'_> {
     async fn progress(&self, run: &mut Run) -> Result<(), GithubError> {
         let Some(text) = self
             .github
-            .file_on_branch(&self.plan_path, &run.branch)
+            .file_on_branch(&self.plan_path, run.branch.as_str())
             .await?
         else {
             return Ok(()); // The branch is not pushed yet.
@@ -450,7 +449,11 @@ impl Follow<'_> {
         }
         match conclusion.as_str() {
             "success" => {
-                let pr = match self.github.pull_request_for_branch(&run.branch).await {
+                let pr = match self
+                    .github
+                    .pull_request_for_branch(run.branch.as_str())
+                    .await
+                {
                     Ok(pr) => pr,
                     Err(err) => {
                         tracing::warn!(feature = run.feature.0, error = %err, "finding the pull request failed");
@@ -477,7 +480,7 @@ impl Follow<'_> {
                     }
                 }
                 let _ = self.events.send(Event::Finished {
-                    branch: run.branch.clone(),
+                    branch: run.branch.to_string(),
                     pull_request: pr,
                     green,
                     stopped: run.message.clone(),

@@ -140,92 +140,7 @@ impl Bot {
             return;
         }
         let who = format!("<@{}>", click.user.id.get());
-        let (announcement, input) = match button.action {
-            Action::GeneratePlan => (
-                format!("{who} asked for the plan: writing the plan..."),
-                Input::GeneratePlan {
-                    feature: button.feature,
-                    force: false,
-                },
-            ),
-            Action::KeepRefining => (
-                format!("{who} wants to keep refining: tell me what to add or change"),
-                Input::KeepRefining {
-                    feature: button.feature,
-                },
-            ),
-            Action::Approve => (
-                format!("{who} approved plan version {}", button.version),
-                Input::Approve {
-                    feature: button.feature,
-                    version: button.version,
-                },
-            ),
-            Action::RequestChanges => (
-                format!(
-                    "{who} requested changes to plan version {}: say what to change, and the next plan will be version {}",
-                    button.version,
-                    button.version + 1
-                ),
-                Input::RequestChanges {
-                    feature: button.feature,
-                    version: button.version,
-                },
-            ),
-            Action::Discard => (
-                format!("{who} discarded this feature; the thread will be archived"),
-                Input::Discard {
-                    feature: button.feature,
-                },
-            ),
-            Action::CancelRun => (
-                format!("{who} cancelled the agent run; stopping it..."),
-                Input::CancelRun {
-                    feature: button.feature,
-                },
-            ),
-            Action::ResumeRun => (
-                format!("{who} resumed the agent run"),
-                Input::ResumeRun {
-                    feature: button.feature,
-                },
-            ),
-            Action::AbortRun => (
-                format!("{who} aborted the interrupted run"),
-                Input::AbortRun {
-                    feature: button.feature,
-                },
-            ),
-            Action::StepContinue | Action::StepChange | Action::StepAbort => {
-                let (decision, text) = match button.action {
-                    Action::StepContinue => (StepDecision::Continue, format!("{who}: continue with the next step")),
-                    Action::StepChange => (
-                        StepDecision::Change,
-                        format!("{who} wants step {} changed: the next admin message says how", button.version),
-                    ),
-                    _ => (StepDecision::Abort, format!("{who} stopped the run after step {}", button.version)),
-                };
-                (
-                    text,
-                    Input::StepDecision {
-                        feature: button.feature,
-                        decision,
-                    },
-                )
-            }
-            Action::FollowUp => (
-                format!("{who} wants a follow-up: write what to change, and your next message runs the agent again on the same branch"),
-                Input::FollowUp {
-                    feature: button.feature,
-                },
-            ),
-            Action::CreateIssue => (
-                format!("{who} asked for a GitHub issue: opening it..."),
-                Input::CreateIssue {
-                    feature: button.feature,
-                },
-            ),
-        };
+        let (announcement, input) = announce(button, &who);
         let response = CreateInteractionResponse::Message(
             CreateInteractionResponseMessage::new()
                 .content(announcement)
@@ -270,5 +185,95 @@ fn intent(button: Button) -> Intent {
         }
         Action::FollowUp => Intent::FollowUp,
         Action::CreateIssue => Intent::CreateIssue,
+    }
+}
+
+/// What a click on `button` by `who` says in the thread, and the input it becomes.
+fn announce(button: Button, who: &str) -> (String, Input) {
+    match button.action {
+        Action::GeneratePlan => (
+            format!("{who} asked for the plan: writing the plan..."),
+            Input::GeneratePlan {
+                feature: button.feature,
+                force: false,
+            },
+        ),
+        Action::KeepRefining => (
+            format!("{who} wants to keep refining: tell me what to add or change"),
+            Input::KeepRefining {
+                feature: button.feature,
+            },
+        ),
+        Action::Approve => (
+            format!("{who} approved plan version {}", button.version),
+            Input::Approve {
+                feature: button.feature,
+                version: button.version,
+            },
+        ),
+        Action::RequestChanges => (
+            format!(
+                "{who} requested changes to plan version {}: say what to change, and the next plan will be version {}",
+                button.version,
+                button.version + 1
+            ),
+            Input::RequestChanges {
+                feature: button.feature,
+                version: button.version,
+            },
+        ),
+        Action::Discard => (
+            format!("{who} discarded this feature; the thread will be archived"),
+            Input::Discard {
+                feature: button.feature,
+            },
+        ),
+        Action::CancelRun => (
+            format!("{who} cancelled the agent run; stopping it..."),
+            Input::CancelRun {
+                feature: button.feature,
+            },
+        ),
+        Action::ResumeRun => (
+            format!("{who} resumed the agent run"),
+            Input::ResumeRun {
+                feature: button.feature,
+            },
+        ),
+        Action::AbortRun => (
+            format!("{who} aborted the interrupted run"),
+            Input::AbortRun {
+                feature: button.feature,
+            },
+        ),
+        Action::StepContinue | Action::StepChange | Action::StepAbort => {
+            let (decision, text) = match button.action {
+                Action::StepContinue => (StepDecision::Continue, format!("{who}: continue with the next step")),
+                Action::StepChange => (
+                    StepDecision::Change,
+                    format!("{who} wants step {} changed: the next admin message says how", button.version),
+                ),
+                _ => (StepDecision::Abort, format!("{who} stopped the run after step {}", button.version)),
+            };
+            (
+                text,
+                Input::StepDecision {
+                    feature: button.feature,
+                    decision,
+                },
+            )
+        }
+        Action::FollowUp => (
+            format!("{who} wants a follow-up: write what to change, and your next message runs the agent again on the same branch"),
+            Input::FollowUp {
+                feature: button.feature,
+            },
+        ),
+        Action::CreateIssue => (
+            format!("{who} asked for a GitHub issue: opening it..."),
+            Input::CreateIssue {
+                feature: button.feature,
+            },
+        ),
     }
 }

@@ -7,7 +7,7 @@
 //! draft when anything is red or unfinished). Limits (run time, tokens, tool calls, a
 //! repeated failure) stop the run gracefully: what exists is committed, pushed and proposed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,17 +17,20 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+mod steps;
+
 use super::backend::{self, Backend, Tools};
 use super::{Event, Human, Phase, StepReport, StepRequest};
 use crate::config::{Config, RepoConfig};
 use crate::github::{Clients, GitHub, PullRequest, PullRequestSpec};
 use crate::llm::{self, Usage};
-use crate::model::{Feature, PlanVersion, Run, RunState, StepRecord};
+use crate::model::{BranchName, Feature, PlanVersion, Run, RunState, StepRecord};
 use crate::plan::{self, Slug};
 use crate::prompts::Prompts;
 use crate::redact::Redactor;
 use crate::repo::{Repo, Repos};
 use crate::store::Store;
+use steps::{RunIo, StepLoop};
 
 /// What a run needs that outlives it.
 pub struct Runner {
@@ -53,7 +56,7 @@ pub struct Job {
     pub follow_up: Option<String>,
     /// The branch to work on instead of [`branch_name`] (a valid branch name; `featurebot agent
     /// --branch`, where the bot chose it and the runner's store knows nothing of the feature).
-    pub branch: Option<String>,
+    pub branch: Option<BranchName>,
     /// Continue the branch where an earlier run of it, maybe on another machine, left off: fetch
     /// it, and start at the first step its plan file does not tick off. A branch that does not
     /// exist yet starts at step 1.
@@ -99,11 +102,10 @@ pub fn new_run(job: &Job, store: &Store, worktree: &str) -> anyhow::Result<Run> 
 }
 
 /// The branch of a feature's runs.
-pub fn branch_name(feature: &Feature) -> String {
-    format!(
-        "featurebot/{}-{}",
+pub fn branch_name(feature: &Feature) -> BranchName {
+    BranchName::for_feature(
         feature.id,
-        Slug::new(&feature.title, feature.id)
+        &Slug::new(&feature.title, feature.id).to_string(),
     )
 }
 
@@ -141,17 +143,13 @@ impl Runner {
             "run started"
         );
 
-        let result = self
-            .steps(
-                &job,
-                &mut run,
-                &worktree,
-                store,
-                &events,
-                &mut answers,
-                &cancel,
-            )
-            .await;
+        let io = RunIo {
+            store,
+            events: &events,
+            answers: &mut answers,
+            cancel: &cancel,
+        };
+        let result = self.steps(&job, &mut run, &worktree, io).await;
         match result {
             Ok(()) => {}
             Err(err) if cancel.is_cancelled() && stopping.load(Ordering::SeqCst) => {
@@ -178,16 +176,14 @@ impl Runner {
         Ok(store.save_run(&run).await?)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Prepares the work tree, carries out the steps from `run.next_step` on, then pushes the
+    /// branch and opens (or updates) the pull request.
     async fn steps(
         &self,
         job: &Job,
         run: &mut Run,
         worktree: &Path,
-        store: &Store,
-        events: &mpsc::UnboundedSender<Event>,
-        answers: &mut mpsc::UnboundedReceiver<Human>,
-        cancel: &CancellationToken,
+        io: RunIo<'_>,
     ) -> anyhow::Result<()> {
         let agent = &self.config.agent;
         let total = run.steps.len();
@@ -198,7 +194,7 @@ impl Runner {
         }
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + agent.max_run;
-        let _ = events.send(Event::Phase {
+        let _ = io.events.send(Event::Phase {
             step: run.next_step,
             total,
             title: String::new(),
@@ -212,10 +208,10 @@ impl Runner {
             .context("preparing the work tree")?;
         if job.continue_from_ticks && run.next_step == 0 && job.follow_up.is_none() {
             skip_ticked_steps(run, &prepared.path, &job.plan.path);
-            *run = store.save_run(run).await?;
+            *run = io.store.save_run(run).await?;
         }
-        let _ = events.send(Event::Started {
-            branch: run.branch.clone(),
+        let _ = io.events.send(Event::Started {
+            branch: run.branch.to_string(),
             steps: run.steps.iter().map(|s| s.title.clone()).collect(),
             from: run.next_step,
         });
@@ -226,242 +222,29 @@ impl Runner {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         ));
-        let plan_file = self.repo_cfg(job).path.join(&job.plan.path);
-        let backend = Backend::from_config(agent);
-        let mut stopped: Option<String> = None;
-
-        while run.next_step < total {
-            let index = run.next_step;
-            let title = run.steps[index].title.clone();
-            // A follow-up's request is the step's instructions from the first attempt on.
-            let mut instructions = run.follow_up.clone();
-            let mut redo = 0u32;
-            loop {
-                let before = self.repo(job).head_id(&prepared.path).await?;
-                let mut feedback = instructions.take();
-                let mut green = false;
-                let mut summary = String::new();
-                for attempt in 0..=agent.max_repair_attempts {
-                    if cancel.is_cancelled() {
-                        anyhow::bail!("cancelled");
-                    }
-                    let phase = if attempt == 0 {
-                        Phase::Editing
-                    } else {
-                        Phase::Repairing
-                    };
-                    let _ = events.send(Event::Phase {
-                        step: index,
-                        total,
-                        title: title.clone(),
-                        phase,
-                        usage: run.usage,
-                    });
-                    let request = StepRequest {
-                        worktree: prepared.path.clone(),
-                        plan_markdown: job.plan.markdown.clone(),
-                        plan_file: plan_file.clone(),
-                        index,
-                        total,
-                        title: title.clone(),
-                        feedback: feedback.take(),
-                    };
-                    let spent = run.usage.input_tokens + run.usage.output_tokens;
-                    let mut tools = Tools {
-                        agent,
-                        llm: &self.llm,
-                        prompts: &self.prompts,
-                        redactor: &self.redactor,
-                        cancel,
-                        events,
-                        answers,
-                        scratch: &scratch,
-                        tokens_left: agent.max_tokens.saturating_sub(spent),
-                    };
-                    let report = match tokio::time::timeout_at(
-                        deadline,
-                        backend.run_step(&request, &mut tools),
-                    )
-                    .await
-                    {
-                        Ok(report) => report?,
-                        Err(_) => StepReport {
-                            stopped: Some(format!(
-                            "the run reached its time limit of {} minutes (agent.max_run_minutes)",
-                            agent.max_run.as_secs() / 60
-                        )),
-                            ..StepReport::default()
-                        },
-                    };
-                    run.usage.add(report.usage);
-                    if !report.summary.trim().is_empty() {
-                        summary = report.summary.clone();
-                    }
-                    if let Some(limit) = report.stopped {
-                        stopped = Some(limit);
-                        break;
-                    }
-                    let _ = events.send(Event::Phase {
-                        step: index,
-                        total,
-                        title: title.clone(),
-                        phase: Phase::Testing,
-                        usage: run.usage,
-                    });
-                    let checks = backend::run_checks(
-                        agent,
-                        &prepared.path,
-                        cancel,
-                        &self.redactor,
-                        &scratch,
-                    )
-                    .await?;
-                    if checks.green {
-                        green = true;
-                        break;
-                    }
-                    if let Some((command, tail, log)) = checks.failure {
-                        let _ = events.send(Event::ChecksFailed {
-                            step: index,
-                            attempt,
-                            command: command.clone(),
-                            tail: tail.clone(),
-                            log,
-                        });
-                        feedback = Some(format!("`{command}` failed:\n{tail}"));
-                    }
-                    if run.usage.input_tokens + run.usage.output_tokens >= agent.max_tokens {
-                        stopped =
-                            Some("the run's token budget (agent.max_tokens) is spent".to_string());
-                        break;
-                    }
-                }
-                if green {
-                    tick_plan_file(&prepared.path, &job.plan.path, index);
-                }
-                let redone = if redo > 0 {
-                    format!(" (redo {redo})")
-                } else {
-                    String::new()
-                };
-                let commit = self
-                    .commit(
-                        job,
-                        &prepared.path,
-                        &match &run.follow_up {
-                            Some(_) => {
-                                format!(
-                                    "follow-up: {}{redone}",
-                                    title.trim_start_matches("Follow-up: ")
-                                )
-                            }
-                            None => format!("step {}/{}: {}{redone}", index + 1, total, title),
-                        },
-                    )
-                    .await?;
-                run.steps[index].green = Some(green);
-                if commit.is_some() {
-                    run.steps[index].commit = commit.clone();
-                }
-                run.steps[index].summary = Some(self.redactor.redact(&summary));
-                *run = store.save_run(run).await?;
-                let pushed = commit.is_some() && agent.push_each_step;
-                let _ = events.send(Event::StepCommitted {
-                    step: index,
-                    total,
-                    commit,
-                    green,
-                    summary: self.redactor.redact(&summary),
-                });
-                if pushed {
-                    self.push_step(job, &run.branch, index, events).await;
-                }
-                if stopped.is_some() || !agent.approve_each_step {
-                    break;
-                }
-                // Step approval: show what the step changed and wait for a decision.
-                let files = self
-                    .repo(job)
-                    .diff_stat(&prepared.path, &before)
-                    .await
-                    .unwrap_or_default();
-                let _ = events.send(Event::AwaitingApproval {
-                    step: index,
-                    total,
-                    title: title.clone(),
-                    green,
-                    files,
-                });
-                let decision = tokio::select! {
-                    d = next_decision(answers) => d,
-                    () = cancel.cancelled() => anyhow::bail!("cancelled"),
-                };
-                match decision {
-                    Some(Human::Redo(change)) => {
-                        instructions = Some(change);
-                        redo += 1;
-                    }
-                    Some(Human::Abort) | None => {
-                        stopped = Some(format!(
-                            "stopped by an admin after step {} of {total}",
-                            index + 1
-                        ));
-                        break;
-                    }
-                    Some(Human::Continue) | Some(Human::Answer(_)) => break,
-                }
-            }
-            run.next_step = index + 1;
-            *run = store.save_run(run).await?;
-            if stopped.is_some() {
+        let mut steps = StepLoop {
+            runner: self,
+            job,
+            run,
+            io,
+            worktree: prepared.path,
+            plan_file: self.repo_cfg(job).path.join(&job.plan.path),
+            scratch,
+            backend: Backend::from_config(agent),
+            deadline,
+            total,
+            stopped: None,
+        };
+        while steps.run.next_step < total {
+            let index = steps.run.next_step;
+            steps.step(index).await?;
+            steps.run.next_step = index + 1;
+            *steps.run = steps.io.store.save_run(steps.run).await?;
+            if steps.stopped.is_some() {
                 break;
             }
         }
-
-        let _ = events.send(Event::Phase {
-            step: run.next_step.min(total - 1),
-            total,
-            title: String::new(),
-            phase: Phase::Pushing,
-            usage: run.usage,
-        });
-        let all_green = run.next_step == total && run.steps.iter().all(|s| s.green == Some(true));
-        self.repo(job)
-            .push_branch(&run.branch)
-            .await
-            .context("pushing the run's branch")?;
-        // Every run of this branch, this one as it is now, for the description.
-        let mut history = store.runs(run.feature)?;
-        history.retain(|r| r.number != run.number && r.branch == run.branch);
-        history.push(run.clone());
-        let target_github = self.github_for(job);
-        let pull_request = match target_github {
-            Some(github) => Some(
-                self.open_pull_request(
-                    github,
-                    job,
-                    &history,
-                    !all_green || stopped.is_some(),
-                    started.elapsed(),
-                )
-                .await?,
-            ),
-            None => None,
-        };
-        run.pr_url = pull_request.as_ref().map(|p| p.url.clone());
-        run.state = if stopped.is_some() {
-            RunState::Stopped
-        } else {
-            RunState::Finished
-        };
-        run.message = stopped.clone();
-        let _ = events.send(Event::Finished {
-            branch: run.branch.clone(),
-            pull_request,
-            green: all_green,
-            stopped,
-        });
-        Ok(())
+        steps.finish(started).await
     }
 
     /// Pushes the branch after step `index` (`agent.push_each_step`). A failure is logged and
@@ -469,7 +252,7 @@ impl Runner {
     async fn push_step(
         &self,
         job: &Job,
-        branch: &str,
+        branch: &BranchName,
         index: usize,
         events: &mpsc::UnboundedSender<Event>,
     ) {
@@ -523,7 +306,10 @@ impl Runner {
         draft: bool,
         elapsed: std::time::Duration,
     ) -> anyhow::Result<PullRequest> {
-        let branch = history.last().map(|r| r.branch.clone()).unwrap_or_default();
+        let branch = history
+            .last()
+            .map(|r| r.branch.to_string())
+            .unwrap_or_default();
         let body = self
             .redactor
             .redact(&pull_request_body(github, job, history, elapsed));
