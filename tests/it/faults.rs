@@ -6,10 +6,8 @@
 //! where it makes sense the faulty feature's next message or button works too. FAULTS.md lists
 //! the cases, one row per test.
 
-use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use featurebot::config::{AgentConfig, Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
 use featurebot::core::protocol::{Input, OutputKind};
@@ -18,7 +16,6 @@ use featurebot::model::{FeatureId, RunState, Speaker, Status};
 use featurebot::startup::{self, Services};
 use featurebot::store::{Store, StoreError};
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::app::TestApp;
@@ -28,8 +25,8 @@ use crate::support::fake_github::{FakeGithub, TOKEN};
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
 use crate::support::git::{git, git_daemon, repo_config, repo_with_remote, TestRepo};
 use crate::support::outputs::{failure, reply};
-use crate::support::pipeline::{call, Core, Pipeline, BRANCH};
 use crate::support::scripts::GOOD_PLAN;
+use crate::support::scripts::{call, BRANCH};
 use crate::support::wait::eventually;
 
 /// Polls `condition` until it holds, for at most 20 seconds.
@@ -40,115 +37,6 @@ async fn wait_for(what: &str, condition: impl Fn() -> bool) {
 // ---------------------------------------------------------------------------------------------
 // kill -9 of the built binary
 
-/// The built binary against a fake LLM and a repository with a bare remote.
-struct Binary {
-    llm: FakeLlm,
-    repo: TestRepo,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Binary {
-    async fn new() -> Binary {
-        let llm = FakeLlm::start(Api::OpenAi).await;
-        let repo = repo_with_remote("main");
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[llm]\nbase_url = \"{}\"\nmodel = \"fake-model\"\napi_key_env = \"FAKE_LLM_KEY\"\nrequest_timeout_secs = 5\nmax_retries = 1\n\n[repo]\npath = {:?}\nbase_branch = \"main\"\n\n[store]\npath = {:?}\n",
-                llm.base_url(),
-                repo.path,
-                dir.path().join("store"),
-            ),
-        )
-        .unwrap();
-        Binary {
-            llm,
-            repo,
-            dir,
-            config,
-        }
-    }
-
-    fn store_path(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_featurebot"));
-        cmd.arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("FAKE_LLM_KEY", "sk-test-secret")
-            .env("USER", "tester")
-            .env_remove("RUST_LOG")
-            .env_remove("GITHUB_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// Starts the binary with `stdin` written and left open, so it waits for more.
-    async fn spawn(
-        &self,
-        args: &[&str],
-        stdin: &str,
-    ) -> (tokio::process::Child, tokio::process::ChildStdin) {
-        let mut child = self.command(args).spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.as_bytes()).await.unwrap();
-        (child, input)
-    }
-
-    /// Runs the binary with `stdin` to the end. The store may still be locked for a moment
-    /// by this test's own in-process handle (sled's threads let go of it a little after the
-    /// last handle is dropped), so a start refused for that reason alone is tried again.
-    async fn run(&self, args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut child = self.command(args).spawn().unwrap();
-            let mut input = child.stdin.take().unwrap();
-            input.write_all(stdin.as_bytes()).await.unwrap();
-            drop(input);
-            let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-                .await
-                .expect("featurebot did not finish")
-                .unwrap();
-            let stdout = String::from_utf8(output.stdout).unwrap();
-            let stderr = String::from_utf8(output.stderr).unwrap();
-            let busy = stderr.contains("in use by another featurebot process");
-            if !busy || Instant::now() > deadline {
-                return (output.status, stdout, stderr);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// What is on disk, read in this process and closed again.
-    fn store<T>(&self, read: impl FnOnce(&Store) -> T) -> T {
-        let store = crate::support::reopen_store(&self.store_path());
-        read(&store)
-    }
-
-    /// A second feature, in a new console session, gets its first answer.
-    async fn second_feature_is_served(&self) {
-        self.llm
-            .push(Reply::Text("Which theme, dark or light?".to_string()));
-        let (status, stdout, stderr) = self
-            .run(&["console", "--title", "Dark mode"], "/quit\n")
-            .await;
-        assert!(status.success(), "{stdout}\n{stderr}");
-        assert!(
-            stdout.contains("featurebot: Which theme, dark or light?"),
-            "{stdout}\n{stderr}"
-        );
-    }
-}
-
 async fn kill_9(mut child: tokio::process::Child) {
     // tokio's kill is SIGKILL on Unix: no handler, no flush, no clean-up runs.
     child.start_kill().unwrap();
@@ -157,7 +45,7 @@ async fn kill_9(mut child: tokio::process::Child) {
 
 #[tokio::test]
 async fn kill_9_before_the_first_answer_loses_nothing_and_resume_answers_once() {
-    let b = Binary::new().await;
+    let b = TestApp::binary().build().await;
     b.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
         then: Box::new(Reply::Text("too late".to_string())),
@@ -170,7 +58,7 @@ async fn kill_9_before_the_first_answer_loses_nothing_and_resume_answers_once() 
     kill_9(child).await;
 
     // The request was stored before the LLM was asked.
-    let (status, transcript) = b.store(|s| {
+    let (status, transcript) = b.read_store(|s| {
         (
             s.feature(FeatureId(1)).unwrap().status,
             s.transcript(FeatureId(1)).unwrap(),
@@ -189,7 +77,7 @@ async fn kill_9_before_the_first_answer_loses_nothing_and_resume_answers_once() 
         stdout.contains("featurebot: Which format should it use?"),
         "{stdout}"
     );
-    let transcript = b.store(|s| s.transcript(FeatureId(1)).unwrap());
+    let transcript = b.read_store(|s| s.transcript(FeatureId(1)).unwrap());
     let texts: Vec<(Speaker, &str)> = transcript
         .iter()
         .map(|t| (t.speaker, t.text.as_str()))
@@ -200,12 +88,12 @@ async fn kill_9_before_the_first_answer_loses_nothing_and_resume_answers_once() 
         (Speaker::Assistant, "Which format should it use?")
     );
     assert_eq!(b.llm.requests().len(), 2);
-    b.second_feature_is_served().await;
+    b.second_console_session_is_served().await;
 }
 
 #[tokio::test]
 async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_written_once_after() {
-    let b = Binary::new().await;
+    let b = TestApp::binary().build().await;
     b.llm.push(Reply::Text("Which format?".to_string()));
     b.llm
         .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
@@ -223,7 +111,7 @@ async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_writte
     .await;
     kill_9(child).await;
 
-    let (feature, transcript, plans) = b.store(|s| {
+    let (feature, transcript, plans) = b.read_store(|s| {
         (
             s.feature(FeatureId(1)).unwrap(),
             s.transcript(FeatureId(1)).unwrap(),
@@ -242,7 +130,7 @@ async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_writte
     assert!(stdout.contains("plan version 1 committed"), "{stdout}");
     // Resuming asked for nothing but the plan: the conversation was already answered.
     assert_eq!(b.llm.requests().len(), 4);
-    let (feature, transcript, plans) = b.store(|s| {
+    let (feature, transcript, plans) = b.read_store(|s| {
         (
             s.feature(FeatureId(1)).unwrap(),
             s.transcript(FeatureId(1)).unwrap(),
@@ -261,12 +149,12 @@ async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_writte
         log.lines().collect::<Vec<_>>(),
         ["plan: Export CSV", "initial commit"]
     );
-    b.second_feature_is_served().await;
+    b.second_console_session_is_served().await;
 }
 
 #[tokio::test]
 async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports_it_interrupted() {
-    let b = Binary::new().await;
+    let mut b = TestApp::binary().build().await;
     b.llm.push(Reply::Text("Which format?".to_string()));
     b.llm
         .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
@@ -297,7 +185,7 @@ async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports
     wait_for("step 2 at the LLM", || b.llm.requests().len() >= 6).await;
     kill_9(child).await;
 
-    let (status, runs) = b.store(|s| {
+    let (status, runs) = b.read_store(|s| {
         (
             s.feature(FeatureId(1)).unwrap().status,
             s.runs(FeatureId(1)).unwrap(),
@@ -319,7 +207,7 @@ async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports
         stderr.contains("run 1 was interrupted: featurebot stopped during step 2 of 2"),
         "{stderr}"
     );
-    let (status, run) = b.store(|s| {
+    let (status, run) = b.read_store(|s| {
         (
             s.feature(FeatureId(1)).unwrap().status,
             s.runs(FeatureId(1)).unwrap().pop().unwrap(),
@@ -329,26 +217,14 @@ async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports
     assert_eq!(run.state, RunState::Interrupted);
 
     // Resume (what the Discord button sends) finishes it from step 2, without redoing step 1.
-    let config = Arc::new(Config {
-        llm: b.llm.llm_config(),
-        repo: repo_config(&b.repo),
-        store: StoreConfig {
-            path: b.store_path(),
-        },
-        prompts: PromptsConfig { dir: None },
-        discord: None,
-        github: None,
-        targets: Vec::new(),
-        agent: AgentConfig::with_defaults(&b.store_path()),
-    });
-    let mut core = Core::with_config(config, None);
+    b.start().await;
     b.llm
         .push(call("finish_step", json!({"summary": "button"})));
-    core.send(Input::ResumeRun {
+    b.send(Input::ResumeRun {
         feature: FeatureId(1),
     })
     .await;
-    let run = core.run_ended().await;
+    let run = b.run_ended().await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     let remote = b.repo.remote.clone().unwrap();
     let log = git(&remote, &["log", "--format=%s", branch]);
@@ -357,8 +233,8 @@ async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports
         git(&remote, &["show", &format!("{branch}:export.txt")]),
         "GET /export.csv\n"
     );
-    drop(core);
-    b.second_feature_is_served().await;
+    b.stop().await;
+    b.second_console_session_is_served().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,14 +246,14 @@ type GithubAnswer<'a> = (u16, &'a str, &'a [(&'a str, &'a str)]);
 /// GitHub answers the requests of opening the pull request with `answers`: the run fails with
 /// a message holding `expected`, never the token, and the branch is pushed all the same.
 async fn github_fault(answers: &[GithubAnswer<'_>], expected: &[&str]) {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let id = p.planned().await;
     for (status, body, headers) in answers {
         let headers = headers
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
-        p.github.fail_next(*status, body, headers);
+        p.github().fail_next(*status, body, headers);
     }
     let run = p.approve_and_run(id).await;
     assert_eq!(run.state, RunState::Failed, "{run:?}");
@@ -391,7 +267,7 @@ async fn github_fault(answers: &[GithubAnswer<'_>], expected: &[&str]) {
     }
     assert!(!message.contains(TOKEN), "{message}");
     assert_eq!(p.status(id), Status::Failed);
-    assert!(p.github.pulls().is_empty());
+    assert!(p.github().pulls().is_empty());
     let remote = p.repo.remote.clone().unwrap();
     assert_eq!(
         git(&remote, &["show", &format!("{BRANCH}:export.txt")]),
@@ -400,10 +276,10 @@ async fn github_fault(answers: &[GithubAnswer<'_>], expected: &[&str]) {
     );
     // Once GitHub is fixed, Resume opens the pull request without redoing any step.
     let calls = p.llm.requests().len();
-    p.core.send(Input::ResumeRun { feature: id }).await;
-    let run = p.core.run_ended().await;
+    p.send(Input::ResumeRun { feature: id }).await;
+    let run = p.run_ended().await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
-    assert_eq!(p.github.pulls().len(), 1);
+    assert_eq!(p.github().pulls().len(), 1);
     assert_eq!(p.llm.requests().len(), calls, "no step was redone");
     p.second_feature_is_served().await;
 }
@@ -484,9 +360,9 @@ async fn github_secondary_rate_limit_with_a_long_retry_after_ends_the_run_saying
 
 #[tokio::test]
 async fn github_secondary_rate_limit_with_a_short_retry_after_is_sat_out() {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let id = p.planned().await;
-    p.github.fail_next(
+    p.github().fail_next(
         403,
         r#"{"message":"You have exceeded a secondary rate limit."}"#,
         vec![("retry-after".to_string(), "1".to_string())],
@@ -494,18 +370,18 @@ async fn github_secondary_rate_limit_with_a_short_retry_after_is_sat_out() {
     let run = p.approve_and_run(id).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     assert!(run.pr_url.is_some());
-    assert_eq!(p.github.pulls().len(), 1);
+    assert_eq!(p.github().pulls().len(), 1);
     assert_eq!(p.status(id), Status::PrOpen);
     p.second_feature_is_served().await;
 }
 
 #[tokio::test]
 async fn github_401_on_create_issue_names_github_token_and_the_button_works_after() {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let id = p.planned().await;
-    p.github
+    p.github()
         .fail_next(401, r#"{"message":"Bad credentials"}"#, Vec::new());
-    let outputs = p.core.send(Input::CreateIssue { feature: id }).await;
+    let outputs = p.send(Input::CreateIssue { feature: id }).await;
     let message = outputs
         .iter()
         .find_map(|o| match &o.kind {
@@ -517,10 +393,10 @@ async fn github_401_on_create_issue_names_github_token_and_the_button_works_afte
         message,
         "opening the GitHub issue: GitHub refused the token (401); check GITHUB_TOKEN: it may be mistyped, expired or revoked"
     );
-    assert!(p.github.issues().is_empty());
-    assert_eq!(p.core.app.store().feature(id).unwrap().issue, None);
+    assert!(p.github().issues().is_empty());
+    assert_eq!(p.store().feature(id).unwrap().issue, None);
 
-    let outputs = p.core.send(Input::CreateIssue { feature: id }).await;
+    let outputs = p.send(Input::CreateIssue { feature: id }).await;
     assert!(
         outputs
             .iter()
@@ -532,7 +408,7 @@ async fn github_401_on_create_issue_names_github_token_and_the_button_works_afte
 
 #[tokio::test]
 async fn an_llm_outage_during_a_run_fails_it_clearly_and_resume_finishes_it() {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let id = p.planned().await;
     p.llm.push(call(
         "write_file",
@@ -548,13 +424,12 @@ async fn an_llm_outage_during_a_run_fails_it_clearly_and_resume_finishes_it() {
             body: r#"{"error":{"message":"the model is overloaded"}}"#.to_string(),
         });
     }
-    p.core
-        .send(Input::Approve {
-            feature: id,
-            version: 1,
-        })
-        .await;
-    let run = p.core.run_ended().await;
+    p.send(Input::Approve {
+        feature: id,
+        version: 1,
+    })
+    .await;
+    let run = p.run_ended().await;
     assert_eq!(run.state, RunState::Failed, "{run:?}");
     let message = run.message.clone().unwrap();
     assert!(
@@ -571,8 +446,8 @@ async fn an_llm_outage_during_a_run_fails_it_clearly_and_resume_finishes_it() {
 
     p.llm
         .push(call("finish_step", json!({"summary": "button"})));
-    p.core.send(Input::ResumeRun { feature: id }).await;
-    let run = p.core.run_ended().await;
+    p.send(Input::ResumeRun { feature: id }).await;
+    let run = p.run_ended().await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     assert!(run.pr_url.is_some());
     let remote = p.repo.remote.clone().unwrap();
@@ -585,7 +460,7 @@ async fn an_llm_outage_during_a_run_fails_it_clearly_and_resume_finishes_it() {
 // Pushes refused by the remote
 
 /// The run ends failed with `expected` in its message; the step's work is committed locally.
-async fn push_refused(p: &mut Pipeline, expected: &[&str]) {
+async fn push_refused(p: &mut TestApp, expected: &[&str]) {
     let id = p.planned().await;
     let run = p.approve_and_run(id).await;
     assert_eq!(run.state, RunState::Failed, "{run:?}");
@@ -598,7 +473,7 @@ async fn push_refused(p: &mut Pipeline, expected: &[&str]) {
         assert!(message.contains(part), "{part:?} not in {message:?}");
     }
     assert_eq!(p.status(id), Status::Failed);
-    assert!(p.github.pulls().is_empty(), "no pull request");
+    assert!(p.github().pulls().is_empty(), "no pull request");
     assert_eq!(
         git(&p.repo.path, &["show", &format!("{BRANCH}:export.txt")]),
         "GET /export.csv\n",
@@ -609,7 +484,7 @@ async fn push_refused(p: &mut Pipeline, expected: &[&str]) {
 
 #[tokio::test]
 async fn a_push_refused_because_the_remote_branch_moved_ahead_says_to_rebase() {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     // Someone else pushed to the branch the run will use.
     let remote = p.repo.remote.clone().unwrap();
     let other = p.repo.dir.path().join("other");
@@ -638,7 +513,7 @@ async fn a_push_refused_because_the_remote_branch_moved_ahead_says_to_rebase() {
 
 #[tokio::test]
 async fn a_push_refused_by_a_pre_receive_hook_says_the_hook_declined() {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let remote = p.repo.remote.clone().unwrap();
     let hook = remote.join("hooks/pre-receive");
     std::fs::write(
@@ -1006,7 +881,7 @@ async fn a_store_folder_without_write_permission_is_refused_with_the_fix() {
 
 #[tokio::test]
 async fn a_store_path_that_is_a_file_is_refused_with_the_fix() {
-    let b = Binary::new().await;
+    let b = TestApp::binary().build().await;
     // Something else sits where the store folder should be; root cannot write through this.
     std::fs::write(b.store_path(), "not a folder\n").unwrap();
     let (status, stdout, stderr) = b.run(&["console", "--title", "Export CSV"], "").await;
@@ -1026,7 +901,7 @@ async fn a_store_path_that_is_a_file_is_refused_with_the_fix() {
 
     // With the folder back, featurebot serves again.
     std::fs::remove_file(b.store_path()).unwrap();
-    b.second_feature_is_served().await;
+    b.second_console_session_is_served().await;
 }
 
 // ---------------------------------------------------------------------------------------------

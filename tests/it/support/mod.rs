@@ -12,7 +12,6 @@ pub mod http;
 #[allow(dead_code)] // Until every harness has moved to it.
 pub mod ids;
 pub mod outputs;
-pub mod pipeline;
 #[allow(dead_code)] // Until every harness has moved to it.
 pub mod scripts;
 pub mod wait;

@@ -9,6 +9,9 @@ use super::fake_llm::{FakeLlm, Reply};
 /// Export button".
 pub const GOOD_PLAN: &str = "## Summary & goal\nLet users export their data as CSV.\n\n## User stories / acceptance criteria\nAs a user I want a CSV export.\n- [ ] the file downloads\n\n## Implementation steps\n### Backend\n1. Add GET /export.csv\n### Frontend\n2. Add an Export button\n\n## Test plan\n- an integration test downloads the file\n";
 
+/// The branch of a run of feature #1, "Export CSV".
+pub const BRANCH: &str = "featurebot/1-export-csv";
+
 /// A tool call the fake LLM answers with.
 pub fn call(name: &str, args: Value) -> Reply {
     Reply::ToolCalls(vec![(name.to_string(), args)])

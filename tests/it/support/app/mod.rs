@@ -121,6 +121,15 @@ impl TestApp {
             .with_github()
             .with_discord()
     }
+
+    /// The `featurebot` binary as an operator runs it: a repository with a remote, the config
+    /// file, and one LLM retry (as the tests' config files have always had).
+    pub fn binary<'a>() -> Builder<'a> {
+        TestApp::builder()
+            .with_remote()
+            .config_file()
+            .with_config(|c| c.llm.max_retries = 1)
+    }
 }
 
 impl<'a> Builder<'a> {
