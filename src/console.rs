@@ -70,25 +70,7 @@ pub async fn run(
     let mut ui = Ui::default();
 
     let feature = match resume {
-        Some(id) => {
-            let feature = app
-                .feature(id)
-                .context("looking up the feature to resume")?;
-            ui.say(&format!(
-                "resuming feature #{id}: {} ({})",
-                feature.title, feature.status
-            ));
-            for turn in app.transcript(id)? {
-                let text = crate::conversation::read_reply(&turn.text).visible;
-                ui.say(&format!("[{}] {}", turn.author, text));
-            }
-            ui.feature = Some(id);
-            drive(&app, &mut outputs, &mut ui, Input::Resume { feature: id }).await;
-            if matches!(feature.status, Status::Planned) {
-                ui.say("this feature already has a plan; send a message to change it, or /quit");
-            }
-            id
-        }
+        Some(id) => resume_feature(&app, &mut outputs, &mut ui, id).await?,
         None => {
             let title = match title {
                 Some(title) => title,
@@ -149,27 +131,7 @@ pub async fn run(
                 force: true,
             },
             Command::Approve => {
-                let version = app.feature(feature)?.plan_version;
-                drive(
-                    &app,
-                    &mut outputs,
-                    &mut ui,
-                    Input::Approve { feature, version },
-                )
-                .await;
-                if ui.run_started {
-                    // The run goes on in the background: show it until it ends.
-                    while let Some(output) = outputs.recv().await {
-                        let ended = matches!(
-                            output.kind,
-                            OutputKind::RunEnded { .. } | OutputKind::Failed { .. }
-                        );
-                        ui.show(output);
-                        if ended {
-                            break;
-                        }
-                    }
-                }
+                approve(&app, &mut outputs, &mut ui, feature).await?;
                 continue;
             }
             Command::Say(text) => Input::Message {
@@ -181,6 +143,57 @@ pub async fn run(
         };
         drive(&app, &mut outputs, &mut ui, input).await;
     }
+}
+
+/// `--resume`: shows the feature and its conversation so far, then answers what is unanswered.
+async fn resume_feature(
+    app: &App,
+    outputs: &mut mpsc::UnboundedReceiver<Output>,
+    ui: &mut Ui,
+    id: FeatureId,
+) -> anyhow::Result<FeatureId> {
+    let feature = app
+        .feature(id)
+        .context("looking up the feature to resume")?;
+    ui.say(&format!(
+        "resuming feature #{id}: {} ({})",
+        feature.title, feature.status
+    ));
+    for turn in app.transcript(id)? {
+        let text = crate::conversation::read_reply(&turn.text).visible;
+        ui.say(&format!("[{}] {}", turn.author, text));
+    }
+    ui.feature = Some(id);
+    drive(app, outputs, ui, Input::Resume { feature: id }).await;
+    if matches!(feature.status, Status::Planned) {
+        ui.say("this feature already has a plan; send a message to change it, or /quit");
+    }
+    Ok(id)
+}
+
+/// `/approve`: approves the current plan and, when a run starts, shows it until it ends.
+async fn approve(
+    app: &App,
+    outputs: &mut mpsc::UnboundedReceiver<Output>,
+    ui: &mut Ui,
+    feature: FeatureId,
+) -> anyhow::Result<()> {
+    let version = app.feature(feature)?.plan_version;
+    drive(app, outputs, ui, Input::Approve { feature, version }).await;
+    if ui.run_started {
+        // The run goes on in the background: show it until it ends.
+        while let Some(output) = outputs.recv().await {
+            let ended = matches!(
+                output.kind,
+                OutputKind::RunEnded { .. } | OutputKind::Failed { .. }
+            );
+            ui.show(output);
+            if ended {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Handles one input, printing its outputs as they arrive.

@@ -148,39 +148,8 @@ async fn builtin(step: &StepRequest, t: &mut Tools<'_>) -> anyhow::Result<StepRe
                         stopped: None,
                     })
                 }
-                Ok(Call::RunChecks) => {
-                    let _ = t.events.send(Event::Phase {
-                        step: step.index,
-                        total: step.total,
-                        title: step.title.clone(),
-                        phase: Phase::Testing,
-                        usage,
-                    });
-                    let outcome =
-                        run_checks(t.agent, &step.worktree, t.cancel, t.redactor, t.scratch)
-                            .await?;
-                    let _ = t.events.send(Event::Phase {
-                        step: step.index,
-                        total: step.total,
-                        title: step.title.clone(),
-                        phase: Phase::Editing,
-                        usage,
-                    });
-                    Ok(outcome.for_model())
-                }
-                Ok(Call::AskHuman { question }) => {
-                    let _ = t.events.send(Event::Question {
-                        text: t.redactor.redact(&question),
-                    });
-                    let answer = tokio::select! {
-                        a = tokio::time::timeout(ANSWER_TIMEOUT, next_answer(t.answers)) => a.ok().flatten(),
-                        () = t.cancel.cancelled() => anyhow::bail!("cancelled"),
-                    };
-                    Ok(answer.unwrap_or_else(|| {
-                        "No answer came. Make the most reasonable assumption, state it in your summary, and go on."
-                            .to_string()
-                    }))
-                }
+                Ok(Call::RunChecks) => Ok(checks_for_model(step, t, usage).await?),
+                Ok(Call::AskHuman { question }) => Ok(ask_human(&question, t).await?),
                 Ok(file_call) => {
                     let file_call = redact_writes(file_call, t.redactor);
                     let root = step.worktree.clone();
@@ -222,6 +191,42 @@ async fn builtin(step: &StepRequest, t: &mut Tools<'_>) -> anyhow::Result<StepRe
             t.agent.max_tool_calls_per_step
         )),
     })
+}
+
+/// The `run_checks` tool: the formatters and tests, run for the model in the middle of a step,
+/// their outcome as the tool's answer.
+async fn checks_for_model(
+    step: &StepRequest,
+    t: &mut Tools<'_>,
+    usage: Usage,
+) -> anyhow::Result<String> {
+    let phase = |phase| Event::Phase {
+        step: step.index,
+        total: step.total,
+        title: step.title.clone(),
+        phase,
+        usage,
+    };
+    let _ = t.events.send(phase(Phase::Testing));
+    let outcome = run_checks(t.agent, &step.worktree, t.cancel, t.redactor, t.scratch).await?;
+    let _ = t.events.send(phase(Phase::Editing));
+    Ok(outcome.for_model())
+}
+
+/// The `ask_human` tool: the question goes to the thread, and the next answer (or, after a
+/// while, an instruction to assume) comes back.
+async fn ask_human(question: &str, t: &mut Tools<'_>) -> anyhow::Result<String> {
+    let _ = t.events.send(Event::Question {
+        text: t.redactor.redact(question),
+    });
+    let answer = tokio::select! {
+        a = tokio::time::timeout(ANSWER_TIMEOUT, next_answer(t.answers)) => a.ok().flatten(),
+        () = t.cancel.cancelled() => anyhow::bail!("cancelled"),
+    };
+    Ok(answer.unwrap_or_else(|| {
+        "No answer came. Make the most reasonable assumption, state it in your summary, and go on."
+            .to_string()
+    }))
 }
 
 /// `call` with the secrets masked in what it would write, so that no secret the model repeats

@@ -193,9 +193,7 @@ impl App {
             Input::CancelRun { .. } => Intent::CancelRun,
             Input::ResumeRun { .. } => Intent::ResumeRun { run: last_number },
             Input::AbortRun { .. } => Intent::AbortRun { run: last_number },
-            Input::StepDecision { .. } => Intent::DecideStep {
-                step: last_run.as_ref().map_or(0, |r| r.next_step as u32 + 1),
-            },
+            Input::StepDecision { step, .. } => Intent::DecideStep { step },
             Input::FollowUp { .. } => Intent::FollowUp,
             Input::CreateIssue { .. } => Intent::CreateIssue,
             // The conversation, the plan (with its `force`) and the dashboard's settings have
@@ -253,7 +251,9 @@ impl App {
             Input::ResumeRun { feature } => self.resume_run(feature).await,
             Input::AbortRun { feature } => self.abort_run(feature).await,
             Input::CreateIssue { feature } => self.create_issue(feature).await,
-            Input::StepDecision { feature, decision } => {
+            Input::StepDecision {
+                feature, decision, ..
+            } => {
                 if !self.runs.decide(feature, decision) {
                     self.refuse(
                         feature,

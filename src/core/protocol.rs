@@ -51,9 +51,12 @@ pub enum Input {
     CreateIssue { feature: FeatureId },
     /// The next admin message about this feature's open pull request starts a follow-up run.
     FollowUp { feature: FeatureId },
-    /// A decision on a step awaiting approval (`agent.approval = "step"`).
+    /// A decision on step `step` (1-based) of the feature's run, awaiting approval
+    /// (`agent.approval = "step"`). The core acts on it only while that step is the one
+    /// waiting, so a click under an earlier step's message does nothing.
     StepDecision {
         feature: FeatureId,
+        step: u32,
         decision: StepDecision,
     },
     /// Ask GitHub whether open pull requests were merged or closed.

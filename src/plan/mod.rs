@@ -5,6 +5,7 @@
 //! where the slug is ASCII `[a-z0-9-]`, so it can never leave the tasks folder.
 
 pub mod file;
+pub mod pr;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -259,6 +259,7 @@ fn announce(button: Button, who: &str) -> (String, Input) {
                 text,
                 Input::StepDecision {
                     feature: button.feature,
+                    step: button.version,
                     decision,
                 },
             )
