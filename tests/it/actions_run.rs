@@ -395,20 +395,21 @@ async fn a_run_no_runner_picks_up_is_cancelled_and_reported_after_the_start_time
 
 #[tokio::test]
 async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
-    use crate::support::bot::{contents, planned as planned_in_discord, Bot, ADMIN};
-    let bot = Bot::start_configured(on_actions).await;
-    bot.github.add_workflow(
+    use crate::support::app::ADMIN;
+    use crate::support::fake_discord::contents;
+    let bot = TestApp::bot().with_config(on_actions).build().await;
+    bot.github().add_workflow(
         WORKFLOW,
         FakeWorkflow::new("featurebot {correlation_id}")
             .autopilot(&[("queued", None), ("in_progress", None)])
             .with_jobs(vec![running_job("")]),
     );
-    let plan = planned_in_discord(&bot).await;
+    let plan = bot.planned_in_discord().await;
     // A double click.
-    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
-    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     let card_says = |text: &'static str| {
-        move |b: &Bot| {
+        move |b: &TestApp| {
             contents(&b.bot_messages())
                 .iter()
                 .any(|c| c.starts_with("**Agent run**") && c.contains(text))
@@ -422,16 +423,16 @@ async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
 
     // The runner pushes step 1, then finishes with the pull request.
     let path = git_plan_path(&bot);
-    bot.github.put_file(BRANCH, &path, &ticked(1));
+    bot.github().put_file(BRANCH, &path, &ticked(1));
     bot.wait_for(
         "step 1 ticked on the card",
         card_says("✅ 1. Add GET /export.csv"),
     )
     .await;
-    bot.github.put_file(BRANCH, &path, &ticked(2));
-    let number = bot.github.open_pull(BRANCH, "main", "Export CSV");
-    let run_id = bot.github.dispatches()[0].run_id;
-    bot.github
+    bot.github().put_file(BRANCH, &path, &ticked(2));
+    let number = bot.github().open_pull(BRANCH, "main", "Export CSV");
+    let run_id = bot.github().dispatches()[0].run_id;
+    bot.github()
         .set_run_status(run_id, "completed", Some("success"));
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
@@ -444,11 +445,15 @@ async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
         card_says("finished · [the Actions run](http"),
     )
     .await;
-    assert_eq!(bot.github.dispatches().len(), 1, "one click, one dispatch");
+    assert_eq!(
+        bot.github().dispatches().len(),
+        1,
+        "one click, one dispatch"
+    );
 }
 
 /// The plan file's path, from the commit that added it on the base branch.
-fn git_plan_path(bot: &crate::support::bot::Bot) -> String {
+fn git_plan_path(bot: &TestApp) -> String {
     crate::support::git::git(
         &bot.repo.path,
         &[

@@ -6,33 +6,20 @@
 //! where it makes sense the faulty feature's next message or button works too. FAULTS.md lists
 //! the cases, one row per test.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use featurebot::config::{AgentConfig, Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
+use featurebot::config::{Config, Secret};
 use featurebot::core::protocol::{Input, OutputKind};
-use featurebot::core::App;
 use featurebot::model::{FeatureId, RunState, Speaker, Status};
-use featurebot::startup::{self, Services};
 use featurebot::store::{Store, StoreError};
-use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
+use serde_json::json;
 
-use crate::support::app::TestApp;
-use crate::support::bot::{custom_ids, id_of};
-use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
-use crate::support::fake_github::{FakeGithub, TOKEN};
-use crate::support::fake_llm::{Api, FakeLlm, Reply};
-use crate::support::git::{git, git_daemon, repo_config, repo_with_remote, TestRepo};
+use crate::support::app::{TestApp, ADMIN};
+use crate::support::fake_github::TOKEN;
+use crate::support::fake_llm::Reply;
+use crate::support::git::{git, git_daemon};
 use crate::support::outputs::{failure, reply};
-use crate::support::scripts::GOOD_PLAN;
-use crate::support::scripts::{call, BRANCH};
-use crate::support::wait::eventually;
-
-/// Polls `condition` until it holds, for at most 20 seconds.
-async fn wait_for(what: &str, condition: impl Fn() -> bool) {
-    eventually(what, Duration::from_secs(20), condition).await;
-}
+use crate::support::scripts::{call, BRANCH, GOOD_PLAN};
 
 // ---------------------------------------------------------------------------------------------
 // kill -9 of the built binary
@@ -51,7 +38,7 @@ async fn kill_9_before_the_first_answer_loses_nothing_and_resume_answers_once() 
         then: Box::new(Reply::Text("too late".to_string())),
     });
     let (child, _stdin) = b.spawn(&["console", "--title", "Export CSV"], "").await;
-    wait_for("the opening request at the LLM", || {
+    b.wait_for("the opening request at the LLM", |b| {
         !b.llm.requests().is_empty()
     })
     .await;
@@ -105,7 +92,7 @@ async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_writte
     let (child, _stdin) = b
         .spawn(&["console", "--title", "Export CSV"], "CSV\n/plan\n")
         .await;
-    wait_for("the plan request at the LLM", || {
+    b.wait_for("the plan request at the LLM", |b| {
         b.llm.requests().len() >= 3
     })
     .await;
@@ -182,7 +169,8 @@ async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports
     });
     let plan_file = b.repo.path.join(&plan);
     let (child, _stdin) = b.spawn(&["agent", plan_file.to_str().unwrap()], "").await;
-    wait_for("step 2 at the LLM", || b.llm.requests().len() >= 6).await;
+    b.wait_for("step 2 at the LLM", |b| b.llm.requests().len() >= 6)
+        .await;
     kill_9(child).await;
 
     let (status, runs) = b.read_store(|s| {
@@ -907,139 +895,14 @@ async fn a_store_path_that_is_a_file_is_refused_with_the_fix() {
 // ---------------------------------------------------------------------------------------------
 // In a Discord thread
 
-const ADMIN: u64 = 5001;
-
-/// The real Discord front end against the fakes (a private copy of the harness in discord.rs).
-struct Bot {
-    discord: FakeDiscord,
-    github: FakeGithub,
-    llm: FakeLlm,
-    repo: TestRepo,
-    app: Arc<App>,
-    _dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl Bot {
-    async fn start(change: impl FnOnce(&mut Config)) -> Bot {
-        let discord = FakeDiscord::start().await;
-        discord.add_member(ADMIN, "ada", &[ADMIN_ROLE]);
-        let llm = FakeLlm::start(Api::OpenAi).await;
-        let repo = repo_with_remote("main");
-        let github = FakeGithub::start("acme", "shop").await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            llm: llm.llm_config(),
-            repo: repo_config(&repo),
-            store: StoreConfig {
-                path: dir.path().join("store"),
-            },
-            prompts: PromptsConfig { dir: None },
-            discord: Some(DiscordConfig {
-                guild_id: GUILD_ID,
-                feature_channels: vec![CHANNEL_ID],
-                admin_roles: vec![ADMIN_ROLE],
-                admin_users: vec![],
-                api_base: Some(url::Url::parse(&discord.api_base()).unwrap()),
-                stream_edit_interval: Duration::from_millis(200),
-                token: Some(Secret::new(discord.token())),
-            }),
-            github: Some(github.config()),
-            targets: Vec::new(),
-            agent: AgentConfig::with_defaults(&dir.path().join("store")),
-        };
-        change(&mut config);
-        let config = Arc::new(config);
-        let store = crate::support::reopen_store(&config.store.path);
-        let services = Services::with_store(&config, store).unwrap();
-        let (app, outputs) = startup::app(config.clone(), services);
-        let app = Arc::new(app);
-        let shutdown = CancellationToken::new();
-        tokio::spawn(featurebot::discord::run(
-            config.clone(),
-            app.clone(),
-            outputs,
-            shutdown.clone(),
-        ));
-        discord.wait_ready().await;
-        let bot = Bot {
-            discord,
-            github,
-            llm,
-            repo,
-            app,
-            _dir: dir,
-            shutdown,
-        };
-        wait_for("the slash command", || !bot.discord.commands().is_empty()).await;
-        bot
-    }
-
-    /// `/feature title:<title>`, then the thread's id once its first answer is there.
-    async fn feature(&self, title: &str, first_answer: &str) -> u64 {
-        self.discord
-            .slash_command(
-                ADMIN,
-                CHANNEL_ID,
-                "feature",
-                json!([{"name": "title", "type": 3, "value": title}]),
-            )
-            .await;
-        wait_for("the thread", || self.thread(title).is_some()).await;
-        let thread = self.thread(title).unwrap();
-        self.wait_for_text(thread, first_answer).await;
-        thread
-    }
-
-    fn thread(&self, name: &str) -> Option<u64> {
-        self.discord
-            .threads()
-            .iter()
-            .find(|t| t["name"] == name)
-            .map(|t| id_of(&t["id"]))
-    }
-
-    fn bot_messages(&self, thread: u64) -> Vec<Value> {
-        self.discord
-            .messages(thread)
-            .into_iter()
-            .filter(|m| m["author"]["bot"] == true)
-            .collect()
-    }
-
-    fn texts(&self, thread: u64) -> Vec<String> {
-        self.bot_messages(thread)
-            .iter()
-            .map(|m| m["content"].as_str().unwrap_or("").to_string())
-            .collect()
-    }
-
-    async fn wait_for_text(&self, thread: u64, part: &str) {
-        wait_for(&format!("{part:?} in the thread"), || {
-            self.texts(thread).iter().any(|t| t.contains(part))
-        })
-        .await;
-    }
-
-    fn message_with_button(&self, thread: u64, prefix: &str) -> Option<(u64, String)> {
-        self.bot_messages(thread).iter().rev().find_map(|m| {
-            let id = custom_ids(m).into_iter().find(|c| c.starts_with(prefix))?;
-            Some((id_of(&m["id"]), id))
-        })
-    }
-}
-
 #[tokio::test]
 async fn a_429_storm_in_a_thread_is_reported_there_and_other_threads_go_on() {
-    let bot = Bot::start(|c| c.llm.max_retries = 2).await;
+    let bot = TestApp::bot()
+        .with_config(|c| c.llm.max_retries = 2)
+        .build()
+        .await;
     bot.llm.push(Reply::Text("Which format?".to_string()));
-    let export = bot.feature("Export CSV", "Which format?").await;
+    let export = bot.started_thread("Export CSV", "Which format?").await;
     for _ in 0..3 {
         bot.llm.push(Reply::Status {
             status: 429,
@@ -1047,12 +910,12 @@ async fn a_429_storm_in_a_thread_is_reported_there_and_other_threads_go_on() {
             body: r#"{"error":{"message":"Rate limit reached"}}"#.to_string(),
         });
     }
-    bot.discord
+    bot.discord()
         .user_message(ADMIN, export, "CSV, from the dashboard")
         .await;
     bot.wait_for_text(export, "❌").await;
     let error = bot
-        .texts(export)
+        .texts_in(export)
         .into_iter()
         .find(|t| t.starts_with("❌"))
         .unwrap();
@@ -1065,15 +928,15 @@ async fn a_429_storm_in_a_thread_is_reported_there_and_other_threads_go_on() {
 
     bot.llm
         .push(Reply::Text("Which theme, dark or light?".to_string()));
-    bot.feature("Dark mode", "Which theme, dark or light?")
+    bot.started_thread("Dark mode", "Which theme, dark or light?")
         .await;
 
     bot.llm
         .push(Reply::Text("Got it: CSV from the dashboard.".to_string()));
-    bot.discord.user_message(ADMIN, export, "yes, CSV").await;
+    bot.discord().user_message(ADMIN, export, "yes, CSV").await;
     bot.wait_for_text(export, "Got it: CSV from the dashboard.")
         .await;
-    let transcript = bot.app.store().transcript(FeatureId(1)).unwrap();
+    let transcript = bot.store().transcript(FeatureId(1)).unwrap();
     let kept = transcript
         .iter()
         .filter(|t| t.text == "CSV, from the dashboard")
@@ -1085,26 +948,28 @@ async fn a_429_storm_in_a_thread_is_reported_there_and_other_threads_go_on() {
 #[tokio::test]
 async fn a_wrong_github_token_ends_the_run_in_the_thread_naming_github_token() {
     let wrong = "ghp_wrongwrongwrongwrongwrong1234";
-    let bot = Bot::start(|c| {
-        if let Some(g) = c.github.as_mut() {
-            g.token = Some(Secret::new(wrong));
-        }
-    })
-    .await;
+    let bot = TestApp::bot()
+        .with_config(|c| {
+            if let Some(g) = c.github.as_mut() {
+                g.token = Some(Secret::new(wrong));
+            }
+        })
+        .build()
+        .await;
     bot.llm.push(Reply::Text("Which format?".to_string()));
-    let thread = bot.feature("Export CSV", "Which format?").await;
+    let thread = bot.started_thread("Export CSV", "Which format?").await;
     bot.llm
         .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    bot.discord.user_message(ADMIN, thread, "CSV").await;
-    wait_for("Generate plan", || {
-        bot.message_with_button(thread, "fb:plan:").is_some()
+    bot.discord().user_message(ADMIN, thread, "CSV").await;
+    bot.wait_for("Generate plan", |bot| {
+        bot.button_in(thread, "fb:plan:").is_some()
     })
     .await;
     bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
-    let (message, id) = bot.message_with_button(thread, "fb:plan:").unwrap();
-    bot.discord.click(ADMIN, message, &id).await;
-    wait_for("the plan", || {
-        bot.message_with_button(thread, "fb:approve:").is_some()
+    let (message, id) = bot.button_in(thread, "fb:plan:").unwrap();
+    bot.discord().click(ADMIN, message, &id).await;
+    bot.wait_for("the plan", |bot| {
+        bot.button_in(thread, "fb:approve:").is_some()
     })
     .await;
     bot.llm.push(call(
@@ -1115,12 +980,12 @@ async fn a_wrong_github_token_ends_the_run_in_the_thread_naming_github_token() {
         .push(call("finish_step", json!({"summary": "endpoint added"})));
     bot.llm
         .push(call("finish_step", json!({"summary": "button added"})));
-    let (plan, approve) = bot.message_with_button(thread, "fb:approve:").unwrap();
-    bot.discord.click(ADMIN, plan, &approve).await;
+    let (plan, approve) = bot.button_in(thread, "fb:approve:").unwrap();
+    bot.discord().click(ADMIN, plan, &approve).await;
     bot.wait_for_text(thread, "❌ The agent run failed").await;
 
     let message = bot
-        .bot_messages(thread)
+        .bot_messages_in(thread)
         .into_iter()
         .find(|m| {
             m["content"]
@@ -1136,9 +1001,9 @@ async fn a_wrong_github_token_ends_the_run_in_the_thread_naming_github_token() {
         ),
         "{text}"
     );
-    let everything = serde_json::to_string(&bot.discord.messages(thread)).unwrap();
+    let everything = serde_json::to_string(&bot.discord().messages(thread)).unwrap();
     assert!(!everything.contains(wrong), "the token reached Discord");
-    assert!(bot.github.pulls().is_empty());
+    assert!(bot.github().pulls().is_empty());
     let remote = bot.repo.remote.clone().unwrap();
     assert_eq!(
         git(&remote, &["show", &format!("{BRANCH}:export.txt")]),
@@ -1146,12 +1011,12 @@ async fn a_wrong_github_token_ends_the_run_in_the_thread_naming_github_token() {
         "the branch is pushed"
     );
     assert_eq!(
-        bot.app.store().feature(FeatureId(1)).unwrap().status,
+        bot.store().feature(FeatureId(1)).unwrap().status,
         Status::Failed
     );
 
     bot.llm
         .push(Reply::Text("Which theme, dark or light?".to_string()));
-    bot.feature("Dark mode", "Which theme, dark or light?")
+    bot.started_thread("Dark mode", "Which theme, dark or light?")
         .await;
 }

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::bot::{id_of, Bot, ADMIN};
+use crate::support::app::{TestApp, ADMIN};
+use crate::support::fake_discord::id_of;
 use crate::support::fake_discord::{FakeDiscord, RateLimits, CHANNEL_ID};
 use crate::support::fake_llm::Reply;
 use crate::support::wait::eventually;
@@ -99,7 +100,7 @@ async fn the_fake_answers_429_like_discord_when_hammered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_replies_streamed_at_once_stay_within_discords_limits() {
     const STREAMS: usize = 20;
-    let bot = Bot::start().await;
+    let bot = TestApp::bot().build().await;
     bot.llm.set_default(Reply::Text(
         "Which format should the export use?".to_string(),
     ));
@@ -107,10 +108,10 @@ async fn twenty_replies_streamed_at_once_stay_within_discords_limits() {
         bot.feature(ADMIN, &format!("Stream {i}")).await;
     }
     bot.wait_for("every thread's first question", |b| {
-        let threads = b.discord.threads();
+        let threads = b.discord().threads();
         threads.len() == STREAMS
             && threads.iter().all(|t| {
-                b.discord
+                b.discord()
                     .messages(id_of(&t["id"]))
                     .iter()
                     .any(|m| m["content"].as_str().unwrap_or("").contains("Which format"))
@@ -118,7 +119,7 @@ async fn twenty_replies_streamed_at_once_stay_within_discords_limits() {
     })
     .await;
     let threads: Vec<u64> = bot
-        .discord
+        .discord()
         .threads()
         .iter()
         .map(|t| id_of(&t["id"]))
@@ -126,13 +127,13 @@ async fn twenty_replies_streamed_at_once_stay_within_discords_limits() {
 
     // ~4,000 characters over ~2 s per stream: three messages, a few dozen deltas each.
     let text = answer(160);
-    bot.discord.limit_rates(RateLimits::DISCORD);
+    bot.discord().limit_rates(RateLimits::DISCORD);
     for _ in 0..STREAMS {
         bot.llm
             .push(Reply::paced(&text, 40, Duration::from_millis(50)));
     }
     for thread in &threads {
-        bot.discord
+        bot.discord()
             .user_message(ADMIN, *thread, "please write it all out")
             .await;
     }
@@ -143,41 +144,41 @@ async fn twenty_replies_streamed_at_once_stay_within_discords_limits() {
     })
     .await;
     let edits = bot
-        .discord
+        .discord()
         .requests()
         .iter()
         .filter(|r| r.method == "PATCH" && r.path.contains("/messages/"))
         .count();
     assert!(edits > 0, "nothing was streamed");
-    assert_eq!(bot.discord.rate_limited(), 0, "{:#?}", limited(&bot));
+    assert_eq!(bot.discord().rate_limited(), 0, "{:#?}", limited(&bot));
 }
 
 #[tokio::test]
 async fn a_reply_that_meets_a_429_is_retried_and_nothing_is_lost() {
-    let bot = Bot::start().await;
+    let bot = TestApp::bot().build().await;
     bot.llm.push(Reply::Text(
         "Which format should the export use?".to_string(),
     ));
     let thread = bot.started("Retries").await;
     // Stricter than the bot's model of Discord: one message create and one edit per second per
     // channel, so posting a long answer at once runs into 429s.
-    bot.discord.limit_rates(RateLimits {
+    bot.discord().limit_rates(RateLimits {
         messages: 1,
         message_window: Duration::from_secs(1),
         ..RateLimits::DISCORD
     });
     let text = answer(260);
     bot.llm.push(Reply::Text(text.clone()));
-    bot.discord
+    bot.discord()
         .user_message(ADMIN, thread, "please write it all out")
         .await;
     eventually("the whole answer", HUNG, || {
         answer_lines(&bot, thread) == expected_lines(&text)
     })
     .await;
-    assert!(bot.discord.rate_limited() > 0, "the fake never said 429");
+    assert!(bot.discord().rate_limited() > 0, "the fake never said 429");
     let posts = bot
-        .discord
+        .discord()
         .requests()
         .iter()
         .filter(|r| r.method == "POST" && r.path.ends_with(&format!("{thread}/messages")))
@@ -198,8 +199,8 @@ fn expected_lines(text: &str) -> Vec<String> {
 }
 
 /// The lines of the bot's messages after the person's last message in `thread`, in order.
-fn answer_lines(bot: &Bot, thread: u64) -> Vec<String> {
-    let messages = bot.discord.messages(thread);
+fn answer_lines(bot: &TestApp, thread: u64) -> Vec<String> {
+    let messages = bot.discord().messages(thread);
     let asked = messages
         .iter()
         .rposition(|m| m["author"]["bot"] != true)
@@ -216,8 +217,8 @@ fn answer_lines(bot: &Bot, thread: u64) -> Vec<String> {
 }
 
 /// The requests the fake refused with 429.
-fn limited(bot: &Bot) -> Vec<String> {
-    bot.discord
+fn limited(bot: &TestApp) -> Vec<String> {
+    bot.discord()
         .requests()
         .iter()
         .filter(|r| r.status == 429)

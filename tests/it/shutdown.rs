@@ -10,10 +10,11 @@ use featurebot::store::Store;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use crate::support::bot::{custom_ids, id_of};
+use crate::support::fake_discord::id_of;
 use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
 use crate::support::fake_llm::{Api, FakeLlm, Reply};
 use crate::support::git::repo_with_remote;
+use crate::support::ids::custom_ids;
 use crate::support::scripts::GOOD_PLAN;
 use crate::support::wait::eventually;
 

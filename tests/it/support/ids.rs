@@ -87,10 +87,10 @@ impl Pick for String {
     }
 }
 
-/// Exactly this custom id.
+/// Any custom id starting with this.
 impl Pick for &str {
     fn picks(&self, custom_id: &str) -> bool {
-        custom_id == *self
+        custom_id.starts_with(*self)
     }
 }
 

@@ -3,7 +3,6 @@
 
 #[allow(dead_code)] // Until every harness has moved to it.
 pub mod app;
-pub mod bot;
 pub mod fake_discord;
 pub mod fake_github;
 pub mod fake_llm;
