@@ -168,7 +168,7 @@ impl RunQueue {
             // From `queued` (cancelled early) the feature goes straight to its end state.
             let _ = store.set_status(feature, status).await;
             // The plan file records the outcome and the pull request.
-            if let Err(err) = crate::plan::file::refresh(
+            match crate::plan::file::refresh(
                 runner
                     .repos
                     .of(store.feature(feature).ok().and_then(|f| f.repo).as_deref()),
@@ -178,7 +178,13 @@ impl RunQueue {
             )
             .await
             {
-                tracing::warn!(feature = feature.0, error = %format!("{err:#}"), "updating the plan file failed");
+                Ok(None) => {}
+                Ok(Some(err)) => {
+                    tracing::warn!(feature = feature.0, error = %err, "pushing the plan file failed")
+                }
+                Err(err) => {
+                    tracing::warn!(feature = feature.0, error = %format!("{err:#}"), "updating the plan file failed")
+                }
             }
             match result {
                 Ok(run) => {
