@@ -7,6 +7,7 @@
 //! module may use which (a test holds them).
 
 pub mod config;
+pub mod lock;
 pub mod model;
 pub mod redact;
 pub mod store;

@@ -22,6 +22,7 @@ use sled::Transactional;
 use time::OffsetDateTime;
 
 use crate::llm::Usage;
+use crate::lock::LockExt;
 use crate::model::{
     Author, Feature, FeatureId, Place, PlanVersion, Priority, Run, Speaker, Status, Turn,
 };
@@ -525,7 +526,7 @@ impl Store {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         // A poisoned lock guards no data of its own, so it is safe to keep using it.
-        self.write.lock().unwrap_or_else(|p| p.into_inner())
+        self.write.locked()
     }
 
     /// Writes everything to disk. Runs on tokio's blocking pool rather than through sled's

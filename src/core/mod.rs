@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::conversation::{self, MarkerFilter};
 use crate::github::{Clients, GitHub, GithubError, IssueSpec, PrState};
 use crate::llm::{self, LlmError, Message, Request};
+use crate::lock::LockExt;
 use crate::model::{Author, Feature, FeatureId, Place, PlanVersion, Speaker, Status};
 use crate::plan::file as plan_file;
 use crate::plan::{self, Slug, Title};
@@ -303,11 +304,11 @@ impl App {
     }
 
     fn lock_follow_ups(&self) -> std::sync::MutexGuard<'_, HashSet<FeatureId>> {
-        self.follow_ups.lock().unwrap_or_else(|p| p.into_inner())
+        self.follow_ups.locked()
     }
 
     fn lock_for(&self, id: FeatureId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.features.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.features.locked();
         map.entry(id).or_default().clone()
     }
 

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::agent::Event;
 use crate::core::protocol::{Output, OutputKind};
+use crate::lock::LockExt;
 use crate::model::{FeatureId, Place};
 use crate::redact::Redactor;
 use crate::store::Store;
@@ -72,7 +73,7 @@ impl Outbox {
     }
 
     fn place(&self, feature: FeatureId) -> Option<Place> {
-        let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+        let mut places = self.places.locked();
         if let Some(place) = places.get(&feature) {
             return Some(place.clone());
         }

@@ -69,11 +69,13 @@ impl App {
         };
         let contents = plan::render_file(&feature, &meta, &markdown);
         let message = plan::commit_message(&feature, version);
-        let target = self.repos.of(feature.repo.as_deref());
-        let commit = target
-            .commit_file(&path, contents.into_bytes(), &message)
+        let published = self
+            .repos
+            .of(feature.repo.as_deref())
+            .publish(&path, contents.into_bytes(), &message)
             .await
             .context("committing the plan")?;
+        let commit = published.commit;
         let path_text = path.to_string_lossy().into_owned();
         tracing::info!(feature = id.0, version, path = %path_text, %commit, "plan committed");
         self.store
@@ -89,18 +91,14 @@ impl App {
             )
             .await
             .context("storing the plan")?;
-        if target.config().push_plans {
-            if let Err(err) = target.push_base().await {
-                tracing::warn!(feature = id.0, error = %err, "pushing the plan failed");
-                self.emit(
-                    id,
-                    OutputKind::Warning {
-                        message: format!(
-                            "the plan is committed locally but pushing it failed: {err}"
-                        ),
-                    },
-                );
-            }
+        if let Some(err) = published.push_error {
+            tracing::warn!(feature = id.0, error = %err, "pushing the plan failed");
+            self.emit(
+                id,
+                OutputKind::Warning {
+                    message: format!("the plan is committed locally but pushing it failed: {err}"),
+                },
+            );
         }
         self.show_new_plan(id, version, &path_text, commit, &markdown)
     }

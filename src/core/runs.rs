@@ -19,6 +19,7 @@ use crate::config::Executor;
 use crate::core::outbox::Outbox;
 use crate::core::protocol::OutputKind;
 use crate::core::App;
+use crate::lock::LockExt;
 use crate::model::{FeatureId, PlanVersion, Run, RunState, Status};
 use crate::store::Store;
 
@@ -76,8 +77,7 @@ impl RunQueue {
         for handle in self.lock().values() {
             handle.cancel.cancel();
         }
-        let tasks: Vec<_> =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.locked());
         for task in tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(20), task).await;
         }
@@ -154,10 +154,7 @@ impl RunQueue {
                     run_one(&runner, &store, &out, task, &stopping).await
                 }
             };
-            handles
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&feature);
+            handles.locked().remove(&feature);
             if stopping.load(Ordering::SeqCst) {
                 // A shutdown, not a decision: the executor saved the run as still `running`,
                 // so the next start offers to resume it (or follows it on GitHub again).
@@ -171,7 +168,7 @@ impl RunQueue {
             // From `queued` (cancelled early) the feature goes straight to its end state.
             let _ = store.set_status(feature, status).await;
             // The plan file records the outcome and the pull request.
-            if let Err(err) = crate::plan::file::refresh(
+            match crate::plan::file::refresh(
                 runner
                     .repos
                     .of(store.feature(feature).ok().and_then(|f| f.repo).as_deref()),
@@ -181,7 +178,13 @@ impl RunQueue {
             )
             .await
             {
-                tracing::warn!(feature = feature.0, error = %format!("{err:#}"), "updating the plan file failed");
+                Ok(None) => {}
+                Ok(Some(err)) => {
+                    tracing::warn!(feature = feature.0, error = %err, "pushing the plan file failed")
+                }
+                Err(err) => {
+                    tracing::warn!(feature = feature.0, error = %format!("{err:#}"), "updating the plan file failed")
+                }
             }
             match result {
                 Ok(run) => {
@@ -197,7 +200,7 @@ impl RunQueue {
                 }
             }
         });
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = self.tasks.locked();
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
         Ok(())
@@ -257,7 +260,7 @@ impl RunQueue {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FeatureId, Handle>> {
-        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+        self.handles.locked()
     }
 }
 

@@ -82,7 +82,7 @@ impl App {
                 }
             };
             self.store.set_status(feature.id, status).await?;
-            if let Err(err) = plan_file::refresh(
+            match plan_file::refresh(
                 self.repos.of(feature.repo.as_deref()),
                 &self.store,
                 feature.id,
@@ -90,7 +90,13 @@ impl App {
             )
             .await
             {
-                tracing::warn!(feature = feature.id.0, error = %format!("{err:#}"), "updating the plan file failed");
+                Ok(None) => {}
+                Ok(Some(err)) => {
+                    tracing::warn!(feature = feature.id.0, error = %err, "pushing the plan file failed")
+                }
+                Err(err) => {
+                    tracing::warn!(feature = feature.id.0, error = %format!("{err:#}"), "updating the plan file failed")
+                }
             }
             self.emit(feature.id, OutputKind::PullRequestChanged { status });
         }
@@ -110,25 +116,25 @@ impl App {
                 self.emit(id, OutputKind::Warning { message: format!("the change is saved, but the GitHub issue's labels could not be updated: {err}") });
             }
         }
-        {
-            if let Err(err) = plan_file::refresh(
-                self.repos.of(feature.repo.as_deref()),
-                &self.store,
-                id,
-                what,
-            )
-            .await
-            {
-                tracing::warn!(feature = id.0, error = %format!("{err:#}"), "updating the plan file failed");
-                self.emit(
-                    id,
-                    OutputKind::Warning {
-                        message: format!(
-                            "the change is saved, but the plan file could not be updated: {err:#}"
-                        ),
-                    },
-                );
-            }
+        let refreshed = plan_file::refresh(
+            self.repos.of(feature.repo.as_deref()),
+            &self.store,
+            id,
+            what,
+        )
+        .await;
+        let problem = match refreshed {
+            Ok(None) => None,
+            Ok(Some(err)) => Some(format!(
+                "the change is saved and committed, but pushing the plan file failed: {err}"
+            )),
+            Err(err) => Some(format!(
+                "the change is saved, but the plan file could not be updated: {err:#}"
+            )),
+        };
+        if let Some(message) = problem {
+            tracing::warn!(feature = id.0, %message, "updating the plan file failed");
+            self.emit(id, OutputKind::Warning { message });
         }
         let feature = self.store.feature(id)?;
         self.emit(id, OutputKind::FeatureUpdated { feature });

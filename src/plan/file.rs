@@ -12,15 +12,22 @@ use anyhow::Context;
 
 use crate::model::FeatureId;
 use crate::plan::{self, Meta};
-use crate::repo::Repo;
+use crate::repo::{Repo, RepoError};
 use crate::store::Store;
 
-/// Rewrites the latest plan version's file with the feature's current state and commits it.
-/// Does nothing for a feature without a plan. `what` says what changed, for the commit message.
-pub async fn refresh(repo: &Repo, store: &Store, id: FeatureId, what: &str) -> anyhow::Result<()> {
+/// Rewrites the latest plan version's file with the feature's current state, commits it and,
+/// with `push_plans`, pushes it. Does nothing for a feature without a plan. `what` says what
+/// changed, for the commit message. Returns the push's failure, when the commit landed but
+/// could not be pushed.
+pub async fn refresh(
+    repo: &Repo,
+    store: &Store,
+    id: FeatureId,
+    what: &str,
+) -> anyhow::Result<Option<RepoError>> {
     let feature = store.feature(id)?;
     let Some(latest) = store.plans(id)?.pop() else {
-        return Ok(());
+        return Ok(None);
     };
     let pr = store.runs(id)?.into_iter().rev().find_map(|r| r.pr_url);
     let meta = Meta {
@@ -34,10 +41,11 @@ pub async fn refresh(repo: &Repo, store: &Store, id: FeatureId, what: &str) -> a
         "plan: {} ({what})\n\nFeature-Id: {}\nPlan-Version: {}\n",
         feature.title, feature.id, latest.version
     );
-    repo.commit_file(Path::new(&latest.path), contents.into_bytes(), &message)
+    let published = repo
+        .publish(Path::new(&latest.path), contents.into_bytes(), &message)
         .await
         .context("updating the plan file's front matter")?;
-    Ok(())
+    Ok(published.push_error)
 }
 
 /// A plan file's front matter and body.

@@ -169,9 +169,26 @@ impl Repo {
             .await
     }
 
-    /// Pushes the base branch to the remote; see [`remote::push_base`].
-    pub async fn push_base(&self) -> Result<(), RepoError> {
-        self.locked(remote::push_base).await
+    /// Commits `contents` as `path` on the base branch and, with `push_plans`, pushes the base
+    /// branch, both under one hold of the lock, so no other commit lands in between. A failed
+    /// push does not undo the commit: it is returned beside it, for the caller to report.
+    pub async fn publish(
+        &self,
+        path: &Path,
+        contents: Vec<u8>,
+        message: &str,
+    ) -> Result<Published, RepoError> {
+        let path = path.to_path_buf();
+        let message = message.to_string();
+        self.locked(move |cfg| {
+            let commit = base::commit_file(cfg, &path, &contents, &message)?;
+            let push_error = match cfg.push_plans {
+                true => remote::push_base(cfg).err(),
+                false => None,
+            };
+            Ok(Published { commit, push_error })
+        })
+        .await
     }
 
     /// Pushes a run's branch to the remote; see [`remote::push_branch`].
@@ -242,6 +259,14 @@ impl Repo {
         let cfg = self.cfg.clone();
         blocking(move || f(&cfg)).await
     }
+}
+
+/// What [`Repo::publish`] did: the commit, and the push's failure when it was pushed and the
+/// push failed (the commit is then only in the clone, and goes out with the next push).
+#[derive(Debug)]
+pub struct Published {
+    pub commit: String,
+    pub push_error: Option<RepoError>,
 }
 
 /// The repositories of every target (`[repo]` and each `[[repos]]` entry), built once at

@@ -18,6 +18,7 @@ mod discord_text;
 mod fake_discord;
 mod github;
 mod llm;
+mod moving_world;
 mod plan;
 mod rate_limits;
 mod repo;

@@ -3,6 +3,7 @@
 //! in its queue, so a live message there waits behind the messages posted before it.
 
 use super::*;
+use crate::lock::LockExt;
 
 /// How many features the catch-up works on at once. Each fetches its thread's missed messages
 /// (a REST call per page, plus one per author for the roles) and waits until the core has
@@ -118,11 +119,7 @@ impl Bot {
         missed.sort_by_key(|m| m.id.get());
         let mut inputs = Vec::new();
         for msg in missed {
-            let known = roles_of
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&msg.author.id)
-                .cloned();
+            let known = roles_of.locked().get(&msg.author.id).cloned();
             let roles = match known {
                 Some(roles) => roles,
                 // Admin users need no lookup. A failed lookup is not cached as "no roles",
@@ -134,8 +131,7 @@ impl Bot {
                     match self.pacer.required(thread, Route::Other, lookup).await {
                         Ok(member) => {
                             roles_of
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
+                                .locked()
                                 .insert(msg.author.id, member.roles.clone());
                             member.roles
                         }

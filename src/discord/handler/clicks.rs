@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::core::rules::{self, Intent};
+use crate::lock::LockExt;
 
 impl Bot {
     /// The priority menu on a feature card.
@@ -126,11 +127,7 @@ impl Bot {
             return;
         }
         let key = (button.feature, button.action);
-        let fresh = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key);
+        let fresh = self.in_flight.locked().insert(key);
         if !fresh {
             let message = match button.action {
                 Action::GeneratePlan => "the plan is already being written; it will appear here",
@@ -148,10 +145,7 @@ impl Bot {
         );
         if let Err(err) = click.create_response(&ctx.http, response).await {
             tracing::warn!(error = %err, interaction = click.id.get(), "answering a click failed; not acting on it");
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
+            self.in_flight.locked().remove(&key);
             return;
         }
         tracing::info!(feature = button.feature.0, action = ?button.action, user = click.user.id.get(), "button");

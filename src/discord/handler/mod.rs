@@ -41,6 +41,7 @@ use crate::core::protocol::Input;
 use crate::core::queries;
 use crate::core::runs::StepDecision;
 use crate::core::App;
+use crate::lock::LockExt;
 use crate::model::{Author, Feature, FeatureId, Place, Speaker, Status};
 use crate::plan::Title;
 use queue::{Job, QueueState, Queues};
@@ -170,8 +171,7 @@ impl Bot {
     async fn notice_non_admin(&self, ctx: &Context, msg: &Message) {
         let first = self
             .noticed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .insert((msg.channel_id.get(), msg.author.id.get()));
         if !first {
             return;

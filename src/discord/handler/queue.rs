@@ -2,6 +2,7 @@
 //! order Discord delivered them; a queue task exists only while its feature has jobs.
 
 use super::*;
+use crate::lock::LockExt;
 
 /// The features' input queues. A feature has an entry while a task is working through its
 /// jobs; that task removes the entry when it finds it empty, so an idle feature holds neither a
@@ -41,7 +42,7 @@ pub(super) struct Gate {
 
 impl Queues {
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     pub(super) fn push(self: &Arc<Self>, feature: FeatureId, job: Job) {
@@ -101,10 +102,7 @@ impl Queues {
                 Some(Job::Input { input, done }) => {
                     self.handle(input).await;
                     if let Some(key) = done {
-                        self.in_flight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&key);
+                        self.in_flight.locked().remove(&key);
                     }
                 }
                 Some(Job::CatchUp { inputs, handled }) => {

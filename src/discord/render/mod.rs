@@ -33,6 +33,7 @@ use crate::agent::Event;
 use crate::config::DiscordConfig;
 use crate::core::protocol::{Output, OutputKind};
 use crate::github::{Clients, GitHub};
+use crate::lock::LockExt;
 use crate::model::{Feature, FeatureId, Place, RunState};
 use crate::plan::Slug;
 use crate::redact::Redactor;
@@ -122,7 +123,7 @@ pub struct Inboxes {
 
 impl Inboxes {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FeatureId, Inbox>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.locked()
     }
 
     /// Returns once the feature has nothing on its way to Discord.
