@@ -5,20 +5,19 @@
 use featurebot::core::protocol::{Input, OutputKind};
 use featurebot::model::{FeatureId, Priority};
 
+use crate::support::app::TestApp;
 use crate::support::fake_llm::Reply;
-use crate::support::git::{git, repo_config, repo_with_remote};
-use crate::support::harness::{Harness, GOOD_PLAN};
+use crate::support::git::git;
+use crate::support::scripts::GOOD_PLAN;
 
-/// A harness whose repository has a bare remote and `push_plans = true`, with feature #1's
+/// The core on a repository with a bare remote and `push_plans = true`, with feature #1's
 /// plan committed and pushed.
-async fn pushed_plan() -> (Harness, FeatureId) {
-    let mut h = Harness::start().await;
-    h.repo = repo_with_remote("main");
-    let repo_cfg = repo_config(&h.repo);
-    let mut h = h.reconfigure(|c| {
-        c.repo = repo_cfg;
-        c.repo.push_plans = true;
-    });
+async fn pushed_plan() -> (TestApp, FeatureId) {
+    let mut h = TestApp::builder()
+        .with_remote()
+        .with_config(|c| c.repo.push_plans = true)
+        .build()
+        .await;
     h.llm.push(Reply::Text("Which format?".to_string()));
     h.llm
         .push(Reply::Text("CONFIRMED\n- export as CSV".to_string()));

@@ -1,17 +1,15 @@
 //! Fake servers, temporary repositories, the one test builder (`app`), named LLM scripts,
 //! button ids and the one wait helper for the integration tests.
 
-#[allow(dead_code)] // Until every harness has moved to it.
 pub mod app;
 pub mod fake_discord;
 pub mod fake_github;
 pub mod fake_llm;
 pub mod git;
 pub mod http;
-#[allow(dead_code)] // Until every harness has moved to it.
+#[allow(dead_code)] // Until the tests' literal custom ids move to it.
 pub mod ids;
 pub mod outputs;
-#[allow(dead_code)] // Until every harness has moved to it.
 pub mod scripts;
 pub mod wait;
 

@@ -326,11 +326,14 @@ impl TestApp {
 
     /// The store featurebot runs on.
     pub fn store(&self) -> &Store {
-        &self
-            .services
+        &self.services().store
+    }
+
+    /// The services featurebot runs on, for tests that drive a part of it (the agent) directly.
+    pub fn services(&self) -> &Services {
+        self.services
             .as_ref()
-            .expect("featurebot is not running in this process; use read_store")
-            .store
+            .expect("featurebot is not running in this process")
     }
 
     /// The running core.
