@@ -86,48 +86,14 @@ pub fn commit_file(
     }
     let head = head(&repo)?;
     let tip = base_tip(&repo, cfg, &head)?;
-    let tip_tree = tip
-        .tree()
-        .map_err(|e| git_error(format!("reading the tree of {}", tip.id()), e))?;
-
-    let mode = match tip_tree.get_path(Path::new(&path)) {
-        Ok(entry) if entry.kind() == Some(ObjectType::Tree) => {
-            return Err(RepoError::Git(format!(
-                "{path} is a folder on {}; a plan file cannot replace it",
-                cfg.base_branch
-            )));
-        }
-        Ok(entry) if entry.filemode() == i32::from(FileMode::BlobExecutable) => {
-            FileMode::BlobExecutable
-        }
-        _ => FileMode::Blob,
-    };
-    let blob = repo
-        .blob(contents)
-        .map_err(|e| git_error(format!("storing the contents of {path}"), e))?;
-    let tree_id = TreeUpdateBuilder::new()
-        .upsert(path.as_str(), blob, mode)
-        .create_updated(&repo, &tip_tree)
-        .map_err(|e| git_error(format!("building a tree with {path}"), e))?;
-    let tree = repo
-        .find_tree(tree_id)
-        .map_err(|e| git_error("reading the new tree", e))?;
-    let signature = Signature::now(&cfg.author_name, &cfg.author_email)
-        .map_err(|e| git_error("making the commit signature", e))?;
-    let mut message = message.to_string();
-    if !message.ends_with('\n') {
-        message.push('\n');
-    }
-    let commit = repo
-        .commit(None, &signature, &signature, &message, &tree, &[&tip])
-        .map_err(|e| git_error(format!("writing the commit of {path}"), e))?;
+    let (commit, blob, mode) = build_commit(&repo, cfg, &path, contents, message, &tip)?;
+    let summary = message.lines().next().unwrap_or_default().to_string();
 
     // The status of the file must be read while HEAD still names the old tip.
     let checked_out = matches!(&head, Head::Branch(name) if *name == cfg.base_branch);
     let status = checked_out.then(|| repo.status_file(Path::new(&path)));
 
     let refname = format!("refs/heads/{}", cfg.base_branch);
-    let summary = message.lines().next().unwrap_or_default();
     repo.reference_matching(
         &refname,
         commit,
@@ -155,6 +121,55 @@ pub fn commit_file(
         }
     }
     Ok(commit.to_string())
+}
+
+/// A commit, not yet on any branch, whose tree is `parent`'s with `path` (relative to the
+/// repository root, checked) holding `contents`. Returns it with the file's blob and mode.
+pub(super) fn build_commit(
+    repo: &Repository,
+    cfg: &RepoConfig,
+    path: &str,
+    contents: &[u8],
+    message: &str,
+    parent: &git2::Commit<'_>,
+) -> Result<(Oid, Oid, FileMode), RepoError> {
+    let parent_tree = parent
+        .tree()
+        .map_err(|e| git_error(format!("reading the tree of {}", parent.id()), e))?;
+
+    let mode = match parent_tree.get_path(Path::new(&path)) {
+        Ok(entry) if entry.kind() == Some(ObjectType::Tree) => {
+            return Err(RepoError::Git(format!(
+                "{path} is a folder on {}; a plan file cannot replace it",
+                cfg.base_branch
+            )));
+        }
+        Ok(entry) if entry.filemode() == i32::from(FileMode::BlobExecutable) => {
+            FileMode::BlobExecutable
+        }
+        _ => FileMode::Blob,
+    };
+    let blob = repo
+        .blob(contents)
+        .map_err(|e| git_error(format!("storing the contents of {path}"), e))?;
+    let tree_id = TreeUpdateBuilder::new()
+        .upsert(path, blob, mode)
+        .create_updated(repo, &parent_tree)
+        .map_err(|e| git_error(format!("building a tree with {path}"), e))?;
+    let tree = repo
+        .find_tree(tree_id)
+        .map_err(|e| git_error("reading the new tree", e))?;
+    let signature = Signature::now(&cfg.author_name, &cfg.author_email)
+        .map_err(|e| git_error("making the commit signature", e))?;
+    let mut message = message.to_string();
+    if !message.ends_with('\n') {
+        message.push('\n');
+    }
+    let commit = repo
+        .commit(None, &signature, &signature, &message, &tree, &[parent])
+        .map_err(|e| git_error(format!("writing the commit of {path}"), e))?;
+
+    Ok((commit, blob, mode))
 }
 
 /// The contents of `rel_path` at `commit` (a full or abbreviated hex id), or `None` when the
@@ -212,7 +227,7 @@ pub(super) fn base_tip<'r>(
 
 /// Checks that `rel_path` lies strictly inside the tasks folder and spells it the way git
 /// trees and the index do, with `/` between components.
-fn tree_path(cfg: &RepoConfig, rel_path: &Path) -> Result<String, RepoError> {
+pub(super) fn tree_path(cfg: &RepoConfig, rel_path: &Path) -> Result<String, RepoError> {
     let outside = || RepoError::OutsideTasksDir {
         path: rel_path.to_path_buf(),
     };

@@ -169,9 +169,10 @@ impl Repo {
             .await
     }
 
-    /// Commits `contents` as `path` on the base branch and, with `push_plans`, pushes the base
-    /// branch, both under one hold of the lock, so no other commit lands in between. A failed
-    /// push does not undo the commit: it is returned beside it, for the caller to report.
+    /// Commits `contents` as `path` on the base branch and, with `push_plans`, pushes it on top
+    /// of the remote's tip ([`remote::publish_file`]), all under one hold of the lock, so no
+    /// other commit of this process lands in between. A failed push does not undo the commit:
+    /// it is returned beside it, for the caller to report.
     pub async fn publish(
         &self,
         path: &Path,
@@ -180,13 +181,12 @@ impl Repo {
     ) -> Result<Published, RepoError> {
         let path = path.to_path_buf();
         let message = message.to_string();
-        self.locked(move |cfg| {
-            let commit = base::commit_file(cfg, &path, &contents, &message)?;
-            let push_error = match cfg.push_plans {
-                true => remote::push_base(cfg).err(),
-                false => None,
-            };
-            Ok(Published { commit, push_error })
+        self.locked(move |cfg| match cfg.push_plans {
+            true => remote::publish_file(cfg, &path, &contents, &message),
+            false => Ok(Published {
+                commit: base::commit_file(cfg, &path, &contents, &message)?,
+                push_error: None,
+            }),
         })
         .await
     }

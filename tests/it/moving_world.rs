@@ -1,6 +1,7 @@
 //! The repository moves while the bot works (issue 12): what featurebot commits is pushed when
-//! `repo.push_plans` says so, and when someone else's commit makes a push fail, people are told
-//! and nothing committed is lost. Checked with the git command on the bare remote.
+//! `repo.push_plans` says so, on top of whatever others pushed, never forced; a push that still
+//! fails is said in the thread and nothing committed is lost. Checked with the git command on
+//! the bare remote.
 
 use featurebot::core::protocol::{Input, OutputKind};
 use featurebot::model::{FeatureId, Priority};
@@ -45,11 +46,7 @@ async fn front_matter_updates_are_pushed_like_the_plan() {
             priority: Priority::P1,
         })
         .await;
-    let warnings: Vec<_> = outputs
-        .iter()
-        .filter(|o| matches!(o.kind, OutputKind::Warning { .. }))
-        .collect();
-    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_no_warning(&outputs);
     let bare = h.repo.remote.clone().unwrap();
     assert_eq!(
         git(&bare, &["rev-parse", "main"]).trim(),
@@ -62,10 +59,93 @@ async fn front_matter_updates_are_pushed_like_the_plan() {
     assert!(file.contains("\npriority: p1\n"), "{file}");
 }
 
+/// A teammate pushes to `origin/main` (a merged pull request): the bot's next commits, a
+/// front-matter update and another feature's plan, are built on the remote's tip and pushed
+/// without force, the teammate's commit stays, and the clone's checkout is left as it was.
 #[tokio::test]
-async fn a_push_refused_after_someone_elses_commit_is_reported_and_the_commit_kept() {
+async fn commits_after_a_teammates_push_go_on_top_of_it() {
     let (mut h, id) = pushed_plan().await;
-    // A teammate merges something: origin/main moves on without the bot.
+    let bare = h.repo.remote.clone().unwrap();
+    let theirs = teammate_pushes(&h);
+
+    let outputs = h
+        .send(Input::SetPriority {
+            feature: id,
+            priority: Priority::P0,
+        })
+        .await;
+    assert_no_warning(&outputs);
+    let tip = git(&bare, &["rev-parse", "main"]).trim().to_string();
+    assert_eq!(
+        git(&bare, &["rev-parse", "main^"]).trim(),
+        theirs,
+        "built on the teammate's commit"
+    );
+    let subject = git(&bare, &["log", "-1", "--format=%s", "main"]);
+    assert!(subject.contains("priority p0"), "{subject}");
+    assert_eq!(
+        git(&bare, &["show", "main:NOTES.md"]),
+        "merged by a person\n",
+        "nobody's commit is lost"
+    );
+    assert_eq!(
+        git(&h.repo.path, &["status", "--porcelain"]),
+        "",
+        "the checkout is untouched"
+    );
+
+    // Another feature's plan goes on top as well.
+    h.llm.push(Reply::Text("Which roles?".to_string()));
+    h.llm
+        .push(Reply::Text("CONFIRMED\n- admins only".to_string()));
+    let (second, _) = h.start_feature("Audit log").await;
+    h.say(second, "admins").await;
+    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let outputs = h
+        .send(Input::GeneratePlan {
+            feature: second,
+            force: false,
+        })
+        .await;
+    assert_no_warning(&outputs);
+    let plan = h.store().plans(second).unwrap()[0].clone();
+    assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), plan.commit);
+    assert_eq!(git(&bare, &["rev-parse", "main^"]).trim(), tip);
+    let file = git(&bare, &["show", &format!("main:{}", plan.path)]);
+    assert!(file.contains("Audit log"), "{file}");
+}
+
+/// A remote that refuses the push for another reason than having moved (here: it is gone) keeps
+/// the commit in the clone and says so.
+#[tokio::test]
+async fn a_refused_push_is_reported_and_the_commit_kept() {
+    let (mut h, id) = pushed_plan().await;
+    let bare = h.repo.remote.clone().unwrap();
+    std::fs::remove_dir_all(&bare).unwrap();
+    let outputs = h
+        .send(Input::SetPriority {
+            feature: id,
+            priority: Priority::P0,
+        })
+        .await;
+    let warning = outputs
+        .iter()
+        .find_map(|o| match &o.kind {
+            OutputKind::Warning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no warning: {outputs:?}"));
+    assert!(
+        warning.starts_with("the change is saved and committed, but pushing the plan file failed"),
+        "{warning}"
+    );
+    let subject = git(&h.repo.path, &["log", "-1", "--format=%s", "main"]);
+    assert!(subject.contains("priority p0"), "{subject}");
+    assert_eq!(h.store().feature(id).unwrap().priority, Priority::P0);
+}
+
+/// A teammate's clone commits `NOTES.md` and pushes it to the bare remote; returns the commit.
+fn teammate_pushes(h: &Harness) -> String {
     let bare = h.repo.remote.clone().unwrap();
     let other = h.repo.dir.path().join("teammate");
     git(
@@ -88,28 +168,13 @@ async fn a_push_refused_after_someone_elses_commit_is_reported_and_the_commit_ke
         ],
     );
     git(&other, &["push", "--quiet", "origin", "main"]);
-    let theirs = git(&bare, &["rev-parse", "main"]).trim().to_string();
+    git(&bare, &["rev-parse", "main"]).trim().to_string()
+}
 
-    let outputs = h
-        .send(Input::SetPriority {
-            feature: id,
-            priority: Priority::P0,
-        })
-        .await;
-    let warning = outputs
+fn assert_no_warning(outputs: &[featurebot::core::protocol::Output]) {
+    let warnings: Vec<_> = outputs
         .iter()
-        .find_map(|o| match &o.kind {
-            OutputKind::Warning { message } => Some(message.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no warning: {outputs:?}"));
-    assert!(
-        warning.starts_with("the change is saved and committed, but pushing the plan file failed"),
-        "{warning}"
-    );
-    // Nobody's commit is lost: the teammate's stays on the remote, the bot's in the clone.
-    assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), theirs);
-    let subject = git(&h.repo.path, &["log", "-1", "--format=%s", "main"]);
-    assert!(subject.contains("priority p0"), "{subject}");
-    assert_eq!(h.store().feature(id).unwrap().priority, Priority::P0);
+        .filter(|o| matches!(o.kind, OutputKind::Warning { .. }))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
