@@ -15,8 +15,9 @@ use crate::support::fake_github;
 use crate::support::fake_llm::Reply;
 use crate::support::git::git;
 use crate::support::ids::custom_ids;
-use crate::support::scripts::script_conversation;
-use crate::support::scripts::GOOD_PLAN;
+use crate::support::scripts::{
+    ask, call, confirm, finish_steps, plan_reply, script_conversation, GOOD_PLAN,
+};
 
 const NOT_ADMIN: &str = "only featurebot admins";
 
@@ -126,7 +127,7 @@ async fn a_stranger_cannot_press_the_conversation_or_plan_buttons() {
     }
     assert_eq!(snapshot(&bot).await, before);
 
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&bot.llm);
     bot.discord().click(ADMIN, confirm, "fb:plan:1:0").await;
     bot.wait_for("the plan", |b| {
         b.message_with_button("fb:approve:1:1").is_some()
@@ -156,10 +157,7 @@ async fn a_stranger_cannot_cancel_a_run_or_decide_its_steps() {
         .build()
         .await;
     let plan = bot.planned_in_discord().await;
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "one"}),
-    )]));
+    finish_steps(&bot.llm, &["one"]);
     bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the approval request", |b| {
         b.message_with_button("fb:continue:1:1").is_some()
@@ -175,10 +173,7 @@ async fn a_stranger_cannot_cancel_a_run_or_decide_its_steps() {
     // Step 2 waits on a slow LLM: the stranger tries Cancel on the status card.
     bot.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
-        then: Box::new(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            json!({"summary": "late"}),
-        )])),
+        then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
     let calls = bot.llm.requests().len();
     bot.discord()
@@ -202,10 +197,7 @@ async fn a_stranger_cannot_resume_abort_or_follow_up_a_run() {
     let thread = bot.thread_id();
     bot.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
-        then: Box::new(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            json!({"summary": "late"}),
-        )])),
+        then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
     bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the run", |b| b.message_with_button("fb:cancel:").is_some())
@@ -222,14 +214,7 @@ async fn a_stranger_cannot_resume_abort_or_follow_up_a_run() {
     }
     assert_eq!(snapshot(&bot).await, before, "the run is still interrupted");
 
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "one"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "two"}),
-    )]));
+    finish_steps(&bot.llm, &["one", "two"]);
     bot.discord()
         .click(ADMIN, interrupted, "fb:resume:1:1")
         .await;
@@ -311,14 +296,7 @@ async fn a_button_acts_only_on_the_feature_it_names() {
     assert_ne!(thread1["archived"], true);
 
     // Feature 1's own Approve runs feature 1, on its own branch.
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "one"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "two"}),
-    )]));
+    finish_steps(&bot.llm, &["one", "two"]);
     bot.discord().click(ADMIN, plan1, "fb:approve:1:1").await;
     bot.wait_for("feature 1's pull request", |b| {
         button_in(b, first, "fb:followup:1:").is_some()
@@ -494,9 +472,7 @@ fn safe_plan_path(path: &str, slug: &str) -> bool {
 #[tokio::test]
 async fn a_6000_character_message_of_odd_unicode_reaches_the_llm_and_the_reply_is_split() {
     let bot = TestApp::bot().build().await;
-    bot.llm.push(Reply::Text(
-        "Which format should the export use?".to_string(),
-    ));
+    ask(&bot.llm, "Which format should the export use?");
     let thread = bot.started("Export CSV").await;
     let odd = "Ünïcödé e\u{301} 👩\u{200d}👩\u{200d}👧 \u{202e}txet\u{202c} zero\u{200b}width \
                ﷽ 𝕏𝕐 中文 العربية \u{7} tab\there\n";
@@ -951,8 +927,7 @@ async fn plan_in_new_thread(bot: &TestApp, title: &str) -> u64 {
         .iter()
         .map(|t| id_of(&t["id"]))
         .collect();
-    bot.llm
-        .push(Reply::Text("CONFIRMED\n- as the title says".to_string()));
+    confirm(&bot.llm, &["as the title says"]);
     bot.feature(ADMIN, title).await;
     bot.wait_for("the new thread", |b| {
         b.discord().threads().len() > known.len()
@@ -970,7 +945,7 @@ async fn plan_in_new_thread(bot: &TestApp, title: &str) -> u64 {
     })
     .await;
     let (message, id) = button_in(bot, thread, "fb:plan:").unwrap();
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&bot.llm);
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
         button_in(b, thread, "fb:approve:").is_some()

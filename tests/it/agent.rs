@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::app::{Builder, TestApp};
 use crate::support::git::{commit_and_push, git, git_daemon, BROKEN_ADD};
-use crate::support::scripts::call;
+use crate::support::scripts::{call, finish_steps};
 use crate::support::wait::eventually;
 
 const PLAN: &str = "## Summary & goal\nAdd numbers right.\n\n## User stories / acceptance criteria\n- [ ] add 2 3 gives 5\n\n## Implementation steps\n### Backend\n1. Fix the add function\n### Docs\n2. Document add\n\n## Test plan\n- sh test.sh\n";
@@ -119,23 +119,18 @@ async fn a_run_goes_red_repairs_and_ends_green_with_the_branch_pushed() {
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 * $2"}),
     ));
-    f.llm.push(call(
-        "finish_step",
-        json!({"summary": "changed the operator"}),
-    ));
+    finish_steps(&f.llm, &["changed the operator"]);
     f.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 * $2", "replace": "$1 + $2"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "add now adds"})));
+    finish_steps(&f.llm, &["add now adds"]);
     // Step 2: a new file.
     f.llm.push(call(
         "write_file",
         json!({"path": "docs/add.md", "content": "# add\nAdds two numbers.\n"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "documented add"})));
+    finish_steps(&f.llm, &["documented add"]);
 
     let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
@@ -202,10 +197,7 @@ async fn a_step_that_stays_red_is_committed_and_the_run_goes_on() {
         .build()
         .await;
     // Both steps try twice (one repair each); the test stays red throughout.
-    for _ in 0..4 {
-        f.llm
-            .push(call("finish_step", json!({"summary": "did nothing"})));
-    }
+    finish_steps(&f.llm, &["did nothing"; 4]);
     let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     assert_eq!(run.steps[0].green, Some(false));
@@ -241,9 +233,7 @@ async fn file_tools_refuse_to_leave_the_work_tree_and_errors_reach_the_model() {
         "write_file",
         json!({"path": ".git/config", "content": "x"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "gave up"})));
-    f.llm.push(call("finish_step", json!({"summary": "docs"})));
+    finish_steps(&f.llm, &["gave up", "docs"]);
     let (run, _) = run_agent(&f, CancellationToken::new(), None).await;
     let bodies: Vec<String> = f
         .llm
@@ -307,9 +297,7 @@ async fn a_question_waits_for_the_answer() {
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "plus, as answered"})));
-    f.llm.push(call("finish_step", json!({"summary": "docs"})));
+    finish_steps(&f.llm, &["plus, as answered", "docs"]);
     let (run, events) =
         run_agent(&f, CancellationToken::new(), Some(vec!["plus".to_string()])).await;
     assert!(events.contains(&Event::Question {
@@ -330,8 +318,7 @@ async fn cancel_during_a_long_test_stops_the_run_and_its_processes() {
         })
         .build()
         .await;
-    f.llm
-        .push(call("finish_step", json!({"summary": "nothing"})));
+    finish_steps(&f.llm, &["nothing"]);
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     let watched = pid_file.clone();
@@ -418,7 +405,7 @@ async fn a_planted_secret_is_masked_in_tool_results_and_check_output() {
         "finish_step",
         json!({"summary": format!("found {secret}")}),
     ));
-    f.llm.push(call("finish_step", json!({"summary": "docs"})));
+    finish_steps(&f.llm, &["docs"]);
     let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     let sent: String = f
         .llm
@@ -445,9 +432,7 @@ async fn a_finished_run_opens_a_pull_request_and_a_red_one_a_draft() {
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "add adds"})));
-    f.llm.push(call("finish_step", json!({"summary": "docs"})));
+    finish_steps(&f.llm, &["add adds", "docs"]);
     let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     let github = f.github();
@@ -495,10 +480,7 @@ async fn a_run_that_stays_red_opens_a_draft() {
         .with_config(|c| c.agent.max_repair_attempts = 0)
         .build()
         .await;
-    f.llm
-        .push(call("finish_step", json!({"summary": "nothing"})));
-    f.llm
-        .push(call("finish_step", json!({"summary": "nothing"})));
+    finish_steps(&f.llm, &["nothing", "nothing"]);
     let (run, _) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished);
     let pulls = f.github().pulls();
@@ -552,16 +534,15 @@ async fn step_approval_waits_redoes_a_step_with_feedback_and_continues() {
         .build()
         .await;
     // Step 1, first try: nothing useful; the admin asks for a redo.
-    f.llm
-        .push(call("finish_step", json!({"summary": "looked around"})));
+    finish_steps(&f.llm, &["looked around"]);
     // The redo, with the feedback.
     f.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    f.llm.push(call("finish_step", json!({"summary": "fixed"})));
+    finish_steps(&f.llm, &["fixed"]);
     // Step 2.
-    f.llm.push(call("finish_step", json!({"summary": "docs"})));
+    finish_steps(&f.llm, &["docs"]);
     let decisions = vec![
         Human::Redo("add the numbers, do not subtract them".to_string()),
         Human::Continue,
@@ -614,7 +595,7 @@ async fn step_approval_abort_stops_and_keeps_the_work() {
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    f.llm.push(call("finish_step", json!({"summary": "fixed"})));
+    finish_steps(&f.llm, &["fixed"]);
     let (run, _) = run_agent_with(&f, CancellationToken::new(), vec![Human::Abort]).await;
     assert_eq!(run.state, RunState::Stopped);
     assert_eq!(
@@ -653,14 +634,12 @@ fn script_two_green_steps(f: &TestApp) {
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "add adds"})));
+    finish_steps(&f.llm, &["add adds"]);
     f.llm.push(call(
         "write_file",
         json!({"path": "docs/add.md", "content": "# add\n"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "documented"})));
+    finish_steps(&f.llm, &["documented"]);
 }
 
 #[tokio::test]

@@ -7,16 +7,12 @@ use crate::support::app::{alice, TestApp};
 use crate::support::fake_llm::{Api, Reply};
 use crate::support::git::git;
 use crate::support::outputs::{failure, reply, streamed};
-use crate::support::scripts::GOOD_PLAN;
+use crate::support::scripts::{ask, confirm, plan_reply, GOOD_PLAN};
 
 /// Runs a feature to CONFIRMED: one question, one answer, a confirmation.
 async fn confirmed(h: &mut TestApp, title: &str) -> FeatureId {
-    h.llm.push(Reply::Text(
-        "Which format should the export use?".to_string(),
-    ));
-    h.llm.push(Reply::Text(
-        "CONFIRMED\n- export the table as CSV\n- from the dashboard".to_string(),
-    ));
+    ask(&h.llm, "Which format should the export use?");
+    confirm(&h.llm, &["export the table as CSV", "from the dashboard"]);
     let (id, _) = h.start_feature(title).await;
     let outputs = h.say(id, "CSV, from the dashboard").await;
     assert!(
@@ -31,9 +27,7 @@ async fn confirmed(h: &mut TestApp, title: &str) -> FeatureId {
 #[tokio::test]
 async fn a_scripted_conversation_reaches_confirmed() {
     let mut h = TestApp::builder().build().await;
-    h.llm.push(Reply::Text(
-        "Which format should the export use?".to_string(),
-    ));
+    ask(&h.llm, "Which format should the export use?");
     let (id, outputs) = h.start_feature("  Export  CSV ").await;
     assert_eq!(reply(&outputs), Some("Which format should the export use?"));
     assert_eq!(streamed(&outputs), "Which format should the export use?");
@@ -99,10 +93,10 @@ async fn a_scripted_conversation_reaches_confirmed() {
 #[tokio::test]
 async fn a_restart_in_the_middle_continues_the_conversation() {
     let mut h = TestApp::builder().build().await;
-    h.llm.push(Reply::Text("Question one?".to_string()));
+    ask(&h.llm, "Question one?");
     let (id, _) = h.start_feature("Dark mode").await;
     let mut h = h.restart().await;
-    h.llm.push(Reply::Text("Question two?".to_string()));
+    ask(&h.llm, "Question two?");
     let outputs = h.say(id, "answer one").await;
     assert_eq!(reply(&outputs), Some("Question two?"));
     let last = h.llm.requests().pop().unwrap();
@@ -118,7 +112,7 @@ async fn a_restart_in_the_middle_continues_the_conversation() {
 #[tokio::test]
 async fn an_unanswered_message_is_answered_on_resume() {
     let mut h = TestApp::builder().build().await;
-    h.llm.push(Reply::Text("Question?".to_string()));
+    ask(&h.llm, "Question?");
     let (id, _) = h.start_feature("Dark mode").await;
     // As if the process died after storing the message and before the answer.
     h.store()
@@ -126,7 +120,7 @@ async fn an_unanswered_message_is_answered_on_resume() {
         .await
         .unwrap();
     let mut h = h.restart().await;
-    h.llm.push(Reply::Text("Next question?".to_string()));
+    ask(&h.llm, "Next question?");
     let outputs = h.send(Input::Resume { feature: id }).await;
     assert_eq!(reply(&outputs), Some("Next question?"));
     // Resuming an answered conversation does nothing.
@@ -138,7 +132,7 @@ async fn an_unanswered_message_is_answered_on_resume() {
 #[tokio::test]
 async fn the_same_message_twice_is_one_turn() {
     let mut h = TestApp::builder().build().await;
-    h.llm.push(Reply::Text("Question?".to_string()));
+    ask(&h.llm, "Question?");
     let (id, _) = h.start_feature("Dark mode").await;
     h.llm.push(Reply::Text("Thanks.".to_string()));
     let message = Input::Message {
@@ -157,7 +151,7 @@ async fn the_same_message_twice_is_one_turn() {
 #[tokio::test]
 async fn an_llm_failure_is_reported_and_nothing_is_lost() {
     let mut h = TestApp::builder().build().await;
-    h.llm.push(Reply::Text("Question?".to_string()));
+    ask(&h.llm, "Question?");
     let (id, _) = h.start_feature("Dark mode").await;
     for _ in 0..4 {
         h.llm.push(Reply::Status {
@@ -308,7 +302,7 @@ async fn a_plan_missing_sections_is_repaired_once() {
     h.llm.push(Reply::Text(
         "## Summary & goal\nJust a summary.".to_string(),
     ));
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h
         .send(Input::GeneratePlan {
             feature: id,
@@ -356,7 +350,7 @@ async fn a_plan_that_stays_broken_fails_clearly_and_commits_nothing() {
 async fn more_talk_after_a_plan_makes_version_two_of_the_same_file() {
     let mut h = TestApp::builder().build().await;
     let id = confirmed(&mut h, "Export CSV").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     h.send(Input::GeneratePlan {
         feature: id,
         force: false,
@@ -364,8 +358,7 @@ async fn more_talk_after_a_plan_makes_version_two_of_the_same_file() {
     .await;
     let first = h.store().plans(id).unwrap().remove(0);
 
-    h.llm
-        .push(Reply::Text("CONFIRMED\n- CSV and JSON".to_string()));
+    confirm(&h.llm, &["CSV and JSON"]);
     h.say(id, "also JSON please").await;
     assert_eq!(h.store().feature(id).unwrap().status, Status::Confirmed);
     h.llm
@@ -427,7 +420,7 @@ async fn more_talk_after_a_plan_makes_version_two_of_the_same_file() {
 #[tokio::test]
 async fn a_plan_before_confirmation_needs_force_and_warns() {
     let mut h = TestApp::builder().build().await;
-    h.llm.push(Reply::Text("Question?".to_string()));
+    ask(&h.llm, "Question?");
     let (id, _) = h.start_feature("Dark mode").await;
     let refused = h
         .send(Input::GeneratePlan {
@@ -436,7 +429,7 @@ async fn a_plan_before_confirmation_needs_force_and_warns() {
         })
         .await;
     assert!(failure(&refused).unwrap().contains("not confirmed yet"));
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let forced = h
         .send(Input::GeneratePlan {
             feature: id,
@@ -457,7 +450,7 @@ async fn the_same_title_twice_gives_two_files() {
     let mut paths = Vec::new();
     for _ in 0..2 {
         let id = confirmed(&mut h, "Dark mode").await;
-        h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+        plan_reply(&h.llm);
         h.send(Input::GeneratePlan {
             feature: id,
             force: true,
@@ -476,7 +469,7 @@ async fn a_broken_repository_fails_the_plan_with_a_clear_message() {
         .build()
         .await;
     let id = confirmed(&mut h, "Export CSV").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h
         .send(Input::GeneratePlan {
             feature: id,
@@ -497,7 +490,7 @@ async fn plans_are_pushed_when_configured() {
         .build()
         .await;
     let id = confirmed(&mut h, "Export CSV").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h
         .send(Input::GeneratePlan {
             feature: id,
@@ -519,7 +512,7 @@ async fn plans_are_pushed_when_configured() {
 async fn the_anthropic_api_works_end_to_end() {
     let mut h = TestApp::builder().api(Api::Anthropic).build().await;
     let id = confirmed(&mut h, "Export CSV").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h
         .send(Input::GeneratePlan {
             feature: id,

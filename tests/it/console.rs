@@ -5,12 +5,13 @@ use std::time::Duration;
 use featurebot::config::{RepoConfig, Target};
 use featurebot::model::{FeatureId, Status};
 use featurebot::store::Store;
+use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::support::app::TestApp;
 use crate::support::fake_llm::Reply;
 use crate::support::git::git;
-use crate::support::scripts::GOOD_PLAN;
+use crate::support::scripts::{ask, call, confirm, finish_steps, plan_reply, script_to_plan};
 
 fn line_value<'a>(stdout: &'a str, key: &str) -> &'a str {
     stdout
@@ -22,10 +23,7 @@ fn line_value<'a>(stdout: &'a str, key: &str) -> &'a str {
 #[tokio::test]
 async fn a_piped_console_session_ends_in_a_committed_plan() {
     let s = TestApp::binary().build().await;
-    s.llm.push(Reply::Text("Which format?".to_string()));
-    s.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    s.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    script_to_plan(&s.llm);
     let (status, stdout, stderr) = s
         .run(
             &["console", "--title", "Export CSV"],
@@ -55,7 +53,7 @@ async fn a_piped_console_session_ends_in_a_committed_plan() {
 #[tokio::test]
 async fn input_that_ends_before_a_plan_exits_2_and_says_how_to_resume() {
     let s = TestApp::binary().build().await;
-    s.llm.push(Reply::Text("Which format?".to_string()));
+    ask(&s.llm, "Which format?");
     let (status, _, stderr) = s.run(&["console", "--title", "Export CSV"], "").await;
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("featurebot console --resume 1"), "{stderr}");
@@ -71,7 +69,7 @@ async fn the_title_can_come_from_stdin_and_bad_ones_are_refused() {
         "{stderr}"
     );
 
-    s.llm.push(Reply::Text("Which format?".to_string()));
+    ask(&s.llm, "Which format?");
     let (_, stdout, _) = s.run(&["console"], "Export CSV\n/quit\n").await;
     assert!(stdout.contains("Which format?"), "{stdout}");
 }
@@ -79,7 +77,7 @@ async fn the_title_can_come_from_stdin_and_bad_ones_are_refused() {
 #[tokio::test]
 async fn a_kill_9_loses_nothing_and_resume_continues() {
     let s = TestApp::binary().build().await;
-    s.llm.push(Reply::Text("Which format?".to_string()));
+    ask(&s.llm, "Which format?");
     // The answer to the next message never comes before the kill.
     s.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
@@ -107,9 +105,8 @@ async fn a_kill_9_loses_nothing_and_resume_continues() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 
-    s.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    s.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    confirm(&s.llm, &["CSV export"]);
+    plan_reply(&s.llm);
     let (status, stdout, stderr) = s.run(&["console", "--resume", "1"], "/plan\n").await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("requirements confirmed"), "{stderr}");
@@ -255,14 +252,11 @@ async fn featurebot_agent_runs_a_plan_file_to_a_pushed_branch() {
     let plan = s.repo.path.join("tasks/20261126-000000-add-a-changelog.md");
     std::fs::create_dir_all(plan.parent().unwrap()).unwrap();
     std::fs::write(&plan, ONE_STEP_PLAN).unwrap();
-    s.llm.push(Reply::ToolCalls(vec![(
-        "write_file".to_string(),
-        serde_json::json!({"path": "CHANGELOG.md", "content": "# Changelog\n"}),
-    )]));
-    s.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        serde_json::json!({"summary": "wrote it"}),
-    )]));
+    s.llm.push(call(
+        "write_file",
+        json!({"path": "CHANGELOG.md", "content": "# Changelog\n"}),
+    ));
+    finish_steps(&s.llm, &["wrote it"]);
     let (status, stdout, stderr) = s.run(&["agent", plan.to_str().unwrap()], "").await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(
@@ -290,10 +284,7 @@ async fn featurebot_agent_runs_a_plan_file_to_a_pushed_branch() {
 #[tokio::test]
 async fn a_run_without_github_closes_the_feature_from_the_console_and_from_featurebot_agent() {
     let s = TestApp::binary().build().await;
-    s.llm.push(Reply::Text("Which format?".to_string()));
-    s.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    s.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    script_to_plan(&s.llm);
     let (_, stdout, stderr) = s
         .run(&["console", "--title", "Export CSV"], "CSV\n/plan\n")
         .await;
@@ -304,12 +295,7 @@ async fn a_run_without_github_closes_the_feature_from_the_console_and_from_featu
         .unwrap()
         .unwrap()
         .path();
-    for _ in 0..2 {
-        s.llm.push(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            serde_json::json!({"summary": "done"}),
-        )]));
-    }
+    finish_steps(&s.llm, &["done"; 2]);
     let (status, stdout, stderr) = s.run(&["agent", plan.to_str().unwrap()], "").await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("state: Finished"), "{stdout}");
@@ -320,16 +306,8 @@ async fn a_run_without_github_closes_the_feature_from_the_console_and_from_featu
 #[tokio::test]
 async fn approve_in_the_console_runs_the_agent() {
     let s = TestApp::binary().build().await;
-    s.llm.push(Reply::Text("Which format?".to_string()));
-    s.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    s.llm.push(Reply::Text(GOOD_PLAN.to_string()));
-    for _ in 0..2 {
-        s.llm.push(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            serde_json::json!({"summary": "done"}),
-        )]));
-    }
+    script_to_plan(&s.llm);
+    finish_steps(&s.llm, &["done"; 2]);
     let (status, stdout, stderr) = s
         .run(
             &["console", "--title", "Export CSV"],

@@ -11,8 +11,10 @@ use crate::support::fake_discord::{CHANNEL_ID, GUILD_ID};
 use crate::support::fake_llm::Reply;
 use crate::support::git::{git, repo_config, repo_with_remote};
 use crate::support::ids::custom_ids;
-use crate::support::scripts::script_conversation;
-use crate::support::scripts::GOOD_PLAN;
+use crate::support::scripts::{
+    ask, call, confirm, export_run, finish_steps, plan_reply, script_conversation, write_export,
+    GOOD_PLAN,
+};
 use crate::support::wait::eventually;
 
 #[tokio::test]
@@ -69,7 +71,7 @@ async fn a_feature_goes_from_slash_command_to_committed_plan() {
     assert!(!all.contains("CONFIRMED"), "{all}");
     assert!(all.contains("export the orders table as CSV"));
 
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&bot.llm);
     let (message, plan_button) = bot.message_with_button("fb:plan:").unwrap();
     assert_eq!(plan_button, "fb:plan:1:0");
     let click = bot.discord().click(ADMIN, message, &plan_button).await;
@@ -177,7 +179,7 @@ async fn non_admins_are_refused_everywhere_and_nothing_happens() {
         refused_click(&bot, confirm, id).await;
     }
     // An admin writes the plan; the stranger then tries its buttons.
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&bot.llm);
     bot.discord().click(ADMIN, confirm, "fb:plan:1:0").await;
     bot.wait_for("the plan", |b| {
         b.message_with_button("fb:approve:").is_some()
@@ -254,7 +256,7 @@ async fn a_superseded_plans_buttons_say_which_version_is_current() {
     script_conversation(&bot.llm);
     let thread = bot.started("Export CSV").await;
     bot.confirmed(thread).await;
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&bot.llm);
     let (message, id) = bot.message_with_button("fb:plan:").unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("plan 1", |b| {
@@ -268,8 +270,7 @@ async fn a_superseded_plans_buttons_say_which_version_is_current() {
         !b.discord().responses(&changes).is_empty()
     })
     .await;
-    bot.llm
-        .push(Reply::Text("CONFIRMED\n- CSV and JSON".to_string()));
+    confirm(&bot.llm, &["CSV and JSON"]);
     bot.discord().user_message(ADMIN, thread, "also JSON").await;
     bot.wait_for("new buttons", |b| {
         b.message_with_button("fb:plan:1:1").is_some()
@@ -380,7 +381,7 @@ async fn a_restart_answers_what_was_said_while_the_bot_was_down() {
 
     // Buttons posted before another restart still work after it.
     let bot = bot.restart().await;
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&bot.llm);
     let (message, id) = bot.message_with_button("fb:plan:").unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
@@ -519,9 +520,7 @@ async fn discard_archives_the_thread_and_keep_refining_reopens() {
     let answer = &bot.discord().responses(&again)[0];
     assert_eq!(answer["body"]["data"]["flags"], 64, "{answer}");
 
-    bot.llm.push(Reply::Text(
-        "CONFIRMED\n- CSV, plus a header row".to_string(),
-    ));
+    confirm(&bot.llm, &["CSV, plus a header row"]);
     bot.discord()
         .user_message(ADMIN, thread, "add a header row")
         .await;
@@ -533,7 +532,7 @@ async fn discard_archives_the_thread_and_keep_refining_reopens() {
             == 2
     })
     .await;
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&bot.llm);
     let (message, id) = bot.message_with_button("fb:plan:").unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
@@ -573,7 +572,7 @@ async fn feature_is_refused_outside_its_channels_and_long_titles_fit_thread_name
     assert!(bot.discord().threads().is_empty());
 
     let bot = TestApp::bot().build().await;
-    bot.llm.push(Reply::Text("Which format?".to_string()));
+    ask(&bot.llm, "Which format?");
     let title = format!("{} and more", "Export every report ".repeat(9));
     bot.feature(ADMIN, &title).await;
     bot.wait_for("the thread", |b| b.discord().threads().len() == 1)
@@ -606,9 +605,7 @@ async fn the_same_message_delivered_twice_is_one_turn() {
 #[tokio::test]
 async fn an_llm_failing_mid_stream_is_reported_and_the_thread_stays_usable() {
     let bot = TestApp::bot().build().await;
-    bot.llm.push(Reply::Text(
-        "Which format should the export use?".to_string(),
-    ));
+    ask(&bot.llm, "Which format should the export use?");
     let thread = bot.started("Export CSV").await;
     bot.llm.push(Reply::Truncated(
         "Thanks, and one more thing about".to_string(),
@@ -626,8 +623,7 @@ async fn an_llm_failing_mid_stream_is_reported_and_the_thread_stays_usable() {
         .unwrap();
     assert!(error.contains("the LLM could not answer"), "{error}");
     assert!(!error.contains("sk-test-secret"));
-    bot.llm
-        .push(Reply::Text("Let us try again: which columns?".to_string()));
+    ask(&bot.llm, "Let us try again: which columns?");
     bot.discord().user_message(ADMIN, thread, "still CSV").await;
     bot.wait_for("the next answer", |b| {
         contents(&b.bot_messages())
@@ -641,18 +637,7 @@ async fn an_llm_failing_mid_stream_is_reported_and_the_thread_stays_usable() {
 async fn approve_runs_the_agent_with_a_status_card_and_ends_in_a_pull_request() {
     let bot = TestApp::bot().build().await;
     let plan = bot.planned_in_discord().await;
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "write_file".to_string(),
-        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "endpoint added"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "button added"}),
-    )]));
+    export_run(&bot.llm);
     bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
@@ -718,10 +703,7 @@ async fn cancel_stops_a_run_and_resume_finishes_it() {
     // The first step waits on a slow LLM answer; Cancel arrives meanwhile.
     bot.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
-        then: Box::new(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            json!({"summary": "late"}),
-        )])),
+        then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
     bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the card's Cancel button", |b| {
@@ -745,14 +727,7 @@ async fn cancel_stops_a_run_and_resume_finishes_it() {
     })
     .await;
 
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "one"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "two"}),
-    )]));
+    finish_steps(&bot.llm, &["one", "two"]);
     // The card says "cancelled" a moment before the message with Resume is posted.
     bot.wait_for("the Resume button", |b| {
         b.message_with_button("fb:resume:").is_some()
@@ -774,10 +749,7 @@ async fn a_run_interrupted_by_a_restart_offers_resume_and_abort() {
     let plan = bot.planned_in_discord().await;
     bot.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
-        then: Box::new(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            json!({"summary": "late"}),
-        )])),
+        then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
     bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the run", |b| b.message_with_button("fb:cancel:").is_some())
@@ -803,18 +775,11 @@ async fn the_agents_question_is_answered_from_the_thread() {
     let bot = TestApp::bot().build().await;
     let plan = bot.planned_in_discord().await;
     let thread = bot.thread_id();
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "ask_human".to_string(),
+    bot.llm.push(call(
+        "ask_human",
         json!({"question": "Should the CSV have a header row?"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "with a header"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "button"}),
-    )]));
+    ));
+    finish_steps(&bot.llm, &["with a header", "button"]);
     bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the question", |b| {
         contents(&b.bot_messages())
@@ -901,20 +866,14 @@ async fn a_run_interrupted_by_a_restart_resumes_from_its_step() {
     let bot = TestApp::bot().build().await;
     let plan = bot.planned_in_discord().await;
     // Step 1 finishes; step 2 is in flight when the bot stops.
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "write_file".to_string(),
+    bot.llm.push(call(
+        "write_file",
         json!({"path": "step1.txt", "content": "one\n"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "one"}),
-    )]));
+    ));
+    finish_steps(&bot.llm, &["one"]);
     bot.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
-        then: Box::new(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            json!({"summary": "late"}),
-        )])),
+        then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
     bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("step 2 under way", |b| b.llm.requests().len() >= 6)
@@ -929,10 +888,7 @@ async fn a_run_interrupted_by_a_restart_resumes_from_its_step() {
         .find(|c| c.contains("interrupted"))
         .unwrap();
     assert!(notice.contains("at step 2 of 2"), "{notice}");
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "two"}),
-    )]));
+    finish_steps(&bot.llm, &["two"]);
     let (message, resume) = bot.message_with_button("fb:resume:").unwrap();
     bot.discord().click(ADMIN, message, &resume).await;
     bot.wait_for("the pull request", |b| {
@@ -1264,14 +1220,7 @@ async fn a_github_issue_mirrors_the_feature_and_the_pr_closes_it_and_merges_are_
     assert_eq!(labels, ["p2", "backend"]);
 
     // The run's PR closes the issue.
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "one"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "two"}),
-    )]));
+    finish_steps(&bot.llm, &["one", "two"]);
     bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
@@ -1329,14 +1278,7 @@ async fn a_follow_up_runs_the_agent_again_on_the_branch_and_updates_the_pr() {
     let bot = TestApp::bot().build().await;
     let plan = bot.planned_in_discord().await;
     let thread = bot.thread_id();
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "one"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "two"}),
-    )]));
+    finish_steps(&bot.llm, &["one", "two"]);
     bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the pull request", |b| {
         b.message_with_button("fb:followup:").is_some()
@@ -1356,14 +1298,11 @@ async fn a_follow_up_runs_the_agent_again_on_the_branch_and_updates_the_pr() {
 
     let (message, id) = bot.message_with_button("fb:followup:").unwrap();
     bot.discord().click(ADMIN, message, &id).await;
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "write_file".to_string(),
+    bot.llm.push(call(
+        "write_file",
         json!({"path": "button.txt", "content": "Download\n"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "renamed"}),
-    )]));
+    ));
+    finish_steps(&bot.llm, &["renamed"]);
     bot.wait_for("the follow-up prompt", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -1412,14 +1351,11 @@ async fn step_approval_in_the_thread_with_a_change_request() {
         .await;
     let plan = bot.planned_in_discord().await;
     let thread = bot.thread_id();
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "write_file".to_string(),
+    bot.llm.push(call(
+        "write_file",
         json!({"path": "export.txt", "content": "GET /export\n"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "first try"}),
-    )]));
+    ));
+    finish_steps(&bot.llm, &["first try"]);
     bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the approval request", |b| {
         b.message_with_button("fb:change:1:1").is_some()
@@ -1457,14 +1393,8 @@ async fn step_approval_in_the_thread_with_a_change_request() {
             .any(|c| c.contains("wants step 1 changed"))
     })
     .await;
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "write_file".to_string(),
-        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "renamed"}),
-    )]));
+    write_export(&bot.llm);
+    finish_steps(&bot.llm, &["renamed"]);
     bot.discord()
         .user_message(ADMIN, thread, "the route must end in .csv")
         .await;
@@ -1485,10 +1415,7 @@ async fn step_approval_in_the_thread_with_a_change_request() {
         .to_string()
         .contains("the route must end in .csv"));
     let (message, _) = bot.message_with_button("fb:continue:1:1").unwrap();
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "button"}),
-    )]));
+    finish_steps(&bot.llm, &["button"]);
     bot.discord().click(ADMIN, message, "fb:continue:1:1").await;
     bot.wait_for("step 2's approval request", |b| {
         b.message_with_button("fb:continue:1:2").is_some()
@@ -1572,7 +1499,7 @@ async fn features_go_to_the_repository_their_channel_or_choice_maps_to() {
     })
     .await;
     bot.confirmed(thread).await;
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&bot.llm);
     let (message, id) = bot.message_with_button("fb:plan:").unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
@@ -1594,14 +1521,7 @@ async fn issue_on_approval_opens_the_issue_before_the_run() {
         .build()
         .await;
     let plan = bot.planned_in_discord().await;
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "one"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "two"}),
-    )]));
+    finish_steps(&bot.llm, &["one", "two"]);
     bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())

@@ -19,7 +19,10 @@ use crate::support::fake_github::TOKEN;
 use crate::support::fake_llm::Reply;
 use crate::support::git::{git, git_daemon};
 use crate::support::outputs::{failure, reply};
-use crate::support::scripts::{call, BRANCH, GOOD_PLAN};
+use crate::support::scripts::{
+    ask, call, confirm, export_run, finish_steps, plan_reply, script_to_plan, write_export, BRANCH,
+    GOOD_PLAN,
+};
 
 // ---------------------------------------------------------------------------------------------
 // kill -9 of the built binary
@@ -56,8 +59,7 @@ async fn kill_9_before_the_first_answer_loses_nothing_and_resume_answers_once() 
     assert_eq!(transcript[0].speaker, Speaker::User);
     assert!(transcript[0].text.contains("Export CSV"));
 
-    b.llm
-        .push(Reply::Text("Which format should it use?".to_string()));
+    ask(&b.llm, "Which format should it use?");
     let (status, stdout, stderr) = b.run(&["console", "--resume", "1"], "/quit\n").await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(
@@ -81,9 +83,8 @@ async fn kill_9_before_the_first_answer_loses_nothing_and_resume_answers_once() 
 #[tokio::test]
 async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_written_once_after() {
     let b = TestApp::binary().build().await;
-    b.llm.push(Reply::Text("Which format?".to_string()));
-    b.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    ask(&b.llm, "Which format?");
+    confirm(&b.llm, &["CSV export"]);
     b.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
         then: Box::new(Reply::Text(GOOD_PLAN.to_string())),
@@ -111,7 +112,7 @@ async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_writte
     assert_eq!(transcript.len(), 4, "{transcript:?}");
     assert_eq!(git(&b.repo.path, &["rev-parse", "main"]), base, "no commit");
 
-    b.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&b.llm);
     let (status, stdout, stderr) = b.run(&["console", "--resume", "1"], "/plan\n").await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("plan version 1 committed"), "{stdout}");
@@ -142,10 +143,7 @@ async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_writte
 #[tokio::test]
 async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports_it_interrupted() {
     let mut b = TestApp::binary().build().await;
-    b.llm.push(Reply::Text("Which format?".to_string()));
-    b.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    b.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    script_to_plan(&b.llm);
     let (status, stdout, stderr) = b
         .run(&["console", "--title", "Export CSV"], "CSV\n/plan\n")
         .await;
@@ -157,12 +155,8 @@ async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports
         .to_string();
 
     // Step 1 is done and committed; step 2 waits on the LLM when the process dies.
-    b.llm.push(call(
-        "write_file",
-        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
-    ));
-    b.llm
-        .push(call("finish_step", json!({"summary": "endpoint added"})));
+    write_export(&b.llm);
+    finish_steps(&b.llm, &["endpoint added"]);
     b.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
         then: Box::new(call("finish_step", json!({"summary": "late"}))),
@@ -206,8 +200,7 @@ async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports
 
     // Resume (what the Discord button sends) finishes it from step 2, without redoing step 1.
     b.start().await;
-    b.llm
-        .push(call("finish_step", json!({"summary": "button"})));
+    finish_steps(&b.llm, &["button"]);
     b.send(Input::ResumeRun {
         feature: FeatureId(1),
     })
@@ -398,12 +391,8 @@ async fn github_401_on_create_issue_names_github_token_and_the_button_works_afte
 async fn an_llm_outage_during_a_run_fails_it_clearly_and_resume_finishes_it() {
     let mut p = TestApp::builder().with_remote().with_github().build().await;
     let id = p.planned().await;
-    p.llm.push(call(
-        "write_file",
-        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
-    ));
-    p.llm
-        .push(call("finish_step", json!({"summary": "endpoint added"})));
+    write_export(&p.llm);
+    finish_steps(&p.llm, &["endpoint added"]);
     // Step 2: the first attempt and max_retries = 3 retries all meet an outage.
     for _ in 0..4 {
         p.llm.push(Reply::Status {
@@ -432,8 +421,7 @@ async fn an_llm_outage_during_a_run_fails_it_clearly_and_resume_finishes_it() {
         "step 1 is committed"
     );
 
-    p.llm
-        .push(call("finish_step", json!({"summary": "button"})));
+    finish_steps(&p.llm, &["button"]);
     p.send(Input::ResumeRun { feature: id }).await;
     let run = p.run_ended().await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
@@ -535,7 +523,7 @@ async fn conversation_fault(
     expected: &[&str],
 ) -> usize {
     let mut h = TestApp::builder().with_config(change).build().await;
-    h.llm.push(Reply::Text("Which format?".to_string()));
+    ask(&h.llm, "Which format?");
     let (id, _) = h.start_feature("Export CSV").await;
     let before = h.llm.requests().len();
     for reply in fault {
@@ -560,8 +548,7 @@ async fn conversation_fault(
     assert_eq!(transcript[2].text, "CSV, from the dashboard");
     assert_eq!(h.store().feature(id).unwrap().status, Status::Gathering);
 
-    h.llm
-        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    ask(&h.llm, "Which theme, dark or light?");
     let (_, outputs) = h.start_feature("Dark mode").await;
     assert_eq!(reply(&outputs), Some("Which theme, dark or light?"));
 
@@ -706,9 +693,8 @@ async fn malformed_json_from_the_llm_is_reported() {
 /// nothing was committed, and that Generate plan and a second feature then work.
 async fn plan_fault(fault: Vec<Reply>, change: impl FnOnce(&mut Config), expected: &[&str]) {
     let mut h = TestApp::builder().with_config(change).build().await;
-    h.llm.push(Reply::Text("Which format?".to_string()));
-    h.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    ask(&h.llm, "Which format?");
+    confirm(&h.llm, &["CSV export"]);
     let (id, _) = h.start_feature("Export CSV").await;
     h.say(id, "CSV").await;
     let base = git(&h.repo.path, &["rev-parse", "HEAD"]);
@@ -734,7 +720,7 @@ async fn plan_fault(fault: Vec<Reply>, change: impl FnOnce(&mut Config), expecte
     assert_eq!(git(&h.repo.path, &["rev-parse", "HEAD"]), base);
     assert_eq!(h.store().transcript(id).unwrap().len(), 4);
 
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h.send(generate).await;
     assert!(
         outputs.iter().any(|o| matches!(
@@ -747,8 +733,7 @@ async fn plan_fault(fault: Vec<Reply>, change: impl FnOnce(&mut Config), expecte
         )),
         "{outputs:?}"
     );
-    h.llm
-        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    ask(&h.llm, "Which theme, dark or light?");
     let (_, outputs) = h.start_feature("Dark mode").await;
     assert_eq!(reply(&outputs), Some("Which theme, dark or light?"));
 }
@@ -783,16 +768,15 @@ async fn malformed_json_for_the_plan_commits_nothing_and_generate_plan_works_aft
 #[tokio::test]
 async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once_unlocked() {
     let mut h = TestApp::builder().build().await;
-    h.llm.push(Reply::Text("Which format?".to_string()));
-    h.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    ask(&h.llm, "Which format?");
+    confirm(&h.llm, &["CSV export"]);
     let (id, _) = h.start_feature("Export CSV").await;
     h.say(id, "CSV").await;
     let lock = h.repo.path.join(".git/index.lock");
     std::fs::write(&lock, "").unwrap();
     let base = git(&h.repo.path, &["rev-parse", "HEAD"]);
 
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let generate = Input::GeneratePlan {
         feature: id,
         force: false,
@@ -814,7 +798,7 @@ async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once
     assert_eq!(git(&h.repo.path, &["rev-parse", "HEAD"]), base);
 
     std::fs::remove_file(&lock).unwrap();
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h.send(generate).await;
     assert!(
         outputs
@@ -825,8 +809,7 @@ async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once
     let log = git(&h.repo.path, &["log", "--format=%s", "HEAD"]);
     assert_eq!(log.matches("plan: Export CSV").count(), 1, "{log}");
 
-    h.llm
-        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    ask(&h.llm, "Which theme, dark or light?");
     let (_, outputs) = h.start_feature("Dark mode").await;
     assert_eq!(reply(&outputs), Some("Which theme, dark or light?"));
 }
@@ -901,7 +884,7 @@ async fn a_429_storm_in_a_thread_is_reported_there_and_other_threads_go_on() {
         .with_config(|c| c.llm.max_retries = 2)
         .build()
         .await;
-    bot.llm.push(Reply::Text("Which format?".to_string()));
+    ask(&bot.llm, "Which format?");
     let export = bot.started_thread("Export CSV", "Which format?").await;
     for _ in 0..3 {
         bot.llm.push(Reply::Status {
@@ -926,8 +909,7 @@ async fn a_429_storm_in_a_thread_is_reported_there_and_other_threads_go_on() {
     );
     assert!(!error.contains("sk-test-secret"));
 
-    bot.llm
-        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    ask(&bot.llm, "Which theme, dark or light?");
     bot.started_thread("Dark mode", "Which theme, dark or light?")
         .await;
 
@@ -956,30 +938,22 @@ async fn a_wrong_github_token_ends_the_run_in_the_thread_naming_github_token() {
         })
         .build()
         .await;
-    bot.llm.push(Reply::Text("Which format?".to_string()));
+    ask(&bot.llm, "Which format?");
     let thread = bot.started_thread("Export CSV", "Which format?").await;
-    bot.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    confirm(&bot.llm, &["CSV export"]);
     bot.discord().user_message(ADMIN, thread, "CSV").await;
     bot.wait_for("Generate plan", |bot| {
         bot.button_in(thread, "fb:plan:").is_some()
     })
     .await;
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&bot.llm);
     let (message, id) = bot.button_in(thread, "fb:plan:").unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |bot| {
         bot.button_in(thread, "fb:approve:").is_some()
     })
     .await;
-    bot.llm.push(call(
-        "write_file",
-        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
-    ));
-    bot.llm
-        .push(call("finish_step", json!({"summary": "endpoint added"})));
-    bot.llm
-        .push(call("finish_step", json!({"summary": "button added"})));
+    export_run(&bot.llm);
     let (plan, approve) = bot.button_in(thread, "fb:approve:").unwrap();
     bot.discord().click(ADMIN, plan, &approve).await;
     bot.wait_for_text(thread, "❌ The agent run failed").await;
@@ -1015,8 +989,7 @@ async fn a_wrong_github_token_ends_the_run_in_the_thread_naming_github_token() {
         Status::Failed
     );
 
-    bot.llm
-        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    ask(&bot.llm, "Which theme, dark or light?");
     bot.started_thread("Dark mode", "Which theme, dark or light?")
         .await;
 }

@@ -7,9 +7,8 @@ use featurebot::core::protocol::{Input, OutputKind};
 use featurebot::model::{FeatureId, Priority};
 
 use crate::support::app::TestApp;
-use crate::support::fake_llm::Reply;
 use crate::support::git::git;
-use crate::support::scripts::GOOD_PLAN;
+use crate::support::scripts::{ask, confirm, plan_reply};
 
 /// The core on a repository with a bare remote and `push_plans = true`, with feature #1's
 /// plan committed and pushed.
@@ -19,12 +18,11 @@ async fn pushed_plan() -> (TestApp, FeatureId) {
         .with_config(|c| c.repo.push_plans = true)
         .build()
         .await;
-    h.llm.push(Reply::Text("Which format?".to_string()));
-    h.llm
-        .push(Reply::Text("CONFIRMED\n- export as CSV".to_string()));
+    ask(&h.llm, "Which format?");
+    confirm(&h.llm, &["export as CSV"]);
     let (id, _) = h.start_feature("Export CSV").await;
     h.say(id, "CSV").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     h.send(Input::GeneratePlan {
         feature: id,
         force: false,
@@ -95,12 +93,11 @@ async fn commits_after_a_teammates_push_go_on_top_of_it() {
     );
 
     // Another feature's plan goes on top as well.
-    h.llm.push(Reply::Text("Which roles?".to_string()));
-    h.llm
-        .push(Reply::Text("CONFIRMED\n- admins only".to_string()));
+    ask(&h.llm, "Which roles?");
+    confirm(&h.llm, &["admins only"]);
     let (second, _) = h.start_feature("Audit log").await;
     h.say(second, "admins").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h
         .send(Input::GeneratePlan {
             feature: second,
@@ -145,7 +142,7 @@ async fn a_refused_push_is_reported_and_the_commit_kept() {
 }
 
 /// A teammate's clone commits `NOTES.md` and pushes it to the bare remote; returns the commit.
-fn teammate_pushes(h: &Harness) -> String {
+fn teammate_pushes(h: &TestApp) -> String {
     let bare = h.repo.remote.clone().unwrap();
     let other = h.repo.dir.path().join("teammate");
     git(

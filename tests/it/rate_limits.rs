@@ -13,6 +13,7 @@ use crate::support::app::{TestApp, ADMIN};
 use crate::support::fake_discord::id_of;
 use crate::support::fake_discord::{FakeDiscord, RateLimits, CHANNEL_ID};
 use crate::support::fake_llm::Reply;
+use crate::support::scripts::ask;
 use crate::support::wait::eventually;
 
 #[tokio::test]
@@ -156,9 +157,7 @@ async fn twenty_replies_streamed_at_once_stay_within_discords_limits() {
 #[tokio::test]
 async fn a_reply_that_meets_a_429_is_retried_and_nothing_is_lost() {
     let bot = TestApp::bot().build().await;
-    bot.llm.push(Reply::Text(
-        "Which format should the export use?".to_string(),
-    ));
+    ask(&bot.llm, "Which format should the export use?");
     let thread = bot.started("Retries").await;
     // Stricter than the bot's model of Discord: one message create and one edit per second per
     // channel, so posting a long answer at once runs into 429s.

@@ -12,7 +12,7 @@ use tokio::process::Child;
 use crate::support::app::{TestApp, ADMIN};
 use crate::support::fake_discord::{id_of, CHANNEL_ID};
 use crate::support::fake_llm::Reply;
-use crate::support::scripts::GOOD_PLAN;
+use crate::support::scripts::{ask, call, confirm, plan_reply};
 use crate::support::wait::eventually;
 
 /// The process starts and stops more slowly than a bot in the test's own process.
@@ -45,9 +45,9 @@ async fn sigterm_stops_the_bot_cleanly_and_the_run_is_resumable_after() {
     let mut bot = start(&app);
     discord.wait_ready().await;
     eventually("the commands", PATIENCE, || !discord.commands().is_empty()).await;
-    llm.push(Reply::Text("Which format?".to_string()));
-    llm.push(Reply::Text("CONFIRMED\n- CSV".to_string()));
-    llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    ask(llm, "Which format?");
+    confirm(llm, &["CSV"]);
+    plan_reply(llm);
     discord
         .slash_command(
             ADMIN,
@@ -76,10 +76,7 @@ async fn sigterm_stops_the_bot_cleanly_and_the_run_is_resumable_after() {
     // The run's first step waits on a slow LLM when the stop comes.
     llm.push(Reply::Slow {
         delay: Duration::from_secs(60),
-        then: Box::new(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            json!({"summary": "late"}),
-        )])),
+        then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
     let (message, id) = app.button_in(thread, "fb:approve:").unwrap();
     discord.click(ADMIN, message, &id).await;

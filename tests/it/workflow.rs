@@ -16,7 +16,7 @@ use crate::support::app::{Builder, TestApp};
 use crate::support::fake_github::TOKEN;
 use crate::support::fake_llm::Reply;
 use crate::support::git::{commit_and_push, git, BROKEN_ADD};
-use crate::support::scripts::call;
+use crate::support::scripts::{call, finish_steps};
 use crate::support::wait::eventually;
 
 const PLAN_PATH: &str = "tasks/20261126-000000-fix-adding.md";
@@ -483,22 +483,17 @@ async fn the_workflows_run_step_takes_a_plan_to_a_pushed_branch_and_a_pull_reque
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 * $2"}),
     ));
-    r.llm.push(call(
-        "finish_step",
-        json!({"summary": "changed the operator"}),
-    ));
+    finish_steps(&r.llm, &["changed the operator"]);
     r.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 * $2", "replace": "$1 + $2"}),
     ));
-    r.llm
-        .push(call("finish_step", json!({"summary": "add adds"})));
+    finish_steps(&r.llm, &["add adds"]);
     r.llm.push(call(
         "write_file",
         json!({"path": "docs/add.md", "content": "# add\nAdds two numbers.\n"}),
     ));
-    r.llm
-        .push(call("finish_step", json!({"summary": "documented"})));
+    finish_steps(&r.llm, &["documented"]);
 
     let (status, stdout, stderr) = run_workflow(&r, &inputs(&r, false)).await;
     assert!(status.success(), "{status:?}\n{stdout}\n{stderr}");
@@ -586,8 +581,7 @@ async fn a_resumed_workflow_run_continues_after_the_ticked_steps() {
         "write_file",
         json!({"path": "docs/add.md", "content": "# add\n"}),
     ));
-    r.llm
-        .push(call("finish_step", json!({"summary": "documented"})));
+    finish_steps(&r.llm, &["documented"]);
     let (status, stdout, stderr) = run_workflow(&r, &inputs(&r, true)).await;
     assert!(status.success(), "{status:?}\n{stdout}\n{stderr}");
     assert!(stderr.contains("resuming at step 2"), "{stderr}");
@@ -622,10 +616,7 @@ async fn red_checks_end_in_a_draft_and_the_job_still_succeeds() {
         "write_file",
         json!({"path": "notes.txt", "content": "looked at it\n"}),
     ));
-    r.llm
-        .push(call("finish_step", json!({"summary": "nothing"})));
-    r.llm
-        .push(call("finish_step", json!({"summary": "nothing"})));
+    finish_steps(&r.llm, &["nothing", "nothing"]);
     // A branch that was never pushed starts at step 1, even when asked to resume.
     let (status, stdout, stderr) = run_workflow(&r, &inputs(&r, true)).await;
     assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
@@ -739,8 +730,7 @@ async fn a_cancelled_job_stops_the_run_and_keeps_the_pushed_steps() {
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    r.llm
-        .push(call("finish_step", json!({"summary": "add adds"})));
+    finish_steps(&r.llm, &["add adds"]);
     // Step 2 waits on the LLM when the job is cancelled.
     r.llm.push(Reply::Slow {
         delay: Duration::from_secs(60),
