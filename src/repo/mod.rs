@@ -199,13 +199,13 @@ impl Repo {
     }
 
     /// Makes the work tree of a run on `branch` at `dir`, from the freshly fetched base branch
-    /// (and, with `fetch_branch`, the freshly fetched branch itself). A failed fetch is logged
-    /// and the local copy used.
+    /// and the freshly fetched branch itself, so a run (a resume, a follow-up) continues on top
+    /// of whatever was pushed to its branch meanwhile, a reviewer's commits included. A failed
+    /// fetch is logged and the local copy used.
     pub async fn prepare_worktree(
         &self,
         branch: &BranchName,
         dir: &Path,
-        fetch_branch: bool,
     ) -> Result<Worktree, RepoError> {
         let branch = branch.clone();
         let dir = dir.to_path_buf();
@@ -213,10 +213,8 @@ impl Repo {
             if let Err(err) = remote::fetch_base(cfg) {
                 tracing::warn!(error = %err, "fetching the base branch failed; starting from the local one");
             }
-            if fetch_branch {
-                if let Err(err) = remote::fetch_branch(cfg, &branch) {
-                    tracing::warn!(error = %err, %branch, "fetching the run's branch failed; using what is here");
-                }
+            if let Err(err) = remote::fetch_branch(cfg, &branch) {
+                tracing::warn!(error = %err, %branch, "fetching the run's branch failed; using what is here");
             }
             worktree::prepare_worktree(cfg, &branch, &dir)
         })

@@ -41,13 +41,27 @@ pub fn prepare_worktree(
         .find_reference(&format!("refs/remotes/{}/{branch}", cfg.remote))
         .ok()
         .and_then(|r| r.peel_to_commit().ok());
+    // Whether the branch moved on to the remote's commits here, which the work tree must follow.
+    let mut moved = false;
     let (branch_ref, base_commit, created) = match (local, pushed) {
-        (Some(existing), _) => {
+        (Some(existing), pushed) => {
             let commit = existing
                 .get()
                 .peel_to_commit()
                 .map_err(|e| git_error(format!("reading branch {branch}"), e))?;
-            (existing.into_reference(), commit.id().to_string(), false)
+            // Others' commits on the pushed branch (a reviewer's) come first: the run goes on
+            // on top of them.
+            let tip = match pushed {
+                Some(remote) if remote.id() != commit.id() => {
+                    catch_up_with(&repo, cfg, branch, &commit, &remote)?
+                }
+                _ => commit.id(),
+            };
+            moved = tip != commit.id();
+            let reference = repo
+                .find_reference(&format!("refs/heads/{branch}"))
+                .map_err(|e| git_error(format!("reading branch {branch}"), e))?;
+            (reference, tip.to_string(), false)
         }
         (None, Some(tip)) => {
             let new = repo.branch(branch, &tip, false).map_err(|e| {
@@ -96,6 +110,18 @@ pub fn prepare_worktree(
             .ok()
             .and_then(|h| h.shorthand().map(str::to_string));
         if on.as_deref() == Some(branch) {
+            // The branch may have moved on to the remote's commits: the work tree follows. It
+            // holds only the run's own work, committed after every step.
+            if moved {
+                let tip = git2::Oid::from_str(&base_commit)
+                    .map_err(|e| git_error("reading the branch's tip", e))?;
+                let object = existing
+                    .find_object(tip, None)
+                    .map_err(|e| git_error("reading the branch's tip in the work tree", e))?;
+                existing
+                    .reset(&object, git2::ResetType::Hard, None)
+                    .map_err(|e| git_error(format!("moving {} to {tip}", dir.display()), e))?;
+            }
             return Ok(Worktree {
                 path: dir.to_path_buf(),
                 branch: branch.to_string(),
@@ -140,6 +166,68 @@ pub fn prepare_worktree(
         base_commit,
         created,
     })
+}
+
+/// Brings the local `branch` (at `local`) up to the pushed one (at `remote`): a fast-forward
+/// when the remote is ahead, nothing when the local branch is ahead (its commits are pushed at
+/// the end), a merge commit when both moved, so that nobody's commit is lost and no push has to
+/// be forced. A merge that conflicts is refused with what to do. Returns the branch's new tip.
+fn catch_up_with(
+    repo: &Repository,
+    cfg: &RepoConfig,
+    branch: &str,
+    local: &git2::Commit<'_>,
+    remote: &git2::Commit<'_>,
+) -> Result<git2::Oid, RepoError> {
+    let descends = |a: git2::Oid, b: git2::Oid| repo.graph_descendant_of(a, b).unwrap_or(false);
+    let refname = format!("refs/heads/{branch}");
+    if descends(local.id(), remote.id()) {
+        return Ok(local.id());
+    }
+    let tip = if descends(remote.id(), local.id()) {
+        tracing::info!(%branch, commit = %remote.id(), "the pushed branch has new commits; continuing on top of them");
+        remote.id()
+    } else {
+        let mut index = repo
+            .merge_commits(local, remote, None)
+            .map_err(|e| git_error(format!("merging {}/{branch} into {branch}", cfg.remote), e))?;
+        if index.has_conflicts() {
+            return Err(RepoError::Git(format!(
+                "{branch} and {remote}/{branch} both changed the same lines; merge {remote}/{branch} into {branch} by hand (or drop the local branch to start from the pushed one), then resume",
+                remote = cfg.remote
+            )));
+        }
+        let tree_id = index
+            .write_tree_to(repo)
+            .map_err(|e| git_error("writing the merged tree", e))?;
+        let tree = repo
+            .find_tree(tree_id)
+            .map_err(|e| git_error("reading the merged tree", e))?;
+        let signature = Signature::now(&cfg.author_name, &cfg.author_email)
+            .map_err(|e| git_error("making the commit signature", e))?;
+        let message = format!("Merge {}/{branch} into {branch}\n", cfg.remote);
+        let merged = repo
+            .commit(
+                None,
+                &signature,
+                &signature,
+                &message,
+                &tree,
+                &[local, remote],
+            )
+            .map_err(|e| git_error("writing the merge commit", e))?;
+        tracing::info!(%branch, commit = %merged, "the pushed branch and the local one both moved; merged them");
+        merged
+    };
+    repo.reference_matching(
+        &refname,
+        tip,
+        true,
+        local.id(),
+        "featurebot: catch up with the remote",
+    )
+    .map_err(|e| git_error(format!("moving {refname}"), e))?;
+    Ok(tip)
 }
 
 /// Commits every change in the work tree at `dir` (new, changed and deleted files, except

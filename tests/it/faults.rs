@@ -458,10 +458,12 @@ async fn push_refused(p: &mut TestApp, expected: &[&str]) {
     p.second_feature_is_served().await;
 }
 
+/// Someone else pushed to the branch the run will use: the run fetches it and goes on on top of
+/// their commit instead of being refused (it used to fail with "pull or rebase"); nothing is
+/// forced and their commit is kept.
 #[tokio::test]
-async fn a_push_refused_because_the_remote_branch_moved_ahead_says_to_rebase() {
+async fn a_run_on_a_branch_someone_else_pushed_to_goes_on_on_top_of_it() {
     let mut p = TestApp::builder().with_remote().with_github().build().await;
-    // Someone else pushed to the branch the run will use.
     let remote = p.repo.remote.clone().unwrap();
     let other = p.repo.dir.path().join("other");
     git(
@@ -473,17 +475,23 @@ async fn a_push_refused_because_the_remote_branch_moved_ahead_says_to_rebase() {
     git(&other, &["add", "theirs.txt"]);
     git(&other, &["commit", "--quiet", "-m", "theirs"]);
     git(&other, &["push", "--quiet", "origin", BRANCH]);
-    let theirs = git(&remote, &["rev-parse", BRANCH]);
+    let theirs = git(&remote, &["rev-parse", BRANCH]).trim().to_string();
 
-    push_refused(
-        &mut p,
-        &["the remote branch has commits that the local featurebot/1-export-csv does not have"],
-    )
-    .await;
-    assert_eq!(
-        git(&remote, &["rev-parse", BRANCH]),
-        theirs,
+    let id = p.planned().await;
+    let run = p.approve_and_run(id).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    let ancestry = git(&remote, &["rev-list", BRANCH]);
+    assert!(
+        ancestry.lines().any(|c| c == theirs),
         "their commit is kept"
+    );
+    assert_eq!(
+        git(&remote, &["show", &format!("{BRANCH}:theirs.txt")]),
+        "someone else\n"
+    );
+    assert_eq!(
+        git(&remote, &["show", &format!("{BRANCH}:export.txt")]),
+        "GET /export.csv\n"
     );
 }
 

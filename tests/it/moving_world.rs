@@ -175,3 +175,81 @@ fn assert_no_warning(outputs: &[featurebot::core::protocol::Output]) {
         .collect();
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+/// A reviewer commits on the pull request's branch (GitHub's "Commit suggestion"); the follow-up
+/// run fetches the branch, continues on top of the reviewer's commit and pushes without force.
+#[tokio::test]
+async fn a_follow_up_builds_on_a_reviewers_commit() {
+    use crate::support::app::alice;
+    use crate::support::scripts::{call, finish_steps, BRANCH};
+    use featurebot::model::RunState;
+    use serde_json::json;
+
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
+    let id = p.planned().await;
+    let run = p.approve_and_run(id).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    let bare = p.repo.remote.clone().unwrap();
+    let bots = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
+
+    // The reviewer's commit, pushed to the pull request's branch from their own clone.
+    let reviewer = p.repo.dir.path().join("reviewer");
+    git(
+        p.repo.dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--branch",
+            BRANCH,
+            bare.to_str().unwrap(),
+            "reviewer",
+        ],
+    );
+    std::fs::write(reviewer.join("export.txt"), "GET /export.csv?all=1\n").unwrap();
+    git(
+        &reviewer,
+        &[
+            "-c",
+            "user.name=Rae",
+            "-c",
+            "user.email=rae@test.invalid",
+            "commit",
+            "--quiet",
+            "-am",
+            "Apply suggestion from review",
+        ],
+    );
+    git(&reviewer, &["push", "--quiet", "origin", BRANCH]);
+    let theirs = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
+    assert_ne!(theirs, bots);
+
+    p.send(Input::FollowUp { feature: id }).await;
+    p.llm.push(call(
+        "write_file",
+        json!({"path": "button.txt", "content": "Download\n"}),
+    ));
+    finish_steps(&p.llm, &["renamed"]);
+    p.send(Input::Message {
+        feature: id,
+        author: alice(),
+        text: "Rename the button to Download".to_string(),
+        source_id: None,
+    })
+    .await;
+    let run = p.run_ended().await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    assert_eq!(
+        git(&bare, &["rev-parse", &format!("{BRANCH}^")]).trim(),
+        theirs,
+        "the follow-up is on top of the reviewer's commit"
+    );
+    assert_eq!(
+        git(&bare, &["show", &format!("{BRANCH}:export.txt")]),
+        "GET /export.csv?all=1\n",
+        "the reviewer's change is kept"
+    );
+    assert_eq!(
+        git(&bare, &["show", &format!("{BRANCH}:button.txt")]),
+        "Download\n"
+    );
+}

@@ -834,3 +834,79 @@ async fn commits_through_every_handle_of_a_clone_happen_one_at_a_time() {
         "the work tree and index match the tip"
     );
 }
+
+/// The run's branch moved both here (the bot's unpushed step) and on the remote (a reviewer's
+/// commit on another file): the work tree goes on from a merge of both, nobody's commit lost;
+/// when both changed the same lines, the run is refused with what to do.
+#[test]
+fn a_branch_that_moved_on_both_sides_is_merged_or_refused() {
+    let repo = repo_with_remote("main");
+    let remote = repo.remote.clone().unwrap();
+    let cfg = repo_config(&repo);
+    let branch = name("featurebot/9-export");
+    let dir = repo.dir.path().join("worktrees/9-export");
+    let worktree = repo::worktree::prepare_worktree(&cfg, &branch, &dir).unwrap();
+    std::fs::write(worktree.path.join("a.txt"), "the bot's\n").unwrap();
+    repo::worktree::commit_all(&cfg, &worktree.path, "step 1/2: a").unwrap();
+    repo::remote::push_branch(&cfg, &branch).unwrap();
+    std::fs::write(worktree.path.join("b.txt"), "the bot's too\n").unwrap();
+    let ours = repo::worktree::commit_all(&cfg, &worktree.path, "step 2/2: b")
+        .unwrap()
+        .unwrap();
+
+    let reviewer = repo.dir.path().join("reviewer");
+    git(
+        repo.dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--branch",
+            branch.as_str(),
+            remote.to_str().unwrap(),
+            "reviewer",
+        ],
+    );
+    std::fs::write(reviewer.join("c.txt"), "the reviewer's\n").unwrap();
+    git(&reviewer, &["add", "c.txt"]);
+    git(&reviewer, &["commit", "--quiet", "-m", "review: c"]);
+    git(&reviewer, &["push", "--quiet", "origin", branch.as_str()]);
+    let theirs = rev(&remote, branch.as_str());
+
+    assert!(repo::remote::fetch_branch(&cfg, &branch).unwrap());
+    let again = repo::worktree::prepare_worktree(&cfg, &branch, &dir).unwrap();
+    let tip = rev(&dir, "HEAD");
+    assert_eq!(again.base_commit, tip);
+    let parents = git(&dir, &["rev-list", "--parents", "-n1", "HEAD"]);
+    assert!(
+        parents.contains(&ours) && parents.contains(&theirs),
+        "a merge of both: {parents}"
+    );
+    for (file, text) in [
+        ("a.txt", "the bot's\n"),
+        ("b.txt", "the bot's too\n"),
+        ("c.txt", "the reviewer's\n"),
+    ] {
+        assert_eq!(std::fs::read_to_string(dir.join(file)).unwrap(), text);
+    }
+    assert_eq!(status(&dir), "", "the work tree is on the merge");
+    // The next push is a fast-forward of the remote: nothing forced.
+    repo::remote::push_branch(&cfg, &branch).unwrap();
+    assert_eq!(rev(&remote, branch.as_str()), tip);
+
+    // Both sides change the same line: refused, and the local branch left as it was.
+    std::fs::write(dir.join("a.txt"), "the bot's second thought\n").unwrap();
+    let local = repo::worktree::commit_all(&cfg, &dir, "step: a again")
+        .unwrap()
+        .unwrap();
+    git(&reviewer, &["pull", "--quiet", "--ff-only"]);
+    std::fs::write(reviewer.join("a.txt"), "the reviewer's take\n").unwrap();
+    git(&reviewer, &["commit", "--quiet", "-am", "review: a"]);
+    git(&reviewer, &["push", "--quiet", "origin", branch.as_str()]);
+    assert!(repo::remote::fetch_branch(&cfg, &branch).unwrap());
+    let err = repo::worktree::prepare_worktree(&cfg, &branch, &dir).unwrap_err();
+    assert!(
+        err.to_string().contains("both changed the same lines"),
+        "{err}"
+    );
+    assert_eq!(rev(&repo.path, branch.as_str()), local);
+}

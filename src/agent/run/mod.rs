@@ -203,7 +203,7 @@ impl Runner {
         });
         let prepared = self
             .repo(job)
-            .prepare_worktree(&run.branch, worktree, job.continue_from_ticks)
+            .prepare_worktree(&run.branch, worktree)
             .await
             .context("preparing the work tree")?;
         if job.continue_from_ticks && run.next_step == 0 && job.follow_up.is_none() {
