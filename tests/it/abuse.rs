@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use featurebot::discord::Action;
 use serde_json::{json, Value};
 
 use crate::support::app::{TestApp, ADMIN, STRANGER};
@@ -14,7 +15,7 @@ use crate::support::fake_discord::{Interaction, CHANNEL_ID};
 use crate::support::fake_github;
 use crate::support::fake_llm::Reply;
 use crate::support::git::git;
-use crate::support::ids::custom_ids;
+use crate::support::ids::{self, custom_ids, Pick};
 use crate::support::scripts::{
     ask, call, confirm, finish_steps, plan_reply, script_conversation, GOOD_PLAN,
 };
@@ -120,28 +121,28 @@ async fn a_stranger_cannot_press_the_conversation_or_plan_buttons() {
     script_conversation(&bot.llm);
     let thread = bot.started("Export CSV").await;
     bot.confirmed(thread).await;
-    let (confirm, _) = bot.message_with_button("fb:plan:").unwrap();
+    let (confirm, _) = bot.message_with_button(Action::GeneratePlan).unwrap();
     let before = snapshot(&bot).await;
-    for id in ["fb:plan:1:0", "fb:refine:1:0"] {
-        stranger_clicks(&bot, confirm, id).await;
+    for id in [ids::plan(1, 0), ids::refine(1, 0)] {
+        stranger_clicks(&bot, confirm, &id).await;
     }
     assert_eq!(snapshot(&bot).await, before);
 
     plan_reply(&bot.llm);
-    bot.discord().click(ADMIN, confirm, "fb:plan:1:0").await;
+    bot.discord().click(ADMIN, confirm, &ids::plan(1, 0)).await;
     bot.wait_for("the plan", |b| {
-        b.message_with_button("fb:approve:1:1").is_some()
+        b.message_with_button(ids::approve(1, 1)).is_some()
     })
     .await;
-    let (plan, _) = bot.message_with_button("fb:approve:1:1").unwrap();
+    let (plan, _) = bot.message_with_button(ids::approve(1, 1)).unwrap();
     let before = snapshot(&bot).await;
     for id in [
-        "fb:approve:1:1",
-        "fb:changes:1:1",
-        "fb:discard:1:1",
-        "fb:issue:1:1",
+        ids::approve(1, 1),
+        ids::changes(1, 1),
+        ids::discard(1, 1),
+        ids::issue(1, 1),
     ] {
-        stranger_clicks(&bot, plan, id).await;
+        stranger_clicks(&bot, plan, &id).await;
     }
     assert_eq!(snapshot(&bot).await, before);
     assert!(bot.github().issues().is_empty());
@@ -158,15 +159,19 @@ async fn a_stranger_cannot_cancel_a_run_or_decide_its_steps() {
         .await;
     let plan = bot.planned_in_discord().await;
     finish_steps(&bot.llm, &["one"]);
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the approval request", |b| {
-        b.message_with_button("fb:continue:1:1").is_some()
+        b.message_with_button(ids::step_continue(1, 1)).is_some()
     })
     .await;
-    let (approval, _) = bot.message_with_button("fb:continue:1:1").unwrap();
+    let (approval, _) = bot.message_with_button(ids::step_continue(1, 1)).unwrap();
     let before = snapshot(&bot).await;
-    for id in ["fb:continue:1:1", "fb:change:1:1", "fb:stop:1:1"] {
-        stranger_clicks(&bot, approval, id).await;
+    for id in [
+        ids::step_continue(1, 1),
+        ids::step_change(1, 1),
+        ids::step_abort(1, 1),
+    ] {
+        stranger_clicks(&bot, approval, &id).await;
     }
     assert_eq!(snapshot(&bot).await, before, "the run still waits");
 
@@ -177,11 +182,11 @@ async fn a_stranger_cannot_cancel_a_run_or_decide_its_steps() {
     });
     let calls = bot.llm.requests().len();
     bot.discord()
-        .click(ADMIN, approval, "fb:continue:1:1")
+        .click(ADMIN, approval, &ids::step_continue(1, 1))
         .await;
     bot.wait_for("step 2 under way", |b| b.llm.requests().len() > calls)
         .await;
-    let (card, cancel) = bot.message_with_button("fb:cancel:").unwrap();
+    let (card, cancel) = bot.message_with_button(Action::CancelRun).unwrap();
     let before = snapshot(&bot).await;
     stranger_clicks(&bot, card, &cancel).await;
     assert_eq!(snapshot(&bot).await, before, "the run goes on");
@@ -199,30 +204,32 @@ async fn a_stranger_cannot_resume_abort_or_follow_up_a_run() {
         delay: Duration::from_secs(30),
         then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
-    bot.wait_for("the run", |b| b.message_with_button("fb:cancel:").is_some())
-        .await;
-    let bot = bot.restart().await;
-    bot.wait_for("the interruption notice", |b| {
-        b.message_with_button("fb:abort:1:1").is_some()
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
+    bot.wait_for("the run", |b| {
+        b.message_with_button(Action::CancelRun).is_some()
     })
     .await;
-    let (interrupted, _) = bot.message_with_button("fb:abort:1:1").unwrap();
+    let bot = bot.restart().await;
+    bot.wait_for("the interruption notice", |b| {
+        b.message_with_button(ids::abort(1, 1)).is_some()
+    })
+    .await;
+    let (interrupted, _) = bot.message_with_button(ids::abort(1, 1)).unwrap();
     let before = snapshot(&bot).await;
-    for id in ["fb:resume:1:1", "fb:abort:1:1"] {
-        stranger_clicks(&bot, interrupted, id).await;
+    for id in [ids::resume(1, 1), ids::abort(1, 1)] {
+        stranger_clicks(&bot, interrupted, &id).await;
     }
     assert_eq!(snapshot(&bot).await, before, "the run is still interrupted");
 
     finish_steps(&bot.llm, &["one", "two"]);
     bot.discord()
-        .click(ADMIN, interrupted, "fb:resume:1:1")
+        .click(ADMIN, interrupted, &ids::resume(1, 1))
         .await;
     bot.wait_for("the pull request", |b| {
-        b.message_with_button("fb:followup:").is_some()
+        b.message_with_button(Action::FollowUp).is_some()
     })
     .await;
-    let (pr, followup) = bot.message_with_button("fb:followup:").unwrap();
+    let (pr, followup) = bot.message_with_button(Action::FollowUp).unwrap();
     let before = snapshot(&bot).await;
     stranger_clicks(&bot, pr, &followup).await;
     assert_eq!(snapshot(&bot).await, before, "no follow-up was started");
@@ -261,20 +268,20 @@ async fn a_button_acts_only_on_the_feature_it_names() {
     let bot = TestApp::bot().build().await;
     let first = plan_in_new_thread(&bot, "Export CSV").await;
     let second = plan_in_new_thread(&bot, "Import CSV").await;
-    let (plan1, _) = button_in(&bot, first, "fb:approve:1:1").expect("feature 1's plan");
-    let (plan2, _) = button_in(&bot, second, "fb:approve:2:1").expect("feature 2's plan");
+    let (plan1, _) = button_in(&bot, first, ids::approve(1, 1)).expect("feature 1's plan");
+    let (plan2, _) = button_in(&bot, second, ids::approve(2, 1)).expect("feature 2's plan");
     let first_messages = posted_in(&bot, first);
     let first_card = card(&bot, first).await;
 
     // Feature 2's buttons: its conversation reopens, then it is discarded.
-    bot.discord().click(ADMIN, plan2, "fb:changes:2:1").await;
+    bot.discord().click(ADMIN, plan2, &ids::changes(2, 1)).await;
     bot.wait_for("feature 2 reopened", |b| {
         contents(&posted_in(b, second))
             .iter()
             .any(|c| c.contains("requested changes to plan version 1"))
     })
     .await;
-    bot.discord().click(ADMIN, plan2, "fb:discard:2:1").await;
+    bot.discord().click(ADMIN, plan2, &ids::discard(2, 1)).await;
     bot.wait_for("feature 2's thread archived", |b| {
         b.discord()
             .threads()
@@ -297,9 +304,9 @@ async fn a_button_acts_only_on_the_feature_it_names() {
 
     // Feature 1's own Approve runs feature 1, on its own branch.
     finish_steps(&bot.llm, &["one", "two"]);
-    bot.discord().click(ADMIN, plan1, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan1, &ids::approve(1, 1)).await;
     bot.wait_for("feature 1's pull request", |b| {
-        button_in(b, first, "fb:followup:1:").is_some()
+        button_in(b, first, (Action::FollowUp, 1)).is_some()
     })
     .await;
     let pulls = bot.github().pulls();
@@ -318,29 +325,32 @@ async fn a_button_naming_a_missing_or_another_threads_feature_is_refused() {
     let bot = TestApp::bot().build().await;
     bot.planned_in_discord().await;
     let old_thread = bot.thread_id();
-    let (old_plan, _) = bot.message_with_button("fb:approve:1:1").unwrap();
+    let (old_plan, _) = bot.message_with_button(ids::approve(1, 1)).unwrap();
     let fresh = tempfile::tempdir().unwrap();
     let bot = bot
         .reconfigure(|c| c.store.path = fresh.path().join("store"))
         .await;
 
     let before = snapshot(&bot).await;
-    let click = bot.discord().click(ADMIN, old_plan, "fb:approve:1:1").await;
+    let click = bot
+        .discord()
+        .click(ADMIN, old_plan, &ids::approve(1, 1))
+        .await;
     refused_with(&bot, &click, "feature #1 no longer exists").await;
     assert_eq!(snapshot(&bot).await, before);
 
     // Feature 1 of the new store lives in a new thread; the old thread's button names it.
     let new_thread = plan_in_new_thread(&bot, "Delete every order").await;
     assert_ne!(new_thread, old_thread);
-    assert!(button_in(&bot, new_thread, "fb:approve:1:1").is_some());
+    assert!(button_in(&bot, new_thread, ids::approve(1, 1)).is_some());
     let before = snapshot(&bot).await;
     for id in [
-        "fb:approve:1:1",
-        "fb:changes:1:1",
-        "fb:discard:1:1",
-        "fb:issue:1:1",
+        ids::approve(1, 1),
+        ids::changes(1, 1),
+        ids::discard(1, 1),
+        ids::issue(1, 1),
     ] {
-        let click = bot.discord().click(ADMIN, old_plan, id).await;
+        let click = bot.discord().click(ADMIN, old_plan, &id).await;
         refused_with(&bot, &click, "belongs to another thread").await;
     }
     assert_eq!(snapshot(&bot).await, before);
@@ -571,7 +581,7 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
         )
         .await;
     bot.wait_for("the confirmation", |b| {
-        b.message_with_button("fb:plan:").is_some()
+        b.message_with_button(Action::GeneratePlan).is_some()
     })
     .await;
     bot.llm.push(Reply::Text(
@@ -582,10 +592,10 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
                 &format!("GET /export.csv?token={github_token}"),
             ),
     ));
-    let (message, id) = bot.message_with_button("fb:plan:").unwrap();
+    let (message, id) = bot.message_with_button(Action::GeneratePlan).unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
-        b.message_with_button("fb:approve:1:1").is_some()
+        b.message_with_button(ids::approve(1, 1)).is_some()
     })
     .await;
 
@@ -628,8 +638,8 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
         "finish_step",
         json!({"summary": format!("button, and {environment}")}),
     )]));
-    let (plan, _) = bot.message_with_button("fb:approve:1:1").unwrap();
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    let (plan, _) = bot.message_with_button(ids::approve(1, 1)).unwrap();
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the agent's question", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -778,7 +788,7 @@ async fn the_agent_cannot_read_outside_the_work_tree_through_a_symlink() {
         "finish_step",
         json!({"summary": "two"}),
     )]));
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -910,10 +920,10 @@ fn posted_in(bot: &TestApp, channel: u64) -> Vec<Value> {
         .collect()
 }
 
-/// The newest message in `thread` with a button whose id starts with `prefix`.
-fn button_in(bot: &TestApp, thread: u64, prefix: &str) -> Option<(u64, String)> {
+/// The newest message everyone sees in `thread` with a button `pick` picks.
+fn button_in(bot: &TestApp, thread: u64, pick: impl Pick) -> Option<(u64, String)> {
     posted_in(bot, thread).iter().rev().find_map(|m| {
-        let id = custom_ids(m).into_iter().find(|c| c.starts_with(prefix))?;
+        let id = custom_ids(m).into_iter().find(|c| pick.picks(c))?;
         Some((id_of(&m["id"]), id))
     })
 }
@@ -941,14 +951,14 @@ async fn plan_in_new_thread(bot: &TestApp, title: &str) -> u64 {
         .find(|t| !known.contains(t))
         .unwrap();
     bot.wait_for("the confirmation", |b| {
-        button_in(b, thread, "fb:plan:").is_some()
+        button_in(b, thread, Action::GeneratePlan).is_some()
     })
     .await;
-    let (message, id) = button_in(bot, thread, "fb:plan:").unwrap();
+    let (message, id) = button_in(bot, thread, Action::GeneratePlan).unwrap();
     plan_reply(&bot.llm);
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
-        button_in(b, thread, "fb:approve:").is_some()
+        button_in(b, thread, Action::Approve).is_some()
     })
     .await;
     thread

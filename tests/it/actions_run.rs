@@ -12,6 +12,7 @@ use featurebot::model::{FeatureId, Run, RunState, Status};
 use crate::support::app::TestApp;
 use crate::support::fake_github::actions::{FakeJob, FakeWorkflow, RateLimit};
 use crate::support::fake_github::TOKEN;
+use crate::support::ids;
 use crate::support::scripts::BRANCH;
 use crate::support::scripts::GOOD_PLAN;
 use crate::support::wait::eventually_some;
@@ -406,8 +407,8 @@ async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
     );
     let plan = bot.planned_in_discord().await;
     // A double click.
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     let card_says = |text: &'static str| {
         move |b: &TestApp| {
             contents(&b.bot_messages())

@@ -10,12 +10,13 @@ use crate::support::fake_discord::{contents, id_of};
 use crate::support::fake_discord::{CHANNEL_ID, GUILD_ID};
 use crate::support::fake_llm::Reply;
 use crate::support::git::{git, repo_config, repo_with_remote};
-use crate::support::ids::custom_ids;
+use crate::support::ids::{self, custom_ids, Pick};
 use crate::support::scripts::{
     ask, call, confirm, export_run, finish_steps, plan_reply, script_conversation, write_export,
     GOOD_PLAN,
 };
 use crate::support::wait::eventually;
+use featurebot::discord::Action;
 
 #[tokio::test]
 async fn a_feature_goes_from_slash_command_to_committed_plan() {
@@ -72,11 +73,11 @@ async fn a_feature_goes_from_slash_command_to_committed_plan() {
     assert!(all.contains("export the orders table as CSV"));
 
     plan_reply(&bot.llm);
-    let (message, plan_button) = bot.message_with_button("fb:plan:").unwrap();
-    assert_eq!(plan_button, "fb:plan:1:0");
+    let (message, plan_button) = bot.message_with_button(Action::GeneratePlan).unwrap();
+    assert_eq!(plan_button, ids::plan(1, 0));
     let click = bot.discord().click(ADMIN, message, &plan_button).await;
     bot.wait_for("the plan", |b| {
-        b.message_with_button("fb:approve:").is_some()
+        b.message_with_button(Action::Approve).is_some()
     })
     .await;
     let answer = &bot.discord().responses(&click)[0];
@@ -86,7 +87,7 @@ async fn a_feature_goes_from_slash_command_to_committed_plan() {
     let plan_message = bot
         .bot_messages()
         .into_iter()
-        .find(|m| custom_ids(m).iter().any(|c| c.starts_with("fb:approve:")))
+        .find(|m| custom_ids(m).iter().any(|c| Action::Approve.picks(c)))
         .unwrap();
     let attachment = &plan_message["attachments"][0];
     assert_eq!(attachment["filename"], "export-csv.md");
@@ -97,10 +98,10 @@ async fn a_feature_goes_from_slash_command_to_committed_plan() {
     assert_eq!(
         custom_ids(&plan_message),
         [
-            "fb:approve:1:1",
-            "fb:changes:1:1",
-            "fb:discard:1:1",
-            "fb:issue:1:1"
+            ids::approve(1, 1),
+            ids::changes(1, 1),
+            ids::discard(1, 1),
+            ids::issue(1, 1)
         ]
     );
     let embed = plan_message["embeds"][0].to_string();
@@ -114,7 +115,7 @@ async fn a_feature_goes_from_slash_command_to_committed_plan() {
 
     let approve = bot
         .discord()
-        .click(ADMIN, id_of(&plan_message["id"]), "fb:approve:1:1")
+        .click(ADMIN, id_of(&plan_message["id"]), &ids::approve(1, 1))
         .await;
     bot.wait_for("the approval", |b| {
         !b.discord().responses(&approve).is_empty()
@@ -174,21 +175,21 @@ async fn non_admins_are_refused_everywhere_and_nothing_happens() {
         "only the admin's message was answered"
     );
 
-    let (confirm, _) = bot.message_with_button("fb:plan:").unwrap();
-    for id in ["fb:plan:1:0", "fb:refine:1:0"] {
-        refused_click(&bot, confirm, id).await;
+    let (confirm, _) = bot.message_with_button(Action::GeneratePlan).unwrap();
+    for id in [ids::plan(1, 0), ids::refine(1, 0)] {
+        refused_click(&bot, confirm, &id).await;
     }
     // An admin writes the plan; the stranger then tries its buttons.
     plan_reply(&bot.llm);
-    bot.discord().click(ADMIN, confirm, "fb:plan:1:0").await;
+    bot.discord().click(ADMIN, confirm, &ids::plan(1, 0)).await;
     bot.wait_for("the plan", |b| {
-        b.message_with_button("fb:approve:").is_some()
+        b.message_with_button(Action::Approve).is_some()
     })
     .await;
     let calls = bot.llm.requests().len();
-    let (plan, _) = bot.message_with_button("fb:approve:").unwrap();
-    for id in ["fb:approve:1:1", "fb:changes:1:1", "fb:discard:1:1"] {
-        refused_click(&bot, plan, id).await;
+    let (plan, _) = bot.message_with_button(Action::Approve).unwrap();
+    for id in [ids::approve(1, 1), ids::changes(1, 1), ids::discard(1, 1)] {
+        refused_click(&bot, plan, &id).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(bot.llm.requests().len(), calls, "no click acted");
@@ -219,11 +220,11 @@ async fn a_double_click_writes_one_plan() {
         delay: Duration::from_millis(500),
         then: Box::new(Reply::Text(GOOD_PLAN.to_string())),
     });
-    let (message, id) = bot.message_with_button("fb:plan:").unwrap();
+    let (message, id) = bot.message_with_button(Action::GeneratePlan).unwrap();
     let first = bot.discord().click(ADMIN, message, &id).await;
     let second = bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
-        b.message_with_button("fb:approve:").is_some()
+        b.message_with_button(Action::Approve).is_some()
     })
     .await;
     bot.wait_for("both answers", |b| {
@@ -257,15 +258,15 @@ async fn a_superseded_plans_buttons_say_which_version_is_current() {
     let thread = bot.started("Export CSV").await;
     bot.confirmed(thread).await;
     plan_reply(&bot.llm);
-    let (message, id) = bot.message_with_button("fb:plan:").unwrap();
+    let (message, id) = bot.message_with_button(Action::GeneratePlan).unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("plan 1", |b| {
-        b.message_with_button("fb:approve:1:1").is_some()
+        b.message_with_button(ids::approve(1, 1)).is_some()
     })
     .await;
-    let (v1, _) = bot.message_with_button("fb:approve:1:1").unwrap();
+    let (v1, _) = bot.message_with_button(ids::approve(1, 1)).unwrap();
 
-    let changes = bot.discord().click(ADMIN, v1, "fb:changes:1:1").await;
+    let changes = bot.discord().click(ADMIN, v1, &ids::changes(1, 1)).await;
     bot.wait_for("the answer", |b| {
         !b.discord().responses(&changes).is_empty()
     })
@@ -273,15 +274,15 @@ async fn a_superseded_plans_buttons_say_which_version_is_current() {
     confirm(&bot.llm, &["CSV and JSON"]);
     bot.discord().user_message(ADMIN, thread, "also JSON").await;
     bot.wait_for("new buttons", |b| {
-        b.message_with_button("fb:plan:1:1").is_some()
+        b.message_with_button(ids::plan(1, 1)).is_some()
     })
     .await;
     bot.llm
         .push(Reply::Text(GOOD_PLAN.replace("CSV", "CSV and JSON")));
-    let (message, id) = bot.message_with_button("fb:plan:1:1").unwrap();
+    let (message, id) = bot.message_with_button(ids::plan(1, 1)).unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("plan 2", |b| {
-        b.message_with_button("fb:approve:1:2").is_some()
+        b.message_with_button(ids::approve(1, 2)).is_some()
     })
     .await;
 
@@ -300,7 +301,7 @@ async fn a_superseded_plans_buttons_say_which_version_is_current() {
             && diff.contains("+Let users export their data as CSV and JSON."),
         "{diff}"
     );
-    let stale = bot.discord().click(ADMIN, v1, "fb:approve:1:1").await;
+    let stale = bot.discord().click(ADMIN, v1, &ids::approve(1, 1)).await;
     bot.wait_for("the answer", |b| !b.discord().responses(&stale).is_empty())
         .await;
     let answer = bot.discord().responses(&stale)[0].to_string();
@@ -372,7 +373,7 @@ async fn a_restart_answers_what_was_said_while_the_bot_was_down() {
         })
         .await;
     bot.wait_for("the answer to the offline message", |b| {
-        b.message_with_button("fb:plan:").is_some()
+        b.message_with_button(Action::GeneratePlan).is_some()
     })
     .await;
     let last = bot.llm.requests().pop().unwrap().body.to_string();
@@ -382,10 +383,10 @@ async fn a_restart_answers_what_was_said_while_the_bot_was_down() {
     // Buttons posted before another restart still work after it.
     let bot = bot.restart().await;
     plan_reply(&bot.llm);
-    let (message, id) = bot.message_with_button("fb:plan:").unwrap();
+    let (message, id) = bot.message_with_button(Action::GeneratePlan).unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
-        b.message_with_button("fb:approve:1:1").is_some()
+        b.message_with_button(ids::approve(1, 1)).is_some()
     })
     .await;
     assert_eq!(bot.llm.requests().len(), 3, "nothing was answered twice");
@@ -506,15 +507,21 @@ async fn discard_archives_the_thread_and_keep_refining_reopens() {
     script_conversation(&bot.llm);
     let thread = bot.started("Export CSV").await;
     bot.confirmed(thread).await;
-    let (message, _) = bot.message_with_button("fb:refine:").unwrap();
-    let refine = bot.discord().click(ADMIN, message, "fb:refine:1:0").await;
+    let (message, _) = bot.message_with_button(Action::KeepRefining).unwrap();
+    let refine = bot
+        .discord()
+        .click(ADMIN, message, &ids::refine(1, 0))
+        .await;
     bot.wait_for("the answer", |b| !b.discord().responses(&refine).is_empty())
         .await;
     assert!(bot.discord().responses(&refine)[0]
         .to_string()
         .contains("keep refining"));
     // A second click on the same button says the conversation is already open.
-    let again = bot.discord().click(ADMIN, message, "fb:refine:1:0").await;
+    let again = bot
+        .discord()
+        .click(ADMIN, message, &ids::refine(1, 0))
+        .await;
     bot.wait_for("the answer", |b| !b.discord().responses(&again).is_empty())
         .await;
     let answer = &bot.discord().responses(&again)[0];
@@ -527,25 +534,25 @@ async fn discard_archives_the_thread_and_keep_refining_reopens() {
     bot.wait_for("new confirmation", |b| {
         b.bot_messages()
             .iter()
-            .filter(|m| custom_ids(m).iter().any(|c| c.starts_with("fb:plan:")))
+            .filter(|m| custom_ids(m).iter().any(|c| Action::GeneratePlan.picks(c)))
             .count()
             == 2
     })
     .await;
     plan_reply(&bot.llm);
-    let (message, id) = bot.message_with_button("fb:plan:").unwrap();
+    let (message, id) = bot.message_with_button(Action::GeneratePlan).unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
-        b.message_with_button("fb:discard:").is_some()
+        b.message_with_button(Action::Discard).is_some()
     })
     .await;
-    let (plan, _) = bot.message_with_button("fb:discard:").unwrap();
-    bot.discord().click(ADMIN, plan, "fb:discard:1:1").await;
+    let (plan, _) = bot.message_with_button(Action::Discard).unwrap();
+    bot.discord().click(ADMIN, plan, &ids::discard(1, 1)).await;
     bot.wait_for("the archive", |b| {
         b.discord().threads()[0]["archived"] == true
     })
     .await;
-    let late = bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    let late = bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the answer", |b| !b.discord().responses(&late).is_empty())
         .await;
     assert!(bot.discord().responses(&late)[0]
@@ -595,7 +602,7 @@ async fn the_same_message_delivered_twice_is_one_turn() {
         .await;
     bot.discord().replay_last_dispatch().await;
     bot.wait_for("the confirmation", |b| {
-        b.message_with_button("fb:plan:").is_some()
+        b.message_with_button(Action::GeneratePlan).is_some()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -638,7 +645,7 @@ async fn approve_runs_the_agent_with_a_status_card_and_ends_in_a_pull_request() 
     let bot = TestApp::bot().build().await;
     let plan = bot.planned_in_discord().await;
     export_run(&bot.llm);
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -705,12 +712,12 @@ async fn cancel_stops_a_run_and_resume_finishes_it() {
         delay: Duration::from_secs(30),
         then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the card's Cancel button", |b| {
-        b.message_with_button("fb:cancel:").is_some()
+        b.message_with_button(Action::CancelRun).is_some()
     })
     .await;
-    let (card, cancel) = bot.message_with_button("fb:cancel:").unwrap();
+    let (card, cancel) = bot.message_with_button(Action::CancelRun).unwrap();
     let stranger = bot.discord().click(STRANGER, card, &cancel).await;
     bot.wait_for("a refusal", |b| {
         !b.discord().responses(&stranger).is_empty()
@@ -730,10 +737,10 @@ async fn cancel_stops_a_run_and_resume_finishes_it() {
     finish_steps(&bot.llm, &["one", "two"]);
     // The card says "cancelled" a moment before the message with Resume is posted.
     bot.wait_for("the Resume button", |b| {
-        b.message_with_button("fb:resume:").is_some()
+        b.message_with_button(Action::ResumeRun).is_some()
     })
     .await;
-    let (message, resume) = bot.message_with_button("fb:resume:").unwrap();
+    let (message, resume) = bot.message_with_button(Action::ResumeRun).unwrap();
     bot.discord().click(ADMIN, message, &resume).await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
@@ -751,16 +758,18 @@ async fn a_run_interrupted_by_a_restart_offers_resume_and_abort() {
         delay: Duration::from_secs(30),
         then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
-    bot.wait_for("the run", |b| b.message_with_button("fb:cancel:").is_some())
-        .await;
-    let bot = bot.restart().await;
-    bot.wait_for("the interruption notice", |b| {
-        b.message_with_button("fb:abort:").is_some()
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
+    bot.wait_for("the run", |b| {
+        b.message_with_button(Action::CancelRun).is_some()
     })
     .await;
-    let (message, abort) = bot.message_with_button("fb:abort:").unwrap();
-    assert!(bot.message_with_button("fb:resume:").is_some());
+    let bot = bot.restart().await;
+    bot.wait_for("the interruption notice", |b| {
+        b.message_with_button(Action::AbortRun).is_some()
+    })
+    .await;
+    let (message, abort) = bot.message_with_button(Action::AbortRun).unwrap();
+    assert!(bot.message_with_button(Action::ResumeRun).is_some());
     bot.discord().click(ADMIN, message, &abort).await;
     bot.wait_for("the abort", |b| {
         contents(&b.bot_messages())
@@ -780,7 +789,7 @@ async fn the_agents_question_is_answered_from_the_thread() {
         json!({"question": "Should the CSV have a header row?"}),
     ));
     finish_steps(&bot.llm, &["with a header", "button"]);
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the question", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -847,10 +856,10 @@ async fn secrets_never_reach_discord() {
     bot.llm.push(Reply::Text(
         GOOD_PLAN.replace("Let users export", &format!("Let users ({key}) export")),
     ));
-    let (message, id) = bot.message_with_button("fb:plan:").unwrap();
+    let (message, id) = bot.message_with_button(Action::GeneratePlan).unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
-        b.message_with_button("fb:approve:").is_some()
+        b.message_with_button(Action::Approve).is_some()
     })
     .await;
     let everything = serde_json::to_string(&bot.discord().messages(thread)).unwrap();
@@ -875,12 +884,12 @@ async fn a_run_interrupted_by_a_restart_resumes_from_its_step() {
         delay: Duration::from_secs(30),
         then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("step 2 under way", |b| b.llm.requests().len() >= 6)
         .await;
     let bot = bot.restart().await;
     bot.wait_for("the interruption notice", |b| {
-        b.message_with_button("fb:resume:").is_some()
+        b.message_with_button(Action::ResumeRun).is_some()
     })
     .await;
     let notice = contents(&bot.bot_messages())
@@ -889,7 +898,7 @@ async fn a_run_interrupted_by_a_restart_resumes_from_its_step() {
         .unwrap();
     assert!(notice.contains("at step 2 of 2"), "{notice}");
     finish_steps(&bot.llm, &["two"]);
-    let (message, resume) = bot.message_with_button("fb:resume:").unwrap();
+    let (message, resume) = bot.message_with_button(Action::ResumeRun).unwrap();
     bot.discord().click(ADMIN, message, &resume).await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
@@ -1085,8 +1094,8 @@ async fn priority_and_labels_are_set_from_the_card_and_written_to_the_plan_file(
     );
 
     // A GitHub issue mirrors the feature; the priority menu on the card moves both.
-    let plan = bot.message_with_button("fb:issue:").unwrap().0;
-    bot.discord().click(ADMIN, plan, "fb:issue:1:1").await;
+    let plan = bot.message_with_button(Action::CreateIssue).unwrap().0;
+    bot.discord().click(ADMIN, plan, &ids::issue(1, 1)).await;
     bot.wait_for("the issue", |b| b.github().issues().len() == 1)
         .await;
     let card = bot
@@ -1173,7 +1182,7 @@ async fn a_github_issue_mirrors_the_feature_and_the_pr_closes_it_and_merges_are_
     let bot = TestApp::bot().build().await;
     let plan = bot.planned_in_discord().await;
     let thread = bot.thread_id();
-    let issue = bot.discord().click(ADMIN, plan, "fb:issue:1:1").await;
+    let issue = bot.discord().click(ADMIN, plan, &ids::issue(1, 1)).await;
     bot.wait_for("the issue", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -1191,7 +1200,7 @@ async fn a_github_issue_mirrors_the_feature_and_the_pr_closes_it_and_merges_are_
         .unwrap()
         .contains("## Implementation steps"));
     // A second click is refused: the issue exists.
-    let again = bot.discord().click(ADMIN, plan, "fb:issue:1:1").await;
+    let again = bot.discord().click(ADMIN, plan, &ids::issue(1, 1)).await;
     bot.wait_for("the refusal", |b| !b.discord().responses(&again).is_empty())
         .await;
     assert!(bot.discord().responses(&again)[0]
@@ -1221,7 +1230,7 @@ async fn a_github_issue_mirrors_the_feature_and_the_pr_closes_it_and_merges_are_
 
     // The run's PR closes the issue.
     finish_steps(&bot.llm, &["one", "two"]);
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -1279,9 +1288,9 @@ async fn a_follow_up_runs_the_agent_again_on_the_branch_and_updates_the_pr() {
     let plan = bot.planned_in_discord().await;
     let thread = bot.thread_id();
     finish_steps(&bot.llm, &["one", "two"]);
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the pull request", |b| {
-        b.message_with_button("fb:followup:").is_some()
+        b.message_with_button(Action::FollowUp).is_some()
     })
     .await;
 
@@ -1296,7 +1305,7 @@ async fn a_follow_up_runs_the_agent_again_on_the_branch_and_updates_the_pr() {
     })
     .await;
 
-    let (message, id) = bot.message_with_button("fb:followup:").unwrap();
+    let (message, id) = bot.message_with_button(Action::FollowUp).unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.llm.push(call(
         "write_file",
@@ -1356,12 +1365,12 @@ async fn step_approval_in_the_thread_with_a_change_request() {
         json!({"path": "export.txt", "content": "GET /export\n"}),
     ));
     finish_steps(&bot.llm, &["first try"]);
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the approval request", |b| {
-        b.message_with_button("fb:change:1:1").is_some()
+        b.message_with_button(ids::step_change(1, 1)).is_some()
     })
     .await;
-    let (message, _) = bot.message_with_button("fb:change:1:1").unwrap();
+    let (message, _) = bot.message_with_button(ids::step_change(1, 1)).unwrap();
     let text = bot
         .discord()
         .messages(thread)
@@ -1378,7 +1387,7 @@ async fn step_approval_in_the_thread_with_a_change_request() {
     // A stranger cannot decide.
     let refused = bot
         .discord()
-        .click(STRANGER, message, "fb:continue:1:1")
+        .click(STRANGER, message, &ids::step_continue(1, 1))
         .await;
     bot.wait_for("a refusal", |b| !b.discord().responses(&refused).is_empty())
         .await;
@@ -1386,7 +1395,9 @@ async fn step_approval_in_the_thread_with_a_change_request() {
         .to_string()
         .contains("only featurebot admins"));
 
-    bot.discord().click(ADMIN, message, "fb:change:1:1").await;
+    bot.discord()
+        .click(ADMIN, message, &ids::step_change(1, 1))
+        .await;
     bot.wait_for("the prompt", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -1401,7 +1412,7 @@ async fn step_approval_in_the_thread_with_a_change_request() {
     bot.wait_for("the second approval request", |b| {
         b.bot_messages()
             .iter()
-            .filter(|m| custom_ids(m).iter().any(|c| c == "fb:change:1:1"))
+            .filter(|m| custom_ids(m).iter().any(|c| *c == ids::step_change(1, 1)))
             .count()
             == 2
     })
@@ -1414,15 +1425,19 @@ async fn step_approval_in_the_thread_with_a_change_request() {
         .body
         .to_string()
         .contains("the route must end in .csv"));
-    let (message, _) = bot.message_with_button("fb:continue:1:1").unwrap();
+    let (message, _) = bot.message_with_button(ids::step_continue(1, 1)).unwrap();
     finish_steps(&bot.llm, &["button"]);
-    bot.discord().click(ADMIN, message, "fb:continue:1:1").await;
+    bot.discord()
+        .click(ADMIN, message, &ids::step_continue(1, 1))
+        .await;
     bot.wait_for("step 2's approval request", |b| {
-        b.message_with_button("fb:continue:1:2").is_some()
+        b.message_with_button(ids::step_continue(1, 2)).is_some()
     })
     .await;
-    let (message, _) = bot.message_with_button("fb:continue:1:2").unwrap();
-    bot.discord().click(ADMIN, message, "fb:continue:1:2").await;
+    let (message, _) = bot.message_with_button(ids::step_continue(1, 2)).unwrap();
+    bot.discord()
+        .click(ADMIN, message, &ids::step_continue(1, 2))
+        .await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -1500,10 +1515,10 @@ async fn features_go_to_the_repository_their_channel_or_choice_maps_to() {
     .await;
     bot.confirmed(thread).await;
     plan_reply(&bot.llm);
-    let (message, id) = bot.message_with_button("fb:plan:").unwrap();
+    let (message, id) = bot.message_with_button(Action::GeneratePlan).unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
-        b.message_with_button("fb:approve:").is_some()
+        b.message_with_button(Action::Approve).is_some()
     })
     .await;
     let in_docs = git(&docs.path, &["log", "-1", "--format=%s", "main"]);
@@ -1522,7 +1537,7 @@ async fn issue_on_approval_opens_the_issue_before_the_run() {
         .await;
     let plan = bot.planned_in_discord().await;
     finish_steps(&bot.llm, &["one", "two"]);
-    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -1585,7 +1600,7 @@ async fn two_repositories_are_served_from_two_channels() {
                 b.discord()
                     .messages(id_of(&t["id"]))
                     .iter()
-                    .any(|m| custom_ids(m).iter().any(|c| c.starts_with("fb:plan:")))
+                    .any(|m| custom_ids(m).iter().any(|c| Action::GeneratePlan.picks(c)))
             })
     })
     .await;
@@ -1600,7 +1615,7 @@ async fn two_repositories_are_served_from_two_channels() {
             .find_map(|m| {
                 let id = custom_ids(m)
                     .into_iter()
-                    .find(|c| c.starts_with("fb:plan:"))?;
+                    .find(|c| Action::GeneratePlan.picks(c))?;
                 Some((id_of(&m["id"]), id))
             })
             .unwrap();

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use featurebot::config::{Config, Secret};
 use featurebot::core::protocol::{Input, OutputKind};
+use featurebot::discord::Action;
 use featurebot::model::{FeatureId, RunState, Speaker, Status};
 use featurebot::store::{Store, StoreError};
 use serde_json::json;
@@ -951,18 +952,18 @@ async fn a_wrong_github_token_ends_the_run_in_the_thread_naming_github_token() {
     confirm(&bot.llm, &["CSV export"]);
     bot.discord().user_message(ADMIN, thread, "CSV").await;
     bot.wait_for("Generate plan", |bot| {
-        bot.button_in(thread, "fb:plan:").is_some()
+        bot.button_in(thread, Action::GeneratePlan).is_some()
     })
     .await;
     plan_reply(&bot.llm);
-    let (message, id) = bot.button_in(thread, "fb:plan:").unwrap();
+    let (message, id) = bot.button_in(thread, Action::GeneratePlan).unwrap();
     bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |bot| {
-        bot.button_in(thread, "fb:approve:").is_some()
+        bot.button_in(thread, Action::Approve).is_some()
     })
     .await;
     export_run(&bot.llm);
-    let (plan, approve) = bot.button_in(thread, "fb:approve:").unwrap();
+    let (plan, approve) = bot.button_in(thread, Action::Approve).unwrap();
     bot.discord().click(ADMIN, plan, &approve).await;
     bot.wait_for_text(thread, "❌ The agent run failed").await;
 

@@ -4,6 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use featurebot::discord::Action;
 use featurebot::model::{FeatureId, RunState, Status};
 use featurebot::store::Store;
 use serde_json::json;
@@ -64,13 +65,13 @@ async fn sigterm_stops_the_bot_cleanly_and_the_run_is_resumable_after() {
     .await;
     discord.user_message(ADMIN, thread, "CSV").await;
     eventually("the confirmation", PATIENCE, || {
-        app.button_in(thread, "fb:plan:").is_some()
+        app.button_in(thread, Action::GeneratePlan).is_some()
     })
     .await;
-    let (message, id) = app.button_in(thread, "fb:plan:").unwrap();
+    let (message, id) = app.button_in(thread, Action::GeneratePlan).unwrap();
     discord.click(ADMIN, message, &id).await;
     eventually("the plan", PATIENCE, || {
-        app.button_in(thread, "fb:approve:").is_some()
+        app.button_in(thread, Action::Approve).is_some()
     })
     .await;
     // The run's first step waits on a slow LLM when the stop comes.
@@ -78,10 +79,10 @@ async fn sigterm_stops_the_bot_cleanly_and_the_run_is_resumable_after() {
         delay: Duration::from_secs(60),
         then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
-    let (message, id) = app.button_in(thread, "fb:approve:").unwrap();
+    let (message, id) = app.button_in(thread, Action::Approve).unwrap();
     discord.click(ADMIN, message, &id).await;
     eventually("the run", PATIENCE, || {
-        app.button_in(thread, "fb:cancel:").is_some()
+        app.button_in(thread, Action::CancelRun).is_some()
     })
     .await;
     eventually("the agent's request", PATIENCE, || {
@@ -117,7 +118,7 @@ async fn sigterm_stops_the_bot_cleanly_and_the_run_is_resumable_after() {
     }
     let _bot = start(&app);
     eventually("the resume offer", PATIENCE, || {
-        app.button_in(thread, "fb:resume:").is_some()
+        app.button_in(thread, Action::ResumeRun).is_some()
     })
     .await;
 }

@@ -87,13 +87,6 @@ impl Pick for String {
     }
 }
 
-/// Any custom id starting with this.
-impl Pick for &str {
-    fn picks(&self, custom_id: &str) -> bool {
-        custom_id.starts_with(*self)
-    }
-}
-
 /// The custom ids of the components of a Discord message, in order.
 pub fn custom_ids(message: &Value) -> Vec<String> {
     message["components"]

@@ -7,7 +7,6 @@ pub mod fake_github;
 pub mod fake_llm;
 pub mod git;
 pub mod http;
-#[allow(dead_code)] // Until the tests' literal custom ids move to it.
 pub mod ids;
 pub mod outputs;
 pub mod scripts;
