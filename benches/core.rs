@@ -22,12 +22,11 @@ use featurebot::core::protocol::Input;
 use featurebot::llm::{self, Message, Request};
 use featurebot::model::{Author, Place, Speaker};
 use featurebot::repo;
-use featurebot::startup::Services;
 use featurebot::store::Store;
 
+use support::app::{alice, TestApp};
 use support::fake_llm::Reply;
 use support::git::{git, repo_config, repo_with_commit};
-use support::harness::{alice, Harness};
 
 fn main() {
     let quick = std::env::var_os("BENCH_QUICK").is_some();
@@ -74,7 +73,7 @@ fn fmt(d: Duration) -> String {
 }
 
 async fn turns(n: usize) {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     h.llm.set_default(Reply::Text(
         "Noted. What should happen when the list is empty?".to_string(),
     ));
@@ -198,9 +197,13 @@ fn plan_commit(files: usize, commits: usize) {
 async fn agent_steps(steps: usize) {
     use featurebot::agent::run::Job;
     use featurebot::redact::Redactor;
-    use support::fake_llm::{Api, FakeLlm};
 
-    let llm = FakeLlm::start(Api::OpenAi).await;
+    let app = TestApp::builder()
+        .with_remote()
+        .with_config(|c| c.agent.max_tool_calls_per_step = 10)
+        .build()
+        .await;
+    let (llm, config) = (&app.llm, app.config.clone());
     // Each answer edits a file and finishes the step, in one reply.
     llm.set_default(Reply::ToolCalls(vec![
         (
@@ -212,22 +215,6 @@ async fn agent_steps(steps: usize) {
             serde_json::json!({"summary": "done"}),
         ),
     ]));
-    let repo = support::git::repo_with_remote("main");
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = featurebot::config::Config {
-        llm: llm.llm_config(),
-        repo: repo_config(&repo),
-        store: featurebot::config::StoreConfig {
-            path: dir.path().join("store"),
-        },
-        prompts: featurebot::config::PromptsConfig { dir: None },
-        discord: None,
-        github: None,
-        targets: Vec::new(),
-        agent: featurebot::config::AgentConfig::with_defaults(&dir.path().join("store")),
-    };
-    config.agent.max_tool_calls_per_step = 10;
-    let config = std::sync::Arc::new(config);
     let client = llm::Client::new(config.llm.clone()).unwrap();
     let request = Request {
         messages: vec![Message::system("s"), Message::user("step")],
@@ -245,12 +232,12 @@ async fn agent_steps(steps: usize) {
         .collect();
     let markdown =
         format!("## Summary & goal\nx\n\n## Implementation steps\n{plan_steps}\n## Test plan\nx\n");
-    let store = Store::open(&config.store.path).unwrap();
+    let store = app.store().clone();
     let feature = store
         .create_feature("Bench run", alice(), Place::Console)
         .await
         .unwrap();
-    let mut services = Services::with_store(&config, store.clone()).unwrap();
+    let mut services = app.services().clone();
     services.redactor = Redactor::default();
     services.github = featurebot::github::Clients::default();
     let runner = services.runner(config.clone());

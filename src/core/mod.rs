@@ -124,10 +124,6 @@ impl App {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Handles one input to the end. Never fails: failures become [`Output::Failed`] or
     /// [`Output::Rejected`], with a log line.
     pub async fn handle(&self, input: Input) {

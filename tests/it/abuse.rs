@@ -4,20 +4,20 @@
 //! commit, no GitHub request. `ABUSE.md` lists what each test proves.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use featurebot::config::{Config, StoreConfig};
 use serde_json::{json, Value};
 
-use crate::support::bot::{
-    contents, custom_ids, id_of, planned, script_conversation, Bot, ADMIN, STRANGER,
-};
+use crate::support::app::{TestApp, ADMIN, STRANGER};
+use crate::support::fake_discord::{contents, id_of};
 use crate::support::fake_discord::{Interaction, CHANNEL_ID};
 use crate::support::fake_github;
 use crate::support::fake_llm::Reply;
 use crate::support::git::git;
-use crate::support::harness::GOOD_PLAN;
+use crate::support::ids::custom_ids;
+use crate::support::scripts::{
+    ask, call, confirm, finish_steps, plan_reply, script_conversation, GOOD_PLAN,
+};
 
 const NOT_ADMIN: &str = "only featurebot admins";
 
@@ -27,8 +27,8 @@ const NOT_ADMIN: &str = "only featurebot admins";
 
 #[tokio::test]
 async fn a_stranger_is_refused_every_command_and_nothing_changes() {
-    let bot = Bot::start().await;
-    planned(&bot).await;
+    let bot = TestApp::bot().build().await;
+    bot.planned_in_discord().await;
     let thread = bot.thread_id();
     // Ten more features, so that /tasks has a second page and page buttons.
     bot.llm
@@ -36,11 +36,11 @@ async fn a_stranger_is_refused_every_command_and_nothing_changes() {
     for i in 0..10 {
         bot.feature(ADMIN, &format!("Feature number {i}")).await;
     }
-    bot.wait_for("11 threads", |b| b.discord.threads().len() == 11)
+    bot.wait_for("11 threads", |b| b.discord().threads().len() == 11)
         .await;
     bot.wait_for("every first answer", |b| {
-        b.discord.threads().iter().all(|t| {
-            contents(&bot_messages_in(b, id_of(&t["id"])))
+        b.discord().threads().iter().all(|t| {
+            contents(&posted_in(b, id_of(&t["id"])))
                 .iter()
                 .any(|c| c.starts_with("Which format"))
         })
@@ -48,7 +48,7 @@ async fn a_stranger_is_refused_every_command_and_nothing_changes() {
     .await;
 
     // A stranger's message in the thread is not used: one notice, no LLM call.
-    bot.discord
+    bot.discord()
         .user_message(
             STRANGER,
             thread,
@@ -56,20 +56,22 @@ async fn a_stranger_is_refused_every_command_and_nothing_changes() {
         )
         .await;
     bot.wait_for("the notice", |b| {
-        contents(&bot_messages_in(b, thread))
+        contents(&posted_in(b, thread))
             .iter()
             .any(|c| c.contains("Only featurebot admins' messages are used"))
     })
     .await;
 
     let listing = bot
-        .discord
+        .discord()
         .slash_command(ADMIN, CHANNEL_ID, "tasks", json!([]))
         .await;
-    bot.wait_for("the listing", |b| b.discord.responses(&listing).len() >= 2)
-        .await;
+    bot.wait_for("the listing", |b| {
+        b.discord().responses(&listing).len() >= 2
+    })
+    .await;
     let pages = bot
-        .discord
+        .discord()
         .messages(CHANNEL_ID)
         .iter()
         .rev()
@@ -102,19 +104,19 @@ async fn a_stranger_is_refused_every_command_and_nothing_changes() {
     ];
     for (channel, name, options) in commands {
         let refusal = bot
-            .discord
+            .discord()
             .slash_command(STRANGER, channel, name, options)
             .await;
         refused(&bot, &refusal, &format!("/{name}")).await;
     }
-    let next_page = bot.discord.click(STRANGER, pages, "fbt:1:*:*").await;
+    let next_page = bot.discord().click(STRANGER, pages, "fbt:1:*:*").await;
     refused(&bot, &next_page, "the Next page button").await;
     assert_eq!(snapshot(&bot).await, before);
 }
 
 #[tokio::test]
 async fn a_stranger_cannot_press_the_conversation_or_plan_buttons() {
-    let bot = Bot::start().await;
+    let bot = TestApp::bot().build().await;
     script_conversation(&bot.llm);
     let thread = bot.started("Export CSV").await;
     bot.confirmed(thread).await;
@@ -125,8 +127,8 @@ async fn a_stranger_cannot_press_the_conversation_or_plan_buttons() {
     }
     assert_eq!(snapshot(&bot).await, before);
 
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
-    bot.discord.click(ADMIN, confirm, "fb:plan:1:0").await;
+    plan_reply(&bot.llm);
+    bot.discord().click(ADMIN, confirm, "fb:plan:1:0").await;
     bot.wait_for("the plan", |b| {
         b.message_with_button("fb:approve:1:1").is_some()
     })
@@ -142,22 +144,21 @@ async fn a_stranger_cannot_press_the_conversation_or_plan_buttons() {
         stranger_clicks(&bot, plan, id).await;
     }
     assert_eq!(snapshot(&bot).await, before);
-    assert!(bot.github.issues().is_empty());
+    assert!(bot.github().issues().is_empty());
 }
 
 #[tokio::test]
 async fn a_stranger_cannot_cancel_a_run_or_decide_its_steps() {
-    let bot = Bot::start_configured(|c| {
-        c.agent.approve_each_step = true;
-        c.agent.max_repair_attempts = 0;
-    })
-    .await;
-    let plan = planned(&bot).await;
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "one"}),
-    )]));
-    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    let bot = TestApp::bot()
+        .with_config(|c| {
+            c.agent.approve_each_step = true;
+            c.agent.max_repair_attempts = 0;
+        })
+        .build()
+        .await;
+    let plan = bot.planned_in_discord().await;
+    finish_steps(&bot.llm, &["one"]);
+    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the approval request", |b| {
         b.message_with_button("fb:continue:1:1").is_some()
     })
@@ -172,13 +173,12 @@ async fn a_stranger_cannot_cancel_a_run_or_decide_its_steps() {
     // Step 2 waits on a slow LLM: the stranger tries Cancel on the status card.
     bot.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
-        then: Box::new(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            json!({"summary": "late"}),
-        )])),
+        then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
     let calls = bot.llm.requests().len();
-    bot.discord.click(ADMIN, approval, "fb:continue:1:1").await;
+    bot.discord()
+        .click(ADMIN, approval, "fb:continue:1:1")
+        .await;
     bot.wait_for("step 2 under way", |b| b.llm.requests().len() > calls)
         .await;
     let (card, cancel) = bot.message_with_button("fb:cancel:").unwrap();
@@ -192,20 +192,17 @@ async fn a_stranger_cannot_cancel_a_run_or_decide_its_steps() {
 
 #[tokio::test]
 async fn a_stranger_cannot_resume_abort_or_follow_up_a_run() {
-    let bot = Bot::start().await;
-    let plan = planned(&bot).await;
+    let bot = TestApp::bot().build().await;
+    let plan = bot.planned_in_discord().await;
     let thread = bot.thread_id();
     bot.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
-        then: Box::new(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            json!({"summary": "late"}),
-        )])),
+        then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
-    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the run", |b| b.message_with_button("fb:cancel:").is_some())
         .await;
-    let bot = bot.restart(|_| {}).await;
+    let bot = bot.restart().await;
     bot.wait_for("the interruption notice", |b| {
         b.message_with_button("fb:abort:1:1").is_some()
     })
@@ -217,15 +214,10 @@ async fn a_stranger_cannot_resume_abort_or_follow_up_a_run() {
     }
     assert_eq!(snapshot(&bot).await, before, "the run is still interrupted");
 
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "one"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "two"}),
-    )]));
-    bot.discord.click(ADMIN, interrupted, "fb:resume:1:1").await;
+    finish_steps(&bot.llm, &["one", "two"]);
+    bot.discord()
+        .click(ADMIN, interrupted, "fb:resume:1:1")
+        .await;
     bot.wait_for("the pull request", |b| {
         b.message_with_button("fb:followup:").is_some()
     })
@@ -236,7 +228,7 @@ async fn a_stranger_cannot_resume_abort_or_follow_up_a_run() {
     assert_eq!(snapshot(&bot).await, before, "no follow-up was started");
 
     // An admin asks for a follow-up; the stranger's message is not the request.
-    bot.discord.click(ADMIN, pr, &followup).await;
+    bot.discord().click(ADMIN, pr, &followup).await;
     bot.wait_for("the follow-up prompt", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -244,7 +236,7 @@ async fn a_stranger_cannot_resume_abort_or_follow_up_a_run() {
     })
     .await;
     let before = snapshot(&bot).await;
-    bot.discord
+    bot.discord()
         .user_message(STRANGER, thread, "add my backdoor to the branch")
         .await;
     bot.wait_for("the notice", |b| {
@@ -266,25 +258,25 @@ async fn a_stranger_cannot_resume_abort_or_follow_up_a_run() {
 
 #[tokio::test]
 async fn a_button_acts_only_on_the_feature_it_names() {
-    let bot = Bot::start().await;
+    let bot = TestApp::bot().build().await;
     let first = plan_in_new_thread(&bot, "Export CSV").await;
     let second = plan_in_new_thread(&bot, "Import CSV").await;
     let (plan1, _) = button_in(&bot, first, "fb:approve:1:1").expect("feature 1's plan");
     let (plan2, _) = button_in(&bot, second, "fb:approve:2:1").expect("feature 2's plan");
-    let first_messages = bot_messages_in(&bot, first);
+    let first_messages = posted_in(&bot, first);
     let first_card = card(&bot, first).await;
 
     // Feature 2's buttons: its conversation reopens, then it is discarded.
-    bot.discord.click(ADMIN, plan2, "fb:changes:2:1").await;
+    bot.discord().click(ADMIN, plan2, "fb:changes:2:1").await;
     bot.wait_for("feature 2 reopened", |b| {
-        contents(&bot_messages_in(b, second))
+        contents(&posted_in(b, second))
             .iter()
             .any(|c| c.contains("requested changes to plan version 1"))
     })
     .await;
-    bot.discord.click(ADMIN, plan2, "fb:discard:2:1").await;
+    bot.discord().click(ADMIN, plan2, "fb:discard:2:1").await;
     bot.wait_for("feature 2's thread archived", |b| {
-        b.discord
+        b.discord()
             .threads()
             .iter()
             .any(|t| id_of(&t["id"]) == second && t["archived"] == true)
@@ -298,26 +290,19 @@ async fn a_button_acts_only_on_the_feature_it_names() {
         first_card,
         "feature 1 is unchanged"
     );
-    assert_eq!(bot_messages_in(&bot, first), first_messages);
-    let threads = bot.discord.threads();
+    assert_eq!(posted_in(&bot, first), first_messages);
+    let threads = bot.discord().threads();
     let thread1 = threads.iter().find(|t| id_of(&t["id"]) == first).unwrap();
     assert_ne!(thread1["archived"], true);
 
     // Feature 1's own Approve runs feature 1, on its own branch.
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "one"}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        json!({"summary": "two"}),
-    )]));
-    bot.discord.click(ADMIN, plan1, "fb:approve:1:1").await;
+    finish_steps(&bot.llm, &["one", "two"]);
+    bot.discord().click(ADMIN, plan1, "fb:approve:1:1").await;
     bot.wait_for("feature 1's pull request", |b| {
         button_in(b, first, "fb:followup:1:").is_some()
     })
     .await;
-    let pulls = bot.github.pulls();
+    let pulls = bot.github().pulls();
     assert_eq!(pulls.len(), 1);
     assert_eq!(pulls[0]["head"]["ref"], "featurebot/1-export-csv");
     let remote = bot.repo.remote.clone().unwrap();
@@ -330,22 +315,17 @@ async fn a_button_naming_a_missing_or_another_threads_feature_is_refused() {
     // The fake Discord, like Discord, only lets people click buttons that are on a message, and
     // the bot only posts buttons for the thread's own feature. Losing the store makes the old
     // buttons name features that are gone, and then features of other threads.
-    let bot = Bot::start().await;
-    planned(&bot).await;
+    let bot = TestApp::bot().build().await;
+    bot.planned_in_discord().await;
     let old_thread = bot.thread_id();
     let (old_plan, _) = bot.message_with_button("fb:approve:1:1").unwrap();
     let fresh = tempfile::tempdir().unwrap();
-    let mut bot = bot;
-    bot.config = Arc::new(Config {
-        store: StoreConfig {
-            path: fresh.path().join("store"),
-        },
-        ..(*bot.config).clone()
-    });
-    let bot = bot.restart(|_| {}).await;
+    let bot = bot
+        .reconfigure(|c| c.store.path = fresh.path().join("store"))
+        .await;
 
     let before = snapshot(&bot).await;
-    let click = bot.discord.click(ADMIN, old_plan, "fb:approve:1:1").await;
+    let click = bot.discord().click(ADMIN, old_plan, "fb:approve:1:1").await;
     refused_with(&bot, &click, "feature #1 no longer exists").await;
     assert_eq!(snapshot(&bot).await, before);
 
@@ -360,7 +340,7 @@ async fn a_button_naming_a_missing_or_another_threads_feature_is_refused() {
         "fb:discard:1:1",
         "fb:issue:1:1",
     ] {
-        let click = bot.discord.click(ADMIN, old_plan, id).await;
+        let click = bot.discord().click(ADMIN, old_plan, id).await;
         refused_with(&bot, &click, "belongs to another thread").await;
     }
     assert_eq!(snapshot(&bot).await, before);
@@ -372,7 +352,7 @@ async fn a_button_naming_a_missing_or_another_threads_feature_is_refused() {
 
 #[tokio::test]
 async fn hostile_titles_are_refused_with_a_clear_ephemeral_message() {
-    let bot = Bot::start().await;
+    let bot = TestApp::bot().build().await;
     let check = |title: String, why: &'static str| {
         let bot = &bot;
         async move {
@@ -394,7 +374,7 @@ async fn hostile_titles_are_refused_with_a_clear_ephemeral_message() {
     .await;
     let invisible = "\u{200b}\u{200c}\u{200d}\u{2060}\u{feff}\u{202e}\u{2066}\u{61c}";
     check(invisible.to_string(), "the feature needs a title").await;
-    assert!(bot.discord.threads().is_empty());
+    assert!(bot.discord().threads().is_empty());
     assert!(bot.llm.requests().is_empty());
     assert_eq!(
         git(&bot.repo.path, &["rev-list", "--count", "main"]).trim(),
@@ -404,7 +384,7 @@ async fn hostile_titles_are_refused_with_a_clear_ephemeral_message() {
 
 #[tokio::test]
 async fn hostile_titles_get_a_safe_thread_name_and_a_plan_inside_tasks() {
-    let bot = Bot::start().await;
+    let bot = TestApp::bot().build().await;
     let long = format!("{}!", "../".repeat(66));
     let cases: [(&str, &str, &str); 8] = [
         ("../../etc/passwd", "../../etc/passwd", "etc-passwd"),
@@ -435,7 +415,7 @@ async fn hostile_titles_get_a_safe_thread_name_and_a_plan_inside_tasks() {
     for (i, (title, name, slug)) in cases.into_iter().enumerate() {
         let id = i as u64 + 1;
         let thread = plan_in_new_thread(&bot, title).await;
-        let threads = bot.discord.threads();
+        let threads = bot.discord().threads();
         let shown = threads.iter().find(|t| id_of(&t["id"]) == thread).unwrap()["name"]
             .as_str()
             .unwrap()
@@ -491,10 +471,8 @@ fn safe_plan_path(path: &str, slug: &str) -> bool {
 
 #[tokio::test]
 async fn a_6000_character_message_of_odd_unicode_reaches_the_llm_and_the_reply_is_split() {
-    let bot = Bot::start().await;
-    bot.llm.push(Reply::Text(
-        "Which format should the export use?".to_string(),
-    ));
+    let bot = TestApp::bot().build().await;
+    ask(&bot.llm, "Which format should the export use?");
     let thread = bot.started("Export CSV").await;
     let odd = "Ünïcödé e\u{301} 👩\u{200d}👩\u{200d}👧 \u{202e}txet\u{202c} zero\u{200b}width \
                ﷽ 𝕏𝕐 中文 العربية \u{7} tab\there\n";
@@ -502,7 +480,7 @@ async fn a_6000_character_message_of_odd_unicode_reaches_the_llm_and_the_reply_i
     assert_eq!(message.chars().count(), 6_000);
     let reply = fill("réponse 🦀 \u{202e}lrt\u{202c} 𝒜 ", 6_000);
     bot.llm.push(Reply::Text(reply.clone()));
-    bot.discord.user_message(ADMIN, thread, &message).await;
+    bot.discord().user_message(ADMIN, thread, &message).await;
     bot.wait_for("the whole reply", |b| {
         contents(&b.bot_messages()).concat().contains(&reply)
     })
@@ -524,7 +502,7 @@ async fn a_6000_character_message_of_odd_unicode_reaches_the_llm_and_the_reply_i
         assert!(part.chars().count() <= 2_000, "{}", part.chars().count());
     }
     let refused: Vec<_> = bot
-        .discord
+        .discord()
         .requests()
         .into_iter()
         .filter(|r| r.status >= 400)
@@ -543,23 +521,25 @@ fn fill(piece: &str, chars: usize) -> String {
 
 #[tokio::test]
 async fn prompt_injected_secrets_never_leave_the_bot() {
-    let bot = Bot::start_configured(|c| {
-        let llm_key = c.llm.api_key.clone().unwrap().expose().to_string();
-        let discord = c.discord.as_ref().unwrap().token.clone().unwrap();
-        let github = c.github.as_ref().unwrap().token.clone().unwrap();
-        // The checks print their environment, into which someone put copies of the secrets.
-        c.agent.test = vec!["env; exit 1".to_string()];
-        c.agent.max_repair_attempts = 0;
-        c.agent.env = vec![
-            ("DEPLOY_KEY".to_string(), llm_key),
-            ("MIRROR_BOT".to_string(), discord.expose().to_string()),
-            ("BACKUP_AUTH".to_string(), github.expose().to_string()),
-        ];
-    })
-    .await;
+    let bot = TestApp::bot()
+        .with_config(|c| {
+            let llm_key = c.llm.api_key.clone().unwrap().expose().to_string();
+            let discord = c.discord.as_ref().unwrap().token.clone().unwrap();
+            let github = c.github.as_ref().unwrap().token.clone().unwrap();
+            // The checks print their environment, into which someone put copies of the secrets.
+            c.agent.test = vec!["env; exit 1".to_string()];
+            c.agent.max_repair_attempts = 0;
+            c.agent.env = vec![
+                ("DEPLOY_KEY".to_string(), llm_key),
+                ("MIRROR_BOT".to_string(), discord.expose().to_string()),
+                ("BACKUP_AUTH".to_string(), github.expose().to_string()),
+            ];
+        })
+        .build()
+        .await;
     let llm_key = bot.config.llm.api_key.clone().unwrap().expose().to_string();
     assert_eq!(llm_key, "sk-test-secret");
-    let discord_token = bot.discord.token().to_string();
+    let discord_token = bot.discord().token().to_string();
     let github_token = fake_github::TOKEN.to_string();
     let secrets = [llm_key.clone(), discord_token.clone(), github_token.clone()];
     let all = format!("{llm_key} {discord_token} {github_token}");
@@ -574,7 +554,7 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
         "CONFIRMED\n- export, with the keys {all}"
     )));
     bot.feature(ADMIN, "Export CSV").await;
-    bot.wait_for("the thread", |b| b.discord.threads().len() == 1)
+    bot.wait_for("the thread", |b| b.discord().threads().len() == 1)
         .await;
     let thread = bot.thread_id();
     bot.wait_for("the first answer", |b| {
@@ -583,7 +563,7 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
             .any(|c| c.contains("Which format"))
     })
     .await;
-    bot.discord
+    bot.discord()
         .user_message(
             ADMIN,
             thread,
@@ -603,7 +583,7 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
             ),
     ));
     let (message, id) = bot.message_with_button("fb:plan:").unwrap();
-    bot.discord.click(ADMIN, message, &id).await;
+    bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
         b.message_with_button("fb:approve:1:1").is_some()
     })
@@ -649,14 +629,14 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
         json!({"summary": format!("button, and {environment}")}),
     )]));
     let (plan, _) = bot.message_with_button("fb:approve:1:1").unwrap();
-    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the agent's question", |b| {
         contents(&b.bot_messages())
             .iter()
             .any(|c| c.contains("The agent asks"))
     })
     .await;
-    bot.discord.user_message(ADMIN, thread, "no").await;
+    bot.discord().user_message(ADMIN, thread, "no").await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -706,7 +686,10 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
     assert!(tree.contains("keys-***.txt"), "{tree}");
     let readme = git(&remote, &["show", &format!("{branch}:README.md")]);
     assert_eq!(readme, "# ***\n");
-    let body = bot.github.pulls()[0]["body"].as_str().unwrap().to_string();
+    let body = bot.github().pulls()[0]["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         body.contains("the keys *** *** ***") && body.contains("?token=***"),
         "{body}"
@@ -715,10 +698,10 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
     // Nothing anywhere holds a secret.
     let mut places: Vec<(String, String)> = Vec::new();
     for channel in [CHANNEL_ID, thread] {
-        let messages = serde_json::to_string(&bot.discord.messages(channel)).unwrap();
+        let messages = serde_json::to_string(&bot.discord().messages(channel)).unwrap();
         places.push((format!("Discord channel {channel}"), messages));
     }
-    for request in bot.discord.requests() {
+    for request in bot.discord().requests() {
         places.push((
             format!("Discord {} {}", request.method, request.path),
             request.body.to_string(),
@@ -730,7 +713,7 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
             git(repo, &["log", "-p", "--all", "--format=%H %s%n%b"]),
         ));
     }
-    for request in bot.github.requests() {
+    for request in bot.github().requests() {
         places.push((
             format!("GitHub {} {}", request.method, request.path),
             request.body.to_string(),
@@ -738,7 +721,7 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
     }
     places.push((
         "pull requests".to_string(),
-        serde_json::to_string(&bot.github.pulls()).unwrap(),
+        serde_json::to_string(&bot.github().pulls()).unwrap(),
     ));
     for file in files_under(&bot.config.agent.worktrees_dir) {
         let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
@@ -760,7 +743,7 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
 
 #[tokio::test]
 async fn the_agent_cannot_read_outside_the_work_tree_through_a_symlink() {
-    let bot = Bot::start().await;
+    let bot = TestApp::bot().build().await;
     // The target repository holds links that lead out of it (a careless or hostile commit).
     let outside = tempfile::tempdir().unwrap();
     let vault = outside.path().join("vault.txt");
@@ -769,7 +752,7 @@ async fn the_agent_cannot_read_outside_the_work_tree_through_a_symlink() {
     std::os::unix::fs::symlink("/proc/self/environ", bot.repo.path.join("env.txt")).unwrap();
     git(&bot.repo.path, &["add", "notes.txt", "env.txt"]);
     git(&bot.repo.path, &["commit", "--quiet", "-m", "links"]);
-    let plan = planned(&bot).await;
+    let plan = bot.planned_in_discord().await;
 
     let tool = |name: &str, args: Value| (name.to_string(), args);
     bot.llm.push(Reply::ToolCalls(vec![
@@ -795,7 +778,7 @@ async fn the_agent_cannot_read_outside_the_work_tree_through_a_symlink() {
         "finish_step",
         json!({"summary": "two"}),
     )]));
-    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
             .iter()
@@ -848,9 +831,9 @@ struct Snapshot {
     remote_refs: String,
 }
 
-async fn snapshot(bot: &Bot) -> Snapshot {
+async fn snapshot(bot: &TestApp) -> Snapshot {
     let threads: Vec<Value> = bot
-        .discord
+        .discord()
         .threads()
         .iter()
         .map(|t| json!([t["id"], t["name"], t["archived"], t["locked"], t["members"]]))
@@ -859,7 +842,7 @@ async fn snapshot(bot: &Bot) -> Snapshot {
     channels.extend(threads.iter().map(|t| id_of(&t[0])));
     let mut posted = Vec::new();
     for channel in &channels {
-        for m in bot_messages_in(bot, *channel) {
+        for m in posted_in(bot, *channel) {
             let files: Vec<Value> = m["attachments"]
                 .as_array()
                 .into_iter()
@@ -890,7 +873,7 @@ async fn snapshot(bot: &Bot) -> Snapshot {
         posted,
         cards,
         llm_requests: bot.llm.requests().len(),
-        github_requests: bot.github.requests().len(),
+        github_requests: bot.github().requests().len(),
         local_refs: refs(&bot.repo.path),
         remote_refs: refs(&remote),
     }
@@ -901,17 +884,17 @@ fn refs(repo: &Path) -> String {
 }
 
 /// The `/task` card an admin gets in `thread` (or the refusal, where no feature lives).
-async fn card(bot: &Bot, thread: u64) -> Value {
+async fn card(bot: &TestApp, thread: u64) -> Value {
     let command = bot
-        .discord
+        .discord()
         .slash_command(ADMIN, thread, "task", json!([]))
         .await;
     bot.wait_for("the card", |b| {
-        let r = b.discord.responses(&command);
+        let r = b.discord().responses(&command);
         r.len() >= 2 || r.first().is_some_and(|r| r["type"] == 4)
     })
     .await;
-    let responses = bot.discord.responses(&command);
+    let responses = bot.discord().responses(&command);
     match responses.get(1) {
         Some(edit) => edit["body"]["embeds"].clone(),
         None => responses[0]["body"]["data"]["content"].clone(),
@@ -919,8 +902,8 @@ async fn card(bot: &Bot, thread: u64) -> Value {
 }
 
 /// The bot's messages in `channel` that everyone sees, oldest first.
-fn bot_messages_in(bot: &Bot, channel: u64) -> Vec<Value> {
-    bot.discord
+fn posted_in(bot: &TestApp, channel: u64) -> Vec<Value> {
+    bot.discord()
         .messages(channel)
         .into_iter()
         .filter(|m| m["author"]["bot"] == true && m["flags"].as_u64().unwrap_or(0) & 64 == 0)
@@ -928,8 +911,8 @@ fn bot_messages_in(bot: &Bot, channel: u64) -> Vec<Value> {
 }
 
 /// The newest message in `thread` with a button whose id starts with `prefix`.
-fn button_in(bot: &Bot, thread: u64, prefix: &str) -> Option<(u64, String)> {
-    bot_messages_in(bot, thread).iter().rev().find_map(|m| {
+fn button_in(bot: &TestApp, thread: u64, prefix: &str) -> Option<(u64, String)> {
+    posted_in(bot, thread).iter().rev().find_map(|m| {
         let id = custom_ids(m).into_iter().find(|c| c.starts_with(prefix))?;
         Some((id_of(&m["id"]), id))
     })
@@ -937,22 +920,21 @@ fn button_in(bot: &Bot, thread: u64, prefix: &str) -> Option<(u64, String)> {
 
 /// Starts a feature called `title` in a new thread, confirms it at once and writes its plan;
 /// returns the thread.
-async fn plan_in_new_thread(bot: &Bot, title: &str) -> u64 {
+async fn plan_in_new_thread(bot: &TestApp, title: &str) -> u64 {
     let known: Vec<u64> = bot
-        .discord
+        .discord()
         .threads()
         .iter()
         .map(|t| id_of(&t["id"]))
         .collect();
-    bot.llm
-        .push(Reply::Text("CONFIRMED\n- as the title says".to_string()));
+    confirm(&bot.llm, &["as the title says"]);
     bot.feature(ADMIN, title).await;
     bot.wait_for("the new thread", |b| {
-        b.discord.threads().len() > known.len()
+        b.discord().threads().len() > known.len()
     })
     .await;
     let thread = bot
-        .discord
+        .discord()
         .threads()
         .iter()
         .map(|t| id_of(&t["id"]))
@@ -963,8 +945,8 @@ async fn plan_in_new_thread(bot: &Bot, title: &str) -> u64 {
     })
     .await;
     let (message, id) = button_in(bot, thread, "fb:plan:").unwrap();
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
-    bot.discord.click(ADMIN, message, &id).await;
+    plan_reply(&bot.llm);
+    bot.discord().click(ADMIN, message, &id).await;
     bot.wait_for("the plan", |b| {
         button_in(b, thread, "fb:approve:").is_some()
     })
@@ -973,27 +955,27 @@ async fn plan_in_new_thread(bot: &Bot, title: &str) -> u64 {
 }
 
 /// A stranger clicks `id` on `message` and is refused.
-async fn stranger_clicks(bot: &Bot, message: u64, id: &str) {
-    let click = bot.discord.click(STRANGER, message, id).await;
+async fn stranger_clicks(bot: &TestApp, message: u64, id: &str) {
+    let click = bot.discord().click(STRANGER, message, id).await;
     refused(bot, &click, id).await;
 }
 
 /// `what` got exactly one answer: an ephemeral message saying only admins may.
-async fn refused(bot: &Bot, interaction: &Interaction, what: &str) {
+async fn refused(bot: &TestApp, interaction: &Interaction, what: &str) {
     refused_because(bot, interaction, what, NOT_ADMIN).await;
 }
 
 /// The interaction got exactly one answer, an ephemeral message containing `why`.
-async fn refused_with(bot: &Bot, interaction: &Interaction, why: &str) {
+async fn refused_with(bot: &TestApp, interaction: &Interaction, why: &str) {
     refused_because(bot, interaction, why, why).await;
 }
 
-async fn refused_because(bot: &Bot, interaction: &Interaction, what: &str, why: &str) {
+async fn refused_because(bot: &TestApp, interaction: &Interaction, what: &str, why: &str) {
     bot.wait_for("a refusal", |b| {
-        !b.discord.responses(interaction).is_empty()
+        !b.discord().responses(interaction).is_empty()
     })
     .await;
-    let responses = bot.discord.responses(interaction);
+    let responses = bot.discord().responses(interaction);
     let answer = &responses[0];
     assert_eq!(answer["type"], 4, "{what}: an immediate message: {answer}");
     assert_eq!(

@@ -9,10 +9,12 @@ use featurebot::config::{ActionsConfig, Config, Executor, DEFAULT_ACTIONS_INSTAL
 use featurebot::core::protocol::{Input, Output, OutputKind};
 use featurebot::model::{FeatureId, Run, RunState, Status};
 
+use crate::support::app::TestApp;
 use crate::support::fake_github::actions::{FakeJob, FakeWorkflow, RateLimit};
 use crate::support::fake_github::TOKEN;
-use crate::support::harness::GOOD_PLAN;
-use crate::support::pipeline::{Pipeline, BRANCH};
+use crate::support::scripts::BRANCH;
+use crate::support::scripts::GOOD_PLAN;
+use crate::support::wait::eventually_some;
 
 const WORKFLOW: &str = "featurebot.yml";
 
@@ -29,10 +31,15 @@ fn on_actions(config: &mut Config) {
 }
 
 /// A pipeline on Actions with feature #1 planned; returns the plan file's path.
-async fn planned() -> (Pipeline, FeatureId, String) {
-    let mut p = Pipeline::start_with(on_actions).await;
+async fn planned() -> (TestApp, FeatureId, String) {
+    let mut p = TestApp::builder()
+        .with_remote()
+        .with_github()
+        .with_config(on_actions)
+        .build()
+        .await;
     let id = p.planned().await;
-    let path = p.core.app.store().plans(id).unwrap().pop().unwrap().path;
+    let path = p.store().plans(id).unwrap().pop().unwrap().path;
     (p, id, path)
 }
 
@@ -71,37 +78,28 @@ fn remote_states(outputs: &[Output]) -> Vec<String> {
         .collect()
 }
 
-async fn approve(p: &mut Pipeline, id: FeatureId) -> (Run, Vec<Output>) {
-    p.core
-        .send(Input::Approve {
-            feature: id,
-            version: 1,
-        })
-        .await;
-    p.core.until_run_ended().await
+async fn approve(p: &mut TestApp, id: FeatureId) -> (Run, Vec<Output>) {
+    p.send(Input::Approve {
+        feature: id,
+        version: 1,
+    })
+    .await;
+    p.until_run_ended().await
 }
 
 /// Polls the store until the feature's last run satisfies `condition`.
-async fn wait_for_run(p: &Pipeline, id: FeatureId, condition: impl Fn(&Run) -> bool) -> Run {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(run) = p.core.app.store().runs(id).unwrap().pop() {
-            if condition(&run) {
-                return run;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for the run"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_for_run(p: &TestApp, id: FeatureId, condition: impl Fn(&Run) -> bool) -> Run {
+    eventually_some("the run", Duration::from_secs(20), || {
+        let run = p.store().runs(id).unwrap().pop()?;
+        condition(&run).then_some(run)
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_dispatched_run_goes_queued_then_running_then_relays_the_pull_request() {
     let (mut p, id, plan_path) = planned().await;
-    p.github.add_workflow(
+    p.github().add_workflow(
         WORKFLOW,
         FakeWorkflow::new("featurebot {correlation_id}")
             .autopilot(&[
@@ -115,8 +113,8 @@ async fn a_dispatched_run_goes_queued_then_running_then_relays_the_pull_request(
             )]),
     );
     // What the runner pushes: both steps ticked in the branch's plan file, and the PR.
-    p.github.put_file(BRANCH, &plan_path, &ticked(2));
-    let number = p.github.open_pull(BRANCH, "main", "Export CSV");
+    p.github().put_file(BRANCH, &plan_path, &ticked(2));
+    let number = p.github().open_pull(BRANCH, "main", "Export CSV");
 
     let (run, outputs) = approve(&mut p, id).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
@@ -127,7 +125,7 @@ async fn a_dispatched_run_goes_queued_then_running_then_relays_the_pull_request(
     assert_eq!(p.status(id), Status::PrOpen);
 
     // One dispatch, on the base branch, with the run's inputs and no secret in them.
-    let dispatches = p.github.dispatches();
+    let dispatches = p.github().dispatches();
     assert_eq!(dispatches.len(), 1);
     let inputs = &dispatches[0].inputs;
     assert_eq!(dispatches[0].git_ref, "main");
@@ -175,7 +173,7 @@ async fn a_failed_run_attaches_the_log_excerpt_and_retry_dispatches_a_resume() {
          2026-11-26T10:00:09.0000000Z     thread 'export' panicked: assertion failed (token {TOKEN})\n\
          2026-11-26T10:00:10.0000000Z ##[error]Process completed with exit code 1.\n"
     );
-    p.github.add_workflow(
+    p.github().add_workflow(
         WORKFLOW,
         FakeWorkflow::new("featurebot {correlation_id}")
             .autopilot(&[("in_progress", None), ("completed", Some("failure"))])
@@ -183,7 +181,7 @@ async fn a_failed_run_attaches_the_log_excerpt_and_retry_dispatches_a_resume() {
                 .step("Run the plan", "completed", Some("failure"))
                 .log(&log)]),
     );
-    p.github.put_file(BRANCH, &plan_path, &ticked(1));
+    p.github().put_file(BRANCH, &plan_path, &ticked(1));
 
     let (run, outputs) = approve(&mut p, id).await;
     assert_eq!(run.state, RunState::Failed);
@@ -215,19 +213,19 @@ async fn a_failed_run_attaches_the_log_excerpt_and_retry_dispatches_a_resume() {
     assert!(!saved.contains(TOKEN), "the saved log is redacted");
 
     // Retry: a new dispatch that resumes the branch, with a new correlation id.
-    let first = p.github.dispatches()[0].inputs["correlation_id"].clone();
-    p.github.add_workflow(
+    let first = p.github().dispatches()[0].inputs["correlation_id"].clone();
+    p.github().add_workflow(
         WORKFLOW,
         FakeWorkflow::new("featurebot {correlation_id}")
             .autopilot(&[("completed", Some("success"))])
             .with_jobs(vec![running_job("")]),
     );
-    p.github.put_file(BRANCH, &plan_path, &ticked(2));
-    p.github.open_pull(BRANCH, "main", "Export CSV");
-    p.core.send(Input::ResumeRun { feature: id }).await;
-    let (run, _) = p.core.until_run_ended().await;
+    p.github().put_file(BRANCH, &plan_path, &ticked(2));
+    p.github().open_pull(BRANCH, "main", "Export CSV");
+    p.send(Input::ResumeRun { feature: id }).await;
+    let (run, _) = p.until_run_ended().await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
-    let dispatches = p.github.dispatches();
+    let dispatches = p.github().dispatches();
     assert_eq!(dispatches.len(), 2);
     assert_eq!(dispatches[1].inputs["resume"], "true");
     assert_ne!(dispatches[1].inputs["correlation_id"], first);
@@ -236,24 +234,23 @@ async fn a_failed_run_attaches_the_log_excerpt_and_retry_dispatches_a_resume() {
 #[tokio::test]
 async fn cancel_cancels_the_actions_run_and_waits_for_github_to_confirm() {
     let (mut p, id, _) = planned().await;
-    p.github.add_workflow(
+    p.github().add_workflow(
         WORKFLOW,
         FakeWorkflow::new("featurebot {correlation_id}")
             .autopilot(&[("in_progress", None)])
             .with_jobs(vec![running_job("")]),
     );
-    p.core
-        .send(Input::Approve {
-            feature: id,
-            version: 1,
-        })
-        .await;
+    p.send(Input::Approve {
+        feature: id,
+        version: 1,
+    })
+    .await;
     let found = wait_for_run(&p, id, |r| {
         r.remote.as_ref().is_some_and(|r| r.run_id.is_some())
     })
     .await;
-    p.core.send(Input::CancelRun { feature: id }).await;
-    let (run, outputs) = p.core.until_run_ended().await;
+    p.send(Input::CancelRun { feature: id }).await;
+    let (run, outputs) = p.until_run_ended().await;
     assert_eq!(run.state, RunState::Cancelled, "{:?}", run.message);
     assert!(
         run.message
@@ -264,7 +261,7 @@ async fn cancel_cancels_the_actions_run_and_waits_for_github_to_confirm() {
         run.message
     );
     assert_eq!(
-        p.github.cancels(),
+        p.github().cancels(),
         vec![found.remote.unwrap().run_id.unwrap()]
     );
     assert!(remote_states(&outputs).iter().any(|s| s == "cancelling"));
@@ -274,18 +271,17 @@ async fn cancel_cancels_the_actions_run_and_waits_for_github_to_confirm() {
 #[tokio::test]
 async fn a_restart_follows_the_same_run_again_without_a_second_dispatch() {
     let (mut p, id, plan_path) = planned().await;
-    p.github.add_workflow(
+    p.github().add_workflow(
         WORKFLOW,
         FakeWorkflow::new("featurebot {correlation_id}")
             .autopilot(&[("in_progress", None)])
             .with_jobs(vec![running_job("")]),
     );
-    p.core
-        .send(Input::Approve {
-            feature: id,
-            version: 1,
-        })
-        .await;
+    p.send(Input::Approve {
+        feature: id,
+        version: 1,
+    })
+    .await;
     let found = wait_for_run(&p, id, |r| {
         r.remote.as_ref().is_some_and(|r| r.run_id.is_some())
     })
@@ -293,18 +289,18 @@ async fn a_restart_follows_the_same_run_again_without_a_second_dispatch() {
     let run_id = found.remote.unwrap().run_id.unwrap();
 
     // featurebot stops: the run goes on on GitHub, nothing is cancelled there.
-    p.core.app.shutdown().await;
-    assert!(p.github.cancels().is_empty());
-    let mut p = p.restart();
-    p.core.app.recover_runs().await;
-    p.github.put_file(BRANCH, &plan_path, &ticked(2));
-    p.github.open_pull(BRANCH, "main", "Export CSV");
-    p.github
+    p.app().shutdown().await;
+    assert!(p.github().cancels().is_empty());
+    let mut p = p.restart().await;
+    p.app().recover_runs().await;
+    p.github().put_file(BRANCH, &plan_path, &ticked(2));
+    p.github().open_pull(BRANCH, "main", "Export CSV");
+    p.github()
         .set_run_status(run_id, "completed", Some("success"));
-    let (run, outputs) = p.core.until_run_ended().await;
+    let (run, outputs) = p.until_run_ended().await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     assert!(run.pr_url.is_some());
-    assert_eq!(p.github.dispatches().len(), 1, "no second dispatch");
+    assert_eq!(p.github().dispatches().len(), 1, "no second dispatch");
     assert!(
         remote_states(&outputs)
             .iter()
@@ -327,13 +323,15 @@ async fn a_missing_workflow_fails_the_run_saying_to_install_it() {
 
 #[tokio::test]
 async fn a_run_that_never_appears_is_reported_after_the_start_timeout() {
-    let mut p = Pipeline::start_with(|c| {
-        on_actions(c);
-        c.agent.github_actions.start_timeout = Duration::from_millis(300);
-    })
-    .await;
+    let mut p = TestApp::builder()
+        .with_remote()
+        .with_github()
+        .with_config(on_actions)
+        .with_config(|c| c.agent.github_actions.start_timeout = Duration::from_millis(300))
+        .build()
+        .await;
     let id = p.planned().await;
-    p.github.add_workflow(
+    p.github().add_workflow(
         WORKFLOW,
         FakeWorkflow::new("featurebot {correlation_id}").never_appearing(),
     );
@@ -347,15 +345,15 @@ async fn a_run_that_never_appears_is_reported_after_the_start_timeout() {
 #[tokio::test]
 async fn rate_limits_while_polling_are_waited_out() {
     let (mut p, id, plan_path) = planned().await;
-    p.github.add_workflow(
+    p.github().add_workflow(
         WORKFLOW,
         FakeWorkflow::new("featurebot {correlation_id}")
             .autopilot(&[("in_progress", None), ("completed", Some("success"))])
             .with_jobs(vec![running_job("")]),
     );
-    p.github.put_file(BRANCH, &plan_path, &ticked(2));
-    p.github.open_pull(BRANCH, "main", "Export CSV");
-    p.github.rate_limit(
+    p.github().put_file(BRANCH, &plan_path, &ticked(2));
+    p.github().open_pull(BRANCH, "main", "Export CSV");
+    p.github().rate_limit(
         "GET",
         "/actions/runs/",
         2,
@@ -365,18 +363,20 @@ async fn rate_limits_while_polling_are_waited_out() {
     );
     let (run, _) = approve(&mut p, id).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
-    assert_eq!(p.github.dispatches().len(), 1);
+    assert_eq!(p.github().dispatches().len(), 1);
 }
 
 #[tokio::test]
 async fn a_run_no_runner_picks_up_is_cancelled_and_reported_after_the_start_timeout() {
-    let mut p = Pipeline::start_with(|c| {
-        on_actions(c);
-        c.agent.github_actions.start_timeout = Duration::from_millis(300);
-    })
-    .await;
+    let mut p = TestApp::builder()
+        .with_remote()
+        .with_github()
+        .with_config(on_actions)
+        .with_config(|c| c.agent.github_actions.start_timeout = Duration::from_millis(300))
+        .build()
+        .await;
     let id = p.planned().await;
-    p.github.add_workflow(
+    p.github().add_workflow(
         WORKFLOW,
         FakeWorkflow::new("featurebot {correlation_id}").autopilot(&[("queued", None)]),
     );
@@ -387,7 +387,7 @@ async fn a_run_no_runner_picks_up_is_cancelled_and_reported_after_the_start_time
     assert!(message.contains("runs-on"), "{message}");
     let run_id = run.remote.unwrap().run_id.unwrap();
     assert_eq!(
-        p.github.cancels(),
+        p.github().cancels(),
         vec![run_id],
         "the stuck run is cancelled"
     );
@@ -395,20 +395,21 @@ async fn a_run_no_runner_picks_up_is_cancelled_and_reported_after_the_start_time
 
 #[tokio::test]
 async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
-    use crate::support::bot::{contents, planned as planned_in_discord, Bot, ADMIN};
-    let bot = Bot::start_configured(on_actions).await;
-    bot.github.add_workflow(
+    use crate::support::app::ADMIN;
+    use crate::support::fake_discord::contents;
+    let bot = TestApp::bot().with_config(on_actions).build().await;
+    bot.github().add_workflow(
         WORKFLOW,
         FakeWorkflow::new("featurebot {correlation_id}")
             .autopilot(&[("queued", None), ("in_progress", None)])
             .with_jobs(vec![running_job("")]),
     );
-    let plan = planned_in_discord(&bot).await;
+    let plan = bot.planned_in_discord().await;
     // A double click.
-    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
-    bot.discord.click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
+    bot.discord().click(ADMIN, plan, "fb:approve:1:1").await;
     let card_says = |text: &'static str| {
-        move |b: &Bot| {
+        move |b: &TestApp| {
             contents(&b.bot_messages())
                 .iter()
                 .any(|c| c.starts_with("**Agent run**") && c.contains(text))
@@ -422,16 +423,16 @@ async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
 
     // The runner pushes step 1, then finishes with the pull request.
     let path = git_plan_path(&bot);
-    bot.github.put_file(BRANCH, &path, &ticked(1));
+    bot.github().put_file(BRANCH, &path, &ticked(1));
     bot.wait_for(
         "step 1 ticked on the card",
         card_says("✅ 1. Add GET /export.csv"),
     )
     .await;
-    bot.github.put_file(BRANCH, &path, &ticked(2));
-    let number = bot.github.open_pull(BRANCH, "main", "Export CSV");
-    let run_id = bot.github.dispatches()[0].run_id;
-    bot.github
+    bot.github().put_file(BRANCH, &path, &ticked(2));
+    let number = bot.github().open_pull(BRANCH, "main", "Export CSV");
+    let run_id = bot.github().dispatches()[0].run_id;
+    bot.github()
         .set_run_status(run_id, "completed", Some("success"));
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
@@ -444,11 +445,15 @@ async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
         card_says("finished · [the Actions run](http"),
     )
     .await;
-    assert_eq!(bot.github.dispatches().len(), 1, "one click, one dispatch");
+    assert_eq!(
+        bot.github().dispatches().len(),
+        1,
+        "one click, one dispatch"
+    );
 }
 
 /// The plan file's path, from the commit that added it on the base branch.
-fn git_plan_path(bot: &crate::support::bot::Bot) -> String {
+fn git_plan_path(bot: &TestApp) -> String {
     crate::support::git::git(
         &bot.repo.path,
         &[
@@ -468,9 +473,9 @@ fn git_plan_path(bot: &crate::support::bot::Bot) -> String {
 #[tokio::test]
 async fn a_refused_dispatch_fails_the_run_naming_the_permission() {
     let (mut p, id, _) = planned().await;
-    p.github
+    p.github()
         .add_workflow(WORKFLOW, FakeWorkflow::new("featurebot {correlation_id}"));
-    p.github.deny_actions();
+    p.github().deny_actions();
     let (run, _) = approve(&mut p, id).await;
     assert_eq!(run.state, RunState::Failed);
     let message = run.message.unwrap();
@@ -480,31 +485,30 @@ async fn a_refused_dispatch_fails_the_run_naming_the_permission() {
     );
     assert!(message.contains("`actions: write`"), "{message}");
     assert!(!message.contains(TOKEN), "{message}");
-    assert!(p.github.dispatches().is_empty());
+    assert!(p.github().dispatches().is_empty());
 }
 
 #[tokio::test]
 async fn a_run_github_stops_answering_about_fails_after_a_few_polls() {
     let (mut p, id, _) = planned().await;
-    p.github.add_workflow(
+    p.github().add_workflow(
         WORKFLOW,
         FakeWorkflow::new("featurebot {correlation_id}")
             .autopilot(&[("in_progress", None)])
             .with_jobs(vec![running_job("")]),
     );
-    p.core
-        .send(Input::Approve {
-            feature: id,
-            version: 1,
-        })
-        .await;
+    p.send(Input::Approve {
+        feature: id,
+        version: 1,
+    })
+    .await;
     wait_for_run(&p, id, |r| {
         r.remote.as_ref().is_some_and(|r| r.run_id.is_some())
     })
     .await;
     // The token loses its access to Actions while the run goes on.
-    p.github.deny_actions();
-    let (run, _) = p.core.until_run_ended().await;
+    p.github().deny_actions();
+    let (run, _) = p.until_run_ended().await;
     assert_eq!(run.state, RunState::Failed);
     let message = run.message.unwrap();
     assert!(

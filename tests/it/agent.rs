@@ -2,195 +2,137 @@
 //! fake LLM scripted with tool calls, a bare repository as the remote.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use featurebot::agent::run::Job;
 use featurebot::agent::{Event, Human, Phase};
-use featurebot::config::{AgentBackend, AgentConfig, Config, PromptsConfig, StoreConfig};
-use featurebot::github::{Clients, GitHub};
+use featurebot::config::AgentBackend;
 use featurebot::model::{Author, Place, PlanVersion, Run, RunState};
-use featurebot::redact::Redactor;
-use featurebot::startup::Services;
-use featurebot::store::Store;
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::fake_github::FakeGithub;
-use crate::support::fake_llm::{Api, FakeLlm, Reply};
-use crate::support::git::{git, git_daemon, repo_config, repo_with_remote, TestRepo};
+use crate::support::app::{Builder, TestApp};
+use crate::support::git::{commit_and_push, git, git_daemon, BROKEN_ADD};
+use crate::support::scripts::{call, finish_steps};
+use crate::support::wait::eventually;
 
 const PLAN: &str = "## Summary & goal\nAdd numbers right.\n\n## User stories / acceptance criteria\n- [ ] add 2 3 gives 5\n\n## Implementation steps\n### Backend\n1. Fix the add function\n### Docs\n2. Document add\n\n## Test plan\n- sh test.sh\n";
 
-struct Fixture {
-    github: Option<FakeGithub>,
-    llm: FakeLlm,
-    repo: TestRepo,
-    dir: tempfile::TempDir,
-    config: Config,
+/// A repository with [`BROKEN_ADD`] and a remote, and an agent that formats app.sh and runs
+/// test.sh after each step; tests change the config further before `build`.
+fn fixture<'a>() -> Builder<'a> {
+    TestApp::builder()
+        .with_remote()
+        .with_repo(|repo| commit_and_push(repo, &BROKEN_ADD, "fixture"))
+        .with_config(|c| {
+            c.agent.format = vec!["sed -i 's/[[:space:]]*$//' app.sh".to_string()];
+            c.agent.test = vec!["sh test.sh".to_string()];
+            c.agent.command_timeout = Duration::from_secs(20);
+        })
 }
 
-impl Fixture {
-    async fn new() -> Fixture {
-        let llm = FakeLlm::start(Api::OpenAi).await;
-        let repo = repo_with_remote("main");
-        std::fs::write(repo.path.join("app.sh"), "add() { echo $(( $1 - $2 )); }\n").unwrap();
-        std::fs::write(
-            repo.path.join("test.sh"),
-            ". ./app.sh\n[ \"$(add 2 3)\" = 5 ] || { echo \"FAIL: add 2 3 gave $(add 2 3)\"; exit 1; }\necho ok\n",
+/// Where the run of feature #1 works.
+fn worktree(f: &TestApp) -> PathBuf {
+    f.config.agent.worktrees_dir.join("1-fix-adding")
+}
+
+/// Runs the agent on PLAN and collects its events.
+async fn run_agent(
+    f: &TestApp,
+    cancel: CancellationToken,
+    answers: Option<Vec<String>>,
+) -> (Run, Vec<Event>) {
+    let humans = answers
+        .unwrap_or_default()
+        .into_iter()
+        .map(Human::Answer)
+        .collect();
+    run_agent_with(f, cancel, humans).await
+}
+
+/// Like [`run_agent`], with what the humans say queued up front.
+async fn run_agent_with(
+    f: &TestApp,
+    cancel: CancellationToken,
+    humans: Vec<Human>,
+) -> (Run, Vec<Event>) {
+    let store = f.store();
+    let feature = store
+        .create_feature(
+            "Fix adding",
+            Author {
+                id: "u".to_string(),
+                name: "ada".to_string(),
+            },
+            Place::Console,
         )
+        .await
         .unwrap();
-        git(&repo.path, &["add", "."]);
-        git(&repo.path, &["commit", "--quiet", "-m", "fixture"]);
-        git(&repo.path, &["push", "--quiet", "origin", "main"]);
-        let dir = tempfile::tempdir().unwrap();
-        let mut agent = AgentConfig::with_defaults(&dir.path().join("store"));
-        agent.format = vec!["sed -i 's/[[:space:]]*$//' app.sh".to_string()];
-        agent.test = vec!["sh test.sh".to_string()];
-        agent.worktrees_dir = dir.path().join("worktrees");
-        agent.command_timeout = Duration::from_secs(20);
-        let config = Config {
-            llm: llm.llm_config(),
-            repo: repo_config(&repo),
-            store: StoreConfig {
-                path: dir.path().join("store"),
-            },
-            prompts: PromptsConfig { dir: None },
-            discord: None,
-            github: None,
-            targets: Vec::new(),
-            agent,
-        };
-        Fixture {
-            github: None,
-            llm,
-            repo,
-            dir,
-            config,
-        }
+    let runner = f.services().runner(f.config.clone());
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let (answers_tx, answers_rx) = mpsc::unbounded_channel();
+    for human in humans {
+        answers_tx.send(human).unwrap();
     }
-
-    fn worktree(&self) -> PathBuf {
-        self.config.agent.worktrees_dir.join("1-fix-adding")
+    let job = Job {
+        feature,
+        plan: PlanVersion {
+            version: 1,
+            path: "tasks/20261126-000000-fix-adding.md".to_string(),
+            commit: String::new(),
+            markdown: PLAN.to_string(),
+            at: OffsetDateTime::now_utc(),
+        },
+        resume: None,
+        discussion_url: None,
+        follow_up: None,
+        branch: None,
+        continue_from_ticks: false,
+    };
+    let run = runner
+        .execute(
+            job,
+            store,
+            events_tx,
+            answers_rx,
+            cancel,
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+        .await
+        .unwrap();
+    drop(answers_tx);
+    let mut events = Vec::new();
+    while let Ok(e) = events_rx.try_recv() {
+        events.push(e);
     }
-
-    /// Runs the agent on PLAN and collects its events.
-    async fn run(
-        &self,
-        cancel: CancellationToken,
-        answers: Option<Vec<String>>,
-    ) -> (Run, Vec<Event>) {
-        let humans = answers
-            .unwrap_or_default()
-            .into_iter()
-            .map(Human::Answer)
-            .collect();
-        self.run_with(cancel, humans).await
-    }
-
-    /// Like `run`, with what the humans say queued up front.
-    async fn run_with(&self, cancel: CancellationToken, humans: Vec<Human>) -> (Run, Vec<Event>) {
-        let store = Store::open(&self.config.store.path).unwrap();
-        let feature = store
-            .create_feature(
-                "Fix adding",
-                Author {
-                    id: "u".to_string(),
-                    name: "ada".to_string(),
-                },
-                Place::Console,
-            )
-            .await
-            .unwrap();
-        let mut services = Services::with_store(&self.config, store.clone()).unwrap();
-        services.redactor = Redactor::new([self
-            .config
-            .llm
-            .api_key
-            .clone()
-            .unwrap()
-            .expose()
-            .to_string()]);
-        services.github = Clients::with_default(
-            self.github
-                .as_ref()
-                .map(|g| GitHub::new(&g.config()).unwrap()),
-        );
-        let runner = services.runner(Arc::new(self.config.clone()));
-        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-        let (answers_tx, answers_rx) = mpsc::unbounded_channel();
-        for human in humans {
-            answers_tx.send(human).unwrap();
-        }
-        let job = Job {
-            feature,
-            plan: PlanVersion {
-                version: 1,
-                path: "tasks/20261126-000000-fix-adding.md".to_string(),
-                commit: String::new(),
-                markdown: PLAN.to_string(),
-                at: OffsetDateTime::now_utc(),
-            },
-            resume: None,
-            discussion_url: None,
-            follow_up: None,
-            branch: None,
-            continue_from_ticks: false,
-        };
-        let run = runner
-            .execute(
-                job,
-                &store,
-                events_tx,
-                answers_rx,
-                cancel,
-                &std::sync::atomic::AtomicBool::new(false),
-            )
-            .await
-            .unwrap();
-        drop(answers_tx);
-        let mut events = Vec::new();
-        while let Ok(e) = events_rx.try_recv() {
-            events.push(e);
-        }
-        (run, events)
-    }
-}
-
-fn call(name: &str, args: serde_json::Value) -> Reply {
-    Reply::ToolCalls(vec![(name.to_string(), args)])
+    (run, events)
 }
 
 #[tokio::test]
 async fn a_run_goes_red_repairs_and_ends_green_with_the_branch_pushed() {
-    let f = Fixture::new().await;
+    let f = fixture().build().await;
     // Step 1: a wrong fix, then the repair after the test fails.
     f.llm.push(call("read_file", json!({"path": "app.sh"})));
     f.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 * $2"}),
     ));
-    f.llm.push(call(
-        "finish_step",
-        json!({"summary": "changed the operator"}),
-    ));
+    finish_steps(&f.llm, &["changed the operator"]);
     f.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 * $2", "replace": "$1 + $2"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "add now adds"})));
+    finish_steps(&f.llm, &["add now adds"]);
     // Step 2: a new file.
     f.llm.push(call(
         "write_file",
         json!({"path": "docs/add.md", "content": "# add\nAdds two numbers.\n"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "documented add"})));
+    finish_steps(&f.llm, &["documented add"]);
 
-    let (run, events) = f.run(CancellationToken::new(), None).await;
+    let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     assert_eq!(run.branch.as_str(), "featurebot/1-fix-adding");
     assert_eq!(run.next_step, 2);
@@ -250,14 +192,13 @@ async fn a_run_goes_red_repairs_and_ends_green_with_the_branch_pushed() {
 
 #[tokio::test]
 async fn a_step_that_stays_red_is_committed_and_the_run_goes_on() {
-    let mut f = Fixture::new().await;
-    f.config.agent.max_repair_attempts = 1;
+    let f = fixture()
+        .with_config(|c| c.agent.max_repair_attempts = 1)
+        .build()
+        .await;
     // Both steps try twice (one repair each); the test stays red throughout.
-    for _ in 0..4 {
-        f.llm
-            .push(call("finish_step", json!({"summary": "did nothing"})));
-    }
-    let (run, events) = f.run(CancellationToken::new(), None).await;
+    finish_steps(&f.llm, &["did nothing"; 4]);
+    let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     assert_eq!(run.steps[0].green, Some(false));
     assert_eq!(run.steps[1].green, Some(false));
@@ -278,7 +219,10 @@ async fn a_step_that_stays_red_is_committed_and_the_run_goes_on() {
 
 #[tokio::test]
 async fn file_tools_refuse_to_leave_the_work_tree_and_errors_reach_the_model() {
-    let f = Fixture::new().await;
+    let f = fixture()
+        .with_config(|c| c.agent.max_repair_attempts = 0)
+        .build()
+        .await;
     f.llm
         .push(call("read_file", json!({"path": "../../../etc/passwd"})));
     f.llm.push(call(
@@ -289,12 +233,8 @@ async fn file_tools_refuse_to_leave_the_work_tree_and_errors_reach_the_model() {
         "write_file",
         json!({"path": ".git/config", "content": "x"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "gave up"})));
-    f.llm.push(call("finish_step", json!({"summary": "docs"})));
-    let mut f = f;
-    f.config.agent.max_repair_attempts = 0;
-    let (run, _) = f.run(CancellationToken::new(), None).await;
+    finish_steps(&f.llm, &["gave up", "docs"]);
+    let (run, _) = run_agent(&f, CancellationToken::new(), None).await;
     let bodies: Vec<String> = f
         .llm
         .requests()
@@ -317,7 +257,7 @@ async fn file_tools_refuse_to_leave_the_work_tree_and_errors_reach_the_model() {
 
 #[tokio::test]
 async fn a_repeated_failing_action_stops_the_run_and_keeps_the_work() {
-    let f = Fixture::new().await;
+    let f = fixture().build().await;
     f.llm.push(call(
         "write_file",
         json!({"path": "notes.txt", "content": "partial work\n"}),
@@ -326,7 +266,7 @@ async fn a_repeated_failing_action_stops_the_run_and_keeps_the_work() {
         f.llm
             .push(call("read_file", json!({"path": "missing.txt"})));
     }
-    let (run, events) = f.run(CancellationToken::new(), None).await;
+    let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Stopped, "{run:?}");
     assert!(run
         .message
@@ -350,19 +290,16 @@ async fn a_repeated_failing_action_stops_the_run_and_keeps_the_work() {
 
 #[tokio::test]
 async fn a_question_waits_for_the_answer() {
-    let f = Fixture::new().await;
+    let f = fixture().build().await;
     f.llm
         .push(call("ask_human", json!({"question": "Plus or minus?"})));
     f.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "plus, as answered"})));
-    f.llm.push(call("finish_step", json!({"summary": "docs"})));
-    let (run, events) = f
-        .run(CancellationToken::new(), Some(vec!["plus".to_string()]))
-        .await;
+    finish_steps(&f.llm, &["plus, as answered", "docs"]);
+    let (run, events) =
+        run_agent(&f, CancellationToken::new(), Some(vec!["plus".to_string()])).await;
     assert!(events.contains(&Event::Question {
         text: "Plus or minus?".to_string()
     }));
@@ -373,22 +310,26 @@ async fn a_question_waits_for_the_answer() {
 
 #[tokio::test]
 async fn cancel_during_a_long_test_stops_the_run_and_its_processes() {
-    let mut f = Fixture::new().await;
-    let pid_file = f.dir.path().join("sleeper.pid");
-    f.config.agent.test = vec![format!("sleep 60 & echo $! > {}; wait", pid_file.display())];
-    f.llm
-        .push(call("finish_step", json!({"summary": "nothing"})));
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("sleeper.pid");
+    let f = fixture()
+        .with_config(|c| {
+            c.agent.test = vec![format!("sleep 60 & echo $! > {}; wait", pid_file.display())]
+        })
+        .build()
+        .await;
+    finish_steps(&f.llm, &["nothing"]);
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     let watched = pid_file.clone();
     tokio::spawn(async move {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !watched.exists() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the long test to start", Duration::from_secs(20), || {
+            watched.exists()
+        })
+        .await;
         trigger.cancel();
     });
-    let (run, _) = f.run(cancel, None).await;
+    let (run, _) = run_agent(&f, cancel, None).await;
     assert_eq!(run.state, RunState::Cancelled);
     assert_eq!(run.message.as_deref(), Some("cancelled at step 1 of 2"));
     let pid = std::fs::read_to_string(&pid_file).unwrap();
@@ -396,36 +337,38 @@ async fn cancel_during_a_long_test_stops_the_run_and_its_processes() {
 }
 
 async fn wait_until_gone(pid: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let alive = std::process::Command::new("kill")
+    let alive = || {
+        std::process::Command::new("kill")
             .args(["-0", pid])
             .status()
             .unwrap()
-            .success();
-        if !alive {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process {pid} survived the cancel"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .success()
+    };
+    eventually(
+        &format!("process {pid} to be gone after the cancel"),
+        Duration::from_secs(10),
+        || !alive(),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn the_command_backend_runs_an_external_agent_per_step() {
-    let mut f = Fixture::new().await;
-    let script = f.dir.path().join("agent.sh");
+    let scratch = tempfile::tempdir().unwrap();
+    let script = scratch.path().join("agent.sh");
     std::fs::write(
         &script,
         "#!/bin/sh\n# A stand-in for codex/claude/aider: reads the prompt, edits the tree.\ngrep -q 'Do step' \"$1\" || exit 9\nif [ \"$2\" = 1 ]; then sed -i 's/\\$1 - \\$2/$1 + $2/' app.sh; else echo docs > docs.md; fi\necho \"agent step $2 done; secret env: ${OPENAI_API_KEY:-none}\"\n",
     )
     .unwrap();
-    f.config.agent.backend =
-        AgentBackend::Command(format!("sh {} {{prompt_file}} {{step}}", script.display()));
-    let (run, events) = f.run(CancellationToken::new(), None).await;
+    let f = fixture()
+        .with_config(|c| {
+            c.agent.backend =
+                AgentBackend::Command(format!("sh {} {{prompt_file}} {{step}}", script.display()))
+        })
+        .build()
+        .await;
+    let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     assert!(run.steps.iter().all(|s| s.green == Some(true)));
     assert!(run.steps[0]
@@ -440,26 +383,30 @@ async fn the_command_backend_runs_an_external_agent_per_step() {
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::StepCommitted { step: 1, .. })));
-    assert!(Path::new(&f.worktree()).join("docs.md").exists());
+    assert!(Path::new(&worktree(&f)).join("docs.md").exists());
 }
 
 #[tokio::test]
 async fn a_planted_secret_is_masked_in_tool_results_and_check_output() {
-    let mut f = Fixture::new().await;
+    let f = fixture()
+        .with_config(|c| {
+            c.agent.test = vec!["cat leak.txt; exit 1".to_string()];
+            c.agent.max_repair_attempts = 0;
+        })
+        .build()
+        .await;
     let secret = f.config.llm.api_key.clone().unwrap().expose().to_string();
     std::fs::write(f.repo.path.join("leak.txt"), format!("key={secret}\n")).unwrap();
     git(&f.repo.path, &["add", "leak.txt"]);
     git(&f.repo.path, &["commit", "--quiet", "-m", "a leaked key"]);
     git(&f.repo.path, &["push", "--quiet", "origin", "main"]);
-    f.config.agent.test = vec!["cat leak.txt; exit 1".to_string()];
-    f.config.agent.max_repair_attempts = 0;
     f.llm.push(call("read_file", json!({"path": "leak.txt"})));
     f.llm.push(call(
         "finish_step",
         json!({"summary": format!("found {secret}")}),
     ));
-    f.llm.push(call("finish_step", json!({"summary": "docs"})));
-    let (run, events) = f.run(CancellationToken::new(), None).await;
+    finish_steps(&f.llm, &["docs"]);
+    let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     let sent: String = f
         .llm
         .requests()
@@ -480,18 +427,15 @@ async fn a_planted_secret_is_masked_in_tool_results_and_check_output() {
 
 #[tokio::test]
 async fn a_finished_run_opens_a_pull_request_and_a_red_one_a_draft() {
-    let mut f = Fixture::new().await;
-    f.github = Some(FakeGithub::start("acme", "shop").await);
+    let f = fixture().with_github().build().await;
     f.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "add adds"})));
-    f.llm.push(call("finish_step", json!({"summary": "docs"})));
-    let (run, events) = f.run(CancellationToken::new(), None).await;
+    finish_steps(&f.llm, &["add adds", "docs"]);
+    let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
-    let github = f.github.as_ref().unwrap();
+    let github = f.github();
     let pulls = github.pulls();
     assert_eq!(pulls.len(), 1);
     let pr = &pulls[0];
@@ -531,16 +475,15 @@ async fn a_finished_run_opens_a_pull_request_and_a_red_one_a_draft() {
 
 #[tokio::test]
 async fn a_run_that_stays_red_opens_a_draft() {
-    let mut f = Fixture::new().await;
-    f.github = Some(FakeGithub::start("acme", "shop").await);
-    f.config.agent.max_repair_attempts = 0;
-    f.llm
-        .push(call("finish_step", json!({"summary": "nothing"})));
-    f.llm
-        .push(call("finish_step", json!({"summary": "nothing"})));
-    let (run, _) = f.run(CancellationToken::new(), None).await;
+    let f = fixture()
+        .with_github()
+        .with_config(|c| c.agent.max_repair_attempts = 0)
+        .build()
+        .await;
+    finish_steps(&f.llm, &["nothing", "nothing"]);
+    let (run, _) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished);
-    let pulls = f.github.as_ref().unwrap().pulls();
+    let pulls = f.github().pulls();
     assert_eq!(pulls[0]["draft"], true);
     assert!(pulls[0]["body"]
         .as_str()
@@ -550,15 +493,17 @@ async fn a_run_that_stays_red_opens_a_draft() {
 
 #[tokio::test]
 async fn a_spent_token_budget_ends_in_a_draft_pull_request_with_the_work_so_far() {
-    let mut f = Fixture::new().await;
-    f.github = Some(FakeGithub::start("acme", "shop").await);
     // Each fake answer costs more than this budget: the first one spends it.
-    f.config.agent.max_tokens = 5;
+    let f = fixture()
+        .with_github()
+        .with_config(|c| c.agent.max_tokens = 5)
+        .build()
+        .await;
     f.llm.push(call(
         "write_file",
         json!({"path": "half.txt", "content": "half done\n"}),
     ));
-    let (run, events) = f.run(CancellationToken::new(), None).await;
+    let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Stopped, "{run:?}");
     let reason = run.message.clone().unwrap();
     assert!(reason.contains("agent.max_tokens"), "{reason}");
@@ -569,7 +514,7 @@ async fn a_spent_token_budget_ends_in_a_draft_pull_request_with_the_work_so_far(
             ..
         }
     )));
-    let pulls = f.github.as_ref().unwrap().pulls();
+    let pulls = f.github().pulls();
     assert_eq!(pulls[0]["draft"], true, "unfinished work is a draft");
     assert!(pulls[0]["body"].as_str().unwrap().contains("not done"));
     let remote = f.repo.remote.clone().unwrap();
@@ -581,26 +526,29 @@ async fn a_spent_token_budget_ends_in_a_draft_pull_request_with_the_work_so_far(
 
 #[tokio::test]
 async fn step_approval_waits_redoes_a_step_with_feedback_and_continues() {
-    let mut f = Fixture::new().await;
-    f.config.agent.approve_each_step = true;
-    f.config.agent.max_repair_attempts = 0;
+    let f = fixture()
+        .with_config(|c| {
+            c.agent.approve_each_step = true;
+            c.agent.max_repair_attempts = 0;
+        })
+        .build()
+        .await;
     // Step 1, first try: nothing useful; the admin asks for a redo.
-    f.llm
-        .push(call("finish_step", json!({"summary": "looked around"})));
+    finish_steps(&f.llm, &["looked around"]);
     // The redo, with the feedback.
     f.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    f.llm.push(call("finish_step", json!({"summary": "fixed"})));
+    finish_steps(&f.llm, &["fixed"]);
     // Step 2.
-    f.llm.push(call("finish_step", json!({"summary": "docs"})));
+    finish_steps(&f.llm, &["docs"]);
     let decisions = vec![
         Human::Redo("add the numbers, do not subtract them".to_string()),
         Human::Continue,
         Human::Continue,
     ];
-    let (run, events) = f.run_with(CancellationToken::new(), decisions).await;
+    let (run, events) = run_agent_with(&f, CancellationToken::new(), decisions).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     let waits: Vec<(usize, bool)> = events
         .iter()
@@ -639,16 +587,16 @@ async fn step_approval_waits_redoes_a_step_with_feedback_and_continues() {
 
 #[tokio::test]
 async fn step_approval_abort_stops_and_keeps_the_work() {
-    let mut f = Fixture::new().await;
-    f.config.agent.approve_each_step = true;
+    let f = fixture()
+        .with_config(|c| c.agent.approve_each_step = true)
+        .build()
+        .await;
     f.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    f.llm.push(call("finish_step", json!({"summary": "fixed"})));
-    let (run, _) = f
-        .run_with(CancellationToken::new(), vec![Human::Abort])
-        .await;
+    finish_steps(&f.llm, &["fixed"]);
+    let (run, _) = run_agent_with(&f, CancellationToken::new(), vec![Human::Abort]).await;
     assert_eq!(run.state, RunState::Stopped);
     assert_eq!(
         run.message.as_deref(),
@@ -661,7 +609,7 @@ async fn step_approval_abort_stops_and_keeps_the_work() {
 /// Serves the fixture's bare remote over `git://` with `hooks` (name, script) installed, so
 /// pushes run them as on a real server, and points `origin` there.
 async fn serve_remote_with_hooks(
-    f: &Fixture,
+    f: &TestApp,
     hooks: &[(&str, String)],
 ) -> crate::support::git::AbortOnDrop {
     let remote = f.repo.remote.clone().unwrap();
@@ -681,27 +629,27 @@ async fn serve_remote_with_hooks(
 }
 
 /// The fake LLM's part of a two-step run that goes green at once.
-fn script_two_green_steps(f: &Fixture) {
+fn script_two_green_steps(f: &TestApp) {
     f.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "add adds"})));
+    finish_steps(&f.llm, &["add adds"]);
     f.llm.push(call(
         "write_file",
         json!({"path": "docs/add.md", "content": "# add\n"}),
     ));
-    f.llm
-        .push(call("finish_step", json!({"summary": "documented"})));
+    finish_steps(&f.llm, &["documented"]);
 }
 
 #[tokio::test]
 async fn push_each_step_pushes_the_branch_after_every_step() {
-    let mut f = Fixture::new().await;
-    f.config.agent.push_each_step = true;
+    let f = fixture()
+        .with_config(|c| c.agent.push_each_step = true)
+        .build()
+        .await;
     // The remote logs the tip of every push it receives.
-    let pushes = f.dir.path().join("pushes.log");
+    let pushes = f.dir().join("pushes.log");
     let _daemon = serve_remote_with_hooks(
         &f,
         &[(
@@ -714,7 +662,7 @@ async fn push_each_step_pushes_the_branch_after_every_step() {
     )
     .await;
     script_two_green_steps(&f);
-    let (run, events) = f.run(CancellationToken::new(), None).await;
+    let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     let log = std::fs::read_to_string(&pushes).unwrap();
     assert_eq!(
@@ -733,10 +681,12 @@ async fn push_each_step_pushes_the_branch_after_every_step() {
 
 #[tokio::test]
 async fn a_failed_push_after_a_step_is_reported_and_the_run_goes_on() {
-    let mut f = Fixture::new().await;
-    f.config.agent.push_each_step = true;
+    let f = fixture()
+        .with_config(|c| c.agent.push_each_step = true)
+        .build()
+        .await;
     // The remote refuses the first push only.
-    let refused = f.dir.path().join("refused-once");
+    let refused = f.dir().join("refused-once");
     let _daemon = serve_remote_with_hooks(
         &f,
         &[(
@@ -749,7 +699,7 @@ async fn a_failed_push_after_a_step_is_reported_and_the_run_goes_on() {
     )
     .await;
     script_two_green_steps(&f);
-    let (run, events) = f.run(CancellationToken::new(), None).await;
+    let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     let failed: Vec<&Event> = events
         .iter()

@@ -3,18 +3,16 @@
 use featurebot::core::protocol::{Input, Output, OutputKind};
 use featurebot::model::{FeatureId, Place, Speaker, Status};
 
+use crate::support::app::{alice, TestApp};
 use crate::support::fake_llm::{Api, Reply};
-use crate::support::git::{git, repo_config, repo_with_remote};
-use crate::support::harness::{failure, reply, streamed, Harness, GOOD_PLAN};
+use crate::support::git::git;
+use crate::support::outputs::{failure, reply, streamed};
+use crate::support::scripts::{ask, confirm, plan_reply, GOOD_PLAN};
 
 /// Runs a feature to CONFIRMED: one question, one answer, a confirmation.
-async fn confirmed(h: &mut Harness, title: &str) -> FeatureId {
-    h.llm.push(Reply::Text(
-        "Which format should the export use?".to_string(),
-    ));
-    h.llm.push(Reply::Text(
-        "CONFIRMED\n- export the table as CSV\n- from the dashboard".to_string(),
-    ));
+async fn confirmed(h: &mut TestApp, title: &str) -> FeatureId {
+    ask(&h.llm, "Which format should the export use?");
+    confirm(&h.llm, &["export the table as CSV", "from the dashboard"]);
     let (id, _) = h.start_feature(title).await;
     let outputs = h.say(id, "CSV, from the dashboard").await;
     assert!(
@@ -28,10 +26,8 @@ async fn confirmed(h: &mut Harness, title: &str) -> FeatureId {
 
 #[tokio::test]
 async fn a_scripted_conversation_reaches_confirmed() {
-    let mut h = Harness::start().await;
-    h.llm.push(Reply::Text(
-        "Which format should the export use?".to_string(),
-    ));
+    let mut h = TestApp::builder().build().await;
+    ask(&h.llm, "Which format should the export use?");
     let (id, outputs) = h.start_feature("  Export  CSV ").await;
     assert_eq!(reply(&outputs), Some("Which format should the export use?"));
     assert_eq!(streamed(&outputs), "Which format should the export use?");
@@ -96,11 +92,11 @@ async fn a_scripted_conversation_reaches_confirmed() {
 
 #[tokio::test]
 async fn a_restart_in_the_middle_continues_the_conversation() {
-    let mut h = Harness::start().await;
-    h.llm.push(Reply::Text("Question one?".to_string()));
+    let mut h = TestApp::builder().build().await;
+    ask(&h.llm, "Question one?");
     let (id, _) = h.start_feature("Dark mode").await;
-    let mut h = h.restart();
-    h.llm.push(Reply::Text("Question two?".to_string()));
+    let mut h = h.restart().await;
+    ask(&h.llm, "Question two?");
     let outputs = h.say(id, "answer one").await;
     assert_eq!(reply(&outputs), Some("Question two?"));
     let last = h.llm.requests().pop().unwrap();
@@ -115,16 +111,16 @@ async fn a_restart_in_the_middle_continues_the_conversation() {
 
 #[tokio::test]
 async fn an_unanswered_message_is_answered_on_resume() {
-    let mut h = Harness::start().await;
-    h.llm.push(Reply::Text("Question?".to_string()));
+    let mut h = TestApp::builder().build().await;
+    ask(&h.llm, "Question?");
     let (id, _) = h.start_feature("Dark mode").await;
     // As if the process died after storing the message and before the answer.
     h.store()
         .append_turn(id, Speaker::User, "alice", "my answer", None)
         .await
         .unwrap();
-    let mut h = h.restart();
-    h.llm.push(Reply::Text("Next question?".to_string()));
+    let mut h = h.restart().await;
+    ask(&h.llm, "Next question?");
     let outputs = h.send(Input::Resume { feature: id }).await;
     assert_eq!(reply(&outputs), Some("Next question?"));
     // Resuming an answered conversation does nothing.
@@ -135,13 +131,13 @@ async fn an_unanswered_message_is_answered_on_resume() {
 
 #[tokio::test]
 async fn the_same_message_twice_is_one_turn() {
-    let mut h = Harness::start().await;
-    h.llm.push(Reply::Text("Question?".to_string()));
+    let mut h = TestApp::builder().build().await;
+    ask(&h.llm, "Question?");
     let (id, _) = h.start_feature("Dark mode").await;
     h.llm.push(Reply::Text("Thanks.".to_string()));
     let message = Input::Message {
         feature: id,
-        author: crate::support::harness::alice(),
+        author: alice(),
         text: "answer".to_string(),
         source_id: Some("discord-msg-1".to_string()),
     };
@@ -154,8 +150,8 @@ async fn the_same_message_twice_is_one_turn() {
 
 #[tokio::test]
 async fn an_llm_failure_is_reported_and_nothing_is_lost() {
-    let mut h = Harness::start().await;
-    h.llm.push(Reply::Text("Question?".to_string()));
+    let mut h = TestApp::builder().build().await;
+    ask(&h.llm, "Question?");
     let (id, _) = h.start_feature("Dark mode").await;
     for _ in 0..4 {
         h.llm.push(Reply::Status {
@@ -182,12 +178,12 @@ async fn an_llm_failure_is_reported_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn bad_titles_are_refused_and_nothing_is_stored() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     for title in ["", "   ", &"long ".repeat(2_000)] {
         let outputs = h
             .send(Input::Start {
                 title: title.to_string(),
-                requester: crate::support::harness::alice(),
+                requester: alice(),
                 place: featurebot::model::Place::Console,
                 repo: None,
             })
@@ -211,9 +207,9 @@ async fn bad_titles_are_refused_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn a_confirmed_feature_gets_a_committed_plan() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     let id = confirmed(&mut h, "Export CSV").await;
-    let before = git(&h.repo_path(), &["rev-parse", "main"]);
+    let before = git(&h.repo.path, &["rev-parse", "main"]);
     h.llm
         .push(Reply::Text(format!("```markdown\n{GOOD_PLAN}```")));
     let outputs = h
@@ -244,7 +240,7 @@ async fn a_confirmed_feature_gets_a_committed_plan() {
     );
 
     // Exactly one file, on top of the previous tip, with the message and trailers.
-    let repo = h.repo_path();
+    let repo = h.repo.path.clone();
     assert_eq!(git(&repo, &["rev-parse", "main"]).trim(), commit);
     assert_eq!(git(&repo, &["rev-parse", "main^"]), before);
     assert_eq!(
@@ -301,12 +297,12 @@ async fn a_confirmed_feature_gets_a_committed_plan() {
 
 #[tokio::test]
 async fn a_plan_missing_sections_is_repaired_once() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     let id = confirmed(&mut h, "Export CSV").await;
     h.llm.push(Reply::Text(
         "## Summary & goal\nJust a summary.".to_string(),
     ));
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h
         .send(Input::GeneratePlan {
             feature: id,
@@ -329,9 +325,9 @@ async fn a_plan_missing_sections_is_repaired_once() {
 
 #[tokio::test]
 async fn a_plan_that_stays_broken_fails_clearly_and_commits_nothing() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     let id = confirmed(&mut h, "Export CSV").await;
-    let before = git(&h.repo_path(), &["rev-parse", "main"]);
+    let before = git(&h.repo.path, &["rev-parse", "main"]);
     h.llm.push(Reply::Text("no plan here".to_string()));
     h.llm.push(Reply::Text("still no plan".to_string()));
     let outputs = h
@@ -346,15 +342,15 @@ async fn a_plan_that_stays_broken_fails_clearly_and_commits_nothing() {
         "{message}"
     );
     assert!(message.contains("Summary & goal"), "{message}");
-    assert_eq!(git(&h.repo_path(), &["rev-parse", "main"]), before);
+    assert_eq!(git(&h.repo.path, &["rev-parse", "main"]), before);
     assert_eq!(h.store().feature(id).unwrap().status, Status::Confirmed);
 }
 
 #[tokio::test]
 async fn more_talk_after_a_plan_makes_version_two_of_the_same_file() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     let id = confirmed(&mut h, "Export CSV").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     h.send(Input::GeneratePlan {
         feature: id,
         force: false,
@@ -362,8 +358,7 @@ async fn more_talk_after_a_plan_makes_version_two_of_the_same_file() {
     .await;
     let first = h.store().plans(id).unwrap().remove(0);
 
-    h.llm
-        .push(Reply::Text("CONFIRMED\n- CSV and JSON".to_string()));
+    confirm(&h.llm, &["CSV and JSON"]);
     h.say(id, "also JSON please").await;
     assert_eq!(h.store().feature(id).unwrap().status, Status::Confirmed);
     h.llm
@@ -388,7 +383,7 @@ async fn more_talk_after_a_plan_makes_version_two_of_the_same_file() {
     let plans = h.store().plans(id).unwrap();
     assert_eq!(plans.len(), 2);
     assert_eq!(plans[1].path, first.path);
-    let repo = h.repo_path();
+    let repo = h.repo.path.clone();
     assert_eq!(
         git(&repo, &["rev-parse", &format!("{}^", plans[1].commit)]).trim(),
         first.commit
@@ -424,8 +419,8 @@ async fn more_talk_after_a_plan_makes_version_two_of_the_same_file() {
 
 #[tokio::test]
 async fn a_plan_before_confirmation_needs_force_and_warns() {
-    let mut h = Harness::start().await;
-    h.llm.push(Reply::Text("Question?".to_string()));
+    let mut h = TestApp::builder().build().await;
+    ask(&h.llm, "Question?");
     let (id, _) = h.start_feature("Dark mode").await;
     let refused = h
         .send(Input::GeneratePlan {
@@ -434,7 +429,7 @@ async fn a_plan_before_confirmation_needs_force_and_warns() {
         })
         .await;
     assert!(failure(&refused).unwrap().contains("not confirmed yet"));
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let forced = h
         .send(Input::GeneratePlan {
             feature: id,
@@ -451,11 +446,11 @@ async fn a_plan_before_confirmation_needs_force_and_warns() {
 
 #[tokio::test]
 async fn the_same_title_twice_gives_two_files() {
-    let mut h = Harness::start().await;
+    let mut h = TestApp::builder().build().await;
     let mut paths = Vec::new();
     for _ in 0..2 {
         let id = confirmed(&mut h, "Dark mode").await;
-        h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+        plan_reply(&h.llm);
         h.send(Input::GeneratePlan {
             feature: id,
             force: true,
@@ -469,11 +464,12 @@ async fn the_same_title_twice_gives_two_files() {
 #[tokio::test]
 async fn a_broken_repository_fails_the_plan_with_a_clear_message() {
     let not_a_repo = tempfile::tempdir().unwrap();
-    let mut h = Harness::start()
-        .await
-        .reconfigure(|c| c.repo.path = not_a_repo.path().to_path_buf());
+    let mut h = TestApp::builder()
+        .with_config(|c| c.repo.path = not_a_repo.path().to_path_buf())
+        .build()
+        .await;
     let id = confirmed(&mut h, "Export CSV").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h
         .send(Input::GeneratePlan {
             feature: id,
@@ -488,15 +484,13 @@ async fn a_broken_repository_fails_the_plan_with_a_clear_message() {
 
 #[tokio::test]
 async fn plans_are_pushed_when_configured() {
-    let mut h = Harness::start().await;
-    h.repo = repo_with_remote("main");
-    let repo_cfg = repo_config(&h.repo);
-    let mut h = h.reconfigure(|c| {
-        c.repo = repo_cfg;
-        c.repo.push_plans = true;
-    });
+    let mut h = TestApp::builder()
+        .with_remote()
+        .with_config(|c| c.repo.push_plans = true)
+        .build()
+        .await;
     let id = confirmed(&mut h, "Export CSV").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h
         .send(Input::GeneratePlan {
             feature: id,
@@ -516,9 +510,9 @@ async fn plans_are_pushed_when_configured() {
 
 #[tokio::test]
 async fn the_anthropic_api_works_end_to_end() {
-    let mut h = Harness::with_api(Api::Anthropic).await;
+    let mut h = TestApp::builder().api(Api::Anthropic).build().await;
     let id = confirmed(&mut h, "Export CSV").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h
         .send(Input::GeneratePlan {
             feature: id,

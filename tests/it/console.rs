@@ -1,85 +1,17 @@
 //! The built binary: `featurebot console` with piped stdin, `kill -9` and resume, `check`.
 
-use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use featurebot::config::{RepoConfig, Target};
 use featurebot::model::{FeatureId, Status};
 use featurebot::store::Store;
+use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
-use crate::support::fake_llm::{Api, FakeLlm, Reply};
-use crate::support::git::{git, repo_with_remote, TestRepo};
-use crate::support::harness::GOOD_PLAN;
-
-struct Setup {
-    llm: FakeLlm,
-    repo: TestRepo,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Setup {
-    async fn new() -> Setup {
-        let llm = FakeLlm::start(Api::OpenAi).await;
-        let repo = repo_with_remote("main");
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[llm]\nbase_url = \"{}\"\nmodel = \"fake-model\"\napi_key_env = \"FAKE_LLM_KEY\"\nrequest_timeout_secs = 5\nmax_retries = 1\n\n[repo]\npath = {:?}\nbase_branch = \"main\"\n\n[store]\npath = {:?}\n",
-                llm.base_url(),
-                repo.path,
-                dir.path().join("store"),
-            ),
-        )
-        .unwrap();
-        Setup {
-            llm,
-            repo,
-            dir,
-            config,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_featurebot"));
-        cmd.arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("FAKE_LLM_KEY", "sk-test-secret")
-            .env("USER", "tester")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// Runs the binary with `stdin` piped in, to the end.
-    async fn run(&self, args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
-        let mut child = self.command(args).spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.as_bytes()).await.unwrap();
-        drop(input);
-        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("the console did not finish")
-            .unwrap();
-        (
-            output.status,
-            String::from_utf8(output.stdout).unwrap(),
-            String::from_utf8(output.stderr).unwrap(),
-        )
-    }
-
-    fn store_path(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-}
+use crate::support::app::TestApp;
+use crate::support::fake_llm::Reply;
+use crate::support::git::git;
+use crate::support::scripts::{ask, call, confirm, finish_steps, plan_reply, script_to_plan};
 
 fn line_value<'a>(stdout: &'a str, key: &str) -> &'a str {
     stdout
@@ -90,11 +22,8 @@ fn line_value<'a>(stdout: &'a str, key: &str) -> &'a str {
 
 #[tokio::test]
 async fn a_piped_console_session_ends_in_a_committed_plan() {
-    let s = Setup::new().await;
-    s.llm.push(Reply::Text("Which format?".to_string()));
-    s.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    s.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let s = TestApp::binary().build().await;
+    script_to_plan(&s.llm);
     let (status, stdout, stderr) = s
         .run(
             &["console", "--title", "Export CSV"],
@@ -123,8 +52,8 @@ async fn a_piped_console_session_ends_in_a_committed_plan() {
 
 #[tokio::test]
 async fn input_that_ends_before_a_plan_exits_2_and_says_how_to_resume() {
-    let s = Setup::new().await;
-    s.llm.push(Reply::Text("Which format?".to_string()));
+    let s = TestApp::binary().build().await;
+    ask(&s.llm, "Which format?");
     let (status, _, stderr) = s.run(&["console", "--title", "Export CSV"], "").await;
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("featurebot console --resume 1"), "{stderr}");
@@ -132,7 +61,7 @@ async fn input_that_ends_before_a_plan_exits_2_and_says_how_to_resume() {
 
 #[tokio::test]
 async fn the_title_can_come_from_stdin_and_bad_ones_are_refused() {
-    let s = Setup::new().await;
+    let s = TestApp::binary().build().await;
     let (status, _, stderr) = s.run(&["console"], "   \n").await;
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
@@ -140,15 +69,15 @@ async fn the_title_can_come_from_stdin_and_bad_ones_are_refused() {
         "{stderr}"
     );
 
-    s.llm.push(Reply::Text("Which format?".to_string()));
+    ask(&s.llm, "Which format?");
     let (_, stdout, _) = s.run(&["console"], "Export CSV\n/quit\n").await;
     assert!(stdout.contains("Which format?"), "{stdout}");
 }
 
 #[tokio::test]
 async fn a_kill_9_loses_nothing_and_resume_continues() {
-    let s = Setup::new().await;
-    s.llm.push(Reply::Text("Which format?".to_string()));
+    let s = TestApp::binary().build().await;
+    ask(&s.llm, "Which format?");
     // The answer to the next message never comes before the kill.
     s.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
@@ -160,10 +89,13 @@ async fn a_kill_9_loses_nothing_and_resume_continues() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"CSV, from the dashboard\n").await.unwrap();
-    wait_for(|| s.llm.requests().len() >= 2).await;
+    s.wait_for("the second request at the LLM", |s| {
+        s.llm.requests().len() >= 2
+    })
+    .await;
 
     // While it runs, a second process cannot open the same store.
-    let (status, _, stderr) = s.run(&["console", "--title", "Other"], "").await;
+    let (status, _, stderr) = s.run_once(&["console", "--title", "Other"], "").await;
     assert!(!status.success());
     assert!(
         stderr.contains("in use by another featurebot process"),
@@ -173,9 +105,8 @@ async fn a_kill_9_loses_nothing_and_resume_continues() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 
-    s.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    s.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    confirm(&s.llm, &["CSV export"]);
+    plan_reply(&s.llm);
     let (status, stdout, stderr) = s.run(&["console", "--resume", "1"], "/plan\n").await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("requirements confirmed"), "{stderr}");
@@ -209,7 +140,7 @@ async fn a_kill_9_loses_nothing_and_resume_continues() {
 
 #[tokio::test]
 async fn check_reports_one_line_per_service() {
-    let s = Setup::new().await;
+    let s = TestApp::binary().build().await;
     s.llm.push(Reply::Text("ok".to_string()));
     let (status, stdout, stderr) = s.run(&["check"], "").await;
     assert!(status.success(), "{stdout}\n{stderr}");
@@ -222,11 +153,9 @@ async fn check_reports_one_line_per_service() {
 
     // A repository that is not one fails its line with the fix.
     let elsewhere = tempfile::tempdir().unwrap();
-    let config = std::fs::read_to_string(&s.config).unwrap().replace(
-        &format!("path = {:?}", s.repo.path),
-        &format!("path = {:?}", elsewhere.path()),
-    );
-    std::fs::write(&s.config, config).unwrap();
+    let s = s
+        .reconfigure(|c| c.repo.path = elsewhere.path().to_path_buf())
+        .await;
     s.llm.push(Reply::Text("ok".to_string()));
     let (status, stdout, _) = s.run(&["check"], "").await;
     assert_eq!(status.code(), Some(1));
@@ -239,36 +168,19 @@ async fn check_reports_one_line_per_service() {
 
 #[tokio::test]
 async fn a_bad_config_names_the_key() {
-    let s = Setup::new().await;
-    std::fs::write(&s.config, "[llm]\nprovider = \"gemini\"\n").unwrap();
+    let s = TestApp::binary().build().await;
+    std::fs::write(s.config_path(), "[llm]\nprovider = \"gemini\"\n").unwrap();
     let (status, _, stderr) = s.run(&["check"], "").await;
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("llm.provider is \"gemini\""), "{stderr}");
     assert!(stderr.contains("llm.model is missing"), "{stderr}");
 }
 
-async fn wait_for(condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "condition not met in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn check_tries_github_when_configured() {
-    let s = Setup::new().await;
-    let github = crate::support::fake_github::FakeGithub::start("acme", "shop").await;
-    let mut config = std::fs::read_to_string(&s.config).unwrap();
-    config.push_str(&format!(
-        "\n[github]\napi_base = \"{}\"\nowner = \"acme\"\nrepo = \"shop\"\n",
-        github.api_base()
-    ));
-    std::fs::write(&s.config, config).unwrap();
+    let s = TestApp::binary().with_github().build().await;
     s.llm.push(Reply::Text("ok".to_string()));
-    let mut cmd = s.command(&["check"]);
-    cmd.env("GITHUB_TOKEN", github.config().token.unwrap().expose());
-    let output = cmd.output().await.unwrap();
+    let output = s.command(&["check"]).output().await.unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
     let line = stdout
         .lines()
@@ -295,19 +207,11 @@ async fn check_tries_github_when_configured() {
 
 #[tokio::test]
 async fn check_looks_for_the_workflow_when_runs_go_to_github_actions() {
-    let s = Setup::new().await;
-    let github = crate::support::fake_github::FakeGithub::start("acme", "shop").await;
-    let mut config = std::fs::read_to_string(&s.config).unwrap();
-    config.push_str(&format!(
-        "\n[github]\napi_base = \"{}\"\nowner = \"acme\"\nrepo = \"shop\"\n",
-        github.api_base()
-    ));
-    std::fs::write(&s.config, config).unwrap();
+    let s = TestApp::binary().with_github().build().await;
     let check = || {
         s.llm.push(Reply::Text("ok".to_string()));
         let mut cmd = s.command(&["check"]);
-        cmd.env("GITHUB_TOKEN", github.config().token.unwrap().expose())
-            .env("FEATUREBOT__REPO__PUSH_PLANS", "true")
+        cmd.env("FEATUREBOT__REPO__PUSH_PLANS", "true")
             .env("FEATUREBOT__AGENT__EXECUTOR", "github-actions");
         cmd
     };
@@ -326,7 +230,7 @@ async fn check_looks_for_the_workflow_when_runs_go_to_github_actions() {
     // The fake LLM listens on 127.0.0.1, which no GitHub runner reaches.
     assert!(line.contains("a GitHub runner cannot reach"), "{line}");
 
-    github.put_file(
+    s.github().put_file(
         "main",
         ".github/workflows/featurebot.yml",
         "name: featurebot\n",
@@ -344,18 +248,15 @@ const ONE_STEP_PLAN: &str = "---\nfeature_id: 9\ntitle: \"Add a changelog\"\nreq
 
 #[tokio::test]
 async fn featurebot_agent_runs_a_plan_file_to_a_pushed_branch() {
-    let s = Setup::new().await;
+    let s = TestApp::binary().build().await;
     let plan = s.repo.path.join("tasks/20261126-000000-add-a-changelog.md");
     std::fs::create_dir_all(plan.parent().unwrap()).unwrap();
     std::fs::write(&plan, ONE_STEP_PLAN).unwrap();
-    s.llm.push(Reply::ToolCalls(vec![(
-        "write_file".to_string(),
-        serde_json::json!({"path": "CHANGELOG.md", "content": "# Changelog\n"}),
-    )]));
-    s.llm.push(Reply::ToolCalls(vec![(
-        "finish_step".to_string(),
-        serde_json::json!({"summary": "wrote it"}),
-    )]));
+    s.llm.push(call(
+        "write_file",
+        json!({"path": "CHANGELOG.md", "content": "# Changelog\n"}),
+    ));
+    finish_steps(&s.llm, &["wrote it"]);
     let (status, stdout, stderr) = s.run(&["agent", plan.to_str().unwrap()], "").await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(
@@ -382,11 +283,8 @@ async fn featurebot_agent_runs_a_plan_file_to_a_pushed_branch() {
 /// `featurebot agent` did (they used to disagree: `closed` against `failed`).
 #[tokio::test]
 async fn a_run_without_github_closes_the_feature_from_the_console_and_from_featurebot_agent() {
-    let s = Setup::new().await;
-    s.llm.push(Reply::Text("Which format?".to_string()));
-    s.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    s.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let s = TestApp::binary().build().await;
+    script_to_plan(&s.llm);
     let (_, stdout, stderr) = s
         .run(&["console", "--title", "Export CSV"], "CSV\n/plan\n")
         .await;
@@ -397,32 +295,19 @@ async fn a_run_without_github_closes_the_feature_from_the_console_and_from_featu
         .unwrap()
         .unwrap()
         .path();
-    for _ in 0..2 {
-        s.llm.push(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            serde_json::json!({"summary": "done"}),
-        )]));
-    }
+    finish_steps(&s.llm, &["done"; 2]);
     let (status, stdout, stderr) = s.run(&["agent", plan.to_str().unwrap()], "").await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("state: Finished"), "{stdout}");
-    let store = crate::support::reopen_store(&s.dir.path().join("store"));
+    let store = crate::support::reopen_store(&s.store_path());
     assert_eq!(store.feature(FeatureId(1)).unwrap().status, Status::Closed);
 }
 
 #[tokio::test]
 async fn approve_in_the_console_runs_the_agent() {
-    let s = Setup::new().await;
-    s.llm.push(Reply::Text("Which format?".to_string()));
-    s.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    s.llm.push(Reply::Text(GOOD_PLAN.to_string()));
-    for _ in 0..2 {
-        s.llm.push(Reply::ToolCalls(vec![(
-            "finish_step".to_string(),
-            serde_json::json!({"summary": "done"}),
-        )]));
-    }
+    let s = TestApp::binary().build().await;
+    script_to_plan(&s.llm);
+    finish_steps(&s.llm, &["done"; 2]);
     let (status, stdout, stderr) = s
         .run(
             &["console", "--title", "Export CSV"],
@@ -439,14 +324,22 @@ async fn approve_in_the_console_runs_the_agent() {
 
 #[tokio::test]
 async fn check_reports_every_target_repository() {
-    let s = Setup::new().await;
     let missing = tempfile::tempdir().unwrap();
-    let mut config = std::fs::read_to_string(&s.config).unwrap();
-    config.push_str(&format!(
-        "\n[[repos]]\nname = \"shop\"\npath = {:?}\n",
-        missing.path()
-    ));
-    std::fs::write(&s.config, config).unwrap();
+    let s = TestApp::binary()
+        .with_config(|c| {
+            let repo = RepoConfig {
+                path: missing.path().to_path_buf(),
+                ..c.repo.clone()
+            };
+            c.targets.push(Target {
+                name: "shop".to_string(),
+                repo,
+                github: None,
+                channels: Vec::new(),
+            });
+        })
+        .build()
+        .await;
     s.llm.push(Reply::Text("ok".to_string()));
     let (status, stdout, _) = s.run(&["check"], "").await;
     assert_eq!(status.code(), Some(1), "{stdout}");
@@ -465,7 +358,7 @@ async fn check_reports_every_target_repository() {
 /// that split it.
 #[tokio::test]
 async fn the_console_masks_a_secret_the_llm_streams_in_pieces() {
-    let s = Setup::new().await;
+    let s = TestApp::binary().build().await;
     s.llm.push(Reply::paced(
         "Is sk-test-secret the key you mean, or ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8?",
         40,

@@ -9,6 +9,8 @@ use featurebot::agent::exec::{self, clean_env_from, CommandResult, CommandSpec};
 use featurebot::redact::Redactor;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::wait::eventually;
+
 const GHP: &str = "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8";
 
 fn spec(dir: &Path, line: &str) -> CommandSpec {
@@ -34,14 +36,8 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Polls `done` every 20 ms until it holds or five seconds have passed.
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long a process may take to start or to die.
+const WAIT: Duration = Duration::from_secs(5);
 
 /// True when the process is gone or a zombie (nobody may reap orphans in a container).
 fn is_gone(pid: &str) -> bool {
@@ -245,7 +241,7 @@ async fn a_timeout_kills_the_whole_process_tree() {
     assert!(result.duration < Duration::from_secs(15), "{result:?}");
     assert_eq!(result.output, "before\n");
     let pid = read_pid(dir.path());
-    wait_until("the grandchild to die", || is_gone(&pid)).await;
+    eventually("the grandchild to die", WAIT, || is_gone(&pid)).await;
 }
 
 #[tokio::test]
@@ -257,7 +253,7 @@ async fn background_processes_do_not_outlive_their_command() {
     assert_eq!(result.output, "done\n");
     assert!(result.duration < Duration::from_secs(15), "{result:?}");
     let pid = read_pid(dir.path());
-    wait_until("the background process to die", || is_gone(&pid)).await;
+    eventually("the background process to die", WAIT, || is_gone(&pid)).await;
 }
 
 #[tokio::test]
@@ -277,7 +273,7 @@ async fn cancel_kills_even_processes_that_ignore_sigterm() {
         })
     };
     let started = dir.path().join("started");
-    wait_until("the command to start", || started.exists()).await;
+    eventually("the command to start", WAIT, || started.exists()).await;
     let cancelled_at = Instant::now();
     cancel.cancel();
     // The group gets SIGTERM, then SIGKILL 2 s later: well inside this bound even on a busy
@@ -293,7 +289,7 @@ async fn cancel_kills_even_processes_that_ignore_sigterm() {
     );
     assert_eq!(result.exit_code, None, "killed by a signal");
     let pid = read_pid(dir.path());
-    wait_until("the grandchild to die", || is_gone(&pid)).await;
+    eventually("the grandchild to die", WAIT, || is_gone(&pid)).await;
 }
 
 #[tokio::test]
@@ -308,10 +304,10 @@ async fn dropping_the_run_kills_the_whole_process_tree() {
     let started = dir.path().join("started");
     tokio::select! {
         result = exec::run(&spec, &cancel, &redactor, None) => panic!("finished: {result:?}"),
-        () = wait_until("the command to start", || started.exists()) => {}
+        () = eventually("the command to start", WAIT, || started.exists()) => {}
     }
     let pid = read_pid(dir.path());
-    wait_until("the grandchild to die", || is_gone(&pid)).await;
+    eventually("the grandchild to die", WAIT, || is_gone(&pid)).await;
 }
 
 #[tokio::test]

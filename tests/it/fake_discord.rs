@@ -8,7 +8,7 @@
 //! ignores `/ignored`, and echoes messages that start with `echo `.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use serenity::all::{
@@ -22,6 +22,7 @@ use serenity::all::{
 use serenity::http::{Http, HttpError};
 
 use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, APP_ID, BOT_ID, CHANNEL_ID, GUILD_ID};
+use crate::support::wait::eventually_some;
 
 const ALICE: u64 = 4242;
 const BOB: u64 = 4343;
@@ -492,21 +493,20 @@ impl Bot {
     /// Polls `check` until it gives a value; fails at once if the handler failed, and after
     /// ten seconds otherwise.
     async fn until<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(value) = check() {
-                return value;
+        eventually_some(what, Duration::from_secs(10), || {
+            let value = check();
+            if value.is_none() {
+                let failure = self.seen().into_iter().find_map(|s| match s {
+                    Seen::Failure(f) => Some(f),
+                    _ => None,
+                });
+                if let Some(failure) = failure {
+                    panic!("waiting for {what}: the handler failed: {failure}");
+                }
             }
-            let failure = self.seen().into_iter().find_map(|s| match s {
-                Seen::Failure(f) => Some(f),
-                _ => None,
-            });
-            if let Some(failure) = failure {
-                panic!("waiting for {what}: the handler failed: {failure}");
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            value
+        })
+        .await
     }
 }
 

@@ -6,149 +6,26 @@
 //! where it makes sense the faulty feature's next message or button works too. FAULTS.md lists
 //! the cases, one row per test.
 
-use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use featurebot::config::{AgentConfig, Config, DiscordConfig, PromptsConfig, Secret, StoreConfig};
+use featurebot::config::{Config, Secret};
 use featurebot::core::protocol::{Input, OutputKind};
-use featurebot::core::App;
 use featurebot::model::{FeatureId, RunState, Speaker, Status};
-use featurebot::startup::{self, Services};
 use featurebot::store::{Store, StoreError};
-use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
-use tokio_util::sync::CancellationToken;
+use serde_json::json;
 
-use crate::support::bot::{custom_ids, id_of};
-use crate::support::fake_discord::{FakeDiscord, ADMIN_ROLE, CHANNEL_ID, GUILD_ID};
-use crate::support::fake_github::{FakeGithub, TOKEN};
-use crate::support::fake_llm::{Api, FakeLlm, Reply};
-use crate::support::git::{git, git_daemon, repo_config, repo_with_remote, TestRepo};
-use crate::support::harness::{failure, reply, Harness, GOOD_PLAN};
-use crate::support::pipeline::{call, Core, Pipeline, BRANCH};
-
-/// Polls `condition` until it holds, for at most 20 seconds.
-async fn wait_for(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::support::app::{TestApp, ADMIN};
+use crate::support::fake_github::TOKEN;
+use crate::support::fake_llm::Reply;
+use crate::support::git::{git, git_daemon};
+use crate::support::outputs::{failure, reply};
+use crate::support::scripts::{
+    ask, call, confirm, export_run, finish_steps, plan_reply, script_to_plan, write_export, BRANCH,
+    GOOD_PLAN,
+};
 
 // ---------------------------------------------------------------------------------------------
 // kill -9 of the built binary
-
-/// The built binary against a fake LLM and a repository with a bare remote.
-struct Binary {
-    llm: FakeLlm,
-    repo: TestRepo,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Binary {
-    async fn new() -> Binary {
-        let llm = FakeLlm::start(Api::OpenAi).await;
-        let repo = repo_with_remote("main");
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[llm]\nbase_url = \"{}\"\nmodel = \"fake-model\"\napi_key_env = \"FAKE_LLM_KEY\"\nrequest_timeout_secs = 5\nmax_retries = 1\n\n[repo]\npath = {:?}\nbase_branch = \"main\"\n\n[store]\npath = {:?}\n",
-                llm.base_url(),
-                repo.path,
-                dir.path().join("store"),
-            ),
-        )
-        .unwrap();
-        Binary {
-            llm,
-            repo,
-            dir,
-            config,
-        }
-    }
-
-    fn store_path(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_featurebot"));
-        cmd.arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("FAKE_LLM_KEY", "sk-test-secret")
-            .env("USER", "tester")
-            .env_remove("RUST_LOG")
-            .env_remove("GITHUB_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// Starts the binary with `stdin` written and left open, so it waits for more.
-    async fn spawn(
-        &self,
-        args: &[&str],
-        stdin: &str,
-    ) -> (tokio::process::Child, tokio::process::ChildStdin) {
-        let mut child = self.command(args).spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.as_bytes()).await.unwrap();
-        (child, input)
-    }
-
-    /// Runs the binary with `stdin` to the end. The store may still be locked for a moment
-    /// by this test's own in-process handle (sled's threads let go of it a little after the
-    /// last handle is dropped), so a start refused for that reason alone is tried again.
-    async fn run(&self, args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut child = self.command(args).spawn().unwrap();
-            let mut input = child.stdin.take().unwrap();
-            input.write_all(stdin.as_bytes()).await.unwrap();
-            drop(input);
-            let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-                .await
-                .expect("featurebot did not finish")
-                .unwrap();
-            let stdout = String::from_utf8(output.stdout).unwrap();
-            let stderr = String::from_utf8(output.stderr).unwrap();
-            let busy = stderr.contains("in use by another featurebot process");
-            if !busy || Instant::now() > deadline {
-                return (output.status, stdout, stderr);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// What is on disk, read in this process and closed again.
-    fn store<T>(&self, read: impl FnOnce(&Store) -> T) -> T {
-        let store = crate::support::reopen_store(&self.store_path());
-        read(&store)
-    }
-
-    /// A second feature, in a new console session, gets its first answer.
-    async fn second_feature_is_served(&self) {
-        self.llm
-            .push(Reply::Text("Which theme, dark or light?".to_string()));
-        let (status, stdout, stderr) = self
-            .run(&["console", "--title", "Dark mode"], "/quit\n")
-            .await;
-        assert!(status.success(), "{stdout}\n{stderr}");
-        assert!(
-            stdout.contains("featurebot: Which theme, dark or light?"),
-            "{stdout}\n{stderr}"
-        );
-    }
-}
 
 async fn kill_9(mut child: tokio::process::Child) {
     // tokio's kill is SIGKILL on Unix: no handler, no flush, no clean-up runs.
@@ -158,20 +35,20 @@ async fn kill_9(mut child: tokio::process::Child) {
 
 #[tokio::test]
 async fn kill_9_before_the_first_answer_loses_nothing_and_resume_answers_once() {
-    let b = Binary::new().await;
+    let b = TestApp::binary().build().await;
     b.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
         then: Box::new(Reply::Text("too late".to_string())),
     });
     let (child, _stdin) = b.spawn(&["console", "--title", "Export CSV"], "").await;
-    wait_for("the opening request at the LLM", || {
+    b.wait_for("the opening request at the LLM", |b| {
         !b.llm.requests().is_empty()
     })
     .await;
     kill_9(child).await;
 
     // The request was stored before the LLM was asked.
-    let (status, transcript) = b.store(|s| {
+    let (status, transcript) = b.read_store(|s| {
         (
             s.feature(FeatureId(1)).unwrap().status,
             s.transcript(FeatureId(1)).unwrap(),
@@ -182,15 +59,14 @@ async fn kill_9_before_the_first_answer_loses_nothing_and_resume_answers_once() 
     assert_eq!(transcript[0].speaker, Speaker::User);
     assert!(transcript[0].text.contains("Export CSV"));
 
-    b.llm
-        .push(Reply::Text("Which format should it use?".to_string()));
+    ask(&b.llm, "Which format should it use?");
     let (status, stdout, stderr) = b.run(&["console", "--resume", "1"], "/quit\n").await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("featurebot: Which format should it use?"),
         "{stdout}"
     );
-    let transcript = b.store(|s| s.transcript(FeatureId(1)).unwrap());
+    let transcript = b.read_store(|s| s.transcript(FeatureId(1)).unwrap());
     let texts: Vec<(Speaker, &str)> = transcript
         .iter()
         .map(|t| (t.speaker, t.text.as_str()))
@@ -201,15 +77,14 @@ async fn kill_9_before_the_first_answer_loses_nothing_and_resume_answers_once() 
         (Speaker::Assistant, "Which format should it use?")
     );
     assert_eq!(b.llm.requests().len(), 2);
-    b.second_feature_is_served().await;
+    b.second_console_session_is_served().await;
 }
 
 #[tokio::test]
 async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_written_once_after() {
-    let b = Binary::new().await;
-    b.llm.push(Reply::Text("Which format?".to_string()));
-    b.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    let b = TestApp::binary().build().await;
+    ask(&b.llm, "Which format?");
+    confirm(&b.llm, &["CSV export"]);
     b.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
         then: Box::new(Reply::Text(GOOD_PLAN.to_string())),
@@ -218,13 +93,13 @@ async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_writte
     let (child, _stdin) = b
         .spawn(&["console", "--title", "Export CSV"], "CSV\n/plan\n")
         .await;
-    wait_for("the plan request at the LLM", || {
+    b.wait_for("the plan request at the LLM", |b| {
         b.llm.requests().len() >= 3
     })
     .await;
     kill_9(child).await;
 
-    let (feature, transcript, plans) = b.store(|s| {
+    let (feature, transcript, plans) = b.read_store(|s| {
         (
             s.feature(FeatureId(1)).unwrap(),
             s.transcript(FeatureId(1)).unwrap(),
@@ -237,13 +112,13 @@ async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_writte
     assert_eq!(transcript.len(), 4, "{transcript:?}");
     assert_eq!(git(&b.repo.path, &["rev-parse", "main"]), base, "no commit");
 
-    b.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&b.llm);
     let (status, stdout, stderr) = b.run(&["console", "--resume", "1"], "/plan\n").await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("plan version 1 committed"), "{stdout}");
     // Resuming asked for nothing but the plan: the conversation was already answered.
     assert_eq!(b.llm.requests().len(), 4);
-    let (feature, transcript, plans) = b.store(|s| {
+    let (feature, transcript, plans) = b.read_store(|s| {
         (
             s.feature(FeatureId(1)).unwrap(),
             s.transcript(FeatureId(1)).unwrap(),
@@ -262,16 +137,13 @@ async fn kill_9_while_the_plan_is_written_commits_nothing_and_the_plan_is_writte
         log.lines().collect::<Vec<_>>(),
         ["plan: Export CSV", "initial commit"]
     );
-    b.second_feature_is_served().await;
+    b.second_console_session_is_served().await;
 }
 
 #[tokio::test]
 async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports_it_interrupted() {
-    let b = Binary::new().await;
-    b.llm.push(Reply::Text("Which format?".to_string()));
-    b.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    b.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    let mut b = TestApp::binary().build().await;
+    script_to_plan(&b.llm);
     let (status, stdout, stderr) = b
         .run(&["console", "--title", "Export CSV"], "CSV\n/plan\n")
         .await;
@@ -283,22 +155,19 @@ async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports
         .to_string();
 
     // Step 1 is done and committed; step 2 waits on the LLM when the process dies.
-    b.llm.push(call(
-        "write_file",
-        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
-    ));
-    b.llm
-        .push(call("finish_step", json!({"summary": "endpoint added"})));
+    write_export(&b.llm);
+    finish_steps(&b.llm, &["endpoint added"]);
     b.llm.push(Reply::Slow {
         delay: Duration::from_secs(30),
         then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
     let plan_file = b.repo.path.join(&plan);
     let (child, _stdin) = b.spawn(&["agent", plan_file.to_str().unwrap()], "").await;
-    wait_for("step 2 at the LLM", || b.llm.requests().len() >= 6).await;
+    b.wait_for("step 2 at the LLM", |b| b.llm.requests().len() >= 6)
+        .await;
     kill_9(child).await;
 
-    let (status, runs) = b.store(|s| {
+    let (status, runs) = b.read_store(|s| {
         (
             s.feature(FeatureId(1)).unwrap().status,
             s.runs(FeatureId(1)).unwrap(),
@@ -320,7 +189,7 @@ async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports
         stderr.contains("run 1 was interrupted: featurebot stopped during step 2 of 2"),
         "{stderr}"
     );
-    let (status, run) = b.store(|s| {
+    let (status, run) = b.read_store(|s| {
         (
             s.feature(FeatureId(1)).unwrap().status,
             s.runs(FeatureId(1)).unwrap().pop().unwrap(),
@@ -330,26 +199,13 @@ async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports
     assert_eq!(run.state, RunState::Interrupted);
 
     // Resume (what the Discord button sends) finishes it from step 2, without redoing step 1.
-    let config = Arc::new(Config {
-        llm: b.llm.llm_config(),
-        repo: repo_config(&b.repo),
-        store: StoreConfig {
-            path: b.store_path(),
-        },
-        prompts: PromptsConfig { dir: None },
-        discord: None,
-        github: None,
-        targets: Vec::new(),
-        agent: AgentConfig::with_defaults(&b.store_path()),
-    });
-    let mut core = Core::with_config(config, None);
-    b.llm
-        .push(call("finish_step", json!({"summary": "button"})));
-    core.send(Input::ResumeRun {
+    b.start().await;
+    finish_steps(&b.llm, &["button"]);
+    b.send(Input::ResumeRun {
         feature: FeatureId(1),
     })
     .await;
-    let run = core.run_ended().await;
+    let run = b.run_ended().await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     let remote = b.repo.remote.clone().unwrap();
     let log = git(&remote, &["log", "--format=%s", branch]);
@@ -358,8 +214,8 @@ async fn kill_9_during_an_agent_run_leaves_it_running_and_the_next_start_reports
         git(&remote, &["show", &format!("{branch}:export.txt")]),
         "GET /export.csv\n"
     );
-    drop(core);
-    b.second_feature_is_served().await;
+    b.stop().await;
+    b.second_console_session_is_served().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,14 +227,14 @@ type GithubAnswer<'a> = (u16, &'a str, &'a [(&'a str, &'a str)]);
 /// GitHub answers the requests of opening the pull request with `answers`: the run fails with
 /// a message holding `expected`, never the token, and the branch is pushed all the same.
 async fn github_fault(answers: &[GithubAnswer<'_>], expected: &[&str]) {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let id = p.planned().await;
     for (status, body, headers) in answers {
         let headers = headers
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
-        p.github.fail_next(*status, body, headers);
+        p.github().fail_next(*status, body, headers);
     }
     let run = p.approve_and_run(id).await;
     assert_eq!(run.state, RunState::Failed, "{run:?}");
@@ -392,7 +248,7 @@ async fn github_fault(answers: &[GithubAnswer<'_>], expected: &[&str]) {
     }
     assert!(!message.contains(TOKEN), "{message}");
     assert_eq!(p.status(id), Status::Failed);
-    assert!(p.github.pulls().is_empty());
+    assert!(p.github().pulls().is_empty());
     let remote = p.repo.remote.clone().unwrap();
     assert_eq!(
         git(&remote, &["show", &format!("{BRANCH}:export.txt")]),
@@ -401,10 +257,10 @@ async fn github_fault(answers: &[GithubAnswer<'_>], expected: &[&str]) {
     );
     // Once GitHub is fixed, Resume opens the pull request without redoing any step.
     let calls = p.llm.requests().len();
-    p.core.send(Input::ResumeRun { feature: id }).await;
-    let run = p.core.run_ended().await;
+    p.send(Input::ResumeRun { feature: id }).await;
+    let run = p.run_ended().await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
-    assert_eq!(p.github.pulls().len(), 1);
+    assert_eq!(p.github().pulls().len(), 1);
     assert_eq!(p.llm.requests().len(), calls, "no step was redone");
     p.second_feature_is_served().await;
 }
@@ -485,9 +341,9 @@ async fn github_secondary_rate_limit_with_a_long_retry_after_ends_the_run_saying
 
 #[tokio::test]
 async fn github_secondary_rate_limit_with_a_short_retry_after_is_sat_out() {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let id = p.planned().await;
-    p.github.fail_next(
+    p.github().fail_next(
         403,
         r#"{"message":"You have exceeded a secondary rate limit."}"#,
         vec![("retry-after".to_string(), "1".to_string())],
@@ -495,18 +351,18 @@ async fn github_secondary_rate_limit_with_a_short_retry_after_is_sat_out() {
     let run = p.approve_and_run(id).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     assert!(run.pr_url.is_some());
-    assert_eq!(p.github.pulls().len(), 1);
+    assert_eq!(p.github().pulls().len(), 1);
     assert_eq!(p.status(id), Status::PrOpen);
     p.second_feature_is_served().await;
 }
 
 #[tokio::test]
 async fn github_401_on_create_issue_names_github_token_and_the_button_works_after() {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let id = p.planned().await;
-    p.github
+    p.github()
         .fail_next(401, r#"{"message":"Bad credentials"}"#, Vec::new());
-    let outputs = p.core.send(Input::CreateIssue { feature: id }).await;
+    let outputs = p.send(Input::CreateIssue { feature: id }).await;
     let message = outputs
         .iter()
         .find_map(|o| match &o.kind {
@@ -518,10 +374,10 @@ async fn github_401_on_create_issue_names_github_token_and_the_button_works_afte
         message,
         "opening the GitHub issue: GitHub refused the token (401); check GITHUB_TOKEN: it may be mistyped, expired or revoked"
     );
-    assert!(p.github.issues().is_empty());
-    assert_eq!(p.core.app.store().feature(id).unwrap().issue, None);
+    assert!(p.github().issues().is_empty());
+    assert_eq!(p.store().feature(id).unwrap().issue, None);
 
-    let outputs = p.core.send(Input::CreateIssue { feature: id }).await;
+    let outputs = p.send(Input::CreateIssue { feature: id }).await;
     assert!(
         outputs
             .iter()
@@ -533,14 +389,10 @@ async fn github_401_on_create_issue_names_github_token_and_the_button_works_afte
 
 #[tokio::test]
 async fn an_llm_outage_during_a_run_fails_it_clearly_and_resume_finishes_it() {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let id = p.planned().await;
-    p.llm.push(call(
-        "write_file",
-        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
-    ));
-    p.llm
-        .push(call("finish_step", json!({"summary": "endpoint added"})));
+    write_export(&p.llm);
+    finish_steps(&p.llm, &["endpoint added"]);
     // Step 2: the first attempt and max_retries = 3 retries all meet an outage.
     for _ in 0..4 {
         p.llm.push(Reply::Status {
@@ -549,13 +401,12 @@ async fn an_llm_outage_during_a_run_fails_it_clearly_and_resume_finishes_it() {
             body: r#"{"error":{"message":"the model is overloaded"}}"#.to_string(),
         });
     }
-    p.core
-        .send(Input::Approve {
-            feature: id,
-            version: 1,
-        })
-        .await;
-    let run = p.core.run_ended().await;
+    p.send(Input::Approve {
+        feature: id,
+        version: 1,
+    })
+    .await;
+    let run = p.run_ended().await;
     assert_eq!(run.state, RunState::Failed, "{run:?}");
     let message = run.message.clone().unwrap();
     assert!(
@@ -570,10 +421,9 @@ async fn an_llm_outage_during_a_run_fails_it_clearly_and_resume_finishes_it() {
         "step 1 is committed"
     );
 
-    p.llm
-        .push(call("finish_step", json!({"summary": "button"})));
-    p.core.send(Input::ResumeRun { feature: id }).await;
-    let run = p.core.run_ended().await;
+    finish_steps(&p.llm, &["button"]);
+    p.send(Input::ResumeRun { feature: id }).await;
+    let run = p.run_ended().await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     assert!(run.pr_url.is_some());
     let remote = p.repo.remote.clone().unwrap();
@@ -586,7 +436,7 @@ async fn an_llm_outage_during_a_run_fails_it_clearly_and_resume_finishes_it() {
 // Pushes refused by the remote
 
 /// The run ends failed with `expected` in its message; the step's work is committed locally.
-async fn push_refused(p: &mut Pipeline, expected: &[&str]) {
+async fn push_refused(p: &mut TestApp, expected: &[&str]) {
     let id = p.planned().await;
     let run = p.approve_and_run(id).await;
     assert_eq!(run.state, RunState::Failed, "{run:?}");
@@ -599,7 +449,7 @@ async fn push_refused(p: &mut Pipeline, expected: &[&str]) {
         assert!(message.contains(part), "{part:?} not in {message:?}");
     }
     assert_eq!(p.status(id), Status::Failed);
-    assert!(p.github.pulls().is_empty(), "no pull request");
+    assert!(p.github().pulls().is_empty(), "no pull request");
     assert_eq!(
         git(&p.repo.path, &["show", &format!("{BRANCH}:export.txt")]),
         "GET /export.csv\n",
@@ -613,7 +463,7 @@ async fn push_refused(p: &mut Pipeline, expected: &[&str]) {
 /// forced and their commit is kept.
 #[tokio::test]
 async fn a_run_on_a_branch_someone_else_pushed_to_goes_on_on_top_of_it() {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let remote = p.repo.remote.clone().unwrap();
     let other = p.repo.dir.path().join("other");
     git(
@@ -647,7 +497,7 @@ async fn a_run_on_a_branch_someone_else_pushed_to_goes_on_on_top_of_it() {
 
 #[tokio::test]
 async fn a_push_refused_by_a_pre_receive_hook_says_the_hook_declined() {
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let remote = p.repo.remote.clone().unwrap();
     let hook = remote.join("hooks/pre-receive");
     std::fs::write(
@@ -680,8 +530,8 @@ async fn conversation_fault(
     change: impl FnOnce(&mut Config),
     expected: &[&str],
 ) -> usize {
-    let mut h = Harness::start().await.reconfigure(change);
-    h.llm.push(Reply::Text("Which format?".to_string()));
+    let mut h = TestApp::builder().with_config(change).build().await;
+    ask(&h.llm, "Which format?");
     let (id, _) = h.start_feature("Export CSV").await;
     let before = h.llm.requests().len();
     for reply in fault {
@@ -706,8 +556,7 @@ async fn conversation_fault(
     assert_eq!(transcript[2].text, "CSV, from the dashboard");
     assert_eq!(h.store().feature(id).unwrap().status, Status::Gathering);
 
-    h.llm
-        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    ask(&h.llm, "Which theme, dark or light?");
     let (_, outputs) = h.start_feature("Dark mode").await;
     assert_eq!(reply(&outputs), Some("Which theme, dark or light?"));
 
@@ -851,13 +700,12 @@ async fn malformed_json_from_the_llm_is_reported() {
 /// Confirms a feature, lets `fault` answer the plan request, and checks the message, that
 /// nothing was committed, and that Generate plan and a second feature then work.
 async fn plan_fault(fault: Vec<Reply>, change: impl FnOnce(&mut Config), expected: &[&str]) {
-    let mut h = Harness::start().await.reconfigure(change);
-    h.llm.push(Reply::Text("Which format?".to_string()));
-    h.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    let mut h = TestApp::builder().with_config(change).build().await;
+    ask(&h.llm, "Which format?");
+    confirm(&h.llm, &["CSV export"]);
     let (id, _) = h.start_feature("Export CSV").await;
     h.say(id, "CSV").await;
-    let base = git(&h.repo_path(), &["rev-parse", "HEAD"]);
+    let base = git(&h.repo.path, &["rev-parse", "HEAD"]);
     for reply in fault {
         h.llm.push(reply);
     }
@@ -877,10 +725,10 @@ async fn plan_fault(fault: Vec<Reply>, change: impl FnOnce(&mut Config), expecte
     let feature = h.store().feature(id).unwrap();
     assert_eq!(feature.status, Status::Confirmed);
     assert_eq!(feature.plan_version, 0);
-    assert_eq!(git(&h.repo_path(), &["rev-parse", "HEAD"]), base);
+    assert_eq!(git(&h.repo.path, &["rev-parse", "HEAD"]), base);
     assert_eq!(h.store().transcript(id).unwrap().len(), 4);
 
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h.send(generate).await;
     assert!(
         outputs.iter().any(|o| matches!(
@@ -893,8 +741,7 @@ async fn plan_fault(fault: Vec<Reply>, change: impl FnOnce(&mut Config), expecte
         )),
         "{outputs:?}"
     );
-    h.llm
-        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    ask(&h.llm, "Which theme, dark or light?");
     let (_, outputs) = h.start_feature("Dark mode").await;
     assert_eq!(reply(&outputs), Some("Which theme, dark or light?"));
 }
@@ -928,17 +775,16 @@ async fn malformed_json_for_the_plan_commits_nothing_and_generate_plan_works_aft
 
 #[tokio::test]
 async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once_unlocked() {
-    let mut h = Harness::start().await;
-    h.llm.push(Reply::Text("Which format?".to_string()));
-    h.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
+    let mut h = TestApp::builder().build().await;
+    ask(&h.llm, "Which format?");
+    confirm(&h.llm, &["CSV export"]);
     let (id, _) = h.start_feature("Export CSV").await;
     h.say(id, "CSV").await;
-    let lock = h.repo_path().join(".git/index.lock");
+    let lock = h.repo.path.join(".git/index.lock");
     std::fs::write(&lock, "").unwrap();
-    let base = git(&h.repo_path(), &["rev-parse", "HEAD"]);
+    let base = git(&h.repo.path, &["rev-parse", "HEAD"]);
 
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let generate = Input::GeneratePlan {
         feature: id,
         force: false,
@@ -957,10 +803,10 @@ async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once
     let feature = h.store().feature(id).unwrap();
     assert_eq!(feature.status, Status::Confirmed);
     assert!(h.store().plans(id).unwrap().is_empty());
-    assert_eq!(git(&h.repo_path(), &["rev-parse", "HEAD"]), base);
+    assert_eq!(git(&h.repo.path, &["rev-parse", "HEAD"]), base);
 
     std::fs::remove_file(&lock).unwrap();
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h.send(generate).await;
     assert!(
         outputs
@@ -968,11 +814,10 @@ async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once
             .any(|o| matches!(o.kind, OutputKind::PlanCommitted { version: 1, .. })),
         "{outputs:?}"
     );
-    let log = git(&h.repo_path(), &["log", "--format=%s", "HEAD"]);
+    let log = git(&h.repo.path, &["log", "--format=%s", "HEAD"]);
     assert_eq!(log.matches("plan: Export CSV").count(), 1, "{log}");
 
-    h.llm
-        .push(Reply::Text("Which theme, dark or light?".to_string()));
+    ask(&h.llm, "Which theme, dark or light?");
     let (_, outputs) = h.start_feature("Dark mode").await;
     assert_eq!(reply(&outputs), Some("Which theme, dark or light?"));
 }
@@ -1015,7 +860,7 @@ async fn a_store_folder_without_write_permission_is_refused_with_the_fix() {
 
 #[tokio::test]
 async fn a_store_path_that_is_a_file_is_refused_with_the_fix() {
-    let b = Binary::new().await;
+    let b = TestApp::binary().build().await;
     // Something else sits where the store folder should be; root cannot write through this.
     std::fs::write(b.store_path(), "not a folder\n").unwrap();
     let (status, stdout, stderr) = b.run(&["console", "--title", "Export CSV"], "").await;
@@ -1035,145 +880,20 @@ async fn a_store_path_that_is_a_file_is_refused_with_the_fix() {
 
     // With the folder back, featurebot serves again.
     std::fs::remove_file(b.store_path()).unwrap();
-    b.second_feature_is_served().await;
+    b.second_console_session_is_served().await;
 }
 
 // ---------------------------------------------------------------------------------------------
 // In a Discord thread
 
-const ADMIN: u64 = 5001;
-
-/// The real Discord front end against the fakes (a private copy of the harness in discord.rs).
-struct Bot {
-    discord: FakeDiscord,
-    github: FakeGithub,
-    llm: FakeLlm,
-    repo: TestRepo,
-    app: Arc<App>,
-    _dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl Bot {
-    async fn start(change: impl FnOnce(&mut Config)) -> Bot {
-        let discord = FakeDiscord::start().await;
-        discord.add_member(ADMIN, "ada", &[ADMIN_ROLE]);
-        let llm = FakeLlm::start(Api::OpenAi).await;
-        let repo = repo_with_remote("main");
-        let github = FakeGithub::start("acme", "shop").await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            llm: llm.llm_config(),
-            repo: repo_config(&repo),
-            store: StoreConfig {
-                path: dir.path().join("store"),
-            },
-            prompts: PromptsConfig { dir: None },
-            discord: Some(DiscordConfig {
-                guild_id: GUILD_ID,
-                feature_channels: vec![CHANNEL_ID],
-                admin_roles: vec![ADMIN_ROLE],
-                admin_users: vec![],
-                api_base: Some(url::Url::parse(&discord.api_base()).unwrap()),
-                stream_edit_interval: Duration::from_millis(200),
-                token: Some(Secret::new(discord.token())),
-            }),
-            github: Some(github.config()),
-            targets: Vec::new(),
-            agent: AgentConfig::with_defaults(&dir.path().join("store")),
-        };
-        change(&mut config);
-        let config = Arc::new(config);
-        let store = crate::support::reopen_store(&config.store.path);
-        let services = Services::with_store(&config, store).unwrap();
-        let (app, outputs) = startup::app(config.clone(), services);
-        let app = Arc::new(app);
-        let shutdown = CancellationToken::new();
-        tokio::spawn(featurebot::discord::run(
-            config.clone(),
-            app.clone(),
-            outputs,
-            shutdown.clone(),
-        ));
-        discord.wait_ready().await;
-        let bot = Bot {
-            discord,
-            github,
-            llm,
-            repo,
-            app,
-            _dir: dir,
-            shutdown,
-        };
-        wait_for("the slash command", || !bot.discord.commands().is_empty()).await;
-        bot
-    }
-
-    /// `/feature title:<title>`, then the thread's id once its first answer is there.
-    async fn feature(&self, title: &str, first_answer: &str) -> u64 {
-        self.discord
-            .slash_command(
-                ADMIN,
-                CHANNEL_ID,
-                "feature",
-                json!([{"name": "title", "type": 3, "value": title}]),
-            )
-            .await;
-        wait_for("the thread", || self.thread(title).is_some()).await;
-        let thread = self.thread(title).unwrap();
-        self.wait_for_text(thread, first_answer).await;
-        thread
-    }
-
-    fn thread(&self, name: &str) -> Option<u64> {
-        self.discord
-            .threads()
-            .iter()
-            .find(|t| t["name"] == name)
-            .map(|t| id_of(&t["id"]))
-    }
-
-    fn bot_messages(&self, thread: u64) -> Vec<Value> {
-        self.discord
-            .messages(thread)
-            .into_iter()
-            .filter(|m| m["author"]["bot"] == true)
-            .collect()
-    }
-
-    fn texts(&self, thread: u64) -> Vec<String> {
-        self.bot_messages(thread)
-            .iter()
-            .map(|m| m["content"].as_str().unwrap_or("").to_string())
-            .collect()
-    }
-
-    async fn wait_for_text(&self, thread: u64, part: &str) {
-        wait_for(&format!("{part:?} in the thread"), || {
-            self.texts(thread).iter().any(|t| t.contains(part))
-        })
-        .await;
-    }
-
-    fn message_with_button(&self, thread: u64, prefix: &str) -> Option<(u64, String)> {
-        self.bot_messages(thread).iter().rev().find_map(|m| {
-            let id = custom_ids(m).into_iter().find(|c| c.starts_with(prefix))?;
-            Some((id_of(&m["id"]), id))
-        })
-    }
-}
-
 #[tokio::test]
 async fn a_429_storm_in_a_thread_is_reported_there_and_other_threads_go_on() {
-    let bot = Bot::start(|c| c.llm.max_retries = 2).await;
-    bot.llm.push(Reply::Text("Which format?".to_string()));
-    let export = bot.feature("Export CSV", "Which format?").await;
+    let bot = TestApp::bot()
+        .with_config(|c| c.llm.max_retries = 2)
+        .build()
+        .await;
+    ask(&bot.llm, "Which format?");
+    let export = bot.started_thread("Export CSV", "Which format?").await;
     for _ in 0..3 {
         bot.llm.push(Reply::Status {
             status: 429,
@@ -1181,12 +901,12 @@ async fn a_429_storm_in_a_thread_is_reported_there_and_other_threads_go_on() {
             body: r#"{"error":{"message":"Rate limit reached"}}"#.to_string(),
         });
     }
-    bot.discord
+    bot.discord()
         .user_message(ADMIN, export, "CSV, from the dashboard")
         .await;
     bot.wait_for_text(export, "❌").await;
     let error = bot
-        .texts(export)
+        .texts_in(export)
         .into_iter()
         .find(|t| t.starts_with("❌"))
         .unwrap();
@@ -1197,17 +917,16 @@ async fn a_429_storm_in_a_thread_is_reported_there_and_other_threads_go_on() {
     );
     assert!(!error.contains("sk-test-secret"));
 
-    bot.llm
-        .push(Reply::Text("Which theme, dark or light?".to_string()));
-    bot.feature("Dark mode", "Which theme, dark or light?")
+    ask(&bot.llm, "Which theme, dark or light?");
+    bot.started_thread("Dark mode", "Which theme, dark or light?")
         .await;
 
     bot.llm
         .push(Reply::Text("Got it: CSV from the dashboard.".to_string()));
-    bot.discord.user_message(ADMIN, export, "yes, CSV").await;
+    bot.discord().user_message(ADMIN, export, "yes, CSV").await;
     bot.wait_for_text(export, "Got it: CSV from the dashboard.")
         .await;
-    let transcript = bot.app.store().transcript(FeatureId(1)).unwrap();
+    let transcript = bot.store().transcript(FeatureId(1)).unwrap();
     let kept = transcript
         .iter()
         .filter(|t| t.text == "CSV, from the dashboard")
@@ -1219,42 +938,36 @@ async fn a_429_storm_in_a_thread_is_reported_there_and_other_threads_go_on() {
 #[tokio::test]
 async fn a_wrong_github_token_ends_the_run_in_the_thread_naming_github_token() {
     let wrong = "ghp_wrongwrongwrongwrongwrong1234";
-    let bot = Bot::start(|c| {
-        if let Some(g) = c.github.as_mut() {
-            g.token = Some(Secret::new(wrong));
-        }
+    let bot = TestApp::bot()
+        .with_config(|c| {
+            if let Some(g) = c.github.as_mut() {
+                g.token = Some(Secret::new(wrong));
+            }
+        })
+        .build()
+        .await;
+    ask(&bot.llm, "Which format?");
+    let thread = bot.started_thread("Export CSV", "Which format?").await;
+    confirm(&bot.llm, &["CSV export"]);
+    bot.discord().user_message(ADMIN, thread, "CSV").await;
+    bot.wait_for("Generate plan", |bot| {
+        bot.button_in(thread, "fb:plan:").is_some()
     })
     .await;
-    bot.llm.push(Reply::Text("Which format?".to_string()));
-    let thread = bot.feature("Export CSV", "Which format?").await;
-    bot.llm
-        .push(Reply::Text("CONFIRMED\n- CSV export".to_string()));
-    bot.discord.user_message(ADMIN, thread, "CSV").await;
-    wait_for("Generate plan", || {
-        bot.message_with_button(thread, "fb:plan:").is_some()
+    plan_reply(&bot.llm);
+    let (message, id) = bot.button_in(thread, "fb:plan:").unwrap();
+    bot.discord().click(ADMIN, message, &id).await;
+    bot.wait_for("the plan", |bot| {
+        bot.button_in(thread, "fb:approve:").is_some()
     })
     .await;
-    bot.llm.push(Reply::Text(GOOD_PLAN.to_string()));
-    let (message, id) = bot.message_with_button(thread, "fb:plan:").unwrap();
-    bot.discord.click(ADMIN, message, &id).await;
-    wait_for("the plan", || {
-        bot.message_with_button(thread, "fb:approve:").is_some()
-    })
-    .await;
-    bot.llm.push(call(
-        "write_file",
-        json!({"path": "export.txt", "content": "GET /export.csv\n"}),
-    ));
-    bot.llm
-        .push(call("finish_step", json!({"summary": "endpoint added"})));
-    bot.llm
-        .push(call("finish_step", json!({"summary": "button added"})));
-    let (plan, approve) = bot.message_with_button(thread, "fb:approve:").unwrap();
-    bot.discord.click(ADMIN, plan, &approve).await;
+    export_run(&bot.llm);
+    let (plan, approve) = bot.button_in(thread, "fb:approve:").unwrap();
+    bot.discord().click(ADMIN, plan, &approve).await;
     bot.wait_for_text(thread, "❌ The agent run failed").await;
 
     let message = bot
-        .bot_messages(thread)
+        .bot_messages_in(thread)
         .into_iter()
         .find(|m| {
             m["content"]
@@ -1270,9 +983,9 @@ async fn a_wrong_github_token_ends_the_run_in_the_thread_naming_github_token() {
         ),
         "{text}"
     );
-    let everything = serde_json::to_string(&bot.discord.messages(thread)).unwrap();
+    let everything = serde_json::to_string(&bot.discord().messages(thread)).unwrap();
     assert!(!everything.contains(wrong), "the token reached Discord");
-    assert!(bot.github.pulls().is_empty());
+    assert!(bot.github().pulls().is_empty());
     let remote = bot.repo.remote.clone().unwrap();
     assert_eq!(
         git(&remote, &["show", &format!("{BRANCH}:export.txt")]),
@@ -1280,12 +993,11 @@ async fn a_wrong_github_token_ends_the_run_in_the_thread_naming_github_token() {
         "the branch is pushed"
     );
     assert_eq!(
-        bot.app.store().feature(FeatureId(1)).unwrap().status,
+        bot.store().feature(FeatureId(1)).unwrap().status,
         Status::Failed
     );
 
-    bot.llm
-        .push(Reply::Text("Which theme, dark or light?".to_string()));
-    bot.feature("Dark mode", "Which theme, dark or light?")
+    ask(&bot.llm, "Which theme, dark or light?");
+    bot.started_thread("Dark mode", "Which theme, dark or light?")
         .await;
 }

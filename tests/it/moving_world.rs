@@ -6,26 +6,23 @@
 use featurebot::core::protocol::{Input, OutputKind};
 use featurebot::model::{FeatureId, Priority};
 
-use crate::support::fake_llm::Reply;
-use crate::support::git::{git, repo_config, repo_with_remote};
-use crate::support::harness::{Harness, GOOD_PLAN};
+use crate::support::app::TestApp;
+use crate::support::git::git;
+use crate::support::scripts::{ask, confirm, plan_reply};
 
-/// A harness whose repository has a bare remote and `push_plans = true`, with feature #1's
+/// The core on a repository with a bare remote and `push_plans = true`, with feature #1's
 /// plan committed and pushed.
-async fn pushed_plan() -> (Harness, FeatureId) {
-    let mut h = Harness::start().await;
-    h.repo = repo_with_remote("main");
-    let repo_cfg = repo_config(&h.repo);
-    let mut h = h.reconfigure(|c| {
-        c.repo = repo_cfg;
-        c.repo.push_plans = true;
-    });
-    h.llm.push(Reply::Text("Which format?".to_string()));
-    h.llm
-        .push(Reply::Text("CONFIRMED\n- export as CSV".to_string()));
+async fn pushed_plan() -> (TestApp, FeatureId) {
+    let mut h = TestApp::builder()
+        .with_remote()
+        .with_config(|c| c.repo.push_plans = true)
+        .build()
+        .await;
+    ask(&h.llm, "Which format?");
+    confirm(&h.llm, &["export as CSV"]);
     let (id, _) = h.start_feature("Export CSV").await;
     h.say(id, "CSV").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     h.send(Input::GeneratePlan {
         feature: id,
         force: false,
@@ -96,12 +93,11 @@ async fn commits_after_a_teammates_push_go_on_top_of_it() {
     );
 
     // Another feature's plan goes on top as well.
-    h.llm.push(Reply::Text("Which roles?".to_string()));
-    h.llm
-        .push(Reply::Text("CONFIRMED\n- admins only".to_string()));
+    ask(&h.llm, "Which roles?");
+    confirm(&h.llm, &["admins only"]);
     let (second, _) = h.start_feature("Audit log").await;
     h.say(second, "admins").await;
-    h.llm.push(Reply::Text(GOOD_PLAN.to_string()));
+    plan_reply(&h.llm);
     let outputs = h
         .send(Input::GeneratePlan {
             feature: second,
@@ -146,7 +142,7 @@ async fn a_refused_push_is_reported_and_the_commit_kept() {
 }
 
 /// A teammate's clone commits `NOTES.md` and pushes it to the bare remote; returns the commit.
-fn teammate_pushes(h: &Harness) -> String {
+fn teammate_pushes(h: &TestApp) -> String {
     let bare = h.repo.remote.clone().unwrap();
     let other = h.repo.dir.path().join("teammate");
     git(
@@ -184,11 +180,11 @@ fn assert_no_warning(outputs: &[featurebot::core::protocol::Output]) {
 /// run fetches the branch, continues on top of the reviewer's commit and pushes without force.
 #[tokio::test]
 async fn a_follow_up_builds_on_a_reviewers_commit() {
-    use crate::support::pipeline::{call, Pipeline, BRANCH};
+    use crate::support::scripts::{call, BRANCH};
     use featurebot::model::RunState;
     use serde_json::json;
 
-    let mut p = Pipeline::start().await;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
     let id = p.planned().await;
     let run = p.approve_and_run(id).await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
@@ -226,22 +222,21 @@ async fn a_follow_up_builds_on_a_reviewers_commit() {
     let theirs = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
     assert_ne!(theirs, bots);
 
-    p.core.send(Input::FollowUp { feature: id }).await;
+    p.send(Input::FollowUp { feature: id }).await;
     p.llm.push(call(
         "write_file",
         json!({"path": "button.txt", "content": "Download\n"}),
     ));
     p.llm
         .push(call("finish_step", json!({"summary": "renamed"})));
-    p.core
-        .send(Input::Message {
-            feature: id,
-            author: crate::support::harness::alice(),
-            text: "Rename the button to Download".to_string(),
-            source_id: None,
-        })
-        .await;
-    let run = p.core.run_ended().await;
+    p.send(Input::Message {
+        feature: id,
+        author: crate::support::app::alice(),
+        text: "Rename the button to Download".to_string(),
+        source_id: None,
+    })
+    .await;
+    let run = p.run_ended().await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     assert_eq!(
         git(&bare, &["rev-parse", &format!("{BRANCH}^")]).trim(),

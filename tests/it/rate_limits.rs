@@ -3,15 +3,18 @@
 //! holds them by itself: many streamed replies at once cause no 429, and a 429 it does get is
 //! waited out and retried, so no message is lost.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::bot::{id_of, Bot, ADMIN};
+use crate::support::app::{TestApp, ADMIN};
+use crate::support::fake_discord::id_of;
 use crate::support::fake_discord::{FakeDiscord, RateLimits, CHANNEL_ID};
 use crate::support::fake_llm::Reply;
+use crate::support::scripts::ask;
+use crate::support::wait::eventually;
 
 #[tokio::test]
 async fn the_fake_answers_429_like_discord_when_hammered() {
@@ -98,7 +101,7 @@ async fn the_fake_answers_429_like_discord_when_hammered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_replies_streamed_at_once_stay_within_discords_limits() {
     const STREAMS: usize = 20;
-    let bot = Bot::start().await;
+    let bot = TestApp::bot().build().await;
     bot.llm.set_default(Reply::Text(
         "Which format should the export use?".to_string(),
     ));
@@ -106,10 +109,10 @@ async fn twenty_replies_streamed_at_once_stay_within_discords_limits() {
         bot.feature(ADMIN, &format!("Stream {i}")).await;
     }
     bot.wait_for("every thread's first question", |b| {
-        let threads = b.discord.threads();
+        let threads = b.discord().threads();
         threads.len() == STREAMS
             && threads.iter().all(|t| {
-                b.discord
+                b.discord()
                     .messages(id_of(&t["id"]))
                     .iter()
                     .any(|m| m["content"].as_str().unwrap_or("").contains("Which format"))
@@ -117,7 +120,7 @@ async fn twenty_replies_streamed_at_once_stay_within_discords_limits() {
     })
     .await;
     let threads: Vec<u64> = bot
-        .discord
+        .discord()
         .threads()
         .iter()
         .map(|t| id_of(&t["id"]))
@@ -125,58 +128,56 @@ async fn twenty_replies_streamed_at_once_stay_within_discords_limits() {
 
     // ~4,000 characters over ~2 s per stream: three messages, a few dozen deltas each.
     let text = answer(160);
-    bot.discord.limit_rates(RateLimits::DISCORD);
+    bot.discord().limit_rates(RateLimits::DISCORD);
     for _ in 0..STREAMS {
         bot.llm
             .push(Reply::paced(&text, 40, Duration::from_millis(50)));
     }
     for thread in &threads {
-        bot.discord
+        bot.discord()
             .user_message(ADMIN, *thread, "please write it all out")
             .await;
     }
-    until("every streamed answer in full", || {
+    eventually("every streamed answer in full", HUNG, || {
         threads
             .iter()
             .all(|t| answer_lines(&bot, *t) == expected_lines(&text))
     })
     .await;
     let edits = bot
-        .discord
+        .discord()
         .requests()
         .iter()
         .filter(|r| r.method == "PATCH" && r.path.contains("/messages/"))
         .count();
     assert!(edits > 0, "nothing was streamed");
-    assert_eq!(bot.discord.rate_limited(), 0, "{:#?}", limited(&bot));
+    assert_eq!(bot.discord().rate_limited(), 0, "{:#?}", limited(&bot));
 }
 
 #[tokio::test]
 async fn a_reply_that_meets_a_429_is_retried_and_nothing_is_lost() {
-    let bot = Bot::start().await;
-    bot.llm.push(Reply::Text(
-        "Which format should the export use?".to_string(),
-    ));
+    let bot = TestApp::bot().build().await;
+    ask(&bot.llm, "Which format should the export use?");
     let thread = bot.started("Retries").await;
     // Stricter than the bot's model of Discord: one message create and one edit per second per
     // channel, so posting a long answer at once runs into 429s.
-    bot.discord.limit_rates(RateLimits {
+    bot.discord().limit_rates(RateLimits {
         messages: 1,
         message_window: Duration::from_secs(1),
         ..RateLimits::DISCORD
     });
     let text = answer(260);
     bot.llm.push(Reply::Text(text.clone()));
-    bot.discord
+    bot.discord()
         .user_message(ADMIN, thread, "please write it all out")
         .await;
-    until("the whole answer", || {
+    eventually("the whole answer", HUNG, || {
         answer_lines(&bot, thread) == expected_lines(&text)
     })
     .await;
-    assert!(bot.discord.rate_limited() > 0, "the fake never said 429");
+    assert!(bot.discord().rate_limited() > 0, "the fake never said 429");
     let posts = bot
-        .discord
+        .discord()
         .requests()
         .iter()
         .filter(|r| r.method == "POST" && r.path.ends_with(&format!("{thread}/messages")))
@@ -197,8 +198,8 @@ fn expected_lines(text: &str) -> Vec<String> {
 }
 
 /// The lines of the bot's messages after the person's last message in `thread`, in order.
-fn answer_lines(bot: &Bot, thread: u64) -> Vec<String> {
-    let messages = bot.discord.messages(thread);
+fn answer_lines(bot: &TestApp, thread: u64) -> Vec<String> {
+    let messages = bot.discord().messages(thread);
     let asked = messages
         .iter()
         .rposition(|m| m["author"]["bot"] != true)
@@ -215,8 +216,8 @@ fn answer_lines(bot: &Bot, thread: u64) -> Vec<String> {
 }
 
 /// The requests the fake refused with 429.
-fn limited(bot: &Bot) -> Vec<String> {
-    bot.discord
+fn limited(bot: &TestApp) -> Vec<String> {
+    bot.discord()
         .requests()
         .iter()
         .filter(|r| r.status == 429)
@@ -224,14 +225,8 @@ fn limited(bot: &Bot) -> Vec<String> {
         .collect()
 }
 
-/// Polls `condition` until it holds; the deadline is only there to end a hung test.
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long the streams may take; the deadline is only there to end a hung test.
+const HUNG: Duration = Duration::from_secs(120);
 
 /// A raw HTTP answer: status, headers (names lowercased) and JSON body.
 #[derive(Debug)]

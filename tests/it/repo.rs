@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use featurebot::config::Secret;
 use featurebot::repo::{self, RepoError};
 
+use crate::support::app::TestApp;
 use crate::support::git::{git, repo_config, repo_with_commit, repo_with_remote};
 
 const PLAN: &str = "# Plan\n\nDo the thing.\n";
@@ -794,28 +795,18 @@ fn a_branch_pushed_elsewhere_is_fetched_and_worked_on_from_its_tip() {
 /// on the base branch's ref or the index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commits_through_every_handle_of_a_clone_happen_one_at_a_time() {
-    let repo = repo_with_commit("main");
-    let dir = tempfile::tempdir().unwrap();
-    let config = featurebot::config::Config {
-        llm: crate::support::fake_llm::FakeLlm::start(crate::support::fake_llm::Api::OpenAi)
-            .await
-            .llm_config(),
-        repo: repo_config(&repo),
-        store: featurebot::config::StoreConfig {
-            path: dir.path().join("store"),
-        },
-        prompts: featurebot::config::PromptsConfig { dir: None },
-        discord: None,
-        github: None,
-        targets: vec![featurebot::config::Target {
-            name: "same-clone".to_string(),
-            repo: repo_config(&repo),
-            github: None,
-            channels: Vec::new(),
-        }],
-        agent: featurebot::config::AgentConfig::with_defaults(dir.path()),
-    };
-    let repos = repo::Repos::from_config(&config);
+    let app = TestApp::builder()
+        .with_config(|c| {
+            c.targets = vec![featurebot::config::Target {
+                name: "same-clone".to_string(),
+                repo: c.repo.clone(),
+                github: None,
+                channels: Vec::new(),
+            }]
+        })
+        .build()
+        .await;
+    let (repo, repos) = (&app.repo, &app.services().repos);
     let before = rev(&repo.path, "main");
     let mut tasks = Vec::new();
     for i in 0..24 {

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use featurebot::agent::actions::workflow::{self, DispatchInputs, INPUTS, STEP_RUN};
 use featurebot::agent::progress::CHECKS_FAILED;
-use featurebot::config::{
-    ActionsConfig, AgentConfig, Config, Executor, PromptsConfig, StoreConfig,
-};
+use featurebot::config::{ActionsConfig, AgentConfig, Config, Executor, RepoConfig, Target};
 use serde_json::{json, Value};
 
-use crate::support::fake_github::{FakeGithub, TOKEN};
-use crate::support::fake_llm::{Api, FakeLlm, Reply};
-use crate::support::git::{git, repo_config, repo_with_remote, TestRepo};
+use crate::support::app::{Builder, TestApp};
+use crate::support::fake_github::TOKEN;
+use crate::support::fake_llm::Reply;
+use crate::support::git::{commit_and_push, git, BROKEN_ADD};
+use crate::support::scripts::{call, finish_steps};
+use crate::support::wait::eventually;
 
 const PLAN_PATH: &str = "tasks/20261126-000000-fix-adding.md";
 const PLAN_FILE: &str = "---\nfeature_id: 7\ntitle: \"Fix adding\"\nversion: 1\nstatus: approved\n---\n\n# Fix adding\n\n## Summary & goal\nAdd numbers right.\n\n## User stories / acceptance criteria\n- [ ] add 2 3 gives 5\n\n## Implementation steps\n1. Fix the add function\n2. Document add\n\n## Test plan\n- sh test.sh\n";
@@ -357,193 +358,144 @@ fn the_runner_config_is_the_bots_settings_for_one_repository_without_secrets() {
     assert_eq!(runner.github.unwrap().repo, "main");
 }
 
-/// A target repository with a plan on its base branch, its bare remote, a fresh clone of it
-/// where the runner works, and the bot's config pointing at the fake LLM and GitHub.
-struct Runner {
-    llm: FakeLlm,
-    github: FakeGithub,
-    repo: TestRepo,
-    temp: tempfile::TempDir,
-    bot: Config,
+/// A target repository with [`BROKEN_ADD`] and a plan on its base branch, its bare remote, and
+/// the bot's config pointing at the fake LLM and GitHub. The runner works in a fresh clone under
+/// the app's folder.
+fn runner<'a>() -> Builder<'a> {
+    TestApp::builder()
+        .with_remote()
+        .with_github()
+        .with_repo(|repo| {
+            let mut files = BROKEN_ADD.to_vec();
+            files.push((PLAN_PATH, PLAN_FILE));
+            commit_and_push(repo, &files, "fixture and plan");
+        })
+        .with_config(|c| {
+            c.agent.test = vec!["sh test.sh".to_string()];
+            c.agent.command_timeout = Duration::from_secs(20);
+        })
 }
 
-impl Runner {
-    async fn new() -> Runner {
-        let llm = FakeLlm::start(Api::OpenAi).await;
-        let github = FakeGithub::start("acme", "shop").await;
-        let repo = repo_with_remote("main");
-        std::fs::write(repo.path.join("app.sh"), "add() { echo $(( $1 - $2 )); }\n").unwrap();
-        std::fs::write(
-            repo.path.join("test.sh"),
-            ". ./app.sh\n[ \"$(add 2 3)\" = 5 ] || { echo \"FAIL: add 2 3 gave $(add 2 3)\"; exit 1; }\necho ok\n",
-        )
+fn remote(r: &TestApp) -> PathBuf {
+    r.repo.remote.clone().unwrap()
+}
+
+fn inputs(r: &TestApp, resume: bool) -> DispatchInputs {
+    DispatchInputs {
+        correlation_id: "c-42".to_string(),
+        feature_id: 7,
+        plan_file: PLAN_PATH.to_string(),
+        plan_version: 1,
+        branch: BRANCH.to_string(),
+        resume,
+        config: workflow::runner_config(&r.config, None),
+        discussion_url: Some("https://discord.com/channels/1/2".to_string()),
+        closes: Some(3),
+    }
+}
+
+/// Clones the remote as actions/checkout does (every branch, `origin`), then runs the
+/// workflow's "Run the plan" script there with `sh`, with the environment the step's `env:`
+/// gives it from `inputs` and the secrets, and `featurebot` on the PATH.
+async fn run_workflow(r: &TestApp, inputs: &DispatchInputs) -> (ExitStatus, String, String) {
+    let mut command = workflow_command(r, inputs);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("the workflow step finished")
         .unwrap();
-        std::fs::create_dir_all(repo.path.join("tasks")).unwrap();
-        std::fs::write(repo.path.join(PLAN_PATH), PLAN_FILE).unwrap();
-        git(&repo.path, &["add", "."]);
-        git(&repo.path, &["commit", "--quiet", "-m", "fixture and plan"]);
-        git(&repo.path, &["push", "--quiet", "origin", "main"]);
-        let temp = tempfile::tempdir().unwrap();
-        let mut agent = AgentConfig::with_defaults(&temp.path().join("bot-store"));
-        agent.test = vec!["sh test.sh".to_string()];
-        agent.command_timeout = Duration::from_secs(20);
-        let bot = Config {
-            llm: llm.llm_config(),
-            repo: repo_config(&repo),
-            store: StoreConfig {
-                path: temp.path().join("bot-store"),
-            },
-            prompts: PromptsConfig { dir: None },
-            discord: None,
-            github: Some(github.config()),
-            targets: Vec::new(),
-            agent,
-        };
-        Runner {
-            llm,
-            github,
-            repo,
-            temp,
-            bot,
-        }
-    }
-
-    fn remote(&self) -> PathBuf {
-        self.repo.remote.clone().unwrap()
-    }
-
-    fn inputs(&self, resume: bool) -> DispatchInputs {
-        DispatchInputs {
-            correlation_id: "c-42".to_string(),
-            feature_id: 7,
-            plan_file: PLAN_PATH.to_string(),
-            plan_version: 1,
-            branch: BRANCH.to_string(),
-            resume,
-            config: workflow::runner_config(&self.bot, None),
-            discussion_url: Some("https://discord.com/channels/1/2".to_string()),
-            closes: Some(3),
-        }
-    }
-
-    /// Clones the remote as actions/checkout does (every branch, `origin`), then runs the
-    /// workflow's "Run the plan" script there with `sh`, with the environment the step's `env:`
-    /// gives it from `inputs` and the secrets, and `featurebot` on the PATH.
-    async fn run_workflow(&self, inputs: &DispatchInputs) -> (ExitStatus, String, String) {
-        let mut command = self.workflow_command(inputs);
-        let output = tokio::time::timeout(Duration::from_secs(120), command.output())
-            .await
-            .expect("the workflow step finished")
-            .unwrap();
-        let written =
-            std::fs::read_to_string(self.temp.path().join("runner-temp/featurebot.toml")).unwrap();
-        assert_eq!(written, format!("{}\n", inputs.config));
-        (
-            output.status,
-            String::from_utf8(output.stdout).unwrap(),
-            String::from_utf8(output.stderr).unwrap(),
-        )
-    }
-
-    /// The command [`Runner::run_workflow`] runs.
-    fn workflow_command(&self, inputs: &DispatchInputs) -> tokio::process::Command {
-        let checkout = self.temp.path().join("checkout");
-        git(
-            self.temp.path(),
-            &[
-                "clone",
-                "--quiet",
-                self.remote().to_str().unwrap(),
-                "checkout",
-            ],
-        );
-        let runner_temp = self.temp.path().join("runner-temp");
-        let home = self.temp.path().join("home");
-        std::fs::create_dir_all(&runner_temp).unwrap();
-        std::fs::create_dir_all(&home).unwrap();
-
-        let yaml = workflow::workflow_yaml(&self.bot.agent.github_actions);
-        let (env, script) = step(&yaml, STEP_RUN);
-        let values = inputs.to_json();
-        let secret = &self.bot.agent.github_actions.llm_key_secret;
-        let binary = PathBuf::from(env!("CARGO_BIN_EXE_featurebot"));
-        let path = format!(
-            "{}:{}",
-            binary.parent().unwrap().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut command = tokio::process::Command::new("sh");
-        command
-            .arg("-c")
-            .arg(&script)
-            .current_dir(&checkout)
-            .env_clear()
-            .env("PATH", path)
-            .env("HOME", &home)
-            .env("RUNNER_TEMP", &runner_temp)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, value) in env {
-            let value = match value.as_str() {
-                "${{ secrets.GITHUB_TOKEN }}" => TOKEN.to_string(),
-                v if v == format!("${{{{ secrets.{secret} }}}}") => LLM_KEY.to_string(),
-                v => {
-                    let name = v
-                        .strip_prefix("${{ inputs.")
-                        .and_then(|v| v.strip_suffix(" }}"))
-                        .unwrap_or_else(|| panic!("unexpected env value {v}"));
-                    values[name].as_str().unwrap().to_string()
-                }
-            };
-            command.env(key, value);
-        }
-        command
-    }
-
-    fn branch_log(&self) -> Vec<String> {
-        git(&self.remote(), &["log", "--format=%s", BRANCH])
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn branch_plan(&self) -> String {
-        git(&self.remote(), &["show", &format!("{BRANCH}:{PLAN_PATH}")])
-    }
+    let written = std::fs::read_to_string(r.dir().join("runner-temp/featurebot.toml")).unwrap();
+    assert_eq!(written, format!("{}\n", inputs.config));
+    (
+        output.status,
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
 }
 
-fn call(name: &str, args: Value) -> Reply {
-    Reply::ToolCalls(vec![(name.to_string(), args)])
+/// The command [`run_workflow`] runs.
+fn workflow_command(r: &TestApp, inputs: &DispatchInputs) -> tokio::process::Command {
+    let checkout = r.dir().join("checkout");
+    git(
+        r.dir(),
+        &["clone", "--quiet", remote(r).to_str().unwrap(), "checkout"],
+    );
+    let runner_temp = r.dir().join("runner-temp");
+    let home = r.dir().join("home");
+    std::fs::create_dir_all(&runner_temp).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+
+    let yaml = workflow::workflow_yaml(&r.config.agent.github_actions);
+    let (env, script) = step(&yaml, STEP_RUN);
+    let values = inputs.to_json();
+    let secret = &r.config.agent.github_actions.llm_key_secret;
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_featurebot"));
+    let path = format!(
+        "{}:{}",
+        binary.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = tokio::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&checkout)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", &home)
+        .env("RUNNER_TEMP", &runner_temp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (key, value) in env {
+        let value = match value.as_str() {
+            "${{ secrets.GITHUB_TOKEN }}" => TOKEN.to_string(),
+            v if v == format!("${{{{ secrets.{secret} }}}}") => LLM_KEY.to_string(),
+            v => {
+                let name = v
+                    .strip_prefix("${{ inputs.")
+                    .and_then(|v| v.strip_suffix(" }}"))
+                    .unwrap_or_else(|| panic!("unexpected env value {v}"));
+                values[name].as_str().unwrap().to_string()
+            }
+        };
+        command.env(key, value);
+    }
+    command
+}
+
+fn branch_log(r: &TestApp) -> Vec<String> {
+    git(&remote(r), &["log", "--format=%s", BRANCH])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn branch_plan(r: &TestApp) -> String {
+    git(&remote(r), &["show", &format!("{BRANCH}:{PLAN_PATH}")])
 }
 
 #[tokio::test]
 async fn the_workflows_run_step_takes_a_plan_to_a_pushed_branch_and_a_pull_request() {
-    let r = Runner::new().await;
+    let r = runner().build().await;
     // Step 1: a wrong fix, red, then the repair. Step 2: a new file.
     r.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 * $2"}),
     ));
-    r.llm.push(call(
-        "finish_step",
-        json!({"summary": "changed the operator"}),
-    ));
+    finish_steps(&r.llm, &["changed the operator"]);
     r.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 * $2", "replace": "$1 + $2"}),
     ));
-    r.llm
-        .push(call("finish_step", json!({"summary": "add adds"})));
+    finish_steps(&r.llm, &["add adds"]);
     r.llm.push(call(
         "write_file",
         json!({"path": "docs/add.md", "content": "# add\nAdds two numbers.\n"}),
     ));
-    r.llm
-        .push(call("finish_step", json!({"summary": "documented"})));
+    finish_steps(&r.llm, &["documented"]);
 
-    let (status, stdout, stderr) = r.run_workflow(&r.inputs(false)).await;
+    let (status, stdout, stderr) = run_workflow(&r, &inputs(&r, false)).await;
     assert!(status.success(), "{status:?}\n{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("branch: {BRANCH}")), "{stdout}");
     assert!(stdout.contains("state: Finished"), "{stdout}");
@@ -562,20 +514,20 @@ async fn the_workflows_run_step_takes_a_plan_to_a_pushed_branch_and_a_pull_reque
 
     // A commit per step on the pushed branch, each step ticked off in its plan file.
     assert_eq!(
-        r.branch_log()[..3],
+        branch_log(&r)[..3],
         [
             "step 2/2: Document add",
             "step 1/2: Fix the add function",
             "fixture and plan"
         ]
     );
-    let plan = r.branch_plan();
+    let plan = branch_plan(&r);
     assert!(
         plan.contains("1. [x] Fix the add function\n2. [x] Document add\n"),
         "{plan}"
     );
     // The pull request, with the bot's feature number.
-    let pulls = r.github.pulls();
+    let pulls = r.github().pulls();
     assert_eq!(pulls.len(), 1);
     assert_eq!(pulls[0]["draft"], false);
     assert_eq!(pulls[0]["head"]["ref"], BRANCH);
@@ -605,12 +557,12 @@ async fn the_workflows_run_step_takes_a_plan_to_a_pushed_branch_and_a_pull_reque
 
 #[tokio::test]
 async fn a_resumed_workflow_run_continues_after_the_ticked_steps() {
-    let r = Runner::new().await;
+    let r = runner().build().await;
     // An earlier run pushed step 1, ticked off, before it stopped.
     let earlier = r.repo.dir.path().join("earlier");
     git(
         r.repo.dir.path(),
-        &["clone", "--quiet", r.remote().to_str().unwrap(), "earlier"],
+        &["clone", "--quiet", remote(&r).to_str().unwrap(), "earlier"],
     );
     git(&earlier, &["checkout", "--quiet", "-b", BRANCH]);
     std::fs::write(earlier.join("app.sh"), "add() { echo $(( $1 + $2 )); }\n").unwrap();
@@ -629,26 +581,23 @@ async fn a_resumed_workflow_run_continues_after_the_ticked_steps() {
         "write_file",
         json!({"path": "docs/add.md", "content": "# add\n"}),
     ));
-    r.llm
-        .push(call("finish_step", json!({"summary": "documented"})));
-    let (status, stdout, stderr) = r.run_workflow(&r.inputs(true)).await;
+    finish_steps(&r.llm, &["documented"]);
+    let (status, stdout, stderr) = run_workflow(&r, &inputs(&r, true)).await;
     assert!(status.success(), "{status:?}\n{stdout}\n{stderr}");
     assert!(stderr.contains("resuming at step 2"), "{stderr}");
 
     let first = r.llm.requests()[0].body.to_string();
     assert!(first.contains("Do step 2 of 2: Document add"), "{first}");
     assert_eq!(
-        r.branch_log()[..3],
+        branch_log(&r)[..3],
         [
             "step 2/2: Document add",
             "step 1/2: Fix the add function",
             "fixture and plan"
         ]
     );
-    assert!(r
-        .branch_plan()
-        .contains("1. [x] Fix the add function\n2. [x] Document add\n"));
-    let pulls = r.github.pulls();
+    assert!(branch_plan(&r).contains("1. [x] Fix the add function\n2. [x] Document add\n"));
+    let pulls = r.github().pulls();
     assert_eq!(pulls[0]["draft"], false, "step 1 counts as done");
     let body = pulls[0]["body"].as_str().unwrap();
     assert!(
@@ -659,18 +608,17 @@ async fn a_resumed_workflow_run_continues_after_the_ticked_steps() {
 
 #[tokio::test]
 async fn red_checks_end_in_a_draft_and_the_job_still_succeeds() {
-    let mut r = Runner::new().await;
-    r.bot.agent.max_repair_attempts = 0;
+    let r = runner()
+        .with_config(|c| c.agent.max_repair_attempts = 0)
+        .build()
+        .await;
     r.llm.push(call(
         "write_file",
         json!({"path": "notes.txt", "content": "looked at it\n"}),
     ));
-    r.llm
-        .push(call("finish_step", json!({"summary": "nothing"})));
-    r.llm
-        .push(call("finish_step", json!({"summary": "nothing"})));
+    finish_steps(&r.llm, &["nothing", "nothing"]);
     // A branch that was never pushed starts at step 1, even when asked to resume.
-    let (status, stdout, stderr) = r.run_workflow(&r.inputs(true)).await;
+    let (status, stdout, stderr) = run_workflow(&r, &inputs(&r, true)).await;
     assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(!stderr.contains("resuming"), "{stderr}");
     assert_eq!(
@@ -681,46 +629,42 @@ async fn red_checks_end_in_a_draft_and_the_job_still_succeeds() {
         2,
         "{stderr}"
     );
-    assert_eq!(r.github.pulls()[0]["draft"], true);
+    assert_eq!(r.github().pulls()[0]["draft"], true);
 }
 
-/// Runs the built binary with `args` and the config file `config`.
-fn featurebot(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_featurebot"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+/// `featurebot args…` on the app's config file, to the end: did it succeed, stdout, stderr.
+async fn featurebot(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let (status, stdout, stderr) = app.run_once(args, "").await;
+    (status.success(), stdout, stderr)
 }
 
-#[test]
-fn install_workflow_prints_writes_and_refuses_to_overwrite() {
-    let dir = tempfile::tempdir().unwrap();
-    let main = dir.path().join("main");
-    let shop = dir.path().join("shop");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[llm]\nmodel = \"m\"\n\n[repo]\npath = {main:?}\n\n[[repos]]\nname = \"shop\"\npath = {shop:?}\nbase_branch = \"develop\"\n\n[agent.github_actions]\nworkflow = \"agent.yml\"\nllm_key_secret = \"MY_LLM_KEY\"\n"
-        ),
-    )
-    .unwrap();
-    let actions = load(&std::fs::read_to_string(&config).unwrap(), &[])
-        .agent
-        .github_actions;
-    let yaml = workflow::workflow_yaml(&actions);
+#[tokio::test]
+async fn install_workflow_prints_writes_and_refuses_to_overwrite() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let shop = elsewhere.path().join("shop");
+    let app = TestApp::binary()
+        .with_config(|c| {
+            let repo = RepoConfig {
+                path: shop.clone(),
+                base_branch: "develop".to_string(),
+                ..c.repo.clone()
+            };
+            c.targets.push(Target {
+                name: "shop".to_string(),
+                repo,
+                github: None,
+                channels: Vec::new(),
+            });
+            c.agent.github_actions.workflow = "agent.yml".to_string();
+            c.agent.github_actions.llm_key_secret = "MY_LLM_KEY".to_string();
+        })
+        .build()
+        .await;
+    let main = app.repo.path.clone();
+    let yaml = workflow::workflow_yaml(&app.config.agent.github_actions);
 
     // Printed, nothing written.
-    let (ok, stdout, stderr) = featurebot(&config, &["install-workflow"]);
+    let (ok, stdout, stderr) = featurebot(&app, &["install-workflow"]).await;
     assert!(ok, "{stderr}");
     assert_eq!(stdout, yaml);
     assert!(stdout.contains("MY_LLM_KEY: ${{ secrets.MY_LLM_KEY }}"));
@@ -728,7 +672,7 @@ fn install_workflow_prints_writes_and_refuses_to_overwrite() {
 
     // Written, with what to do next.
     let file = main.join(".github/workflows/agent.yml");
-    let (ok, stdout, stderr) = featurebot(&config, &["install-workflow", "--write"]);
+    let (ok, stdout, stderr) = featurebot(&app, &["install-workflow", "--write"]).await;
     assert!(ok, "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), yaml);
     for expected in [
@@ -744,34 +688,34 @@ fn install_workflow_prints_writes_and_refuses_to_overwrite() {
             "{expected:?} missing in\n{stdout}"
         );
     }
-    let (ok, stdout, _) = featurebot(&config, &["install-workflow", "--write"]);
+    let (ok, stdout, _) = featurebot(&app, &["install-workflow", "--write"]).await;
     assert!(ok);
     assert!(stdout.starts_with("already up to date:"), "{stdout}");
 
     // Someone's own workflow of that name is kept unless --force.
     std::fs::write(&file, "name: mine\n").unwrap();
-    let (ok, _, stderr) = featurebot(&config, &["install-workflow", "--write"]);
+    let (ok, _, stderr) = featurebot(&app, &["install-workflow", "--write"]).await;
     assert!(!ok);
     assert!(
         stderr.contains("is not the workflow featurebot writes; pass --force"),
         "{stderr}"
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "name: mine\n");
-    let (ok, stdout, stderr) = featurebot(&config, &["install-workflow", "--write", "--force"]);
+    let (ok, stdout, stderr) = featurebot(&app, &["install-workflow", "--write", "--force"]).await;
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("replaced "), "{stdout}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), yaml);
 
     // Another target repository, by its [[repos]] name.
     let (ok, stdout, stderr) =
-        featurebot(&config, &["install-workflow", "--write", "--repo", "shop"]);
+        featurebot(&app, &["install-workflow", "--write", "--repo", "shop"]).await;
     assert!(ok, "{stderr}");
     assert_eq!(
         std::fs::read_to_string(shop.join(".github/workflows/agent.yml")).unwrap(),
         yaml
     );
     assert!(stdout.contains("git push origin develop"), "{stdout}");
-    let (ok, _, stderr) = featurebot(&config, &["install-workflow", "--repo", "nope"]);
+    let (ok, _, stderr) = featurebot(&app, &["install-workflow", "--repo", "nope"]).await;
     assert!(!ok);
     assert!(
         stderr.contains("there is no [[repos]] entry named \"nope\""),
@@ -781,24 +725,22 @@ fn install_workflow_prints_writes_and_refuses_to_overwrite() {
 
 #[tokio::test]
 async fn a_cancelled_job_stops_the_run_and_keeps_the_pushed_steps() {
-    let r = Runner::new().await;
+    let r = runner().build().await;
     r.llm.push(call(
         "edit_file",
         json!({"path": "app.sh", "search": "$1 - $2", "replace": "$1 + $2"}),
     ));
-    r.llm
-        .push(call("finish_step", json!({"summary": "add adds"})));
+    finish_steps(&r.llm, &["add adds"]);
     // Step 2 waits on the LLM when the job is cancelled.
     r.llm.push(Reply::Slow {
         delay: Duration::from_secs(60),
         then: Box::new(call("finish_step", json!({"summary": "late"}))),
     });
-    let child = r.workflow_command(&r.inputs(false)).spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while r.llm.requests().len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "step 2 never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let child = workflow_command(&r, &inputs(&r, false)).spawn().unwrap();
+    eventually("step 2 at the LLM", Duration::from_secs(60), || {
+        r.llm.requests().len() >= 3
+    })
+    .await;
     // What GitHub sends the step's process when the run is cancelled; the script exec'd into
     // featurebot, so it gets it.
     let pid = child.id().unwrap().to_string();
@@ -815,6 +757,6 @@ async fn a_cancelled_job_stops_the_run_and_keeps_the_pushed_steps() {
     assert_eq!(output.status.code(), Some(130), "{stdout}");
     assert!(stdout.contains("state: Cancelled"), "{stdout}");
     // Step 1 was pushed as it was committed.
-    assert_eq!(r.branch_log()[0], "step 1/2: Fix the add function");
-    assert!(r.github.pulls().is_empty());
+    assert_eq!(branch_log(&r)[0], "step 1/2: Fix the add function");
+    assert!(r.github().pulls().is_empty());
 }

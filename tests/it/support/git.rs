@@ -56,6 +56,30 @@ pub fn repo_with_remote(branch: &str) -> TestRepo {
     repo
 }
 
+/// A script whose `add` subtracts, and a test that fails until it adds: the coding agent's
+/// usual task in the tests.
+pub const BROKEN_ADD: [(&str, &str); 2] = [
+    ("app.sh", "add() { echo $(( $1 - $2 )); }\n"),
+    (
+        "test.sh",
+        ". ./app.sh\n[ \"$(add 2 3)\" = 5 ] || { echo \"FAIL: add 2 3 gave $(add 2 3)\"; exit 1; }\necho ok\n",
+    ),
+];
+
+/// Writes `files` (path, content) into the work tree, commits them with `message` and pushes
+/// the branch to `origin`.
+pub fn commit_and_push(repo: &TestRepo, files: &[(&str, &str)], message: &str) {
+    for (path, content) in files {
+        let path = repo.path.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    git(&repo.path, &["add", "."]);
+    git(&repo.path, &["commit", "--quiet", "-m", message]);
+    let head = git(&repo.path, &["symbolic-ref", "--short", "HEAD"]);
+    git(&repo.path, &["push", "--quiet", "origin", head.trim()]);
+}
+
 /// The settings featurebot would have for `repo`: the branch HEAD is on as base (so call this
 /// before switching branches), `origin`, plans in `tasks`, no pushing, a test identity and no
 /// token.

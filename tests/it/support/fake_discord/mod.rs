@@ -50,7 +50,7 @@ use gateway::{serve_gateway, Out};
 use interactions::{buttons, command_options};
 use limits::Limiter;
 use rest::serve_rest;
-use state::{id_of, is_thread, sf, timestamp, MemberInfo, State};
+use state::{is_thread, sf, timestamp, MemberInfo, State};
 
 /// The one guild the bot is in.
 pub const GUILD_ID: u64 = 1_100_000_000_000_000_001;
@@ -208,7 +208,7 @@ impl FakeDiscord {
         st.require_session("slash_command");
         let registered = st.commands.iter().find(|c| c["name"] == name).cloned();
         let command_id = match &registered {
-            Some(command) => id_of(&command["id"]),
+            Some(command) => state::id_of(&command["id"]),
             None => st.next_id(),
         };
         let options = command_options(options, registered.as_ref());
@@ -286,7 +286,7 @@ impl FakeDiscord {
         let mut st = self.inner.lock();
         st.require_session("user_message");
         let message = st.store_user_message(user_id, channel_id, content);
-        let id = id_of(&message["id"]);
+        let id = state::id_of(&message["id"]);
         st.dispatch_message("MESSAGE_CREATE", &message);
         id
     }
@@ -474,4 +474,21 @@ impl Inner {
         let live = st.sessions.iter().filter(|s| s.conn.is_some()).count();
         self.live.send_replace(live);
     }
+}
+
+/// The id in a snowflake field of a payload the fake handed out.
+pub fn id_of(value: &Value) -> u64 {
+    match value {
+        Value::String(s) => s.parse().unwrap(),
+        Value::Number(n) => n.as_u64().unwrap(),
+        other => panic!("not an id: {other}"),
+    }
+}
+
+/// The text of each message the fake handed out.
+pub fn contents(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+        .collect()
 }
