@@ -20,6 +20,7 @@ mod github;
 mod llm;
 mod moving_world;
 mod plan;
+mod prompts;
 mod rate_limits;
 mod repo;
 mod rules;
