@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use featurebot::config::Config;
 use featurebot::discord::Action;
 use serde_json::{json, Value};
 
@@ -13,7 +14,7 @@ use crate::support::app::{TestApp, ADMIN, STRANGER};
 use crate::support::fake_discord::{contents, id_of};
 use crate::support::fake_discord::{Interaction, CHANNEL_ID};
 use crate::support::fake_github;
-use crate::support::fake_llm::Reply;
+use crate::support::fake_llm::{FakeLlm, Reply};
 use crate::support::git::git;
 use crate::support::ids::{self, custom_ids, Pick};
 use crate::support::scripts::{
@@ -532,19 +533,7 @@ fn fill(piece: &str, chars: usize) -> String {
 #[tokio::test]
 async fn prompt_injected_secrets_never_leave_the_bot() {
     let bot = TestApp::bot()
-        .with_config(|c| {
-            let llm_key = c.llm.api_key.clone().unwrap().expose().to_string();
-            let discord = c.discord.as_ref().unwrap().token.clone().unwrap();
-            let github = c.github.as_ref().unwrap().token.clone().unwrap();
-            // The checks print their environment, into which someone put copies of the secrets.
-            c.agent.test = vec!["env; exit 1".to_string()];
-            c.agent.max_repair_attempts = 0;
-            c.agent.env = vec![
-                ("DEPLOY_KEY".to_string(), llm_key),
-                ("MIRROR_BOT".to_string(), discord.expose().to_string()),
-                ("BACKUP_AUTH".to_string(), github.expose().to_string()),
-            ];
-        })
+        .with_config(secrets_in_the_checks_environment)
         .build()
         .await;
     let llm_key = bot.config.llm.api_key.clone().unwrap().expose().to_string();
@@ -600,44 +589,7 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
     .await;
 
     // The agent, steered by the injection, tries to read the secrets and to publish them.
-    let tool = |name: &str, args: Value| (name.to_string(), args);
-    bot.llm.push(Reply::ToolCalls(vec![
-        tool("read_file", json!({"path": "../../.git/config"})),
-        tool("read_file", json!({"path": "/proc/self/environ"})),
-        tool("read_file", json!({"path": ".git/config"})),
-        tool("search", json!({"pattern": "TOKEN", "path": "../.."})),
-    ]));
-    bot.llm
-        .push(Reply::ToolCalls(vec![tool("run_checks", json!({}))]));
-    bot.llm.push(Reply::ToolCalls(vec![tool(
-        "ask_human",
-        json!({"question": format!("Is {discord_token} the right Discord token?")}),
-    )]));
-    bot.llm.push(Reply::ToolCalls(vec![
-        tool(
-            "write_file",
-            json!({"path": "leak.txt", "content": format!("{environment}\n")}),
-        ),
-        tool(
-            "write_file",
-            json!({"path": format!("keys-{llm_key}.txt"), "content": "keys\n"}),
-        ),
-        tool(
-            "edit_file",
-            json!({"path": "README.md", "search": "# test repository", "replace": format!("# {github_token}")}),
-        ),
-    ]));
-    bot.llm.push(Reply::TextAndToolCalls(
-        format!("Here they are: {all}"),
-        vec![tool(
-            "finish_step",
-            json!({"summary": format!("exported {all}")}),
-        )],
-    ));
-    bot.llm.push(Reply::ToolCalls(vec![tool(
-        "finish_step",
-        json!({"summary": format!("button, and {environment}")}),
-    )]));
+    script_a_leaking_agent(&bot.llm, [&llm_key, &discord_token, &github_token]);
     let (plan, _) = bot.message_with_button(ids::approve(1, 1)).unwrap();
     bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
     bot.wait_for("the agent's question", |b| {
@@ -654,7 +606,29 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
     })
     .await;
 
-    // The attempts were made and refused.
+    // The attempts were made and refused, or what they wrote was masked.
+    attempts_were_refused_or_masked(&bot);
+
+    // Nothing anywhere holds a secret.
+    let places = places_a_secret_could_reach(&bot, thread);
+    assert!(
+        places.iter().any(|(_, text)| text.contains("***")),
+        "the secrets were masked somewhere"
+    );
+    for (place, text) in &places {
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{secret} in {place}:\n{text}"
+            );
+        }
+    }
+}
+
+/// What the leaking agent tried: reading outside the tree was refused, and the secrets it wrote
+/// (in a question, the checks' output and log, files, a file name, the README and the pull
+/// request) were masked.
+fn attempts_were_refused_or_masked(bot: &TestApp) {
     let sent: String = bot
         .llm
         .requests()
@@ -704,8 +678,73 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
         body.contains("the keys *** *** ***") && body.contains("?token=***"),
         "{body}"
     );
+}
 
-    // Nothing anywhere holds a secret.
+/// The checks print their environment, into which someone put copies of the secrets.
+fn secrets_in_the_checks_environment(c: &mut Config) {
+    let llm_key = c.llm.api_key.clone().unwrap().expose().to_string();
+    let discord = c.discord.as_ref().unwrap().token.clone().unwrap();
+    let github = c.github.as_ref().unwrap().token.clone().unwrap();
+    c.agent.test = vec!["env; exit 1".to_string()];
+    c.agent.max_repair_attempts = 0;
+    c.agent.env = vec![
+        ("DEPLOY_KEY".to_string(), llm_key),
+        ("MIRROR_BOT".to_string(), discord.expose().to_string()),
+        ("BACKUP_AUTH".to_string(), github.expose().to_string()),
+    ];
+}
+
+/// A two-step run whose agent reads the secrets where it can, asks about one, writes them into
+/// files, a file name and the README, and puts them in its summaries.
+fn script_a_leaking_agent(llm: &FakeLlm, [llm_key, discord_token, github_token]: [&str; 3]) {
+    let all = format!("{llm_key} {discord_token} {github_token}");
+    let environment = format!(
+        "OPENAI_API_KEY={llm_key}\nDISCORD_TOKEN={discord_token}\nGITHUB_TOKEN={github_token}"
+    );
+    let tool = |name: &str, args: Value| (name.to_string(), args);
+    llm.push(Reply::ToolCalls(vec![
+        tool("read_file", json!({"path": "../../.git/config"})),
+        tool("read_file", json!({"path": "/proc/self/environ"})),
+        tool("read_file", json!({"path": ".git/config"})),
+        tool("search", json!({"pattern": "TOKEN", "path": "../.."})),
+    ]));
+    llm.push(Reply::ToolCalls(vec![tool("run_checks", json!({}))]));
+    llm.push(Reply::ToolCalls(vec![tool(
+        "ask_human",
+        json!({"question": format!("Is {discord_token} the right Discord token?")}),
+    )]));
+    llm.push(Reply::ToolCalls(vec![
+        tool(
+            "write_file",
+            json!({"path": "leak.txt", "content": format!("{environment}\n")}),
+        ),
+        tool(
+            "write_file",
+            json!({"path": format!("keys-{llm_key}.txt"), "content": "keys\n"}),
+        ),
+        tool(
+            "edit_file",
+            json!({"path": "README.md", "search": "# test repository", "replace": format!("# {github_token}")}),
+        ),
+    ]));
+    llm.push(Reply::TextAndToolCalls(
+        format!("Here they are: {all}"),
+        vec![tool(
+            "finish_step",
+            json!({"summary": format!("exported {all}")}),
+        )],
+    ));
+    llm.push(Reply::ToolCalls(vec![tool(
+        "finish_step",
+        json!({"summary": format!("button, and {environment}")}),
+    )]));
+}
+
+/// Every place a secret could end up: the Discord messages and requests, the git history of the
+/// clone and the remote, the GitHub requests and pull requests, and the files under the work
+/// trees; each with a name for the failure message.
+fn places_a_secret_could_reach(bot: &TestApp, thread: u64) -> Vec<(String, String)> {
+    let remote = bot.repo.remote.clone().unwrap();
     let mut places: Vec<(String, String)> = Vec::new();
     for channel in [CHANNEL_ID, thread] {
         let messages = serde_json::to_string(&bot.discord().messages(channel)).unwrap();
@@ -737,18 +776,7 @@ async fn prompt_injected_secrets_never_leave_the_bot() {
         let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
         places.push((file.display().to_string(), text));
     }
-    assert!(
-        places.iter().any(|(_, text)| text.contains("***")),
-        "the secrets were masked somewhere"
-    );
-    for (place, text) in &places {
-        for secret in &secrets {
-            assert!(
-                !text.contains(secret.as_str()),
-                "{secret} in {place}:\n{text}"
-            );
-        }
-    }
+    places
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use featurebot::model::{FeatureId, Run, RunState, Status};
 use crate::support::app::TestApp;
 use crate::support::fake_github::actions::{FakeJob, FakeWorkflow, RateLimit};
 use crate::support::fake_github::TOKEN;
+use crate::support::git::plan_path_on_main;
 use crate::support::ids;
 use crate::support::scripts::BRANCH;
 use crate::support::scripts::GOOD_PLAN;
@@ -423,7 +424,7 @@ async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
     .await;
 
     // The runner pushes step 1, then finishes with the pull request.
-    let path = git_plan_path(&bot);
+    let path = plan_path_on_main(&bot.repo.path);
     bot.github().put_file(BRANCH, &path, &ticked(1));
     bot.wait_for(
         "step 1 ticked on the card",
@@ -451,24 +452,6 @@ async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
         1,
         "one click, one dispatch"
     );
-}
-
-/// The plan file's path, from the commit that added it on the base branch.
-fn git_plan_path(bot: &TestApp) -> String {
-    crate::support::git::git(
-        &bot.repo.path,
-        &[
-            "log",
-            "-1",
-            "--format=",
-            "--name-only",
-            "main",
-            "--",
-            "tasks",
-        ],
-    )
-    .trim()
-    .to_string()
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use crate::support::app::{TestApp, ADMIN, STRANGER};
 use crate::support::fake_discord::{contents, id_of};
 use crate::support::fake_discord::{CHANNEL_ID, GUILD_ID};
 use crate::support::fake_llm::Reply;
-use crate::support::git::{git, repo_config, repo_with_remote};
+use crate::support::git::{git, plan_path_on_main, repo_config, repo_with_remote};
 use crate::support::ids::{self, custom_ids, Pick};
 use crate::support::scripts::{
     ask, call, confirm, export_run, finish_steps, plan_reply, script_conversation, write_export,
@@ -678,18 +678,7 @@ async fn approve_runs_the_agent_with_a_status_card_and_ends_in_a_pull_request() 
     let file = git(&remote, &["show", "featurebot/1-export-csv:export.txt"]);
     assert_eq!(file, "GET /export.csv\n");
     // The branch starts from the local base, which holds the plan, and ticks its steps off.
-    let plan_path = git(
-        &bot.repo.path,
-        &[
-            "log",
-            "-1",
-            "--format=",
-            "--name-only",
-            "main",
-            "--",
-            "tasks",
-        ],
-    );
+    let plan_path = plan_path_on_main(&bot.repo.path);
     let plan = git(
         &remote,
         &[
@@ -1067,18 +1056,7 @@ async fn priority_and_labels_are_set_from_the_card_and_written_to_the_plan_file(
         card.contains("p1") && card.contains("backend, urgent"),
         "{card}"
     );
-    let plan_path = git(
-        &bot.repo.path,
-        &[
-            "log",
-            "-1",
-            "--format=",
-            "--name-only",
-            "main",
-            "--",
-            "tasks",
-        ],
-    );
+    let plan_path = plan_path_on_main(&bot.repo.path);
     let file = git(
         &bot.repo.path,
         &["show", &format!("main:{}", plan_path.trim())],
@@ -1260,18 +1238,7 @@ async fn a_github_issue_mirrors_the_feature_and_the_pr_closes_it_and_merges_are_
             .any(|c| c.contains("was merged"))
     })
     .await;
-    let plan_path = git(
-        &bot.repo.path,
-        &[
-            "log",
-            "-1",
-            "--format=",
-            "--name-only",
-            "main",
-            "--",
-            "tasks",
-        ],
-    );
+    let plan_path = plan_path_on_main(&bot.repo.path);
     let file = git(
         &bot.repo.path,
         &["show", &format!("main:{}", plan_path.trim())],

@@ -80,6 +80,23 @@ pub fn commit_and_push(repo: &TestRepo, files: &[(&str, &str)], message: &str) {
     git(&repo.path, &["push", "--quiet", "origin", head.trim()]);
 }
 
+/// The path of the plan file that the last commit on `main` touching `tasks/` changed.
+pub fn plan_path_on_main(repo: &Path) -> String {
+    let path = git(
+        repo,
+        &[
+            "log",
+            "-1",
+            "--format=",
+            "--name-only",
+            "main",
+            "--",
+            "tasks",
+        ],
+    );
+    path.trim().to_string()
+}
+
 /// The settings featurebot would have for `repo`: the branch HEAD is on as base (so call this
 /// before switching branches), `origin`, plans in `tasks`, no pushing, a test identity and no
 /// token.
