@@ -394,8 +394,8 @@ async fn secrets_in_output_are_redacted_in_the_result_and_the_log() {
 
 /// The bot's own environment is hidden from the commands it runs (they run as the same user):
 /// `/proc/<bot>/environ` becomes root's. The commands themselves are unaffected, since `exec`
-/// makes a program dumpable again. (As root the owner does not tell, so there the test checks
-/// only that the attribute is set and commands still run.)
+/// makes a program dumpable again. As root, which reads any environ, the same promise is
+/// checked for the `featurebot` binary running as an unprivileged user.
 #[cfg(target_os = "linux")]
 #[test]
 fn the_bots_environment_is_hidden_from_its_commands() {
@@ -418,6 +418,90 @@ fn the_bots_environment_is_hidden_from_its_commands() {
     if uid != 0 {
         assert_eq!(said, "own\nhidden\n");
     } else {
-        eprintln!("running as root, which reads any environ: only the child's own read is checked");
+        // Root reads any environ, so there the promise is checked where it matters: for a bot
+        // running as an unprivileged user.
+        an_unprivileged_bots_environment_is_hidden_from_its_own_user();
     }
+}
+
+/// As root (CI): the `featurebot` binary runs as `nobody` (util-linux's `setpriv`) and waits in
+/// the console; another process of `nobody` cannot read its environment, while it can read
+/// that of a plain `nobody` process started the same way, so the check can fail.
+fn an_unprivileged_bots_environment_is_hidden_from_its_own_user() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+    const SECRET: &str = "hunter2-in-the-bots-environment";
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(dir.path(), 0o755);
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    mode(&store, 0o777);
+    let binary = dir.path().join("featurebot");
+    std::fs::copy(env!("CARGO_BIN_EXE_featurebot"), &binary).unwrap();
+    mode(&binary, 0o755);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\nmax_retries = 0\n\n[store]\npath = {store:?}\n"
+        ),
+    )
+    .unwrap();
+    mode(&config, 0o644);
+    let nobody = |program: &Path| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("FEATUREBOT_TEST_SECRET", SECRET);
+        command
+    };
+    // The bot, past start-up and waiting for a feature title on stdin.
+    let mut bot = nobody(&binary)
+        .args(["console", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut plain = nobody(Path::new("sleep")).arg("60").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&store).unwrap().next().is_none() {
+        if let Some(status) = bot.try_wait().unwrap() {
+            let output = bot.wait_with_output().unwrap();
+            panic!(
+                "the bot ended ({status}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        assert!(Instant::now() < deadline, "the bot never opened its store");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let read = |pid: u32| {
+        nobody(Path::new("cat"))
+            .arg(format!("/proc/{pid}/environ"))
+            .output()
+            .unwrap()
+    };
+    let of_plain = read(plain.id());
+    assert!(
+        of_plain.status.success() && String::from_utf8_lossy(&of_plain.stdout).contains(SECRET),
+        "a plain process's environment is readable by its user: {of_plain:?}"
+    );
+    let of_bot = read(bot.id());
+    assert!(
+        !of_bot.status.success() && !String::from_utf8_lossy(&of_bot.stdout).contains(SECRET),
+        "the bot's environment was readable: {of_bot:?}"
+    );
+    let _ = bot.kill();
+    let _ = plain.kill();
+    let _ = bot.wait();
+    let _ = plain.wait();
 }
