@@ -178,6 +178,24 @@ impl App {
     /// same words, as a front end's instant answer). A refusal is said in the thread, unless it
     /// only says that this was already done (a second click), which is ignored.
     fn allowed(&self, id: FeatureId, input: &Input) -> anyhow::Result<bool> {
+        // The conversation, the plan (with its `force`) and the dashboard's settings have rules
+        // of their own, in their handlers: a message costs no extra read here.
+        let ruled = matches!(
+            input,
+            Input::Approve { .. }
+                | Input::RequestChanges { .. }
+                | Input::Discard { .. }
+                | Input::KeepRefining { .. }
+                | Input::CancelRun { .. }
+                | Input::ResumeRun { .. }
+                | Input::AbortRun { .. }
+                | Input::StepDecision { .. }
+                | Input::FollowUp { .. }
+                | Input::CreateIssue { .. }
+        );
+        if !ruled {
+            return Ok(true);
+        }
         let feature = self.store.feature(id)?;
         let last_run = self.store.runs(id)?.pop();
         let current = feature.plan_version;
@@ -193,8 +211,6 @@ impl App {
             Input::StepDecision { step, .. } => Intent::DecideStep { step },
             Input::FollowUp { .. } => Intent::FollowUp,
             Input::CreateIssue { .. } => Intent::CreateIssue,
-            // The conversation, the plan (with its `force`) and the dashboard's settings have
-            // rules of their own, in their handlers.
             _ => return Ok(true),
         };
         match rules::may(&feature, last_run.as_ref(), intent) {
