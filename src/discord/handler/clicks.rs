@@ -44,14 +44,7 @@ impl Bot {
         self.app
             .handle(Input::SetPriority { feature, priority })
             .await;
-        let edit = match self.app.card(feature, self.prices) {
-            Ok(card) => EditInteractionResponse::new()
-                .embed(dashboard::card(&card))
-                .components(vec![dashboard::priority_menu(&card.feature)]),
-            Err(err) => {
-                EditInteractionResponse::new().content(format!("reading the feature failed: {err}"))
-            }
-        };
+        let edit = self.card_edit(feature);
         if let Err(err) = click.edit_response(&ctx.http, edit).await {
             tracing::warn!(error = %err, "showing the updated card failed");
         }

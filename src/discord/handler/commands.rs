@@ -264,16 +264,21 @@ impl Bot {
                 })
                 .await;
         }
-        let edit = match self.app.card(feature, self.prices) {
+        let edit = self.card_edit(feature);
+        if let Err(err) = cmd.edit_response(&ctx.http, edit).await {
+            tracing::warn!(error = %err, "answering /task failed");
+        }
+    }
+
+    /// The feature's card with its priority menu, as an edit of an interaction's answer.
+    pub(super) fn card_edit(&self, feature: FeatureId) -> EditInteractionResponse {
+        match self.app.card(feature, self.prices) {
             Ok(card) => EditInteractionResponse::new()
                 .embed(dashboard::card(&card))
                 .components(vec![dashboard::priority_menu(&card.feature)]),
             Err(err) => {
                 EditInteractionResponse::new().content(format!("reading the feature failed: {err}"))
             }
-        };
-        if let Err(err) = cmd.edit_response(&ctx.http, edit).await {
-            tracing::warn!(error = %err, "answering /task failed");
         }
     }
 }
