@@ -71,6 +71,10 @@ enum Command {
         /// The GitHub issue the pull request closes (`Closes #N` in its description).
         #[arg(long, value_name = "N")]
         closes: Option<u64>,
+        /// Refuse a plan file whose text is not the approved plan's (its fingerprint, which the
+        /// bot sends with every GitHub Actions dispatch).
+        #[arg(long, value_name = "SHA256")]
+        plan_sha256: Option<String>,
     },
     /// Print the GitHub Actions workflow that runs the agent (agent.executor = "github-actions").
     InstallWorkflow {
@@ -171,12 +175,14 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
             resume,
             discussion_url,
             closes,
+            plan_sha256,
         } => {
             let options = batch::Options {
                 branch,
                 resume,
                 discussion_url,
                 closes,
+                plan_sha256,
             };
             let run = batch::run(config, &plan, &options).await?;
             println!("branch: {}", run.branch);

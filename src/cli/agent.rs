@@ -3,7 +3,8 @@
 //!
 //! Nobody can answer the agent's questions here: it is told to assume and say so, and
 //! `agent.approval = "step"` does not apply. On GitHub Actions the workflow runs this with
-//! `--branch` (the bot's branch) and, to continue a run, `--resume`; the bot reads the job's log,
+//! `--branch` (the bot's branch), `--plan-sha256` (the approved plan's fingerprint, checked
+//! before anything runs) and, to continue a run, `--resume`; the bot reads the job's log,
 //! so the lines [`describe`] prints are an interface: a red check starts with
 //! [`CHECKS_FAILED`].
 
@@ -36,6 +37,9 @@ pub struct Options {
     pub discussion_url: Option<String>,
     /// The GitHub issue the pull request closes (`Closes #N`).
     pub closes: Option<u64>,
+    /// The approved plan's [`crate::plan::fingerprint`]: a plan file whose text differs is
+    /// refused before anything runs.
+    pub plan_sha256: Option<String>,
 }
 
 /// Runs the agent on `path` and returns the final run record.
@@ -54,6 +58,16 @@ pub async fn run(config: Arc<Config>, path: &Path, options: &Options) -> anyhow:
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the plan file {}", path.display()))?;
     let file = parse_plan_file(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if let Some(approved) = &options.plan_sha256 {
+        let found = crate::plan::fingerprint(&file.markdown);
+        if !found.eq_ignore_ascii_case(approved.trim()) {
+            bail!(
+                "{} is not the approved plan: its text differs from the version that was approved (fingerprint {found}, approved {}). Someone changed the plan file after the approval, or the approved version was never pushed to this branch; push it (repo.push_plans = true), or generate the plan again and approve it",
+                path.display(),
+                approved.trim()
+            );
+        }
+    }
     if crate::plan::steps(&file.markdown).is_empty() {
         bail!(
             "{} has no numbered implementation steps under an `Implementation steps` heading",

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use crate::agent::actions::workflow::workflow_yaml;
 use crate::config::{ActionsConfig, Config, Executor, GithubConfig, Provider, RepoConfig};
 use crate::llm;
 use crate::repo;
@@ -168,8 +169,8 @@ async fn repo_line(name: Option<&str>, cfg: &RepoConfig) -> Line {
     }
 }
 
-/// For runs on GitHub Actions: the workflow is on the base branch at GitHub, and the runner
-/// can reach the LLM.
+/// For runs on GitHub Actions: this featurebot's workflow is on the base branch at GitHub, and
+/// the runner can reach the LLM.
 async fn actions_line(
     name: Option<&str>,
     config: &Config,
@@ -188,7 +189,18 @@ async fn actions_line(
             .map_err(|e| e.to_string()),
     };
     let (mut ok, mut detail) = match found {
-        Ok(Some(_)) => (true, format!("{path} is on {}", repo.base_branch)),
+        Ok(Some(text)) if text == workflow_yaml(actions) => {
+            (true, format!("{path} is on {}", repo.base_branch))
+        }
+        // An older featurebot's workflow lacks inputs this one sends: GitHub would refuse
+        // every dispatch.
+        Ok(Some(_)) => (
+            false,
+            format!(
+                "{path} on {} is not the workflow this featurebot writes (an older version, or edited by hand): run featurebot install-workflow --write --force, then commit and push it",
+                repo.base_branch
+            ),
+        ),
         Ok(None) => (
             false,
             format!(

@@ -371,7 +371,38 @@ pub fn render_file(feature: &Feature, meta: &Meta, markdown: &str) -> String {
     if let Some(pr) = &meta.pr {
         front.push_str(&format!("pr: {}\n", quote(pr)));
     }
-    format!("{front}---\n\n# {}\n\n{}\n", feature.title, markdown.trim())
+    format!("{front}---\n\n{}\n", file_body(&feature.title, markdown))
+}
+
+/// The plan file's text below its front matter: the title as a heading, then the plan.
+pub fn file_body(title: &str, markdown: &str) -> String {
+    format!("# {title}\n\n{}", markdown.trim())
+}
+
+/// The fingerprint of a plan file's body ([`file_body`], or what
+/// [`file::parse_plan_file`] reads back), for checking that the plan a runner finds is the one
+/// that was approved: the SHA-256, in hex, of the text with its steps' `[x]` ticks taken off
+/// (a run adds them; `[ ]` boxes are taken off too) and without surrounding blank lines. The front matter is not part of it:
+/// featurebot rewrites that as the feature moves.
+pub fn fingerprint(body: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let body = body.trim();
+    let mut unticked = String::with_capacity(body.len());
+    let steps = step_lines(body);
+    for (i, line) in body.lines().enumerate() {
+        match steps.iter().find(|(l, _)| *l == i) {
+            Some((_, at)) if line[*at..].starts_with("[x] ") || line[*at..].starts_with("[ ] ") => {
+                unticked.push_str(&line[..*at]);
+                unticked.push_str(&line[at + 4..]);
+            }
+            _ => unticked.push_str(line),
+        }
+        unticked.push('\n');
+    }
+    Sha256::digest(unticked.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The commit message of a plan version: `plan: <title>` and the `Feature-Id` and

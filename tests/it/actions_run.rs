@@ -8,11 +8,13 @@ use featurebot::agent::Event;
 use featurebot::config::{ActionsConfig, Config, Executor, DEFAULT_ACTIONS_INSTALL};
 use featurebot::core::protocol::{Input, Output, OutputKind};
 use featurebot::model::{FeatureId, Run, RunState, Status};
+use featurebot::plan::file::parse_plan_file;
+use featurebot::plan::fingerprint;
 
 use crate::support::app::TestApp;
 use crate::support::fake_github::actions::{FakeJob, FakeWorkflow, RateLimit};
 use crate::support::fake_github::TOKEN;
-use crate::support::git::plan_path_on_main;
+use crate::support::git::{git, plan_path_on_main};
 use crate::support::ids;
 use crate::support::scripts::BRANCH;
 use crate::support::scripts::GOOD_PLAN;
@@ -139,6 +141,16 @@ async fn a_dispatched_run_goes_queued_then_running_then_relays_the_pull_request(
         run.remote.as_ref().unwrap().correlation_id,
         correlation,
         "the record keeps the correlation id"
+    );
+    // The approved plan's fingerprint: the one the runner finds in the pushed plan file.
+    let pushed = git(
+        p.repo.remote.as_ref().unwrap(),
+        &["show", &format!("main:{plan_path}")],
+    );
+    let pushed = parse_plan_file(&pushed).unwrap();
+    assert_eq!(
+        inputs["plan_sha256"],
+        fingerprint(&pushed.markdown).as_str()
     );
     let all = serde_json::to_string(inputs).unwrap();
     assert!(!all.contains(TOKEN), "the token is not an input: {all}");

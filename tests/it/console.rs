@@ -230,11 +230,32 @@ async fn check_looks_for_the_workflow_when_runs_go_to_github_actions() {
     // The fake LLM listens on 127.0.0.1, which no GitHub runner reaches.
     assert!(line.contains("a GitHub runner cannot reach"), "{line}");
 
+    // An older featurebot's workflow, which lacks inputs this one sends.
     s.github().put_file(
         "main",
         ".github/workflows/featurebot.yml",
         "name: featurebot\n",
     );
+    let output = check().output().await.unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout.lines().find(|l| l.contains(" actions ")).unwrap();
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(
+        line.contains("is not the workflow this featurebot writes")
+            && line.contains("install-workflow --write --force"),
+        "{line}"
+    );
+
+    // The one `install-workflow` prints, with the same settings.
+    let mut print = s.command(&["install-workflow"]);
+    print
+        .env("FEATUREBOT__REPO__PUSH_PLANS", "true")
+        .env("FEATUREBOT__AGENT__EXECUTOR", "github-actions");
+    let printed = print.output().await.unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let yaml = String::from_utf8(printed.stdout).unwrap();
+    s.github()
+        .put_file("main", ".github/workflows/featurebot.yml", &yaml);
     let output = check().output().await.unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
     let line = stdout.lines().find(|l| l.contains(" actions ")).unwrap();

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use featurebot::model::{Author, Feature, FeatureId, Place, Priority, Status};
+use featurebot::plan::file::parse_plan_file;
 use featurebot::plan::{self, Slug, Title};
 use time::macros::datetime;
 
@@ -220,4 +221,49 @@ fn steps_are_ticked_in_place_and_still_read_back() {
     assert_eq!(plan::ticked_steps(&ticked), [false, true, false]);
     assert_eq!(plan::ticked_steps(&all), [true, true, true]);
     assert_eq!(plan::ticked_steps(&boxed), [false, false, false]);
+}
+
+#[test]
+fn the_fingerprint_is_the_plans_text_whatever_the_front_matter_and_ticks_say() {
+    let f = feature("Dark mode");
+    let approved = plan::fingerprint(&plan::file_body(&f.title, GOOD_PLAN));
+    assert_eq!(approved.len(), 64);
+    assert!(approved.bytes().all(|b| b.is_ascii_hexdigit()));
+    // What a runner reads back from the file, whatever its front matter says by then.
+    for meta in [
+        meta(1, Status::Planned, None),
+        meta(
+            1,
+            Status::PrOpen,
+            Some("https://github.com/acme/shop/pull/7"),
+        ),
+    ] {
+        let written = plan::render_file(&f, &meta, GOOD_PLAN);
+        let read = parse_plan_file(&written).unwrap();
+        assert_eq!(plan::fingerprint(&read.markdown), approved);
+        // A run ticks its steps off in the file: still the approved plan.
+        let ticked = plan::tick_step(&plan::tick_step(&written, 0), 2);
+        let read = parse_plan_file(&ticked).unwrap();
+        assert_eq!(plan::fingerprint(&read.markdown), approved);
+    }
+    // A checkbox the LLM wrote, ticked or not, is the same step.
+    let boxed = GOOD_PLAN.replace("1. Add the endpoint", "1. [ ] Add the endpoint");
+    assert_eq!(
+        plan::fingerprint(&plan::file_body(&f.title, &boxed)),
+        approved
+    );
+    // One word changed, a step added, a title changed: another plan.
+    for other in [
+        GOOD_PLAN.replace("Add the query", "Add the queries"),
+        GOOD_PLAN.replace("3. Add the button", "3. Add the button\n4. Drop the table"),
+    ] {
+        assert_ne!(
+            plan::fingerprint(&plan::file_body(&f.title, &other)),
+            approved
+        );
+    }
+    assert_ne!(
+        plan::fingerprint(&plan::file_body("Light mode", GOOD_PLAN)),
+        approved
+    );
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use featurebot::agent::actions::workflow::{self, DispatchInputs, INPUTS, STEP_RUN};
 use featurebot::agent::progress::CHECKS_FAILED;
 use featurebot::config::{ActionsConfig, AgentConfig, Config, Executor, RepoConfig, Target};
+use featurebot::plan::{self, file::parse_plan_file};
 use serde_json::{json, Value};
 
 use crate::support::app::{Builder, TestApp};
@@ -114,6 +115,7 @@ fn the_workflow_declares_the_dispatch_inputs_and_keeps_them_out_of_scripts() {
         feature_id: 7,
         plan_file: PLAN_PATH.to_string(),
         plan_version: 2,
+        plan_sha256: "ab12".to_string(),
         branch: BRANCH.to_string(),
         resume: true,
         config: "[llm]\n".to_string(),
@@ -129,6 +131,7 @@ fn the_workflow_declares_the_dispatch_inputs_and_keeps_them_out_of_scripts() {
     assert!(sent.values().all(Value::is_string), "{sent:?}");
     assert_eq!(sent["feature_id"], "7");
     assert_eq!(sent["plan_version"], "2");
+    assert_eq!(sent["plan_sha256"], "ab12");
     assert_eq!(sent["resume"], "true");
     assert_eq!(
         sent["discussion_url"], "",
@@ -188,6 +191,7 @@ fn the_workflow_declares_the_dispatch_inputs_and_keeps_them_out_of_scripts() {
             ("SHOP_LLM_KEY", "${{ secrets.SHOP_LLM_KEY }}"),
             ("FEATUREBOT_RUNNER_CONFIG", "${{ inputs.config }}"),
             ("PLAN_FILE", "${{ inputs.plan_file }}"),
+            ("PLAN_SHA256", "${{ inputs.plan_sha256 }}"),
             ("BRANCH", "${{ inputs.branch }}"),
             ("RESUME", "${{ inputs.resume }}"),
             ("DISCUSSION_URL", "${{ inputs.discussion_url }}"),
@@ -386,12 +390,18 @@ fn inputs(r: &TestApp, resume: bool) -> DispatchInputs {
         feature_id: 7,
         plan_file: PLAN_PATH.to_string(),
         plan_version: 1,
+        plan_sha256: approved_fingerprint(),
         branch: BRANCH.to_string(),
         resume,
         config: workflow::runner_config(&r.config, None),
         discussion_url: Some("https://discord.com/channels/1/2".to_string()),
         closes: Some(3),
     }
+}
+
+/// The fingerprint the bot sends for [`PLAN_FILE`].
+fn approved_fingerprint() -> String {
+    plan::fingerprint(&parse_plan_file(PLAN_FILE).unwrap().markdown)
 }
 
 /// Clones the remote as actions/checkout does (every branch, `origin`), then runs the
@@ -604,6 +614,44 @@ async fn a_resumed_workflow_run_continues_after_the_ticked_steps() {
         body.contains("- [x] 1. Fix the add function — checks passed"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn a_plan_file_changed_after_the_approval_is_refused_before_anything_runs() {
+    let r = runner().build().await;
+    // A teammate edits the plan on main after it was approved: one more step.
+    let other = r.repo.dir.path().join("teammate");
+    git(
+        r.repo.dir.path(),
+        &["clone", "--quiet", remote(&r).to_str().unwrap(), "teammate"],
+    );
+    std::fs::write(
+        other.join(PLAN_PATH),
+        PLAN_FILE.replace(
+            "2. Document add\n",
+            "2. Document add\n3. Delete the tests\n",
+        ),
+    )
+    .unwrap();
+    git(&other, &["commit", "--quiet", "-am", "plan: one more step"]);
+    git(&other, &["push", "--quiet", "origin", "main"]);
+
+    let (status, stdout, stderr) = run_workflow(&r, &inputs(&r, false)).await;
+    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in\n{stderr}"));
+    assert!(error.contains("is not the approved plan"), "{error}");
+    assert!(error.contains(&approved_fingerprint()), "{error}");
+    assert!(r.llm.requests().is_empty(), "nothing ran");
+    assert!(
+        git(&remote(&r), &["branch", "--list", BRANCH])
+            .trim()
+            .is_empty(),
+        "no branch was pushed"
+    );
+    assert!(r.github().pulls().is_empty());
 }
 
 #[tokio::test]

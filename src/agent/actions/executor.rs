@@ -122,6 +122,10 @@ pub async fn execute(
             feature_id: job.feature.id.0,
             plan_file: job.plan.path.clone(),
             plan_version: job.plan.version,
+            plan_sha256: plan::fingerprint(&plan::file_body(
+                &job.feature.title,
+                &job.plan.markdown,
+            )),
             branch: run.branch.to_string(),
             resume: run.next_step > 0 || job.resume.is_some(),
             config: runner_config(&runner.config, job.feature.repo.as_deref()),

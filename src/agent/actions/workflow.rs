@@ -19,11 +19,13 @@ use anyhow::{bail, Context};
 use crate::config::{ActionsConfig, AgentBackend, Config, Provider, RepoConfig};
 
 /// The names of the workflow's inputs, in the order it declares them.
-pub const INPUTS: [&str; 9] = [
+/// GitHub allows at most 10 (`you may only define up to 10 inputs for a workflow_dispatch event`).
+pub const INPUTS: [&str; 10] = [
     "correlation_id",
     "feature_id",
     "plan_file",
     "plan_version",
+    "plan_sha256",
     "branch",
     "resume",
     "config",
@@ -75,6 +77,10 @@ on:
         type: string
       plan_version:
         description: "The plan's version"
+        required: true
+        type: string
+      plan_sha256:
+        description: "The approved plan's fingerprint: the runner refuses a plan file that differs"
         required: true
         type: string
       branch:
@@ -135,6 +141,7 @@ jobs:
           {secret}: ${{{{ secrets.{secret} }}}}
           FEATUREBOT_RUNNER_CONFIG: ${{{{ inputs.config }}}}
           PLAN_FILE: ${{{{ inputs.plan_file }}}}
+          PLAN_SHA256: ${{{{ inputs.plan_sha256 }}}}
           BRANCH: ${{{{ inputs.branch }}}}
           RESUME: ${{{{ inputs.resume }}}}
           DISCUSSION_URL: ${{{{ inputs.discussion_url }}}}
@@ -143,7 +150,7 @@ jobs:
           printf '%s\n' "$FEATUREBOT_RUNNER_CONFIG" > "$RUNNER_TEMP/featurebot.toml"
           export FEATUREBOT__STORE__PATH="$RUNNER_TEMP/featurebot-store"
           # exec: a cancelled job's signals reach featurebot, which stops the run cleanly.
-          set -- --branch "$BRANCH"
+          set -- --branch "$BRANCH" --plan-sha256 "$PLAN_SHA256"
           if [ "$RESUME" = "true" ]; then set -- "$@" --resume; fi
           if [ -n "$DISCUSSION_URL" ]; then set -- "$@" --discussion-url "$DISCUSSION_URL"; fi
           if [ -n "$CLOSES" ]; then set -- "$@" --closes "$CLOSES"; fi
@@ -278,6 +285,8 @@ pub struct DispatchInputs {
     /// Relative to the repository root.
     pub plan_file: String,
     pub plan_version: u32,
+    /// The approved plan's [`crate::plan::fingerprint`], which the runner checks.
+    pub plan_sha256: String,
     pub branch: String,
     /// Continue the branch from its first unticked step.
     pub resume: bool,
@@ -298,6 +307,7 @@ impl DispatchInputs {
             self.feature_id.to_string(),
             self.plan_file.clone(),
             self.plan_version.to_string(),
+            self.plan_sha256.clone(),
             self.branch.clone(),
             self.resume.to_string(),
             self.config.clone(),
