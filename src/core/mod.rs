@@ -25,7 +25,7 @@ mod talk;
 mod tracking;
 
 use crate::agent::run::Runner;
-use crate::config::Config;
+use crate::config::{Config, Executor};
 use crate::conversation::{self, MarkerFilter};
 use crate::github::{Clients, GitHub, GithubError, IssueSpec, PrState};
 use crate::llm::{self, LlmError, Message, Request};
@@ -209,7 +209,9 @@ impl App {
             Input::ResumeRun { .. } => Intent::ResumeRun { run: last_number },
             Input::AbortRun { .. } => Intent::AbortRun { run: last_number },
             Input::StepDecision { step, .. } => Intent::DecideStep { step },
-            Input::FollowUp { .. } => Intent::FollowUp,
+            Input::FollowUp { .. } => Intent::FollowUp {
+                on_host: self.config.agent.executor == Executor::Local,
+            },
             Input::CreateIssue { .. } => Intent::CreateIssue,
             _ => return Ok(true),
         };
@@ -275,11 +277,7 @@ impl App {
                 }
                 Ok(())
             }
-            Input::FollowUp { feature } => {
-                self.lock_follow_ups().insert(feature);
-                self.emit(feature, OutputKind::FollowUpReady);
-                Ok(())
-            }
+            Input::FollowUp { feature } => self.follow_up(feature).await,
             Input::RefreshPullRequests => self.refresh_pull_requests().await,
             Input::SetPriority { feature, priority } => {
                 self.store.set_priority(feature, priority).await?;

@@ -95,7 +95,7 @@ fn redact(redactor: &Redactor, mut kind: OutputKind) -> OutputKind {
         OutputKind::Rejected { message }
         | OutputKind::Warning { message }
         | OutputKind::Failed { message } => r(message),
-        OutputKind::RunEnded { run } | OutputKind::RunInterrupted { run } => {
+        OutputKind::RunEnded { run, .. } | OutputKind::RunInterrupted { run } => {
             if let Some(message) = &mut run.message {
                 r(message);
             }

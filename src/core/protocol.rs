@@ -120,7 +120,9 @@ pub enum OutputKind {
     /// Progress of the feature's agent run.
     RunEvent { event: crate::agent::Event },
     /// The run ended (finished, stopped by a limit, failed or cancelled); see `run.state`.
-    RunEnded { run: Run },
+    /// `follow_up`: whether Follow up may be offered on its pull request (runs go to the bot's
+    /// host).
+    RunEnded { run: Run, follow_up: bool },
     /// A run was going when featurebot stopped; it can be resumed or aborted.
     RunInterrupted { run: Run },
     /// The feature's priority or labels changed.

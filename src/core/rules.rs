@@ -39,9 +39,15 @@ pub enum Intent {
     DecideStep {
         step: u32,
     },
-    FollowUp,
+    /// `on_host`: runs go to the bot's host (`agent.executor = "local"`), where follow-ups run.
+    FollowUp {
+        on_host: bool,
+    },
     CreateIssue,
 }
+
+/// Why there is no follow-up when runs go to GitHub Actions.
+pub const FOLLOW_UPS_ON_HOST: &str = "follow-ups run on the bot's host only, and runs go to GitHub Actions here: push the change to the pull request's branch yourself, or set agent.executor = \"local\" for follow-ups";
 
 /// Why an input may not act, as a sentence for the person who asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,9 +70,10 @@ pub fn may(feature: &Feature, last_run: Option<&Run>, intent: Intent) -> Result<
         }
         _ if status == Status::Discarded => no(format!("feature #{id} was discarded")),
         Intent::DecideStep { step } => decide_step(status, last_run, step),
-        Intent::FollowUp if status != Status::PrOpen => no(format!(
+        Intent::FollowUp { .. } if status != Status::PrOpen => no(format!(
             "feature #{id} is {status}; a follow-up needs an open pull request"
         )),
+        Intent::FollowUp { on_host: false } => no(FOLLOW_UPS_ON_HOST.to_string()),
         Intent::CreateIssue => match &feature.issue {
             Some((number, _)) => done(format!(
                 "GitHub issue #{number} already mirrors this feature"

@@ -188,7 +188,8 @@ impl RunQueue {
             }
             match result {
                 Ok(run) => {
-                    out.send(feature, OutputKind::RunEnded { run });
+                    let follow_up = runner.config.agent.executor == Executor::Local;
+                    out.send(feature, OutputKind::RunEnded { run, follow_up });
                 }
                 Err(err) => {
                     out.send(
@@ -386,7 +387,8 @@ impl App {
         run.state = RunState::Cancelled;
         run.message = Some("aborted after a stop".to_string());
         let run = self.store.save_run(&run).await?;
-        self.emit(id, OutputKind::RunEnded { run });
+        let follow_up = self.config.agent.executor == Executor::Local;
+        self.emit(id, OutputKind::RunEnded { run, follow_up });
         Ok(())
     }
 }

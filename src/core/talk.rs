@@ -57,6 +57,28 @@ impl App {
         self.answer(&feature).await
     }
 
+    /// Follow up: the next message starts a run on the pull request, unless GitHub says it
+    /// was merged or closed meanwhile (the feature then moves on, and the thread says what to
+    /// do instead).
+    pub(super) async fn follow_up(&self, id: FeatureId) -> anyhow::Result<()> {
+        let feature = self.store.feature(id)?;
+        match self.check_pull_request(&feature).await? {
+            Some((number, PrState::Merged)) => self.refuse(
+                id,
+                format!("pull request #{number} is merged, so there is nothing to follow up on; ask for the change as a new feature with /feature: its branch starts from the merged base"),
+            ),
+            Some((number, PrState::Closed)) => self.refuse(
+                id,
+                format!("pull request #{number} was closed without merging, so a follow-up has nothing to go on; reopen it on GitHub and press Follow up again, or ask for the change as a new feature with /feature"),
+            ),
+            _ => {
+                self.lock_follow_ups().insert(id);
+                self.emit(id, OutputKind::FollowUpReady);
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn message(
         &self,
         id: FeatureId,

@@ -54,53 +54,67 @@ impl App {
     /// Moves features whose pull request was merged or closed on GitHub.
     pub(super) async fn refresh_pull_requests(&self) -> anyhow::Result<()> {
         for feature in self.store.features()? {
-            if feature.status != Status::PrOpen {
-                continue;
+            if feature.status == Status::PrOpen {
+                self.check_pull_request(&feature).await?;
             }
-            let Some(github) = self.github_for(&feature) else {
-                continue;
-            };
-            let Some(url) = self
-                .store
-                .runs(feature.id)?
-                .into_iter()
-                .rev()
-                .find_map(|r| r.pr_url)
-            else {
-                continue;
-            };
-            let Some(number) = crate::github::pr_number_from_url(&url) else {
-                continue;
-            };
-            let status = match github.pull_request_state(number).await {
-                Ok(PrState::Open) => continue,
-                Ok(PrState::Merged) => Status::Merged,
-                Ok(PrState::Closed) => Status::Closed,
-                Err(err) => {
-                    tracing::warn!(feature = feature.id.0, error = %err, "reading a pull request's state failed");
-                    continue;
-                }
-            };
-            self.store.set_status(feature.id, status).await?;
-            match plan_file::refresh(
-                self.repos.of(feature.repo.as_deref()),
-                &self.store,
-                feature.id,
-                status.as_str(),
-            )
-            .await
-            {
-                Ok(None) => {}
-                Ok(Some(err)) => {
-                    tracing::warn!(feature = feature.id.0, error = %err, "pushing the plan file failed")
-                }
-                Err(err) => {
-                    tracing::warn!(feature = feature.id.0, error = %format!("{err:#}"), "updating the plan file failed")
-                }
-            }
-            self.emit(feature.id, OutputKind::PullRequestChanged { status });
         }
         Ok(())
+    }
+
+    /// Asks GitHub for the state of `feature`'s pull request; a merged or closed one moves the
+    /// feature (and its plan file) on and is said in the thread. Returns the state and the
+    /// pull request's number, `None` when there is no pull request or GitHub to ask, or GitHub
+    /// could not say (logged).
+    pub(super) async fn check_pull_request(
+        &self,
+        feature: &Feature,
+    ) -> anyhow::Result<Option<(u64, PrState)>> {
+        let Some(github) = self.github_for(feature) else {
+            return Ok(None);
+        };
+        let Some(url) = self
+            .store
+            .runs(feature.id)?
+            .into_iter()
+            .rev()
+            .find_map(|r| r.pr_url)
+        else {
+            return Ok(None);
+        };
+        let Some(number) = crate::github::pr_number_from_url(&url) else {
+            return Ok(None);
+        };
+        let state = match github.pull_request_state(number).await {
+            Ok(state) => state,
+            Err(err) => {
+                tracing::warn!(feature = feature.id.0, error = %err, "reading a pull request's state failed");
+                return Ok(None);
+            }
+        };
+        let status = match state {
+            PrState::Open => return Ok(Some((number, state))),
+            PrState::Merged => Status::Merged,
+            PrState::Closed => Status::Closed,
+        };
+        self.store.set_status(feature.id, status).await?;
+        match plan_file::refresh(
+            self.repos.of(feature.repo.as_deref()),
+            &self.store,
+            feature.id,
+            status.as_str(),
+        )
+        .await
+        {
+            Ok(None) => {}
+            Ok(Some(err)) => {
+                tracing::warn!(feature = feature.id.0, error = %err, "pushing the plan file failed")
+            }
+            Err(err) => {
+                tracing::warn!(feature = feature.id.0, error = %format!("{err:#}"), "updating the plan file failed")
+            }
+        }
+        self.emit(feature.id, OutputKind::PullRequestChanged { status });
+        Ok(Some((number, state)))
     }
 
     /// After a priority or label change: the plan file's front matter follows, the GitHub issue's

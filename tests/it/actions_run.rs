@@ -7,6 +7,8 @@ use std::time::Duration;
 use featurebot::agent::Event;
 use featurebot::config::{ActionsConfig, Config, Executor, DEFAULT_ACTIONS_INSTALL};
 use featurebot::core::protocol::{Input, Output, OutputKind};
+use featurebot::core::rules::FOLLOW_UPS_ON_HOST;
+use featurebot::discord::Action;
 use featurebot::model::{FeatureId, Run, RunState, Status};
 use featurebot::plan::file::parse_plan_file;
 use featurebot::plan::fingerprint;
@@ -175,6 +177,17 @@ async fn a_dispatched_run_goes_queued_then_running_then_relays_the_pull_request(
         )),
         "{outputs:?}"
     );
+    // A follow-up asked for anyway is refused, and the open pull request stays tracked.
+    let outputs = p.send(Input::FollowUp { feature: id }).await;
+    assert!(
+        outputs.iter().any(|o| matches!(
+            &o.kind,
+            OutputKind::Rejected { message } if message == FOLLOW_UPS_ON_HOST
+        )),
+        "{outputs:?}"
+    );
+    assert_eq!(p.status(id), Status::PrOpen);
+    assert_eq!(p.github().dispatches().len(), 1, "nothing was dispatched");
 }
 
 #[tokio::test]
@@ -448,12 +461,18 @@ async fn the_thread_shows_the_run_on_github_and_its_pull_request() {
     let run_id = bot.github().dispatches()[0].run_id;
     bot.github()
         .set_run_status(run_id, "completed", Some("success"));
+    let pull = format!("/pull/{number}\n");
     bot.wait_for("the pull request", |b| {
         contents(&b.bot_messages())
             .iter()
-            .any(|c| c.starts_with("✅ Pull request: ") && c.ends_with(&format!("/pull/{number}")))
+            .any(|c| c.starts_with("✅ Pull request: ") && c.contains(&pull))
     })
     .await;
+    // No Follow up: it cannot run on Actions, and the message says what to do instead.
+    let messages = contents(&bot.bot_messages());
+    let message = messages.iter().find(|c| c.contains(&pull)).unwrap();
+    assert!(message.ends_with(FOLLOW_UPS_ON_HOST), "{message}");
+    assert!(bot.message_with_button(Action::FollowUp).is_none());
     bot.wait_for(
         "the card keeping the run's link",
         card_says("finished · [the Actions run](http"),

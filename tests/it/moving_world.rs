@@ -253,3 +253,100 @@ async fn a_follow_up_builds_on_a_reviewers_commit() {
         "Download\n"
     );
 }
+
+/// A pipeline with GitHub whose feature #1 ran to an open pull request; returns its number.
+async fn with_open_pull_request() -> (TestApp, FeatureId, u64) {
+    use featurebot::model::RunState;
+    let mut p = TestApp::builder().with_remote().with_github().build().await;
+    let id = p.planned().await;
+    let run = p.approve_and_run(id).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    let url = run.pr_url.expect("a pull request");
+    let number = featurebot::github::pr_number_from_url(&url).unwrap();
+    (p, id, number)
+}
+
+fn rejections(outputs: &[featurebot::core::protocol::Output]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match &o.kind {
+            OutputKind::Rejected { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_follow_up_on_a_pull_request_merged_meanwhile_says_so_and_tracks_the_merge() {
+    use featurebot::model::Status;
+    let (mut p, id, number) = with_open_pull_request().await;
+    // Merged on GitHub; the bot's polling has not seen it yet.
+    p.github().set_pull_state(number, "closed", true);
+    assert_eq!(p.status(id), Status::PrOpen);
+
+    let outputs = p.send(Input::FollowUp { feature: id }).await;
+    let refused = rejections(&outputs);
+    assert_eq!(refused.len(), 1, "{outputs:?}");
+    assert!(
+        refused[0].contains(&format!("pull request #{number} is merged"))
+            && refused[0].contains("/feature"),
+        "{refused:?}"
+    );
+    assert!(!outputs
+        .iter()
+        .any(|o| matches!(o.kind, OutputKind::FollowUpReady)));
+    assert!(outputs.iter().any(|o| matches!(
+        o.kind,
+        OutputKind::PullRequestChanged {
+            status: Status::Merged
+        }
+    )));
+    assert_eq!(p.status(id), Status::Merged, "the merge is tracked");
+}
+
+#[tokio::test]
+async fn a_follow_up_on_a_closed_pull_request_says_to_reopen_it() {
+    use featurebot::model::Status;
+    let (mut p, id, number) = with_open_pull_request().await;
+    p.github().set_pull_state(number, "closed", false);
+    let outputs = p.send(Input::FollowUp { feature: id }).await;
+    let refused = rejections(&outputs);
+    assert!(
+        refused.len() == 1 && refused[0].contains("closed without merging"),
+        "{outputs:?}"
+    );
+    assert_eq!(p.status(id), Status::Closed);
+}
+
+#[tokio::test]
+async fn a_failed_follow_up_leaves_the_pull_request_open_and_tracked() {
+    use crate::support::app::alice;
+    use crate::support::fake_llm::Reply;
+    use featurebot::model::{RunState, Status};
+    let (mut p, id, number) = with_open_pull_request().await;
+    let outputs = p.send(Input::FollowUp { feature: id }).await;
+    assert!(outputs
+        .iter()
+        .any(|o| matches!(o.kind, OutputKind::FollowUpReady)));
+    // The LLM refuses the follow-up's request: the run fails.
+    p.llm.push(Reply::Status {
+        status: 400,
+        headers: Vec::new(),
+        body: r#"{"error":{"message":"Invalid request","type":"invalid_request_error","param":null,"code":null}}"#.to_string(),
+    });
+    p.send(Input::Message {
+        feature: id,
+        author: alice(),
+        text: "Rename the button".to_string(),
+        source_id: None,
+    })
+    .await;
+    let run = p.run_ended().await;
+    assert_eq!(run.state, RunState::Failed, "{run:?}");
+    assert_eq!(p.status(id), Status::PrOpen, "not failed: the PR is open");
+    assert!(run.pr_url.unwrap().ends_with(&format!("/pull/{number}")));
+    // Still tracked: the merge moves the feature.
+    p.github().set_pull_state(number, "closed", true);
+    p.send(Input::RefreshPullRequests).await;
+    assert_eq!(p.status(id), Status::Merged);
+}

@@ -2,7 +2,7 @@
 //! run, issue), whether each intent may act, and the words of the refusal. The Discord click
 //! path and the core both ask this function, so these are the words people see in both.
 
-use featurebot::core::rules::{may, Intent, Refusal};
+use featurebot::core::rules::{may, Intent, Refusal, FOLLOW_UPS_ON_HOST};
 use featurebot::model::{Author, Feature, FeatureId, Place, Priority, Run, RunState, Status};
 use time::macros::datetime;
 
@@ -258,11 +258,18 @@ fn run_buttons() {
 #[test]
 fn pull_request_and_issue_buttons() {
     use Expected::*;
-    check(PLANNED.status(Status::PrOpen), Intent::FollowUp, Allowed);
+    let on_host = Intent::FollowUp { on_host: true };
+    check(PLANNED.status(Status::PrOpen), on_host, Allowed);
     check(
         PLANNED.status(Status::Merged),
-        Intent::FollowUp,
+        on_host,
         Refused("feature #3 is merged; a follow-up needs an open pull request"),
+    );
+    // Runs go to GitHub Actions: no follow-up, and nothing changes.
+    check(
+        PLANNED.status(Status::PrOpen),
+        Intent::FollowUp { on_host: false },
+        Refused(FOLLOW_UPS_ON_HOST),
     );
     check(PLANNED, Intent::CreateIssue, Allowed);
     check(

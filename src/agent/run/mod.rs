@@ -71,9 +71,16 @@ pub fn new_run(job: &Job, store: &Store, worktree: &str) -> anyhow::Result<Run> 
         None => plan::steps(&job.plan.markdown),
     };
     let now = OffsetDateTime::now_utc();
+    let earlier = store.runs(job.feature.id)?;
+    // A follow-up works on the open pull request: it is this run's too, whatever happens, so
+    // a failed follow-up leaves the feature's pull request open and tracked.
+    let pr_url = match &job.follow_up {
+        Some(_) => earlier.iter().rev().find_map(|r| r.pr_url.clone()),
+        None => None,
+    };
     Ok(Run {
         feature: job.feature.id,
-        number: store.runs(job.feature.id)?.len() as u32 + 1,
+        number: earlier.len() as u32 + 1,
         plan_version: job.plan.version,
         branch: job
             .branch
@@ -91,7 +98,7 @@ pub fn new_run(job: &Job, store: &Store, worktree: &str) -> anyhow::Result<Run> 
             .collect(),
         next_step: 0,
         state: RunState::Running,
-        pr_url: None,
+        pr_url,
         message: None,
         usage: Usage::default(),
         follow_up: job.follow_up.clone(),

@@ -3,6 +3,7 @@
 //! input behind the feature's earlier ones.
 
 use super::*;
+use crate::config::Executor;
 use crate::core::rules::{self, Intent};
 use crate::lock::LockExt;
 
@@ -149,14 +150,16 @@ impl Bot {
     /// rule ([`rules::may`]), asked early for the instant answer.
     pub(super) fn click_refusal(&self, feature: &Feature, button: Button) -> Option<String> {
         let last_run = self.app.last_run(feature.id).ok().flatten();
-        rules::may(feature, last_run.as_ref(), intent(button))
+        let on_host = self.config.agent.executor == Executor::Local;
+        rules::may(feature, last_run.as_ref(), intent(button, on_host))
             .err()
             .map(|refusal| refusal.message)
     }
 }
 
-/// What a click on `button` asks of the core, with what the button was posted under.
-fn intent(button: Button) -> Intent {
+/// What a click on `button` asks of the core, with what the button was posted under;
+/// `on_host` says whether runs go to the bot's host.
+fn intent(button: Button, on_host: bool) -> Intent {
     let version = button.version;
     match button.action {
         Action::GeneratePlan => Intent::GeneratePlan { version },
@@ -170,7 +173,7 @@ fn intent(button: Button) -> Intent {
         Action::StepContinue | Action::StepChange | Action::StepAbort => {
             Intent::DecideStep { step: version }
         }
-        Action::FollowUp => Intent::FollowUp,
+        Action::FollowUp => Intent::FollowUp { on_host },
         Action::CreateIssue => Intent::CreateIssue,
     }
 }

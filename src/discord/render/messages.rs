@@ -2,6 +2,7 @@
 //! attachments) here, with no I/O, so what the bot posts can be read and tested as data.
 
 use super::*;
+use crate::core::rules;
 use crate::model::Run;
 
 /// What a plan message shows of a committed plan version.
@@ -201,34 +202,46 @@ pub(super) fn run_summary(run: &Run) -> String {
 
 /// The message after a run: the pull request (with Follow up), the pushed branch, or what
 /// stopped it (with Resume when there is something to resume).
-pub(super) fn run_ended(feature: FeatureId, run: &Run, summary: &str) -> CreateMessage {
+pub(super) fn run_ended(
+    feature: FeatureId,
+    run: &Run,
+    summary: &str,
+    follow_up: bool,
+) -> CreateMessage {
     let text = match (&run.pr_url, run.state) {
-        (Some(url), _) => format!("✅ Pull request: {url}"),
+        // A follow-up that did not finish: the pull request is still there, as it was.
+        (Some(url), RunState::Failed | RunState::Cancelled) => format!(
+            "{} The follow-up run {summary}. The pull request stays open: {url}",
+            if run.state == RunState::Failed {
+                "❌"
+            } else {
+                "⏹️"
+            }
+        ),
+        (Some(url), _) if follow_up => format!("✅ Pull request: {url}"),
+        (Some(url), _) => format!("✅ Pull request: {url}\n-# {}", rules::FOLLOW_UPS_ON_HOST),
         (None, RunState::Finished | RunState::Stopped) => {
             format!("✅ Branch `{}` is pushed.", run.branch)
         }
         (None, RunState::Cancelled) => format!("⏹️ The agent run was {summary}."),
         (None, _) => format!("❌ The agent run {summary}"),
     };
-    let mut message = CreateMessage::new().content(truncate(&text, MESSAGE_LIMIT));
-    if run.pr_url.is_some() {
-        message = message.components(vec![run_row(
-            feature,
-            run.number,
-            &[(Action::FollowUp, ButtonStyle::Primary)],
-        )]);
-    } else if run.state == RunState::Failed
-        || (run.state == RunState::Cancelled && run.next_step < run.steps.len())
-    {
-        // A failed run with every step done failed at the push or the pull
-        // request: resuming tries those again.
-        message = message.components(vec![run_row(
-            feature,
-            run.number,
-            &[(Action::ResumeRun, ButtonStyle::Primary)],
-        )]);
+    let message = CreateMessage::new().content(truncate(&text, MESSAGE_LIMIT));
+    let buttons: &[(Action, ButtonStyle)] = match (&run.pr_url, run.state) {
+        (Some(_), _) if follow_up => &[(Action::FollowUp, ButtonStyle::Primary)],
+        (Some(_), _) => &[],
+        // A failed run with every step done failed at the push or the pull request: resuming
+        // tries those again.
+        (None, RunState::Failed) => &[(Action::ResumeRun, ButtonStyle::Primary)],
+        (None, RunState::Cancelled) if run.next_step < run.steps.len() => {
+            &[(Action::ResumeRun, ButtonStyle::Primary)]
+        }
+        _ => &[],
+    };
+    if buttons.is_empty() {
+        return message;
     }
-    message
+    message.components(vec![run_row(feature, run.number, buttons)])
 }
 
 /// A run a stop interrupted, with Resume and Abort.

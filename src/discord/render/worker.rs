@@ -220,11 +220,12 @@ impl Worker {
                 self.post_card(feature, position).await;
             }
             OutputKind::RunEvent { event } => self.run_event(feature, event).await,
-            OutputKind::RunEnded { run } => {
+            OutputKind::RunEnded { run, follow_up } => {
                 let summary = run_summary(&run);
                 self.end_card(&run, &summary);
                 self.edit_card(feature, true, false).await;
-                self.post(run_ended(feature, &run, &summary)).await;
+                self.post(run_ended(feature, &run, &summary, follow_up))
+                    .await;
                 self.card = None;
             }
             OutputKind::RunInterrupted { run } => self.post(run_interrupted(feature, &run)).await,

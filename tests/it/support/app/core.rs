@@ -40,7 +40,7 @@ impl TestApp {
         loop {
             match tokio::time::timeout_at(deadline, self.outputs().recv()).await {
                 Ok(Some(Output {
-                    kind: OutputKind::RunEnded { run },
+                    kind: OutputKind::RunEnded { run, .. },
                     ..
                 })) => return (run, seen),
                 Ok(Some(other)) => seen.push(other),
