@@ -31,6 +31,8 @@ pub enum Outcome {
 pub enum Command {
     Plan,
     Approve,
+    /// Settle a plan conflict: keep the bot's version (`true`) or take theirs.
+    Settle(bool),
     Quit,
     Help,
     Say(String),
@@ -45,6 +47,8 @@ impl Command {
             "" => Command::Nothing,
             "/plan" => Command::Plan,
             "/approve" => Command::Approve,
+            "/keep-mine" => Command::Settle(true),
+            "/take-theirs" => Command::Settle(false),
             "/quit" | "/exit" => Command::Quit,
             "/help" | "/?" => Command::Help,
             _ if trimmed.starts_with('/') && !trimmed.contains(' ') => {
@@ -55,7 +59,7 @@ impl Command {
     }
 }
 
-const HELP: &str = "type your answers; /plan writes the plan (a warning if the requirements are not confirmed yet), /approve runs the coding agent on it, /quit leaves";
+const HELP: &str = "type your answers; /plan writes the plan (a warning if the requirements are not confirmed yet), /approve runs the coding agent on it, /keep-mine or /take-theirs settles a plan file someone else changed, /quit leaves";
 
 /// Runs a console session: starts a feature titled `title` (asked for when `None`), or
 /// continues feature `resume`.
@@ -134,6 +138,11 @@ pub async fn run(
                 approve(&app, &mut outputs, &mut ui, feature).await?;
                 continue;
             }
+            Command::Settle(keep_mine) => Input::SettlePlanConflict {
+                feature,
+                version: app.feature(feature)?.plan_version,
+                keep_mine,
+            },
             Command::Say(text) => Input::Message {
                 feature,
                 author: user.clone(),
@@ -238,6 +247,19 @@ impl Ui {
                 ));
             }
             OutputKind::Rejected { message, .. } => self.note(&format!("refused: {message}")),
+            OutputKind::PlanConflict {
+                version,
+                path,
+                theirs,
+                mine,
+                branch,
+            } => self.note(&format!(
+                "someone else changed {path} on the remote (commit {theirs}); plan version {version} is on branch {branch} (commit {mine}): /keep-mine commits it over their change, /take-theirs makes their text the plan"
+            )),
+            OutputKind::PlanConflictSettled { version, kept_mine } => self.note(&match kept_mine {
+                true => format!("plan version {version} is committed on top of their change"),
+                false => format!("their text is plan version {version} now"),
+            }),
             OutputKind::Typing => {}
             OutputKind::ReplyDelta { text, .. } => {
                 if !self.mid_reply {

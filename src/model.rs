@@ -235,6 +235,22 @@ pub struct Feature {
     /// The target repository's name from `[[repos]]`; `None` for the default `[repo]`.
     #[serde(default)]
     pub repo: Option<String>,
+    /// The plan file was changed on the remote by someone else when the latest version was
+    /// written: the admin keeps one of the two before anything is approved.
+    #[serde(default)]
+    pub plan_conflict: Option<PlanConflict>,
+}
+
+/// The plan file changed on the remote by someone else, beside the bot's new version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanConflict {
+    /// The plan version the bot wrote beside theirs.
+    pub version: u32,
+    /// The latest commit on the remote's base branch that changed the file.
+    pub theirs: String,
+    /// The bot's version: its commit, on `branch`.
+    pub mine: String,
+    pub branch: BranchName,
 }
 
 /// Who spoke a turn of the transcript.
@@ -387,6 +403,12 @@ impl BranchName {
         } else {
             BranchName(format!("featurebot/{id}-{slug}"))
         }
+    }
+
+    /// `featurebot/plans/<id>`, where a new plan version waits when someone else changed the
+    /// plan file on the remote.
+    pub fn for_plan(id: FeatureId) -> BranchName {
+        BranchName(format!("featurebot/plans/{id}"))
     }
 
     pub fn as_str(&self) -> &str {

@@ -24,7 +24,8 @@ use time::OffsetDateTime;
 use crate::llm::Usage;
 use crate::lock::LockExt;
 use crate::model::{
-    Author, Feature, FeatureId, Place, PlanVersion, Priority, Run, Speaker, Status, Turn,
+    Author, Feature, FeatureId, Place, PlanConflict, PlanVersion, Priority, Run, Speaker, Status,
+    Turn,
 };
 
 /// The schema this build reads and writes.
@@ -181,6 +182,7 @@ impl Store {
                 labels: Vec::new(),
                 issue: None,
                 repo: None,
+                plan_conflict: None,
             };
             self.meta
                 .insert(NEXT_ID_KEY, &counter.max(next + 1).to_be_bytes())?;
@@ -424,7 +426,21 @@ impl Store {
         .await
     }
 
-    /// Stores a committed plan version and moves the feature to `planned`.
+    /// Records (or, with `None`, clears) a conflict over the feature's plan file.
+    pub async fn set_plan_conflict(
+        &self,
+        id: FeatureId,
+        conflict: Option<PlanConflict>,
+    ) -> Result<Feature, StoreError> {
+        self.update(id, |f| {
+            f.plan_conflict = conflict;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stores a committed plan version and moves the feature to `planned`. A version stored
+    /// again (the same number) replaces the earlier record, as when its commit moved.
     pub async fn add_plan(&self, id: FeatureId, plan: PlanVersion) -> Result<Feature, StoreError> {
         let key = plan_key(id, plan.version);
         let value = encode(&plan)?;

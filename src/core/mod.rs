@@ -30,12 +30,14 @@ use crate::conversation::{self, MarkerFilter};
 use crate::github::{Clients, GitHub, GithubError, IssueSpec, PrState};
 use crate::llm::{self, LlmError, Message, Request};
 use crate::lock::LockExt;
-use crate::model::{Author, Feature, FeatureId, Place, PlanVersion, Speaker, Status};
+use crate::model::{
+    Author, BranchName, Feature, FeatureId, Place, PlanConflict, PlanVersion, Speaker, Status,
+};
 use crate::plan::file as plan_file;
 use crate::plan::{self, Slug, Title};
 use crate::prompts::{self, Prompts};
 use crate::redact::Redactor;
-use crate::repo::{self, RepoError, Repos};
+use crate::repo::{self, Conflict, RepoError, Repos};
 use crate::store::{Store, StoreError};
 use outbox::Outbox;
 use protocol::{Input, Output, OutputKind};
@@ -147,6 +149,7 @@ impl App {
             | Input::AddLabels { feature, .. }
             | Input::CreateIssue { feature }
             | Input::FollowUp { feature }
+            | Input::SettlePlanConflict { feature, .. }
             | Input::StepDecision { feature, .. } => Some(*feature),
         };
         // One input of a feature at a time: its turns, plans and state changes never interleave.
@@ -192,6 +195,7 @@ impl App {
                 | Input::StepDecision { .. }
                 | Input::FollowUp { .. }
                 | Input::CreateIssue { .. }
+                | Input::SettlePlanConflict { .. }
         );
         if !ruled {
             return Ok(true);
@@ -213,6 +217,7 @@ impl App {
                 on_host: self.config.agent.executor == Executor::Local,
             },
             Input::CreateIssue { .. } => Intent::CreateIssue,
+            Input::SettlePlanConflict { version, .. } => Intent::SettlePlanConflict { version },
             _ => return Ok(true),
         };
         match rules::may(&feature, last_run.as_ref(), intent) {
@@ -278,6 +283,9 @@ impl App {
                 Ok(())
             }
             Input::FollowUp { feature } => self.follow_up(feature).await,
+            Input::SettlePlanConflict {
+                feature, keep_mine, ..
+            } => self.settle_plan_conflict(feature, keep_mine).await,
             Input::RefreshPullRequests => self.refresh_pull_requests().await,
             Input::SetPriority { feature, priority } => {
                 self.store.set_priority(feature, priority).await?;

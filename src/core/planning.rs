@@ -69,13 +69,20 @@ impl App {
         };
         let contents = plan::render_file(&feature, &meta, &markdown);
         let message = plan::commit_message(&feature, version);
-        let published = self
-            .repos
-            .of(feature.repo.as_deref())
-            .publish(&path, contents.into_bytes(), &message)
+        // Someone else's text on the remote is not replaced: the new version waits beside it.
+        let guard = plan_file::guard(
+            &feature.title,
+            &self.store.plans(id)?,
+            Some(BranchName::for_plan(id)),
+        );
+        let repo = self.repos.of(feature.repo.as_deref());
+        let published = repo
+            .publish(&path, contents.into_bytes(), &message, Some(guard))
             .await
             .context("committing the plan")?;
-        let commit = published.commit;
+        let commit = published
+            .commit
+            .context("committing the plan: nothing was committed")?;
         let path_text = path.to_string_lossy().into_owned();
         tracing::info!(feature = id.0, version, path = %path_text, %commit, "plan committed");
         self.store
@@ -100,7 +107,158 @@ impl App {
                 },
             );
         }
-        self.show_new_plan(id, version, &path_text, commit, &markdown)
+        self.show_new_plan(id, version, &path_text, commit.clone(), &markdown)?;
+        let earlier = feature.plan_conflict.clone();
+        match published.conflict {
+            Some(Conflict {
+                theirs,
+                branch: Some(branch),
+            }) => {
+                self.store
+                    .set_plan_conflict(
+                        id,
+                        Some(PlanConflict {
+                            version,
+                            theirs: theirs.clone(),
+                            mine: commit.clone(),
+                            branch: branch.clone(),
+                        }),
+                    )
+                    .await?;
+                self.emit(
+                    id,
+                    OutputKind::PlanConflict {
+                        version,
+                        path: path_text,
+                        theirs,
+                        mine: commit,
+                        branch: branch.to_string(),
+                    },
+                );
+            }
+            _ if earlier.is_some() => self.conflict_gone(id, repo).await?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The admin's choice on a plan conflict (`rules::may` checked it is the pending one):
+    /// keep the bot's version, committed on top of theirs on the base branch; or take theirs
+    /// as the next plan version. Either way the side branch goes.
+    pub(super) async fn settle_plan_conflict(
+        &self,
+        id: FeatureId,
+        keep_mine: bool,
+    ) -> anyhow::Result<()> {
+        let feature = self.store.feature(id)?;
+        let Some(latest) = self.store.plans(id)?.pop() else {
+            return Ok(());
+        };
+        let repo = self.repos.of(feature.repo.as_deref());
+        let path = PathBuf::from(&latest.path);
+        let version = if keep_mine {
+            let meta = plan::Meta {
+                version: latest.version,
+                created: latest.at,
+                status: feature.status,
+                pr: None,
+            };
+            let contents = plan::render_file(&feature, &meta, &latest.markdown);
+            let message = format!(
+                "plan: {} (version {} kept over a change on the remote)\n\nFeature-Id: {}\nPlan-Version: {}\n",
+                feature.title, latest.version, id, latest.version
+            );
+            let published = repo
+                .publish(&path, contents.into_bytes(), &message, None)
+                .await
+                .context("committing the plan")?;
+            if let Some(err) = published.push_error {
+                self.refuse(id, format!("the plan is committed locally but pushing it failed, so the conflict stays: {err}"));
+                return Ok(());
+            }
+            let commit = published.commit.unwrap_or_default();
+            self.store
+                .add_plan(
+                    id,
+                    PlanVersion {
+                        commit,
+                        ..latest.clone()
+                    },
+                )
+                .await?;
+            latest.version
+        } else {
+            let Some((theirs, text)) = repo.remote_file(&path).await? else {
+                self.refuse(
+                    id,
+                    format!(
+                        "{} is no longer on the remote's base branch; generate the plan again",
+                        latest.path
+                    ),
+                );
+                return Ok(());
+            };
+            let body = plan_file::parse_plan_file(&text)
+                .map_err(|e| anyhow::anyhow!("their plan file cannot be read: {e}"))?
+                .markdown;
+            let heading = format!("# {}", feature.title);
+            let markdown = body
+                .strip_prefix(&heading)
+                .map(str::trim)
+                .unwrap_or(&body)
+                .to_string();
+            let version = latest.version + 1;
+            let markdown = self.redactor.redact(&markdown);
+            self.store
+                .add_plan(
+                    id,
+                    PlanVersion {
+                        version,
+                        path: latest.path.clone(),
+                        commit: theirs.clone(),
+                        markdown: markdown.clone(),
+                        at: OffsetDateTime::now_utc(),
+                    },
+                )
+                .await?;
+            // Their text stays; the front matter now says which version it is.
+            if let Some(why) = plan_file::refresh(
+                repo,
+                &self.store,
+                id,
+                &format!("version {version}, from {}", plan_file::short(&theirs)),
+            )
+            .await?
+            {
+                self.emit(
+                    id,
+                    OutputKind::Warning {
+                        message: format!("their plan is version {version} now, but {why}"),
+                    },
+                );
+            }
+            self.show_new_plan(id, version, &latest.path, theirs, &markdown)?;
+            version
+        };
+        self.conflict_gone(id, repo).await?;
+        self.emit(
+            id,
+            OutputKind::PlanConflictSettled {
+                version,
+                kept_mine: keep_mine,
+            },
+        );
+        Ok(())
+    }
+
+    /// Clears a settled plan conflict and deletes its side branch (a failure to delete it is
+    /// only logged: the branch is the bot's own and harms nobody).
+    async fn conflict_gone(&self, id: FeatureId, repo: &repo::Repo) -> anyhow::Result<()> {
+        self.store.set_plan_conflict(id, None).await?;
+        if let Err(err) = repo.delete_branch(&BranchName::for_plan(id)).await {
+            tracing::warn!(feature = id.0, error = %err, "deleting the plan's side branch failed");
+        }
+        Ok(())
     }
 
     /// Whether a plan may be written for `feature` now; says why not when it may not. A

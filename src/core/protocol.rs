@@ -59,6 +59,13 @@ pub enum Input {
         step: u32,
         decision: StepDecision,
     },
+    /// Settle the conflict over the plan file that plan `version` was written into: keep the
+    /// bot's version (`keep_mine`, committed on top of theirs) or take theirs as the plan.
+    SettlePlanConflict {
+        feature: FeatureId,
+        version: u32,
+        keep_mine: bool,
+    },
     /// Ask GitHub whether open pull requests were merged or closed.
     RefreshPullRequests,
     /// Add labels (untrusted text; each is cleaned up or refused).
@@ -107,6 +114,17 @@ pub enum OutputKind {
         markdown: String,
         again: bool,
     },
+    /// Someone else changed the plan file on the remote: plan `version` is committed on
+    /// `branch` beside their commit, and waits for the admin to keep one of the two.
+    PlanConflict {
+        version: u32,
+        path: String,
+        theirs: String,
+        mine: String,
+        branch: String,
+    },
+    /// The plan conflict is settled: `kept_mine`, or their text became plan `version`.
+    PlanConflictSettled { version: u32, kept_mine: bool },
     /// The conversation goes on after a confirmation.
     Refining,
     /// Plan `version` was approved; an agent run may start.

@@ -44,10 +44,17 @@ pub enum Intent {
         on_host: bool,
     },
     CreateIssue,
+    /// Keep one side of the conflict over plan `version`'s file.
+    SettlePlanConflict {
+        version: u32,
+    },
 }
 
 /// Why there is no follow-up when runs go to GitHub Actions.
 pub const FOLLOW_UPS_ON_HOST: &str = "follow-ups run on the bot's host only, and runs go to GitHub Actions here: push the change to the pull request's branch yourself, or set agent.executor = \"local\" for follow-ups";
+
+/// Why nothing is approved while the plan file is in conflict.
+pub const PLAN_CONFLICT: &str = "the plan file was changed on the remote by someone else: choose Keep mine or Take theirs under the conflict message first, so the plan that runs is the one in the repository";
 
 /// Why an input may not act, as a sentence for the person who asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +81,14 @@ pub fn may(feature: &Feature, last_run: Option<&Run>, intent: Intent) -> Result<
             "feature #{id} is {status}; a follow-up needs an open pull request"
         )),
         Intent::FollowUp { on_host: false } => no(FOLLOW_UPS_ON_HOST.to_string()),
+        Intent::SettlePlanConflict { version } => match &feature.plan_conflict {
+            None => done("the plan conflict is already settled".to_string()),
+            Some(conflict) if conflict.version != version || status != Status::Planned => no(
+                format!("this conflict is over plan version {version}, which is no longer current; use the buttons under the latest plan")
+            ),
+            Some(_) => Ok(()),
+        },
+        Intent::Approve { .. } if feature.plan_conflict.is_some() => no(PLAN_CONFLICT.to_string()),
         Intent::CreateIssue => match &feature.issue {
             Some((number, _)) => done(format!(
                 "GitHub issue #{number} already mirrors this feature"

@@ -179,8 +179,8 @@ impl RunQueue {
             .await
             {
                 Ok(None) => {}
-                Ok(Some(err)) => {
-                    tracing::warn!(feature = feature.0, error = %err, "pushing the plan file failed")
+                Ok(Some(why)) => {
+                    tracing::warn!(feature = feature.0, %why, "the plan file is not up to date on the remote")
                 }
                 Err(err) => {
                     tracing::warn!(feature = feature.0, error = %format!("{err:#}"), "updating the plan file failed")

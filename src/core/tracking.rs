@@ -106,8 +106,8 @@ impl App {
         .await
         {
             Ok(None) => {}
-            Ok(Some(err)) => {
-                tracing::warn!(feature = feature.id.0, error = %err, "pushing the plan file failed")
+            Ok(Some(why)) => {
+                tracing::warn!(feature = feature.id.0, %why, "the plan file is not up to date on the remote")
             }
             Err(err) => {
                 tracing::warn!(feature = feature.id.0, error = %format!("{err:#}"), "updating the plan file failed")
@@ -139,9 +139,7 @@ impl App {
         .await;
         let problem = match refreshed {
             Ok(None) => None,
-            Ok(Some(err)) => Some(format!(
-                "the change is saved and committed, but pushing the plan file failed: {err}"
-            )),
+            Ok(Some(why)) => Some(format!("the change is saved, but {why}")),
             Err(err) => Some(format!(
                 "the change is saved, but the plan file could not be updated: {err:#}"
             )),

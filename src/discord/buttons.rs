@@ -25,6 +25,8 @@ pub enum Action {
     StepContinue,
     StepChange,
     StepAbort,
+    KeepMine,
+    TakeTheirs,
 }
 
 impl Action {
@@ -43,6 +45,8 @@ impl Action {
             Action::StepContinue => "continue",
             Action::StepChange => "change",
             Action::StepAbort => "stop",
+            Action::KeepMine => "mine",
+            Action::TakeTheirs => "theirs",
         }
     }
 
@@ -61,6 +65,8 @@ impl Action {
             Action::StepContinue => "Continue",
             Action::StepChange => "Change this step",
             Action::StepAbort => "Abort",
+            Action::KeepMine => "Keep mine on top",
+            Action::TakeTheirs => "Take theirs",
         }
     }
 }
@@ -109,6 +115,8 @@ impl FromStr for Button {
             "continue" => Action::StepContinue,
             "change" => Action::StepChange,
             "stop" => Action::StepAbort,
+            "mine" => Action::KeepMine,
+            "theirs" => Action::TakeTheirs,
             _ => return Err(()),
         };
         let feature = parts.next().ok_or(())?.parse::<u64>().map_err(|_| ())?;

@@ -188,23 +188,34 @@ pub fn read_file(
         .revparse_single(commit)
         .and_then(|object| object.peel_to_commit())
         .map_err(|e| git_error(format!("finding commit {commit}"), e))?;
-    let tree = found
+    text_at(&repo, &found, &path)
+}
+
+/// The text of `path` (as [`tree_path`] spells it) in `commit`; `None` when there is no file
+/// there.
+pub(super) fn text_at(
+    repo: &Repository,
+    commit: &git2::Commit<'_>,
+    path: &str,
+) -> Result<Option<String>, RepoError> {
+    let id = commit.id();
+    let tree = commit
         .tree()
-        .map_err(|e| git_error(format!("reading the tree of {commit}"), e))?;
-    let entry = match tree.get_path(Path::new(&path)) {
+        .map_err(|e| git_error(format!("reading the tree of {id}"), e))?;
+    let entry = match tree.get_path(Path::new(path)) {
         Ok(entry) => entry,
         Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
-        Err(e) => return Err(git_error(format!("looking up {path} in {commit}"), e)),
+        Err(e) => return Err(git_error(format!("looking up {path} in {id}"), e)),
     };
     let object = entry
-        .to_object(&repo)
-        .map_err(|e| git_error(format!("reading {path} at {commit}"), e))?;
+        .to_object(repo)
+        .map_err(|e| git_error(format!("reading {path} at {id}"), e))?;
     let Ok(blob) = object.into_blob() else {
         return Ok(None);
     };
     String::from_utf8(blob.content().to_vec())
         .map(Some)
-        .map_err(|_| RepoError::Git(format!("{path} at {commit} is not UTF-8 text")))
+        .map_err(|_| RepoError::Git(format!("{path} at {id} is not UTF-8 text")))
 }
 
 pub(super) fn base_tip<'r>(

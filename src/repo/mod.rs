@@ -3,8 +3,8 @@
 //! [`Repo`] is the async facade the rest of the process uses: one per target repository, built
 //! once at start-up and shared, it owns that repository's commit lock and runs every git call
 //! off the async runtime. The blocking functions it calls live in `base.rs` (the base branch:
-//! inspect, commit one file, read a file back), `remote.rs` (fetch, push, credentials) and
-//! `worktree.rs` (an agent run's work tree, its commits and diffs); each opens the repository
+//! inspect, commit one file, read a file back), `publish.rs` (one file on the remote's tip,
+//! never over someone else's text), `remote.rs` (fetch, push, credentials) and `worktree.rs` (an agent run's work tree, its commits and diffs); each opens the repository
 //! afresh and holds nothing between calls.
 //!
 //! Invariant: every commit to a target repository's base branch, every fetch into it and every
@@ -12,6 +12,7 @@
 //! plans, the front-matter updates of the run queue, an agent run's preparation).
 
 pub mod base;
+pub mod publish;
 pub mod remote;
 pub mod worktree;
 
@@ -25,6 +26,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, RepoConfig};
 use crate::model::BranchName;
+pub use publish::{Conflict, Guard, Published};
 use worktree::Worktree;
 
 /// What can go wrong with the target repository, one variant per thing a caller or a user
@@ -170,25 +172,43 @@ impl Repo {
     }
 
     /// Commits `contents` as `path` on the base branch and, with `push_plans`, pushes it on top
-    /// of the remote's tip ([`remote::publish_file`]), all under one hold of the lock, so no
+    /// of the remote's tip ([`publish::publish_file`]), all under one hold of the lock, so no
     /// other commit of this process lands in between. A failed push does not undo the commit:
-    /// it is returned beside it, for the caller to report.
+    /// it is returned beside it, for the caller to report. With a `guard`, a copy of the file
+    /// someone else changed on the remote is not replaced (see [`publish::Guard`]).
     pub async fn publish(
         &self,
         path: &Path,
         contents: Vec<u8>,
         message: &str,
+        guard: Option<Guard>,
     ) -> Result<Published, RepoError> {
         let path = path.to_path_buf();
         let message = message.to_string();
         self.locked(move |cfg| match cfg.push_plans {
-            true => remote::publish_file(cfg, &path, &contents, &message),
+            true => publish::publish_file(cfg, &path, &contents, &message, guard.as_ref()),
             false => Ok(Published {
-                commit: base::commit_file(cfg, &path, &contents, &message)?,
+                commit: Some(base::commit_file(cfg, &path, &contents, &message)?),
                 push_error: None,
+                conflict: None,
             }),
         })
         .await
+    }
+
+    /// The remote's text of `path` on the base branch and the commit that last changed it;
+    /// see [`publish::remote_file`].
+    pub async fn remote_file(&self, path: &Path) -> Result<Option<(String, String)>, RepoError> {
+        let path = path.to_path_buf();
+        self.locked(move |cfg| publish::remote_file(cfg, &path))
+            .await
+    }
+
+    /// Deletes one of the bot's side branches, here and on the remote.
+    pub async fn delete_branch(&self, branch: &BranchName) -> Result<(), RepoError> {
+        let branch = branch.clone();
+        self.locked(move |cfg| remote::delete_branch(cfg, &branch))
+            .await
     }
 
     /// Pushes a run's branch to the remote; see [`remote::push_branch`].
@@ -257,14 +277,6 @@ impl Repo {
         let cfg = self.cfg.clone();
         blocking(move || f(&cfg)).await
     }
-}
-
-/// What [`Repo::publish`] did: the commit, and the push's failure when it was pushed and the
-/// push failed (the commit is then only in the clone, and goes out with the next push).
-#[derive(Debug)]
-pub struct Published {
-    pub commit: String,
-    pub push_error: Option<RepoError>,
 }
 
 /// The repositories of every target (`[repo]` and each `[[repos]]` entry), built once at

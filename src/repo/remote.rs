@@ -1,6 +1,5 @@
-//! The remote: fetching the base branch or a run's branch, pushing them, publishing a plan
-//! file on the remote's tip (the remote is the truth when others pushed first), and the
-//! credentials and error scrubbing around all of them.
+//! The remote: fetching the base branch or a run's branch, pushing them (and deleting the
+//! bot's own side branches), and the credentials and error scrubbing around all of them.
 //!
 //! Invariant: no push is ever forced; a commit someone else pushed is never overwritten.
 //!
@@ -13,7 +12,7 @@ use git2::{Cred, CredentialType, ErrorCode, PushOptions, RemoteCallbacks, Reposi
 
 use crate::config::RepoConfig;
 
-use super::base::{base_tip, build_commit, commit_file, tree_path};
+use super::base::base_tip;
 use super::*;
 use crate::model::BranchName;
 
@@ -41,7 +40,7 @@ fn push_branch_in(repo: &Repository, cfg: &RepoConfig, branch: &str) -> Result<(
 
 /// Pushes the local reference `source` (a full refname) to `refs/heads/<branch>` on the
 /// configured remote, without force.
-fn push_ref(
+pub(super) fn push_ref(
     repo: &Repository,
     cfg: &RepoConfig,
     source: &str,
@@ -142,143 +141,6 @@ fn push_ref(
     }
     tracing::info!(remote = %cfg.remote, %branch, "pushed");
     Ok(())
-}
-
-/// How often [`publish_file`] rebuilds its commit when the remote moves between its fetch and
-/// its push.
-const PUBLISH_ATTEMPTS: usize = 3;
-
-/// Commits `contents` as `rel_path` for the remote's base branch and pushes it, treating the
-/// remote as the truth: when `<remote>/<base>` has commits the local base branch lacks (a
-/// teammate's merge), the one-file commit is built on the remote's tip, pushed without force,
-/// and rebuilt on the new tip when the remote moved again in between (a bounded number of
-/// times). The local base branch follows where that is a fast-forward and it is not checked
-/// out; a checked-out clone's branch and work tree are left as they are.
-///
-/// When the local branch is level with the remote or ahead of it, this is [`commit_file`] and
-/// a push, as without a moving remote. A remote that cannot be fetched or pushed to leaves the
-/// commit in the clone, with the error returned beside it.
-pub fn publish_file(
-    cfg: &RepoConfig,
-    rel_path: &Path,
-    contents: &[u8],
-    message: &str,
-) -> Result<Published, RepoError> {
-    // The latest commit made and the latest refusal, for when every attempt is refused.
-    let mut made: Option<String> = None;
-    let mut last_error = None;
-    for _ in 0..PUBLISH_ATTEMPTS {
-        if let Err(err) = fetch_base(cfg) {
-            let commit = commit_file(cfg, rel_path, contents, message)?;
-            return Ok(Published {
-                commit,
-                push_error: Some(err),
-            });
-        }
-        let repo = open(cfg)?;
-        let head = head(&repo)?;
-        let local = base_tip(&repo, cfg, &head)?;
-        let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
-        let remote_tip = match repo.find_reference(&tracking) {
-            Ok(reference) => Some(
-                reference
-                    .peel_to_commit()
-                    .map_err(|e| git_error(format!("reading {tracking}"), e))?,
-            ),
-            Err(_) => None,
-        };
-        let behind = match &remote_tip {
-            Some(tip) if tip.id() != local.id() => !repo
-                .graph_descendant_of(local.id(), tip.id())
-                .map_err(|e| git_error("comparing the base branch with the remote's", e))?,
-            _ => false,
-        };
-        let (commit, pushed) = match (behind, remote_tip) {
-            (true, Some(tip)) => publish_on(&repo, cfg, rel_path, contents, message, &tip, &head)?,
-            // Level with the remote, ahead of it, or a remote without the branch yet.
-            _ => {
-                let commit = commit_file(cfg, rel_path, contents, message)?;
-                let pushed = push_base(cfg);
-                (commit, pushed)
-            }
-        };
-        match pushed {
-            Ok(()) => {
-                return Ok(Published {
-                    commit,
-                    push_error: None,
-                })
-            }
-            // The remote moved between the fetch and the push: start again from its new tip.
-            Err(err @ RepoError::PushRejected { .. }) => {
-                made = Some(commit);
-                last_error = Some(err);
-            }
-            // Unreachable, or refused for another reason: the commit stays in the clone.
-            Err(err) => {
-                return Ok(Published {
-                    commit,
-                    push_error: Some(err),
-                })
-            }
-        }
-    }
-    match made {
-        Some(commit) => Ok(Published {
-            commit,
-            push_error: last_error,
-        }),
-        None => Err(RepoError::Git(
-            "publishing the plan file failed".to_string(),
-        )),
-    }
-}
-
-/// Builds the one-file commit on the remote's `tip` and pushes it there; then the tracking
-/// branch and, when allowed, the local base branch follow. Returns the commit's id and how
-/// the push went (a commit the remote refused is on no branch).
-fn publish_on(
-    repo: &Repository,
-    cfg: &RepoConfig,
-    rel_path: &Path,
-    contents: &[u8],
-    message: &str,
-    tip: &git2::Commit<'_>,
-    head: &Head,
-) -> Result<(String, Result<(), RepoError>), RepoError> {
-    let path = tree_path(cfg, rel_path)?;
-    let (commit, _, _) = build_commit(repo, cfg, &path, contents, message, tip)?;
-    // libgit2 pushes references, not bare ids: a private one carries the commit.
-    let carrier = "refs/featurebot/publish";
-    repo.reference(carrier, commit, true, "featurebot: publish")
-        .map_err(|e| git_error(format!("making {carrier}"), e))?;
-    let pushed = push_ref(repo, cfg, carrier, &cfg.base_branch);
-    if let Ok(mut reference) = repo.find_reference(carrier) {
-        let _ = reference.delete();
-    }
-    if let Err(err) = pushed {
-        return Ok((commit.to_string(), Err(err)));
-    }
-    let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
-    repo.reference(&tracking, commit, true, "featurebot: published")
-        .map_err(|e| git_error(format!("moving {tracking}"), e))?;
-    let checked_out = matches!(head, Head::Branch(name) if *name == cfg.base_branch);
-    let local = format!("refs/heads/{}", cfg.base_branch);
-    let local_tip = repo.refname_to_id(&local).ok();
-    let fast_forward =
-        local_tip.is_some_and(|old| repo.graph_descendant_of(commit, old).unwrap_or(false));
-    match (checked_out, fast_forward, local_tip) {
-        (false, true, Some(old)) => {
-            repo.reference_matching(&local, commit, true, old, "featurebot: published")
-                .map_err(|e| git_error(format!("moving {local}"), e))?;
-        }
-        _ => tracing::info!(
-            branch = %cfg.base_branch,
-            "the remote had moved on: the plan is committed on its tip and pushed; the local branch is left as it is"
-        ),
-    }
-    tracing::info!(%commit, %path, "published plan file on the remote's tip");
-    Ok((commit.to_string(), Ok(())))
 }
 
 /// Updates `<remote>/<base_branch>` from the remote, so a new run starts from the latest base.
@@ -417,4 +279,24 @@ fn is_ssh(url: &str) -> bool {
         (Some(colon), slash) => colon > 1 && slash.is_none_or(|slash| colon < slash),
         (None, _) => false,
     }
+}
+
+/// Deletes `branch` on the remote and here: a side branch of the bot's own
+/// (`featurebot/plans/<id>`) once its conflict is settled. A branch the remote does not have is
+/// no error.
+pub fn delete_branch(cfg: &RepoConfig, branch: &BranchName) -> Result<(), RepoError> {
+    let repo = open(cfg)?;
+    let name = branch.as_str();
+    if let Ok(mut local) = repo.find_branch(name, git2::BranchType::Local) {
+        local
+            .delete()
+            .map_err(|e| git_error(format!("deleting branch {name}"), e))?;
+    }
+    let tracking = format!("refs/remotes/{}/{name}", cfg.remote);
+    if let Ok(mut reference) = repo.find_reference(&tracking) {
+        // An empty source deletes the remote's branch.
+        push_ref(&repo, cfg, "", name)?;
+        let _ = reference.delete();
+    }
+    Ok(())
 }

@@ -106,6 +106,16 @@ fn button_ids_round_trip_and_stay_short() {
         Action::Approve,
         Action::RequestChanges,
         Action::Discard,
+        Action::CancelRun,
+        Action::ResumeRun,
+        Action::AbortRun,
+        Action::CreateIssue,
+        Action::FollowUp,
+        Action::StepContinue,
+        Action::StepChange,
+        Action::StepAbort,
+        Action::KeepMine,
+        Action::TakeTheirs,
     ] {
         let button = Button {
             action,

@@ -133,7 +133,7 @@ async fn a_refused_push_is_reported_and_the_commit_kept() {
         })
         .unwrap_or_else(|| panic!("no warning: {outputs:?}"));
     assert!(
-        warning.starts_with("the change is saved and committed, but pushing the plan file failed"),
+        warning.starts_with("the change is saved, but pushing the plan file failed"),
         "{warning}"
     );
     let subject = git(&h.repo.path, &["log", "-1", "--format=%s", "main"]);
@@ -349,4 +349,293 @@ async fn a_failed_follow_up_leaves_the_pull_request_open_and_tracked() {
     p.github().set_pull_state(number, "closed", true);
     p.send(Input::RefreshPullRequests).await;
     assert_eq!(p.status(id), Status::Merged);
+}
+
+/// A teammate rewrites a line of feature #1's plan on `origin/main`; returns their commit.
+fn teammate_edits_the_plan(h: &TestApp, id: FeatureId) -> String {
+    let bare = h.repo.remote.clone().unwrap();
+    let path = h.store().plans(id).unwrap()[0].path.clone();
+    let other = h.repo.dir.path().join("editor");
+    git(
+        h.repo.dir.path(),
+        &["clone", "--quiet", bare.to_str().unwrap(), "editor"],
+    );
+    let file = other.join(&path);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text.replace(
+        "1. Add GET /export.csv",
+        "1. Add GET /export.csv, paginated",
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&file, edited).unwrap();
+    git(
+        &other,
+        &[
+            "-c",
+            "user.name=Pat",
+            "-c",
+            "user.email=pat@test.invalid",
+            "commit",
+            "--quiet",
+            "-am",
+            "plan: paginate the export",
+        ],
+    );
+    git(&other, &["push", "--quiet", "origin", "main"]);
+    git(&bare, &["rev-parse", "main"]).trim().to_string()
+}
+
+/// Plan version 2 of feature #1, after a request for changes.
+async fn second_plan(h: &mut TestApp, id: FeatureId) -> Vec<featurebot::core::protocol::Output> {
+    h.send(Input::RequestChanges {
+        feature: id,
+        version: 1,
+    })
+    .await;
+    confirm(&h.llm, &["export as CSV", "with a header row"]);
+    h.say(id, "add a header row").await;
+    h.llm.push(crate::support::fake_llm::Reply::Text(
+        crate::support::scripts::GOOD_PLAN.replace(
+            "2. Add an Export button",
+            "2. Add an Export button with a header row",
+        ),
+    ));
+    h.send(Input::GeneratePlan {
+        feature: id,
+        force: false,
+    })
+    .await
+}
+
+/// What a conflict leaves: their text on `main`, the bot's on its side branch on top of it.
+async fn conflicted() -> (TestApp, FeatureId, String) {
+    let (mut h, id) = pushed_plan().await;
+    let bare = h.repo.remote.clone().unwrap();
+    let theirs = teammate_edits_the_plan(&h, id);
+    let outputs = second_plan(&mut h, id).await;
+    let plans = h.store().plans(id).unwrap();
+    let mine = plans[1].commit.clone();
+    let conflict = outputs
+        .iter()
+        .find_map(|o| match &o.kind {
+            OutputKind::PlanConflict {
+                version,
+                theirs,
+                mine,
+                branch,
+                ..
+            } => Some((*version, theirs.clone(), mine.clone(), branch.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no conflict shown: {outputs:?}"));
+    assert_eq!(
+        conflict,
+        (
+            2,
+            theirs.clone(),
+            mine.clone(),
+            "featurebot/plans/1".to_string()
+        )
+    );
+    // Their text is still on main; version 2 is on the side branch, on top of their commit.
+    assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), theirs);
+    assert_eq!(
+        git(&bare, &["rev-parse", "featurebot/plans/1"]).trim(),
+        mine
+    );
+    assert_eq!(
+        git(&bare, &["rev-parse", "featurebot/plans/1^"]).trim(),
+        theirs
+    );
+    (h, id, theirs)
+}
+
+#[tokio::test]
+async fn a_plan_file_someone_else_changed_is_not_overwritten_and_nothing_is_approved_until_chosen()
+{
+    use featurebot::core::rules::PLAN_CONFLICT;
+    let (mut h, id, _) = conflicted().await;
+    let outputs = h
+        .send(Input::Approve {
+            feature: id,
+            version: 2,
+        })
+        .await;
+    assert_eq!(rejections(&outputs), [PLAN_CONFLICT], "{outputs:?}");
+    assert_eq!(h.status(id), featurebot::model::Status::Planned);
+
+    // A front-matter update leaves their text alone too, and says so.
+    let bare = h.repo.remote.clone().unwrap();
+    let before = git(&bare, &["rev-parse", "main"]);
+    let outputs = h
+        .send(Input::SetPriority {
+            feature: id,
+            priority: Priority::P1,
+        })
+        .await;
+    let warning = outputs
+        .iter()
+        .find_map(|o| match &o.kind {
+            OutputKind::Warning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no warning: {outputs:?}"));
+    assert!(
+        warning.contains("changed on the remote by someone else")
+            && warning.contains("their text is kept"),
+        "{warning}"
+    );
+    assert_eq!(git(&bare, &["rev-parse", "main"]), before);
+}
+
+#[tokio::test]
+async fn keep_mine_commits_the_bots_version_on_top_of_theirs() {
+    let (mut h, id, theirs) = conflicted().await;
+    let bare = h.repo.remote.clone().unwrap();
+    let path = h.store().plans(id).unwrap()[1].path.clone();
+    let outputs = h
+        .send(Input::SettlePlanConflict {
+            feature: id,
+            version: 2,
+            keep_mine: true,
+        })
+        .await;
+    assert!(
+        outputs.iter().any(|o| matches!(
+            o.kind,
+            OutputKind::PlanConflictSettled {
+                version: 2,
+                kept_mine: true
+            }
+        )),
+        "{outputs:?}"
+    );
+    assert_eq!(
+        git(&bare, &["rev-parse", "main^"]).trim(),
+        theirs,
+        "their commit stays in the history"
+    );
+    let file = git(&bare, &["show", &format!("main:{path}")]);
+    assert!(
+        file.contains("2. Add an Export button with a header row"),
+        "{file}"
+    );
+    assert!(!file.contains("paginated"), "{file}");
+    assert_eq!(
+        h.store().plans(id).unwrap()[1].commit,
+        git(&bare, &["rev-parse", "main"]).trim(),
+        "version 2 points at the commit on main"
+    );
+    assert!(
+        git(&bare, &["branch", "--list", "featurebot/plans/1"])
+            .trim()
+            .is_empty(),
+        "the side branch is gone"
+    );
+    // A second click changes nothing; Approve works again.
+    let again = h
+        .send(Input::SettlePlanConflict {
+            feature: id,
+            version: 2,
+            keep_mine: true,
+        })
+        .await;
+    assert!(rejections(&again).is_empty(), "{again:?}");
+    assert!(h.store().feature(id).unwrap().plan_conflict.is_none());
+}
+
+#[tokio::test]
+async fn take_theirs_makes_their_text_the_next_plan_version() {
+    let (mut h, id, theirs) = conflicted().await;
+    let bare = h.repo.remote.clone().unwrap();
+    let outputs = h
+        .send(Input::SettlePlanConflict {
+            feature: id,
+            version: 2,
+            keep_mine: false,
+        })
+        .await;
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o.kind, OutputKind::PlanCommitted { version: 3, .. })),
+        "their text is shown as plan version 3: {outputs:?}"
+    );
+    let plans = h.store().plans(id).unwrap();
+    assert_eq!(plans.len(), 3);
+    assert!(
+        plans[2]
+            .markdown
+            .contains("1. Add GET /export.csv, paginated"),
+        "{}",
+        plans[2].markdown
+    );
+    assert!(
+        !plans[2].markdown.starts_with("# "),
+        "{}",
+        plans[2].markdown
+    );
+    assert_eq!(h.store().feature(id).unwrap().plan_version, 3);
+    // On main: their text, with front matter that says version 3, on top of their commit.
+    assert_eq!(git(&bare, &["rev-parse", "main^"]).trim(), theirs);
+    let file = git(&bare, &["show", &format!("main:{}", plans[2].path)]);
+    assert!(file.contains("\nversion: 3\n"), "{file}");
+    assert!(
+        file.contains("paginated") && !file.contains("header row"),
+        "{file}"
+    );
+    assert!(git(&bare, &["branch", "--list", "featurebot/plans/1"])
+        .trim()
+        .is_empty());
+    // Version 3 can be approved.
+    h.send(Input::Approve {
+        feature: id,
+        version: 3,
+    })
+    .await;
+    assert_ne!(h.status(id), featurebot::model::Status::Planned);
+}
+
+/// A merged pull request brings the run's ticked plan file to main: that is still the bot's
+/// plan, not someone else's change.
+#[tokio::test]
+async fn a_ticked_plan_file_from_a_merged_run_is_not_a_conflict() {
+    let (mut h, id) = pushed_plan().await;
+    let bare = h.repo.remote.clone().unwrap();
+    let path = h.store().plans(id).unwrap()[0].path.clone();
+    let other = h.repo.dir.path().join("merger");
+    git(
+        h.repo.dir.path(),
+        &["clone", "--quiet", bare.to_str().unwrap(), "merger"],
+    );
+    let file = other.join(&path);
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        featurebot::plan::tick_step(&featurebot::plan::tick_step(&text, 0), 1),
+    )
+    .unwrap();
+    git(
+        &other,
+        &[
+            "-c",
+            "user.name=Pat",
+            "-c",
+            "user.email=pat@test.invalid",
+            "commit",
+            "--quiet",
+            "-am",
+            "Merge pull request #1",
+        ],
+    );
+    git(&other, &["push", "--quiet", "origin", "main"]);
+    let outputs = h
+        .send(Input::SetPriority {
+            feature: id,
+            priority: Priority::P1,
+        })
+        .await;
+    assert_no_warning(&outputs);
+    let file = git(&bare, &["show", &format!("main:{path}")]);
+    assert!(file.contains("\npriority: p1\n"), "{file}");
 }

@@ -136,6 +136,7 @@ fn feature(title: &str) -> Feature {
         labels: Vec::new(),
         issue: None,
         repo: None,
+        plan_conflict: None,
     }
 }
 

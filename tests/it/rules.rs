@@ -64,6 +64,7 @@ fn check(state: State, intent: Intent, expected: Expected) {
             .issue
             .map(|n| (n, format!("https://github.com/acme/shop/issues/{n}"))),
         repo: None,
+        plan_conflict: None,
     };
     let run = state.run.map(|(number, run_state, next_step, steps)| Run {
         feature: FeatureId(3),

@@ -175,6 +175,7 @@ fn intent(button: Button, on_host: bool) -> Intent {
         }
         Action::FollowUp => Intent::FollowUp { on_host },
         Action::CreateIssue => Intent::CreateIssue,
+        Action::KeepMine | Action::TakeTheirs => Intent::SettlePlanConflict { version },
     }
 }
 
@@ -266,5 +267,20 @@ fn announce(button: Button, who: &str) -> (String, Input) {
                 feature: button.feature,
             },
         ),
+        Action::KeepMine | Action::TakeTheirs => {
+            let keep_mine = button.action == Action::KeepMine;
+            let text = match keep_mine {
+                true => format!("{who} keeps plan version {} on top of the remote's change", button.version),
+                false => format!("{who} takes the remote's version of the plan"),
+            };
+            (
+                text,
+                Input::SettlePlanConflict {
+                    feature: button.feature,
+                    version: button.version,
+                    keep_mine,
+                },
+            )
+        }
     }
 }

@@ -152,6 +152,45 @@ pub(super) fn plan_diff(
     }
 }
 
+/// Someone else changed the plan file on the remote: both commits, and the two ways out.
+pub(super) fn plan_conflict(
+    feature: FeatureId,
+    version: u32,
+    path: &str,
+    theirs: &str,
+    mine: &str,
+    branch: &str,
+) -> CreateMessage {
+    let text = format!(
+        "⚠️ Someone else changed `{path}` on the remote (commit `{}`), so plan version {version} did not replace it: it is committed on branch `{branch}` (commit `{}`). **Keep mine on top** commits version {version} over their change; **Take theirs** makes their text the plan (version {}). Nothing can be approved until one is chosen.",
+        short(theirs),
+        short(mine),
+        version + 1
+    );
+    CreateMessage::new()
+        .content(truncate(&text, MESSAGE_LIMIT))
+        .components(vec![buttons(
+            feature,
+            version,
+            &[
+                (Action::KeepMine, ButtonStyle::Primary),
+                (Action::TakeTheirs, ButtonStyle::Secondary),
+            ],
+        )])
+}
+
+/// The plan conflict is settled.
+pub(super) fn plan_conflict_settled(version: u32, kept_mine: bool) -> CreateMessage {
+    CreateMessage::new().content(match kept_mine {
+        true => format!("Plan version {version} is committed on top of the remote's change."),
+        false => format!("Their text is plan version {version} now."),
+    })
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(7)]
+}
+
 pub(super) fn pull_request_changed(status: crate::model::Status) -> CreateMessage {
     let text = if status == crate::model::Status::Merged {
         "🎉 The pull request was merged."

@@ -2,9 +2,9 @@
 //! typing indicator and an agent run's card up to date, every call through the shared pacer.
 
 use super::messages::{
-    awaiting_approval, checks_failed, confirmed, feature_updated, intro, plan_diff, plan_message,
-    pull_request_changed, question, run_ended, run_interrupted, run_queued, run_row, run_summary,
-    step_push_failed, truncate, Shown,
+    awaiting_approval, checks_failed, confirmed, feature_updated, intro, plan_conflict,
+    plan_conflict_settled, plan_diff, plan_message, pull_request_changed, question, run_ended,
+    run_interrupted, run_queued, run_row, run_summary, step_push_failed, truncate, Shown,
 };
 use super::*;
 use crate::model::Run;
@@ -186,6 +186,19 @@ impl Worker {
                 diff,
             } => {
                 self.post(plan_diff(feature, &title, from, to, diff)).await;
+            }
+            OutputKind::PlanConflict {
+                version,
+                path,
+                theirs,
+                mine,
+                branch,
+            } => {
+                let message = plan_conflict(feature, version, &path, &theirs, &mine, &branch);
+                self.post(message).await;
+            }
+            OutputKind::PlanConflictSettled { version, kept_mine } => {
+                self.post(plan_conflict_settled(version, kept_mine)).await;
             }
             OutputKind::Discarded => {
                 self.end_stream().await;

@@ -1,0 +1,286 @@
+//! Publishing one file on the remote's base branch (a plan version, a front-matter update):
+//! the remote is the truth when others pushed first, and a file someone else changed on the
+//! remote is never overwritten silently.
+//!
+//! Invariant: no push is forced, and a commit someone else pushed stays on the base branch
+//! under the bot's. When the remote's copy of the file is someone else's text
+//! ([`Guard::foreign`]), the bot's new version goes to a side branch of its own instead (or
+//! nowhere), and the caller is told who changed it.
+
+use std::path::Path;
+
+use git2::{Oid, Repository};
+
+use crate::config::RepoConfig;
+use crate::model::BranchName;
+
+use super::base::{base_tip, build_commit, commit_file, text_at, tree_path};
+use super::remote::{fetch_base, fetch_branch, push_base, push_ref};
+use super::{git_error, head, open, Head, RepoError};
+
+/// How a publish treats the remote's copy of the file.
+pub struct Guard {
+    /// Whether the remote's text of the file is someone else's: not a version the bot wrote.
+    pub foreign: Box<dyn Fn(&str) -> bool + Send>,
+    /// Where the new version goes when it is: this branch, built on the remote's tip and
+    /// pushed; `None`: nowhere (nothing is committed).
+    pub side_branch: Option<BranchName>,
+}
+
+/// Someone else changed the file on the remote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The latest commit on the remote's base branch that changed the file.
+    pub theirs: String,
+    /// The side branch holding the bot's version, when it was written there.
+    pub branch: Option<BranchName>,
+}
+
+/// What a publish did.
+#[derive(Debug)]
+pub struct Published {
+    /// The commit made; `None` when a conflict left nothing to commit.
+    pub commit: Option<String>,
+    /// The push's failure, when the commit was made but could not be pushed (it is then only
+    /// in the clone, and goes out with the next push).
+    pub push_error: Option<RepoError>,
+    pub conflict: Option<Conflict>,
+}
+
+impl Published {
+    fn pushed(commit: String, push_error: Option<RepoError>) -> Published {
+        Published {
+            commit: Some(commit),
+            push_error,
+            conflict: None,
+        }
+    }
+}
+
+/// How often [`publish_file`] rebuilds its commit when the remote moves between its fetch and
+/// its push.
+const PUBLISH_ATTEMPTS: usize = 3;
+
+/// Commits `contents` as `rel_path` for the remote's base branch and pushes it, treating the
+/// remote as the truth: when `<remote>/<base>` has commits the local base branch lacks (a
+/// teammate's merge), the one-file commit is built on the remote's tip, pushed without force,
+/// and rebuilt on the new tip when the remote moved again in between (a bounded number of
+/// times). The local base branch follows where that is a fast-forward and it is not checked
+/// out; a checked-out clone's branch and work tree are left as they are.
+///
+/// With a `guard`, a remote copy of the file that is someone else's text is not replaced: see
+/// [`Guard`]. When the local branch is level with the remote or ahead of it, this is
+/// [`commit_file`] and a push. A remote that cannot be fetched or pushed to leaves the commit in
+/// the clone, with the error returned beside it.
+pub fn publish_file(
+    cfg: &RepoConfig,
+    rel_path: &Path,
+    contents: &[u8],
+    message: &str,
+    guard: Option<&Guard>,
+) -> Result<Published, RepoError> {
+    // The latest commit made and the latest refusal, for when every attempt is refused.
+    let mut made: Option<String> = None;
+    let mut last_error = None;
+    let path = tree_path(cfg, rel_path)?;
+    for _ in 0..PUBLISH_ATTEMPTS {
+        if let Err(err) = fetch_base(cfg) {
+            let commit = commit_file(cfg, rel_path, contents, message)?;
+            return Ok(Published::pushed(commit, Some(err)));
+        }
+        let repo = open(cfg)?;
+        let head = head(&repo)?;
+        let local = base_tip(&repo, cfg, &head)?;
+        let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
+        let remote_tip = match repo.find_reference(&tracking) {
+            Ok(reference) => Some(
+                reference
+                    .peel_to_commit()
+                    .map_err(|e| git_error(format!("reading {tracking}"), e))?,
+            ),
+            Err(_) => None,
+        };
+        if let (Some(guard), Some(tip)) = (guard, &remote_tip) {
+            let theirs = text_at(&repo, tip, &path)?;
+            if theirs.is_some_and(|text| (guard.foreign)(&text)) {
+                let theirs = last_change(tip, &path).to_string();
+                return divert(&repo, cfg, &path, contents, message, tip, guard, theirs);
+            }
+        }
+        let behind = match &remote_tip {
+            Some(tip) if tip.id() != local.id() => !repo
+                .graph_descendant_of(local.id(), tip.id())
+                .map_err(|e| git_error("comparing the base branch with the remote's", e))?,
+            _ => false,
+        };
+        let (commit, pushed) = match (behind, remote_tip) {
+            (true, Some(tip)) => publish_on(&repo, cfg, &path, contents, message, &tip, &head)?,
+            // Level with the remote, ahead of it, or a remote without the branch yet.
+            _ => {
+                let commit = commit_file(cfg, rel_path, contents, message)?;
+                let pushed = push_base(cfg);
+                (commit, pushed)
+            }
+        };
+        match pushed {
+            Ok(()) => return Ok(Published::pushed(commit, None)),
+            // The remote moved between the fetch and the push: start again from its new tip.
+            Err(err @ RepoError::PushRejected { .. }) => {
+                made = Some(commit);
+                last_error = Some(err);
+            }
+            // Unreachable, or refused for another reason: the commit stays in the clone.
+            Err(err) => return Ok(Published::pushed(commit, Some(err))),
+        }
+    }
+    match made {
+        Some(commit) => Ok(Published::pushed(commit, last_error)),
+        None => Err(RepoError::Git(
+            "publishing the plan file failed".to_string(),
+        )),
+    }
+}
+
+/// The remote's text of `rel_path` on its base branch, freshly fetched, with the latest commit
+/// that changed it; `None` when the remote (or its base branch, or the file) is not there.
+pub fn remote_file(
+    cfg: &RepoConfig,
+    rel_path: &Path,
+) -> Result<Option<(String, String)>, RepoError> {
+    let path = tree_path(cfg, rel_path)?;
+    if !fetch_base(cfg)? {
+        return Ok(None);
+    }
+    let repo = open(cfg)?;
+    let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
+    let Ok(tip) = repo
+        .find_reference(&tracking)
+        .and_then(|r| r.peel_to_commit())
+    else {
+        return Ok(None);
+    };
+    Ok(text_at(&repo, &tip, &path)?.map(|text| (last_change(&tip, &path).to_string(), text)))
+}
+
+/// Writes the bot's version beside someone else's: on the guard's side branch (on top of its
+/// earlier versions there, or of the remote's tip), pushed without force; or nowhere.
+#[allow(clippy::too_many_arguments)]
+fn divert(
+    repo: &Repository,
+    cfg: &RepoConfig,
+    path: &str,
+    contents: &[u8],
+    message: &str,
+    tip: &git2::Commit<'_>,
+    guard: &Guard,
+    theirs: String,
+) -> Result<Published, RepoError> {
+    let Some(branch) = &guard.side_branch else {
+        tracing::info!(%path, %theirs, "the remote's copy was changed by someone else; not replacing it");
+        return Ok(Published {
+            commit: None,
+            push_error: None,
+            conflict: Some(Conflict {
+                theirs,
+                branch: None,
+            }),
+        });
+    };
+    let fetched = fetch_branch(cfg, branch);
+    let side = format!("refs/remotes/{}/{branch}", cfg.remote);
+    let earlier = match fetched {
+        Ok(true) => repo
+            .find_reference(&side)
+            .and_then(|r| r.peel_to_commit())
+            .ok(),
+        _ => None,
+    };
+    let parent = earlier.as_ref().unwrap_or(tip);
+    let (commit, _, _) = build_commit(repo, cfg, path, contents, message, parent)?;
+    let local = format!("refs/heads/{branch}");
+    repo.reference(
+        &local,
+        commit,
+        true,
+        "featurebot: plan beside someone else's",
+    )
+    .map_err(|e| git_error(format!("moving {local}"), e))?;
+    let push_error = push_ref(repo, cfg, &local, branch.as_str()).err();
+    tracing::info!(%path, %theirs, %commit, %branch, "the remote's copy was changed by someone else; the new version is on a side branch");
+    Ok(Published {
+        commit: Some(commit.to_string()),
+        push_error,
+        conflict: Some(Conflict {
+            theirs,
+            branch: Some(branch.clone()),
+        }),
+    })
+}
+
+/// Builds the one-file commit on the remote's `tip` and pushes it there; then the tracking
+/// branch and, when allowed, the local base branch follow. Returns the commit's id and how
+/// the push went (a commit the remote refused is on no branch).
+fn publish_on(
+    repo: &Repository,
+    cfg: &RepoConfig,
+    path: &str,
+    contents: &[u8],
+    message: &str,
+    tip: &git2::Commit<'_>,
+    head: &Head,
+) -> Result<(String, Result<(), RepoError>), RepoError> {
+    let (commit, _, _) = build_commit(repo, cfg, path, contents, message, tip)?;
+    // libgit2 pushes references, not bare ids: a private one carries the commit.
+    let carrier = "refs/featurebot/publish";
+    repo.reference(carrier, commit, true, "featurebot: publish")
+        .map_err(|e| git_error(format!("making {carrier}"), e))?;
+    let pushed = push_ref(repo, cfg, carrier, &cfg.base_branch);
+    if let Ok(mut reference) = repo.find_reference(carrier) {
+        let _ = reference.delete();
+    }
+    if let Err(err) = pushed {
+        return Ok((commit.to_string(), Err(err)));
+    }
+    let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
+    repo.reference(&tracking, commit, true, "featurebot: published")
+        .map_err(|e| git_error(format!("moving {tracking}"), e))?;
+    let checked_out = matches!(head, Head::Branch(name) if *name == cfg.base_branch);
+    let local = format!("refs/heads/{}", cfg.base_branch);
+    let local_tip = repo.refname_to_id(&local).ok();
+    let fast_forward =
+        local_tip.is_some_and(|old| repo.graph_descendant_of(commit, old).unwrap_or(false));
+    match (checked_out, fast_forward, local_tip) {
+        (false, true, Some(old)) => {
+            repo.reference_matching(&local, commit, true, old, "featurebot: published")
+                .map_err(|e| git_error(format!("moving {local}"), e))?;
+        }
+        _ => tracing::info!(
+            branch = %cfg.base_branch,
+            "the remote had moved on: the plan is committed on its tip and pushed; the local branch is left as it is"
+        ),
+    }
+    tracing::info!(%commit, %path, "published plan file on the remote's tip");
+    Ok((commit.to_string(), Ok(())))
+}
+
+/// The latest commit from `tip` back (first parents, a bounded walk) that changed `path`;
+/// `tip` itself when none is found within the bound.
+fn last_change(tip: &git2::Commit<'_>, path: &str) -> Oid {
+    let entry = |commit: &git2::Commit<'_>| {
+        commit
+            .tree()
+            .ok()
+            .and_then(|tree| tree.get_path(Path::new(path)).ok().map(|e| e.id()))
+    };
+    let mut commit = tip.clone();
+    for _ in 0..1000 {
+        let Ok(parent) = commit.parent(0) else {
+            return commit.id();
+        };
+        if entry(&commit) != entry(&parent) {
+            return commit.id();
+        }
+        commit = parent;
+    }
+    tip.id()
+}
