@@ -89,6 +89,9 @@ pub enum Event {
         /// What went wrong, redacted.
         message: String,
     },
+    /// Before the run, its branch took in commits others pushed to it (a reviewer's): a
+    /// fast-forward to their tip, or a merge of it (`merged`). `theirs` is the remote's tip.
+    BranchCaughtUp { theirs: String, merged: bool },
     /// The agent asks the humans; the run waits for an answer on its answer channel.
     Question { text: String },
     /// A run on GitHub Actions: where it stands there ("queued", "running: Install

@@ -61,6 +61,13 @@ pub fn describe(event: &Event) -> String {
             }
             text
         }
+        Event::BranchCaughtUp { theirs, merged } => {
+            let theirs = &theirs[..theirs.len().min(7)];
+            match merged {
+                false => format!("the branch has new commits on the remote (up to {theirs}): the run goes on on top of them"),
+                true => format!("the branch and the remote's both moved: merged the remote's (up to {theirs}) into it, so nobody's commit is lost"),
+            }
+        }
         Event::StepPushFailed { step, message } => format!(
             "{PUSH_FAILED} after step {}: {message}; the run goes on",
             step + 1

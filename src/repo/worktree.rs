@@ -21,6 +21,17 @@ pub struct Worktree {
     pub base_commit: String,
     /// False when an existing branch, local or pushed, was used (a resumed run).
     pub created: bool,
+    /// How the branch took in commits pushed to it by others, when it had to.
+    pub caught_up: Option<CaughtUp>,
+}
+
+/// How a run's branch took in what others pushed to it (a reviewer's commits) before the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaughtUp {
+    /// Only the remote had moved: the branch is now at its tip, `to`.
+    FastForward { to: String },
+    /// Both had moved: the remote's tip `theirs` is merged into the branch, as `merge`.
+    Merged { theirs: String, merge: String },
 }
 
 /// Creates (or, for a resumed run, reuses) a work tree at `dir` on branch `branch`. An
@@ -41,8 +52,8 @@ pub fn prepare_worktree(
         .find_reference(&format!("refs/remotes/{}/{branch}", cfg.remote))
         .ok()
         .and_then(|r| r.peel_to_commit().ok());
-    // Whether the branch moved on to the remote's commits here, which the work tree must follow.
-    let mut moved = false;
+    // How the branch moved on to the remote's commits here, which the work tree must follow.
+    let mut caught_up = None;
     let (branch_ref, base_commit, created) = match (local, pushed) {
         (Some(existing), pushed) => {
             let commit = existing
@@ -51,17 +62,18 @@ pub fn prepare_worktree(
                 .map_err(|e| git_error(format!("reading branch {branch}"), e))?;
             // Others' commits on the pushed branch (a reviewer's) come first: the run goes on
             // on top of them.
-            let tip = match pushed {
-                Some(remote) if remote.id() != commit.id() => {
-                    catch_up_with(&repo, cfg, branch, &commit, &remote)?
-                }
-                _ => commit.id(),
+            if let Some(remote) = pushed.filter(|r| r.id() != commit.id()) {
+                caught_up = catch_up_with(&repo, cfg, branch, &commit, &remote)?;
+            }
+            let tip = match &caught_up {
+                Some(CaughtUp::FastForward { to }) => to.clone(),
+                Some(CaughtUp::Merged { merge, .. }) => merge.clone(),
+                None => commit.id().to_string(),
             };
-            moved = tip != commit.id();
             let reference = repo
                 .find_reference(&format!("refs/heads/{branch}"))
                 .map_err(|e| git_error(format!("reading branch {branch}"), e))?;
-            (reference, tip.to_string(), false)
+            (reference, tip, false)
         }
         (None, Some(tip)) => {
             let new = repo.branch(branch, &tip, false).map_err(|e| {
@@ -112,7 +124,7 @@ pub fn prepare_worktree(
         if on.as_deref() == Some(branch) {
             // The branch may have moved on to the remote's commits: the work tree follows. It
             // holds only the run's own work, committed after every step.
-            if moved {
+            if caught_up.is_some() {
                 let tip = git2::Oid::from_str(&base_commit)
                     .map_err(|e| git_error("reading the branch's tip", e))?;
                 let object = existing
@@ -127,6 +139,7 @@ pub fn prepare_worktree(
                 branch: branch.to_string(),
                 base_commit,
                 created: false,
+                caught_up,
             });
         }
         return Err(RepoError::Git(format!(
@@ -165,6 +178,7 @@ pub fn prepare_worktree(
         branch: branch.to_string(),
         base_commit,
         created,
+        caught_up,
     })
 }
 
@@ -178,15 +192,16 @@ fn catch_up_with(
     branch: &str,
     local: &git2::Commit<'_>,
     remote: &git2::Commit<'_>,
-) -> Result<git2::Oid, RepoError> {
+) -> Result<Option<CaughtUp>, RepoError> {
     let descends = |a: git2::Oid, b: git2::Oid| repo.graph_descendant_of(a, b).unwrap_or(false);
     let refname = format!("refs/heads/{branch}");
     if descends(local.id(), remote.id()) {
-        return Ok(local.id());
+        return Ok(None);
     }
-    let tip = if descends(remote.id(), local.id()) {
+    let (tip, caught_up) = if descends(remote.id(), local.id()) {
         tracing::info!(%branch, commit = %remote.id(), "the pushed branch has new commits; continuing on top of them");
-        remote.id()
+        let to = remote.id().to_string();
+        (remote.id(), CaughtUp::FastForward { to })
     } else {
         let mut index = repo
             .merge_commits(local, remote, None)
@@ -217,7 +232,11 @@ fn catch_up_with(
             )
             .map_err(|e| git_error("writing the merge commit", e))?;
         tracing::info!(%branch, commit = %merged, "the pushed branch and the local one both moved; merged them");
-        merged
+        let caught_up = CaughtUp::Merged {
+            theirs: remote.id().to_string(),
+            merge: merged.to_string(),
+        };
+        (merged, caught_up)
     };
     repo.reference_matching(
         &refname,
@@ -227,7 +246,7 @@ fn catch_up_with(
         "featurebot: catch up with the remote",
     )
     .map_err(|e| git_error(format!("moving {refname}"), e))?;
-    Ok(tip)
+    Ok(Some(caught_up))
 }
 
 /// Commits every change in the work tree at `dir` (new, changed and deleted files, except

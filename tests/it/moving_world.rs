@@ -236,12 +236,22 @@ async fn a_follow_up_builds_on_a_reviewers_commit() {
         source_id: None,
     })
     .await;
-    let run = p.run_ended().await;
+    let (run, outputs) = p.until_run_ended().await;
     assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
     assert_eq!(
         git(&bare, &["rev-parse", &format!("{BRANCH}^")]).trim(),
         theirs,
         "the follow-up is on top of the reviewer's commit"
+    );
+    // The thread hears of it.
+    assert!(
+        outputs.iter().any(|o| matches!(
+            &o.kind,
+            OutputKind::RunEvent {
+                event: featurebot::agent::Event::BranchCaughtUp { theirs: t, merged: false }
+            } if *t == theirs
+        )),
+        "{outputs:?}"
     );
     assert_eq!(
         git(&bare, &["show", &format!("{BRANCH}:export.txt")]),
@@ -638,4 +648,109 @@ async fn a_ticked_plan_file_from_a_merged_run_is_not_a_conflict() {
     assert_no_warning(&outputs);
     let file = git(&bare, &["show", &format!("main:{path}")]);
     assert!(file.contains("\npriority: p1\n"), "{file}");
+}
+
+/// The bot's branch has a commit the remote lacks (a step whose push failed) and a reviewer
+/// pushed meanwhile: the follow-up merges the two, says so, and pushes both without force.
+#[tokio::test]
+async fn a_diverged_branch_is_merged_and_the_thread_is_told() {
+    use crate::support::app::alice;
+    use crate::support::scripts::{call, finish_steps, BRANCH};
+    use featurebot::agent::Event;
+    use featurebot::model::RunState;
+    use serde_json::json;
+
+    let (mut p, id, _) = with_open_pull_request().await;
+    let bare = p.repo.remote.clone().unwrap();
+    // The reviewer's commit on the remote branch.
+    let reviewer = p.repo.dir.path().join("reviewer");
+    git(
+        p.repo.dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--branch",
+            BRANCH,
+            bare.to_str().unwrap(),
+            "reviewer",
+        ],
+    );
+    std::fs::write(reviewer.join("review.txt"), "looks good\n").unwrap();
+    git(&reviewer, &["add", "review.txt"]);
+    git(
+        &reviewer,
+        &[
+            "-c",
+            "user.name=Rae",
+            "-c",
+            "user.email=rae@test.invalid",
+            "commit",
+            "--quiet",
+            "-m",
+            "review note",
+        ],
+    );
+    git(&reviewer, &["push", "--quiet", "origin", BRANCH]);
+    let theirs = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
+    // A local commit of the bot's that never reached the remote.
+    let clone = &p.repo.path;
+    let tree = git(clone, &["rev-parse", &format!("{BRANCH}^{{tree}}")])
+        .trim()
+        .to_string();
+    let parent = git(clone, &["rev-parse", BRANCH]).trim().to_string();
+    let local = git(
+        clone,
+        &[
+            "-c",
+            "user.name=featurebot",
+            "-c",
+            "user.email=bot@test.invalid",
+            "commit-tree",
+            &tree,
+            "-p",
+            &parent,
+            "-m",
+            "step: not pushed",
+        ],
+    )
+    .trim()
+    .to_string();
+    git(
+        clone,
+        &["update-ref", &format!("refs/heads/{BRANCH}"), &local],
+    );
+
+    p.send(Input::FollowUp { feature: id }).await;
+    p.llm.push(call(
+        "write_file",
+        json!({"path": "more.txt", "content": "more\n"}),
+    ));
+    finish_steps(&p.llm, &["more"]);
+    p.send(Input::Message {
+        feature: id,
+        author: alice(),
+        text: "Add more".to_string(),
+        source_id: None,
+    })
+    .await;
+    let (run, outputs) = p.until_run_ended().await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    assert!(
+        outputs.iter().any(|o| matches!(
+            &o.kind,
+            OutputKind::RunEvent { event: Event::BranchCaughtUp { theirs: t, merged: true } } if *t == theirs
+        )),
+        "{outputs:?}"
+    );
+    let history = git(&bare, &["rev-list", BRANCH]);
+    for commit in [&theirs, &local] {
+        assert!(
+            history.lines().any(|c| c == commit),
+            "{commit} is kept on the remote"
+        );
+    }
+    assert_eq!(
+        git(&bare, &["show", &format!("{BRANCH}:review.txt")]),
+        "looks good\n"
+    );
 }

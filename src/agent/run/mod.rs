@@ -28,6 +28,7 @@ use crate::model::{BranchName, Feature, PlanVersion, Run, RunState, StepRecord};
 use crate::plan::{self, Slug};
 use crate::prompts::Prompts;
 use crate::redact::Redactor;
+use crate::repo::worktree::CaughtUp;
 use crate::repo::{Repo, Repos};
 use crate::store::Store;
 use steps::{RunIo, StepLoop};
@@ -213,6 +214,21 @@ impl Runner {
             .prepare_worktree(&run.branch, worktree)
             .await
             .context("preparing the work tree")?;
+        match &prepared.caught_up {
+            Some(CaughtUp::FastForward { to }) => {
+                let _ = io.events.send(Event::BranchCaughtUp {
+                    theirs: to.clone(),
+                    merged: false,
+                });
+            }
+            Some(CaughtUp::Merged { theirs, .. }) => {
+                let _ = io.events.send(Event::BranchCaughtUp {
+                    theirs: theirs.clone(),
+                    merged: true,
+                });
+            }
+            None => {}
+        }
         if job.continue_from_ticks && run.next_step == 0 && job.follow_up.is_none() {
             skip_ticked_steps(run, &prepared.path, &job.plan.path);
             *run = io.store.save_run(run).await?;

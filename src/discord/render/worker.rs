@@ -359,6 +359,10 @@ impl Worker {
                 }
                 self.edit_card(feature, true, true).await;
             }
+            event @ Event::BranchCaughtUp { .. } => {
+                let text = format!("↪️ {}", crate::agent::progress::describe(&event));
+                self.post(CreateMessage::new().content(text)).await;
+            }
             Event::StepPushFailed { step, message } => {
                 self.post(step_push_failed(step, &message)).await;
             }
