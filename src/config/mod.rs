@@ -205,7 +205,8 @@ pub struct LlmConfig {
     pub api_key: Option<Secret>,
     /// The transcript sent to the model is fitted into this many tokens (estimated).
     pub max_context_tokens: usize,
-    /// Upper bound on the tokens of one answer (`max_tokens` on the wire).
+    /// Upper bound on the tokens of one answer (`max_tokens` or `max_completion_tokens` on the
+    /// wire, see `llm::openai`).
     pub max_output_tokens: u32,
     /// Time allowed for one HTTP request, streaming included.
     pub request_timeout: Duration,

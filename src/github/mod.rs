@@ -17,6 +17,13 @@
 //! through, or a race) falls back to that update. Opening an issue is not: GitHub has nothing
 //! to match a retried create against, so a create whose answer was lost can leave a duplicate.
 //!
+//! Private repositories under GitHub Free and Pro have no draft pull requests: GitHub answers a
+//! draft's create with 422 "Draft pull requests are not supported in this repository.". The
+//! draft is then opened as a normal pull request marked not ready: its title starts with
+//! [`NOT_READY_PREFIX`], its body with [`NOT_READY_NOTE`], and it carries the label
+//! [`NOT_READY_LABEL`]. An update keeps those marks while the spec still asks for a draft and
+//! drops them (the label too) once it does not.
+//!
 //! Invariant: the token goes into octocrab's `Authorization` header and nowhere else; it never
 //! appears in an error, a log line or `Debug` output, and GitHub's messages are scrubbed of
 //! it in case a proxy echoes it back.
@@ -104,6 +111,15 @@ fn wait_hint(retry_after: &Option<Duration>) -> String {
     }
 }
 
+/// What the title of a pull request marked not ready starts with.
+pub const NOT_READY_PREFIX: &str = "[WIP] ";
+/// The label of a pull request marked not ready.
+pub const NOT_READY_LABEL: &str = "not ready";
+/// What the body of a pull request marked not ready starts with.
+pub const NOT_READY_NOTE: &str = "> **Not ready for review.** Some checks are red or the run stopped before its last step. This repository has no draft pull requests, so featurebot marks this one `[WIP]` and labels it `not ready` instead; both go once a run is green.\n\n";
+/// GitHub's answer to a draft in a repository without drafts.
+const DRAFTS_UNSUPPORTED: &str = "Draft pull requests are not supported";
+
 /// The pull request to open or update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullRequestSpec {
@@ -114,7 +130,8 @@ pub struct PullRequestSpec {
     pub title: String,
     pub body: String,
     /// Only for a new pull request: GitHub's REST API cannot turn a draft into a ready pull
-    /// request or back, so an existing one keeps its state.
+    /// request or back, so an existing one keeps its state. Where GitHub has no drafts, the
+    /// pull request is marked not ready instead (see the module's documentation).
     pub draft: bool,
 }
 
@@ -287,33 +304,91 @@ impl GitHub {
         &self,
         spec: &PullRequestSpec,
     ) -> Result<PullRequest, GithubError> {
-        if let Some(number) = self.find_open(spec).await? {
-            return self.update(number, spec).await;
+        if let Some(open) = self.find_open(spec).await? {
+            return self.update(&open, spec).await;
         }
-        let created = self
-            .call("POST pull request", &self.repository(), || async move {
-                self.client
-                    .pulls(&self.owner, &self.repo)
-                    .create(&spec.title, &spec.head, &spec.base)
-                    .body(spec.body.as_str())
-                    .draft(spec.draft)
-                    .send()
-                    .await
-            })
-            .await;
+        let mut marked = false;
+        let mut created = self.create(spec, false).await;
+        if let Err(GithubError::Unprocessable { message }) = &created {
+            if spec.draft && message.contains(DRAFTS_UNSUPPORTED) {
+                tracing::info!(head = %spec.head, "the repository has no draft pull requests; opening one marked not ready");
+                marked = true;
+                created = self.create(spec, true).await;
+            }
+        }
         match created {
             Ok(pr) => {
                 let pr = self.pull_request(pr, true);
-                tracing::info!(number = pr.number, head = %spec.head, "opened pull request");
+                tracing::info!(number = pr.number, head = %spec.head, marked, "opened pull request");
+                if marked {
+                    self.add_not_ready_label(pr.number).await;
+                }
                 Ok(pr)
             }
             Err(GithubError::Unprocessable { message }) if message.contains("already exists") => {
                 match self.find_open(spec).await? {
-                    Some(number) => self.update(number, spec).await,
+                    Some(open) => self.update(&open, spec).await,
                     None => Err(GithubError::Unprocessable { message }),
                 }
             }
             Err(err) => Err(err),
+        }
+    }
+
+    /// Creates the pull request: a draft as the spec says, or, when `marked`, a normal one
+    /// marked not ready.
+    async fn create(
+        &self,
+        spec: &PullRequestSpec,
+        marked: bool,
+    ) -> Result<OctoPullRequest, GithubError> {
+        let (title, body) = title_and_body(spec, marked);
+        let (title, body) = (&title, &body);
+        self.call("POST pull request", &self.repository(), || async move {
+            self.client
+                .pulls(&self.owner, &self.repo)
+                .create(title, &spec.head, &spec.base)
+                .body(body.as_str())
+                .draft(spec.draft && !marked)
+                .send()
+                .await
+        })
+        .await
+    }
+
+    /// Labels pull request `number` not ready. A failure only costs the label, so it is logged
+    /// and the pull request stands.
+    async fn add_not_ready_label(&self, number: u64) {
+        let what = format!("pull request #{number} of {}/{}", self.owner, self.repo);
+        let labels = [NOT_READY_LABEL.to_string()];
+        let labels = &labels;
+        let added = self
+            .call("POST issue labels", &what, || async move {
+                self.client
+                    .issues(&self.owner, &self.repo)
+                    .add_labels(number, labels)
+                    .await
+            })
+            .await;
+        if let Err(err) = added {
+            tracing::warn!(number, error = %err, "labelling the pull request not ready failed; its title and description still say so");
+        }
+    }
+
+    /// Takes the not-ready label off pull request `number`; as with adding it, a failure is
+    /// logged and the update stands.
+    async fn remove_not_ready_label(&self, number: u64) {
+        let what = format!("pull request #{number} of {}/{}", self.owner, self.repo);
+        let removed = self
+            .call("DELETE issue label", &what, || async move {
+                self.client
+                    .issues(&self.owner, &self.repo)
+                    .remove_label(number, NOT_READY_LABEL)
+                    .await
+            })
+            .await;
+        if let Err(err) = removed {
+            tracing::warn!(number, error = %err, "removing the not-ready label failed; remove it by hand");
         }
     }
 
@@ -407,9 +482,12 @@ impl GitHub {
         url.to_string()
     }
 
-    /// The number of the open pull request from `spec.head`, preferring one into `spec.base`
-    /// (GitHub allows one per base).
-    async fn find_open(&self, spec: &PullRequestSpec) -> Result<Option<u64>, GithubError> {
+    /// The open pull request from `spec.head`, preferring one into `spec.base` (GitHub allows
+    /// one per base).
+    async fn find_open(
+        &self,
+        spec: &PullRequestSpec,
+    ) -> Result<Option<OctoPullRequest>, GithubError> {
         let head = format!("{}:{}", self.owner, spec.head);
         let head = &head;
         let page = self
@@ -424,30 +502,48 @@ impl GitHub {
                     .await
             })
             .await?;
-        let into_base = page.items.iter().find(|pr| pr.base.ref_field == spec.base);
-        Ok(into_base.or(page.items.first()).map(|pr| pr.number))
+        let mut items = page.items;
+        let position = items
+            .iter()
+            .position(|pr| pr.base.ref_field == spec.base)
+            .unwrap_or(0);
+        Ok((position < items.len()).then(|| items.swap_remove(position)))
     }
 
+    /// Sets the title, body and base of the open pull request `open` to the spec's, keeping or
+    /// dropping the not-ready marks of a pull request opened with them.
     async fn update(
         &self,
-        number: u64,
+        open: &OctoPullRequest,
         spec: &PullRequestSpec,
     ) -> Result<PullRequest, GithubError> {
+        let number = open.number;
+        let labelled = open
+            .labels
+            .iter()
+            .flatten()
+            .any(|label| label.name.eq_ignore_ascii_case(NOT_READY_LABEL));
+        let marked = labelled && spec.draft && open.draft != Some(true);
+        let (title, body) = title_and_body(spec, marked);
+        let (title, body) = (&title, &body);
         let what = format!("pull request #{number} of {}/{}", self.owner, self.repo);
         let pr = self
             .call("PATCH pull request", &what, || async move {
                 self.client
                     .pulls(&self.owner, &self.repo)
                     .update(number)
-                    .title(spec.title.as_str())
-                    .body(spec.body.as_str())
+                    .title(title.as_str())
+                    .body(body.as_str())
                     .base(spec.base.as_str())
                     .send()
                     .await
             })
             .await?;
         let pr = self.pull_request(pr, false);
-        tracing::info!(number = pr.number, head = %spec.head, "updated pull request");
+        tracing::info!(number = pr.number, head = %spec.head, marked, "updated pull request");
+        if labelled && !marked {
+            self.remove_not_ready_label(number).await;
+        }
         Ok(pr)
     }
 
@@ -534,6 +630,18 @@ impl GitHub {
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
+    }
+}
+
+/// The spec's title and body, with the not-ready marks when `marked`.
+fn title_and_body(spec: &PullRequestSpec, marked: bool) -> (String, String) {
+    if marked {
+        (
+            format!("{NOT_READY_PREFIX}{}", spec.title),
+            format!("{NOT_READY_NOTE}{}", spec.body),
+        )
+    } else {
+        (spec.title.clone(), spec.body.clone())
     }
 }
 

@@ -15,6 +15,8 @@ mod openai;
 mod retry;
 mod sse;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::config::{LlmConfig, Provider};
+use openai::TokenLimit;
 use retry::{Failure, Retry};
 
 /// Who said a message.
@@ -174,11 +177,16 @@ fn retry_hint(retry_after: &Option<Duration>) -> String {
     }
 }
 
-/// One configured LLM endpoint. Cheap to clone: the HTTP client is shared.
+/// One configured LLM endpoint. Cheap to clone: the HTTP client is shared, and so is what the
+/// client learnt about the server.
 #[derive(Debug, Clone)]
 pub struct Client {
     config: LlmConfig,
     http: reqwest::Client,
+    /// OpenAI only: whether the token limit goes as `max_completion_tokens` (else as
+    /// `max_tokens`). Starts from the base URL, and flips for good when the server refuses the
+    /// one sent.
+    completion_tokens: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -196,7 +204,12 @@ impl Client {
             .connect_timeout(config.request_timeout)
             .build()
             .context("starting the HTTP client")?;
-        Ok(Client { config, http })
+        let limit = TokenLimit::for_base_url(&config.base_url);
+        Ok(Client {
+            config,
+            http,
+            completion_tokens: Arc::new(AtomicBool::new(limit == TokenLimit::MaxCompletionTokens)),
+        })
     }
 
     pub fn config(&self) -> &LlmConfig {
@@ -219,7 +232,8 @@ impl Client {
     }
 
     /// Makes the smallest real request, proving that the URL, key and model work. Any
-    /// well-formed answer will do, even an empty one.
+    /// well-formed answer will do, even an empty one: a reasoning model can spend the whole
+    /// budget thinking and answer nothing, with finish reason `length`.
     pub async fn ping(&self) -> Result<(), LlmError> {
         let req = Request {
             messages: vec![Message::user("Reply with the word pong.")],
@@ -238,10 +252,9 @@ impl Client {
         let url = endpoint(&self.config).map_err(|e| LlmError::Unavailable {
             detail: format!("llm.base_url cannot take the API path: {e}"),
         })?;
-        let body = match self.config.provider {
-            Provider::OpenAi => openai::body(&self.config, req, streaming),
-            Provider::Anthropic => anthropic::body(&self.config, req, streaming),
-        };
+        let mut limit = self.token_limit();
+        let mut body = self.body(req, streaming, limit);
+        let mut switched = false;
         let mut retry = Retry::new(&self.config);
         loop {
             let attempt = retry.attempt();
@@ -249,10 +262,43 @@ impl Client {
                 Some(on_text) => self.attempt_stream(&url, &body, attempt, on_text).await,
                 None => self.attempt_complete(&url, &body, attempt).await,
             };
-            match outcome {
+            let failure = match outcome {
                 Ok(response) => return Ok(response),
-                Err(failure) => retry.wait(failure).await?,
+                Err(failure) => failure,
+            };
+            // Refused for the token-limit field we chose: the other one, once.
+            let refused_limit = self.config.provider == Provider::OpenAi
+                && failure.unsupported_parameter.as_deref() == Some(limit.field());
+            if refused_limit && !switched {
+                switched = true;
+                tracing::info!(
+                    refused = limit.field(),
+                    using = limit.other().field(),
+                    "the LLM server refused the token-limit field; sending the other from now on"
+                );
+                limit = limit.other();
+                self.completion_tokens
+                    .store(limit == TokenLimit::MaxCompletionTokens, Ordering::Relaxed);
+                body = self.body(req, streaming, limit);
+                continue;
             }
+            retry.wait(failure).await?;
+        }
+    }
+
+    /// The field the token limit goes in, as far as the client knows now.
+    fn token_limit(&self) -> TokenLimit {
+        if self.completion_tokens.load(Ordering::Relaxed) {
+            TokenLimit::MaxCompletionTokens
+        } else {
+            TokenLimit::MaxTokens
+        }
+    }
+
+    fn body(&self, req: &Request, streaming: bool, limit: TokenLimit) -> serde_json::Value {
+        match self.config.provider {
+            Provider::OpenAi => openai::body(&self.config, req, streaming, limit),
+            Provider::Anthropic => anthropic::body(&self.config, req, streaming),
         }
     }
 

@@ -6,6 +6,13 @@
 //! role `tool`. A streamed answer is a series of `chat.completion.chunk` events ending in
 //! `data: [DONE]`; tool calls arrive as fragments keyed by `index`. Parsing is lenient where
 //! servers are known to differ (missing ids, arguments sent as an object, no `[DONE]`).
+//!
+//! The answer's token limit travels as `max_completion_tokens` to OpenAI's own API, whose
+//! reasoning models (o1, o3, o4-mini, the gpt-5 family) refuse the older `max_tokens` with a 400
+//! `unsupported_parameter`, and as `max_tokens` to every other server, as many know only that
+//! one. A server that refuses the one sent with that error gets the other once, and the client
+//! keeps sending that one ([`TokenLimit`]). `temperature` is sent only when a caller sets it,
+//! which none does: reasoning models refuse any but the default.
 
 use std::collections::BTreeMap;
 
@@ -39,12 +46,51 @@ pub(super) fn headers(config: &LlmConfig) -> anyhow::Result<HeaderMap> {
     Ok(headers)
 }
 
-pub(super) fn body(config: &LlmConfig, request: &Request, stream: bool) -> Value {
+/// The request field that carries the answer's token limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TokenLimit {
+    /// The original field, the only one many OpenAI-compatible servers know.
+    MaxTokens,
+    /// OpenAI's current field, the only one its reasoning models accept.
+    MaxCompletionTokens,
+}
+
+impl TokenLimit {
+    /// The field to start with: `max_completion_tokens` for OpenAI's own API
+    /// (`api.openai.com`), `max_tokens` for every other server.
+    pub fn for_base_url(base_url: &Url) -> TokenLimit {
+        match base_url.host_str() {
+            Some("api.openai.com") => TokenLimit::MaxCompletionTokens,
+            _ => TokenLimit::MaxTokens,
+        }
+    }
+
+    pub fn field(self) -> &'static str {
+        match self {
+            TokenLimit::MaxTokens => "max_tokens",
+            TokenLimit::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+
+    pub fn other(self) -> TokenLimit {
+        match self {
+            TokenLimit::MaxTokens => TokenLimit::MaxCompletionTokens,
+            TokenLimit::MaxCompletionTokens => TokenLimit::MaxTokens,
+        }
+    }
+}
+
+pub(super) fn body(
+    config: &LlmConfig,
+    request: &Request,
+    stream: bool,
+    limit: TokenLimit,
+) -> Value {
     let mut body = json!({
         "model": config.model,
         "messages": request.messages.iter().map(message).collect::<Vec<_>>(),
-        "max_tokens": request.max_tokens.unwrap_or(config.max_output_tokens),
     });
+    body[limit.field()] = json!(request.max_tokens.unwrap_or(config.max_output_tokens));
     if let Some(temperature) = request.temperature {
         body["temperature"] = json!(temperature);
     }
@@ -352,5 +398,37 @@ impl From<WireUsage> for Usage {
             input_tokens: usage.prompt_tokens.unwrap_or(0),
             output_tokens: usage.completion_tokens.unwrap_or(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(base_url: &str, expected: TokenLimit) {
+        let url = Url::parse(base_url).unwrap();
+        assert_eq!(TokenLimit::for_base_url(&url), expected, "{base_url}");
+    }
+
+    #[test]
+    fn openais_own_api_gets_max_completion_tokens_and_other_servers_max_tokens() {
+        check(
+            "https://api.openai.com/v1/",
+            TokenLimit::MaxCompletionTokens,
+        );
+        check(
+            "https://api.openai.com:443/v1",
+            TokenLimit::MaxCompletionTokens,
+        );
+        check("http://localhost:11434/v1/", TokenLimit::MaxTokens);
+        check("https://openrouter.ai/api/v1/", TokenLimit::MaxTokens);
+        check(
+            "https://acme.openai.azure.com/openai/v1/",
+            TokenLimit::MaxTokens,
+        );
+        check(
+            "https://api.openai.com.evil.example/v1/",
+            TokenLimit::MaxTokens,
+        );
     }
 }

@@ -31,6 +31,9 @@ pub(super) struct Failure {
     pub transient: bool,
     /// How long the server asked us to wait before the next attempt.
     pub retry_after: Option<Duration>,
+    /// The request field a 400 named as not supported (OpenAI's `unsupported_parameter`), which
+    /// the caller may replace and send again.
+    pub unsupported_parameter: Option<String>,
 }
 
 impl Failure {
@@ -39,6 +42,7 @@ impl Failure {
             error,
             transient: false,
             retry_after: None,
+            unsupported_parameter: None,
         }
     }
 
@@ -47,6 +51,7 @@ impl Failure {
             error,
             transient: true,
             retry_after,
+            unsupported_parameter: None,
         }
     }
 
@@ -160,11 +165,29 @@ pub(super) fn classify(
             };
             Failure::transient(LlmError::Unavailable { detail }, retry_after)
         }
+        400 => Failure {
+            unsupported_parameter: unsupported_parameter(body),
+            ..Failure::fatal(LlmError::Rejected {
+                status,
+                message: error_message(body, config),
+            })
+        },
         _ => Failure::fatal(LlmError::Rejected {
             status,
             message: error_message(body, config),
         }),
     }
+}
+
+/// The field OpenAI's error names when it refuses a request field, as in
+/// `{"error": {"code": "unsupported_parameter", "param": "max_tokens", ...}}`.
+fn unsupported_parameter(body: &str) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    let error = json.get("error")?;
+    if error.get("code")?.as_str()? != "unsupported_parameter" {
+        return None;
+    }
+    Some(error.get("param")?.as_str()?.to_string())
 }
 
 /// Maps a transport error from reqwest. Its URL is dropped from the text, in case a user put
@@ -330,6 +353,27 @@ mod tests {
             true,
         );
         check(503, "", r#"Unavailable { detail: "HTTP 503" }"#, true);
+    }
+
+    #[test]
+    fn a_refused_parameter_is_named_only_for_openais_unsupported_parameter() {
+        let refused = |status: u16, body: &str| classify(status, body, None, &config());
+        let max_tokens = r#"{"error":{"message":"Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.","type":"invalid_request_error","param":"max_tokens","code":"unsupported_parameter"}}"#;
+        let failure = refused(400, max_tokens);
+        assert_eq!(failure.unsupported_parameter.as_deref(), Some("max_tokens"));
+        assert!(!failure.transient);
+        assert!(
+            failure
+                .error
+                .to_string()
+                .contains("Use 'max_completion_tokens' instead"),
+            "{}",
+            failure.error
+        );
+        let temperature = r#"{"error":{"message":"Unsupported value: 'temperature' does not support 0.5 with this model. Only the default (1) value is supported.","type":"invalid_request_error","param":"temperature","code":"unsupported_value"}}"#;
+        assert_eq!(refused(400, temperature).unsupported_parameter, None);
+        assert_eq!(refused(422, max_tokens).unsupported_parameter, None);
+        assert_eq!(refused(400, "max_tokens").unsupported_parameter, None);
     }
 
     #[test]

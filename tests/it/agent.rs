@@ -491,6 +491,49 @@ async fn a_run_that_stays_red_opens_a_draft() {
         .contains("**checks failing**"));
 }
 
+/// A private repository under GitHub Free or Pro has no drafts: the red run's pull request is
+/// a normal one that says it is not ready, in its title, its description and a label.
+#[tokio::test]
+async fn a_red_run_where_github_refuses_drafts_opens_a_pull_request_marked_not_ready() {
+    let f = fixture()
+        .with_github()
+        .with_config(|c| c.agent.max_repair_attempts = 0)
+        .build()
+        .await;
+    f.github().refuse_drafts();
+    finish_steps(&f.llm, &["nothing", "nothing"]);
+    let (run, events) = run_agent(&f, CancellationToken::new(), None).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    let pulls = f.github().pulls();
+    assert_eq!(pulls.len(), 1);
+    let pr = &pulls[0];
+    assert_eq!(pr["draft"], false);
+    assert_eq!(pr["title"], "[WIP] Fix adding");
+    let body = pr["body"].as_str().unwrap();
+    assert!(body.starts_with("> **Not ready for review.**"), "{body}");
+    assert!(body.contains("**checks failing**"), "{body}");
+    assert_eq!(pr["labels"][0]["name"], "not ready");
+    assert_eq!(pr["labels"].as_array().unwrap().len(), 1);
+    assert_eq!(run.pr_url.as_deref(), pr["html_url"].as_str());
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Finished {
+            pull_request: Some(_),
+            green: false,
+            ..
+        }
+    )));
+    // GitHub was asked for the draft first, and refused it.
+    let creates: Vec<bool> = f
+        .github()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/repos/acme/shop/pulls")
+        .map(|r| r.body["draft"].as_bool().unwrap())
+        .collect();
+    assert_eq!(creates, [true, false]);
+}
+
 #[tokio::test]
 async fn a_spent_token_budget_ends_in_a_draft_pull_request_with_the_work_so_far() {
     // Each fake answer costs more than this budget: the first one spends it.

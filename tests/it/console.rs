@@ -166,6 +166,64 @@ async fn check_reports_one_line_per_service() {
     );
 }
 
+/// OpenAI's reasoning models refuse `max_tokens` (the fake says so as OpenAI does): `check` and
+/// a whole session to a plan still work, each process paying for that refusal once.
+#[tokio::test]
+async fn check_and_a_plan_work_with_an_openai_reasoning_model() {
+    let s = TestApp::binary()
+        .with_config(|c| c.llm.model = "o3-mini".to_string())
+        .build()
+        .await;
+    let limit_fields = |from: usize| -> Vec<&'static str> {
+        s.llm.requests()[from..]
+            .iter()
+            .map(|r| {
+                assert!(r.body.get("temperature").is_none(), "{}", r.body);
+                match (
+                    r.body.get("max_tokens"),
+                    r.body.get("max_completion_tokens"),
+                ) {
+                    (Some(_), None) => "max_tokens",
+                    (None, Some(_)) => "max_completion_tokens",
+                    _ => panic!("one token limit expected: {}", r.body),
+                }
+            })
+            .collect()
+    };
+
+    // The ping's 8 tokens all go to reasoning: an empty answer, which is fine for a ping.
+    s.llm.push(Reply::Text("pong".to_string()));
+    let (status, stdout, stderr) = s.run(&["check"], "").await;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    let line = stdout.lines().find(|l| l.contains(" llm ")).unwrap();
+    assert!(
+        line.starts_with("ok") && line.contains("model o3-mini"),
+        "{line}"
+    );
+    assert_eq!(limit_fields(0), ["max_tokens", "max_completion_tokens"]);
+    assert_eq!(s.llm.requests()[1].body["max_completion_tokens"], 8);
+
+    script_to_plan(&s.llm);
+    let (status, stdout, stderr) = s
+        .run(
+            &["console", "--title", "Export CSV"],
+            "CSV please\n\n/plan\n",
+        )
+        .await;
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    assert!(stdout.contains("featurebot: Which format?"), "{stdout}");
+    assert!(stdout.contains("commit: "), "{stdout}");
+    assert_eq!(
+        limit_fields(2),
+        [
+            "max_tokens",
+            "max_completion_tokens",
+            "max_completion_tokens",
+            "max_completion_tokens"
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_bad_config_names_the_key() {
     let s = TestApp::binary().build().await;

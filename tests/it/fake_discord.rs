@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use serenity::all::{
-    ApplicationId, ButtonStyle, ChannelId, ClientBuilder, CommandInteraction, CommandOptionType,
-    ComponentInteraction, Context, CreateActionRow, CreateAttachment, CreateButton, CreateCommand,
-    CreateCommandOption, CreateInteractionResponse, CreateInteractionResponseFollowup,
-    CreateInteractionResponseMessage, CreateMessage, CreateThread, EditInteractionResponse,
-    EditMessage, Event, EventHandler, GatewayIntents, GetMessages, GuildId, HttpBuilder,
-    InteractionId, Message, MessageId, Ready, RoleId, ShardManager, UserId,
+    ApplicationId, ButtonStyle, ChannelId, ChannelType, ClientBuilder, CommandInteraction,
+    CommandOptionType, ComponentInteraction, Context, CreateActionRow, CreateAttachment,
+    CreateButton, CreateCommand, CreateCommandOption, CreateInteractionResponse,
+    CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateMessage,
+    CreateThread, EditInteractionResponse, EditMessage, Event, EventHandler, GatewayIntents,
+    GetMessages, GuildId, HttpBuilder, InteractionId, Message, MessageId, Ready, RoleId,
+    ShardManager, UserId,
 };
 use serenity::http::{Http, HttpError};
 
@@ -210,7 +211,7 @@ async fn a_private_thread_gets_a_file_and_a_button_that_can_be_clicked() {
     let threads = fake.threads();
     assert_eq!(threads.len(), 1);
     let thread = &threads[0];
-    assert_eq!(thread["type"], 12, "no kind given means a private thread");
+    assert_eq!(thread["type"], 12);
     assert_eq!(thread["name"], "plan: dark mode");
     assert_eq!(thread["parent_id"], CHANNEL_ID.to_string());
     assert_eq!(thread["members"], json!([BOT_ID, ALICE]));
@@ -220,7 +221,7 @@ async fn a_private_thread_gets_a_file_and_a_button_that_can_be_clicked() {
         .into_iter()
         .find(|r| r.path == format!("/api/v10/channels/{CHANNEL_ID}/threads"))
         .unwrap();
-    assert!(create.body.get("type").is_none(), "{:?}", create.body);
+    assert_eq!(create.body["type"], 12, "{:?}", create.body);
 
     let thread_id: u64 = thread["id"].as_str().unwrap().parse().unwrap();
     let posted = fake.messages(thread_id);
@@ -389,10 +390,28 @@ async fn discords_limits_are_enforced() {
         refusal(send(json!({"embeds": [big_embed]})).await),
         (400, 50035)
     );
-    let thread = channel
-        .create_thread(&http, CreateThread::new("n".repeat(101)))
-        .await;
+    let private = |name: String| CreateThread::new(name).kind(ChannelType::PrivateThread);
+    let thread = channel.create_thread(&http, private("n".repeat(101))).await;
     assert_eq!(refusal(thread), (400, 50035));
+    // A thread without a starting message needs its type: the default is going away.
+    let untyped = channel.create_thread(&http, CreateThread::new("n")).await;
+    match untyped {
+        Err(serenity::Error::Http(HttpError::UnsuccessfulRequest(response))) => {
+            assert_eq!(response.status_code.as_u16(), 400);
+            assert_eq!(response.error.code, 50035);
+            assert_eq!(response.error.message, "Invalid Form Body");
+            let error = &response.error.errors[0];
+            assert_eq!(
+                (
+                    error.path.as_str(),
+                    error.code.as_str(),
+                    error.message.as_str()
+                ),
+                ("type", "BASE_TYPE_REQUIRED", "This field is required")
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     assert!(fake.messages(CHANNEL_ID).is_empty());
     assert!(fake.threads().is_empty());
 
@@ -402,7 +421,7 @@ async fn discords_limits_are_enforced() {
         .unwrap();
     assert_eq!(fine.components[0].components.len(), 5);
     let thread = channel
-        .create_thread(&http, CreateThread::new("n".repeat(100)))
+        .create_thread(&http, private("n".repeat(100)))
         .await
         .unwrap();
     assert_eq!(thread.kind, serenity::all::ChannelType::PrivateThread);
@@ -538,7 +557,10 @@ impl Handler {
                 command.defer_ephemeral(&ctx.http).await?;
                 let parent = ChannelId::new(CHANNEL_ID);
                 let thread = parent
-                    .create_thread(&ctx.http, CreateThread::new("plan: dark mode"))
+                    .create_thread(
+                        &ctx.http,
+                        CreateThread::new("plan: dark mode").kind(ChannelType::PrivateThread),
+                    )
                     .await?;
                 thread
                     .id

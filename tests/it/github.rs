@@ -111,6 +111,91 @@ async fn a_new_branch_gets_a_new_pull_request_with_exactly_the_spec() {
     assert_eq!(pulls[0]["state"], "open");
 }
 
+/// Where GitHub has no drafts, a draft is opened as a normal pull request marked not ready, and
+/// its updates keep the marks until the spec no longer asks for a draft.
+#[tokio::test]
+async fn a_repository_without_drafts_gets_a_pull_request_marked_not_ready_until_it_is() {
+    let (fake, github) = fake().await;
+    fake.refuse_drafts();
+    let pr = github
+        .open_or_update_pr(&spec("feature/dark-mode", "main"))
+        .await
+        .unwrap();
+    assert_eq!((pr.number, pr.created), (1, true));
+    let requests = fake.requests();
+    let calls: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        calls[1..],
+        [
+            ("POST", "/repos/acme/shop/pulls"),
+            ("POST", "/repos/acme/shop/pulls"),
+            ("POST", "/repos/acme/shop/issues/1/labels"),
+        ]
+    );
+    assert_eq!(requests[1].body["draft"], true);
+    assert_eq!(requests[2].body["draft"], false);
+    assert_eq!(requests[3].body, json!({"labels": ["not ready"]}));
+    let marked_body = format!(
+        "> **Not ready for review.** Some checks are red or the run stopped before its last step. This repository has no draft pull requests, so featurebot marks this one `[WIP]` and labels it `not ready` instead; both go once a run is green.\n\n{}",
+        spec("", "").body
+    );
+    let check = |title: &str, body: &str, labels: &[&str]| {
+        let pulls = fake.pulls();
+        assert_eq!(pulls.len(), 1);
+        let pr = &pulls[0];
+        assert_eq!(pr["draft"], false);
+        assert_eq!(pr["title"], title);
+        assert_eq!(pr["body"], body);
+        let names: Vec<&str> = pr["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, labels);
+    };
+    check("[WIP] Add a dark mode", &marked_body, &["not ready"]);
+
+    // Still red: the update keeps the marks, and the label is not touched.
+    let seen = fake.requests().len();
+    github
+        .open_or_update_pr(&spec("feature/dark-mode", "main"))
+        .await
+        .unwrap();
+    check("[WIP] Add a dark mode", &marked_body, &["not ready"]);
+    let methods: Vec<String> = fake.requests()[seen..]
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(methods, ["GET", "PATCH"]);
+
+    // Green: the marks go, the label too.
+    let mut ready = spec("feature/dark-mode", "main");
+    ready.draft = false;
+    let pr = github.open_or_update_pr(&ready).await.unwrap();
+    assert_eq!((pr.number, pr.created), (1, false));
+    check("Add a dark mode", &ready.body, &[]);
+    let last = fake.requests().pop().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        ("DELETE", "/repos/acme/shop/issues/1/labels/not%20ready")
+    );
+
+    // A pull request that is not a draft is opened with one request, as anywhere.
+    let seen = fake.requests().len();
+    let mut other = spec("feature/other", "main");
+    other.draft = false;
+    github.open_or_update_pr(&other).await.unwrap();
+    let creates = fake.requests()[seen..]
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(creates, 1);
+}
+
 #[tokio::test]
 async fn an_open_pull_request_for_the_branch_is_updated_not_duplicated() {
     let (fake, github) = fake().await;

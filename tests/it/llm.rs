@@ -769,3 +769,137 @@ async fn openai_tool_call_without_id_or_arguments_is_tolerated() {
         }]
     );
 }
+
+/// The fake's config for one of OpenAI's reasoning models, which refuse `max_tokens`.
+fn reasoning(fake: &FakeLlm, model: &str) -> LlmConfig {
+    LlmConfig {
+        model: model.to_string(),
+        ..fake.llm_config()
+    }
+}
+
+/// The token-limit fields a request carried, e.g. `[("max_tokens", 1024)]`.
+fn token_limits(body: &Value) -> Vec<(&'static str, u64)> {
+    ["max_tokens", "max_completion_tokens"]
+        .into_iter()
+        .filter_map(|field| Some((field, body.get(field)?.as_u64()?)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reasoning_model_refusing_max_tokens_gets_max_completion_tokens_from_then_on() {
+    let fake = FakeLlm::start(Api::OpenAi).await;
+    fake.push(Reply::Text("thought it through".to_string()));
+    fake.push(Reply::Text("streamed".to_string()));
+    fake.push(Reply::Text("from a clone".to_string()));
+    let client = client(reasoning(&fake, "o4-mini"));
+    let clone = client.clone();
+
+    let answer = client.complete(&ask("hi")).await.unwrap();
+    assert_eq!(answer.text, "thought it through");
+    let (streamed, _) = stream(&client, &ask("again")).await;
+    assert_eq!(streamed.unwrap().text, "streamed");
+    assert_eq!(
+        clone.complete(&ask("3")).await.unwrap().text,
+        "from a clone"
+    );
+
+    // The one refusal was OpenAI's own, and the client never paid for it again.
+    let requests = fake.requests();
+    let limits: Vec<_> = requests.iter().map(|r| token_limits(&r.body)).collect();
+    assert_eq!(
+        limits,
+        [
+            vec![("max_tokens", 1024)],
+            vec![("max_completion_tokens", 1024)],
+            vec![("max_completion_tokens", 1024)],
+            vec![("max_completion_tokens", 1024)],
+        ]
+    );
+    assert!(requests.iter().all(|r| r.body.get("temperature").is_none()));
+}
+
+#[tokio::test]
+async fn a_server_refusing_both_token_fields_is_reported_after_one_switch() {
+    let fake = FakeLlm::start(Api::OpenAi).await;
+    fake.set_default(status(
+        400,
+        &[],
+        json!({"error": {
+            "message": "Unsupported parameter: 'max_completion_tokens' is not supported with this model.",
+            "type": "invalid_request_error",
+            "param": "max_completion_tokens",
+            "code": "unsupported_parameter",
+        }}),
+    ));
+    let error = client(reasoning(&fake, "gpt-5-mini"))
+        .complete(&ask("hi"))
+        .await
+        .unwrap_err();
+    match &error {
+        LlmError::Rejected {
+            status: 400,
+            message,
+        } => {
+            assert!(
+                message.contains("'max_completion_tokens' is not supported"),
+                "{message}"
+            )
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn other_models_keep_max_tokens_and_their_temperature() {
+    let fake = FakeLlm::start(Api::OpenAi).await;
+    fake.set_default(Reply::Text("ok".to_string()));
+    let mut req = ask("hi");
+    req.temperature = Some(0.2);
+    let client = client(reasoning(&fake, "gpt-4o"));
+    client.complete(&req).await.unwrap();
+    client.complete(&req).await.unwrap();
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        assert_eq!(token_limits(&request.body), [("max_tokens", 1024)]);
+        assert_eq!(request.body["temperature"], 0.2f32);
+    }
+}
+
+#[tokio::test]
+async fn a_reasoning_model_refuses_a_temperature_other_than_the_default() {
+    let fake = FakeLlm::start(Api::OpenAi).await;
+    fake.push(Reply::Text("never sent".to_string()));
+    let mut req = ask("hi");
+    req.temperature = Some(0.5);
+    let mut config = reasoning(&fake, "o3");
+    config.max_retries = 0;
+    let error = client(config).complete(&req).await.unwrap_err();
+    let expected = "Unsupported value: 'temperature' does not support 0.5 with this model. Only the default (1) value is supported.";
+    assert!(
+        matches!(&error, LlmError::Rejected { status: 400, message } if message == expected),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn ping_passes_with_a_reasoning_model_that_spends_its_budget_thinking() {
+    let fake = FakeLlm::start(Api::OpenAi).await;
+    fake.push(Reply::Text("pong".to_string()));
+    let client = client(reasoning(&fake, "o3-mini"));
+    client.ping().await.unwrap();
+    let requests = fake.requests();
+    let limits: Vec<_> = requests.iter().map(|r| token_limits(&r.body)).collect();
+    assert_eq!(
+        limits,
+        [vec![("max_tokens", 8)], vec![("max_completion_tokens", 8)]]
+    );
+
+    // The fake's model did answer nothing: any other caller is told so.
+    fake.push(Reply::Text("pong".to_string()));
+    let mut req = ask("hi");
+    req.max_tokens = Some(8);
+    assert_bad_response(client.complete(&req).await);
+}

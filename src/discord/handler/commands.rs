@@ -129,11 +129,15 @@ impl Bot {
             tracing::warn!(error = %err, interaction = cmd.id.get(), "deferring /feature failed; not acting on it");
             return;
         }
+        // The type is explicit: Discord's default (private) for a thread without a starting
+        // message is documented to become a required field with no default.
         let thread = cmd
             .channel_id
             .create_thread(
                 &ctx.http,
-                CreateThread::new(text::thread_name(title.as_str())).invitable(false),
+                CreateThread::new(text::thread_name(title.as_str()))
+                    .kind(ChannelType::PrivateThread)
+                    .invitable(false),
             )
             .await;
         let thread = match thread {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 
 use serenity::all::{
-    ChannelId, CommandInteraction, CommandOptionType, ComponentInteraction, Context,
+    ChannelId, ChannelType, CommandInteraction, CommandOptionType, ComponentInteraction, Context,
     CreateAllowedMentions, CreateCommand, CreateCommandOption, CreateInteractionResponse,
     CreateInteractionResponseMessage, CreateMessage, CreateThread, EditInteractionResponse,
     EventHandler, GetMessages, GuildId, Interaction, Message, MessageFlags, MessageId, Permissions,

@@ -3,12 +3,15 @@
 //!
 //! It knows the routes featurebot uses: the repository; listing pull requests (filtered by
 //! `state` and `head`), reading, creating and updating one; creating and updating an issue, and
-//! replacing (`PUT`) or adding to (`POST`) the labels of an issue or pull request. It answers
+//! replacing (`PUT`) or adding to (`POST`) the labels of an issue or pull request, or removing
+//! one (`DELETE`). It answers
 //! with GitHub's JSON shapes, complete enough for octocrab's models, and with GitHub's rules: a
 //! token in the `Authorization` header (401 otherwise), a `User-Agent` (403 otherwise), 422 for
 //! a missing base branch (`missing-branch`), for a head equal to its base, for a second open
 //! pull request from the same head and for an issue without a title; issues and pull requests
 //! share one sequence of numbers, and a label the repository lacks is created when first used.
+//! [`FakeGithub::refuse_drafts`] makes it a private repository under GitHub Free or Pro, which
+//! refuses a draft pull request with GitHub's 422.
 //! Anything else is a 404 `{"message":"Not Found"}`, recorded like every request.
 //! [`FakeGithub::set_pull_state`] plays a maintainer closing or merging a pull request. The
 //! Actions routes (dispatch, runs, jobs, logs, cancel) and the contents API live in
@@ -18,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use featurebot::config::{GithubConfig, Secret};
@@ -63,6 +66,7 @@ impl FakeGithub {
             issues: Mutex::new(Vec::new()),
             labels: Mutex::new(Vec::new()),
             last_number: AtomicU64::new(0),
+            drafts_refused: AtomicBool::new(false),
             actions: Mutex::new(actions::Actions::default()),
         });
         let api = http::serve(listener, state.clone(), |socket, state| async move {
@@ -140,6 +144,12 @@ impl FakeGithub {
         pr["updated_at"] = json!(UPDATED_AT);
     }
 
+    /// From now on the repository has no draft pull requests, as a private repository under
+    /// GitHub Free or Pro: creating one is refused with GitHub's 422.
+    pub fn refuse_drafts(&self) {
+        self.state.drafts_refused.store(true, Ordering::SeqCst);
+    }
+
     /// Queues a raw answer for the next request that finds the queue non-empty, whatever it
     /// asks. The body is sent as given, as JSON unless a header says otherwise.
     pub fn fail_next(&self, status: u16, body: &str, headers: Vec<(String, String)>) {
@@ -167,6 +177,8 @@ struct State {
     labels: Mutex<Vec<Value>>,
     /// The number of the newest issue or pull request; they share the sequence.
     last_number: AtomicU64,
+    /// Whether a draft pull request is refused ([`FakeGithub::refuse_drafts`]).
+    drafts_refused: AtomicBool,
     actions: Mutex<actions::Actions>,
 }
 
@@ -320,6 +332,11 @@ fn route(state: &State, request: &Recorded) -> Answer {
         {
             set_labels(state, number, &request.body, method == "PUT")
         }
+        ("DELETE", ["repos", owner, repo, "issues", number, "labels", name])
+            if ours(owner, repo) =>
+        {
+            remove_label(state, number, name)
+        }
         _ => not_found(),
     }
 }
@@ -362,6 +379,14 @@ fn create_pull(state: &State, body: &Value) -> Answer {
             json!({"resource": "Issue", "field": "title", "code": "missing_field"}),
         );
     };
+    let draft = body["draft"].as_bool().unwrap_or(false);
+    if draft && state.drafts_refused.load(Ordering::SeqCst) {
+        return Answer::error(
+            422,
+            "Draft pull requests are not supported in this repository.",
+            "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+        );
+    }
     let label = format!("{}:{head}", state.owner);
     let mut pulls = state.pulls.lock().unwrap();
     if pulls
@@ -382,7 +407,7 @@ fn create_pull(state: &State, body: &Value) -> Answer {
         body["body"].as_str(),
         head,
         base,
-        body["draft"].as_bool().unwrap_or(false),
+        draft,
     );
     pulls.push(pr.clone());
     let mut answer = Answer::json(201, pr);
@@ -529,6 +554,37 @@ fn set_labels(state: &State, number: &str, body: &Value, replace: bool) -> Answe
             }
         }
         issue["labels"] = labels_json(state, &all);
+        issue["updated_at"] = json!(UPDATED_AT);
+        Answer::json(200, issue["labels"].clone())
+    })
+}
+
+/// `DELETE .../labels/{name}`: the labels left, or GitHub's 404 when the issue lacks it.
+fn remove_label(state: &State, number: &str, name: &str) -> Answer {
+    // A path segment, percent-encoded; octocrab encodes every character but letters and digits,
+    // so form decoding (which would read a literal `+` as a space) decodes it exactly.
+    let name: String = url::form_urlencoded::parse(name.as_bytes())
+        .map(|(key, _)| key.into_owned())
+        .collect();
+    with_issue(state, number, |issue| {
+        let labels = issue["labels"].as_array().cloned().unwrap_or_default();
+        let left: Vec<Value> = labels
+            .iter()
+            .filter(|l| {
+                !l["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+            })
+            .cloned()
+            .collect();
+        if left.len() == labels.len() {
+            return Answer::error(
+                404,
+                "Label does not exist",
+                "https://docs.github.com/rest/issues/labels#remove-a-label-from-an-issue",
+            );
+        }
+        issue["labels"] = Value::Array(left);
         issue["updated_at"] = json!(UPDATED_AT);
         Answer::json(200, issue["labels"].clone())
     })

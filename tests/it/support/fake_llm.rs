@@ -5,6 +5,12 @@
 //! server is the hand-written HTTP of [`super::http`], so that tests control every byte and
 //! every flush: it reads one request per connection, always answers `Connection: close`, and
 //! streams without a `Content-Length`, so the end of a stream is the end of the connection.
+//!
+//! Speaking OpenAI, a model whose name says it is one of OpenAI's reasoning models (`o1…`,
+//! `o3…`, `o4…`, `gpt-5…`) keeps the rules those models keep: a request with `max_tokens`, or
+//! with a `temperature` other than 1, is refused with OpenAI's own 400 (and takes no scripted
+//! reply), and the model spends [`REASONING_TOKENS`] thinking before it writes, so a smaller
+//! `max_completion_tokens` gets an empty answer that stopped for `length`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -18,6 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::http;
 pub use super::http::Recorded;
+
+/// The tokens a fake reasoning model thinks before its first visible word.
+pub const REASONING_TOKENS: u64 = 64;
 
 /// Which wire protocol the fake speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +190,18 @@ async fn serve(mut socket: TcpStream, api: Api, state: &State) -> std::io::Resul
         .as_str()
         .unwrap_or("fake-model")
         .to_string();
+    let reasoning = api == Api::OpenAi && is_reasoning_model(&model);
+    if let Some(refusal) = reasoning
+        .then(|| reasoning_refusal(&request.body))
+        .flatten()
+    {
+        state.requests.lock().unwrap().push(request);
+        return write_status(&mut socket, 400, &[], refusal.to_string().as_bytes()).await;
+    }
+    // A reasoning model thinks first; a budget spent on that leaves nothing to say.
+    let starved = request.body["max_completion_tokens"]
+        .as_u64()
+        .filter(|budget| reasoning && *budget <= REASONING_TOKENS);
     let reply = {
         let next = state.script.lock().unwrap().pop_front();
         next.or_else(|| state.default.lock().unwrap().clone())
@@ -197,6 +218,14 @@ async fn serve(mut socket: TcpStream, api: Api, state: &State) -> std::io::Resul
         reply = *then;
     }
     let answer = Answer { api, model: &model };
+    if let Some(budget) = starved.filter(|_| {
+        matches!(
+            reply,
+            Reply::Text(_) | Reply::ToolCalls(_) | Reply::TextAndToolCalls(..)
+        )
+    }) {
+        return answer.starved(&mut socket, stream, budget).await;
+    }
     match reply {
         Reply::Text(text) => answer.complete(&mut socket, stream, &text, &[], true).await,
         Reply::ToolCalls(calls) => answer.complete(&mut socket, stream, "", &calls, true).await,
@@ -243,6 +272,33 @@ async fn serve(mut socket: TcpStream, api: Api, state: &State) -> std::io::Resul
     }
 }
 
+/// Whether `model` names one of OpenAI's reasoning models.
+fn is_reasoning_model(model: &str) -> bool {
+    ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|prefix| model.starts_with(prefix))
+}
+
+/// What OpenAI answers a reasoning model's request that sets `max_tokens` or a temperature
+/// other than the default, word for word.
+fn reasoning_refusal(body: &Value) -> Option<Value> {
+    if body.get("max_tokens").is_some() {
+        return Some(json!({"error": {
+            "message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": "unsupported_parameter",
+        }}));
+    }
+    let temperature = body.get("temperature").and_then(Value::as_f64)?;
+    (temperature != 1.0).then(|| json!({"error": {
+        "message": format!("Unsupported value: 'temperature' does not support {temperature} with this model. Only the default (1) value is supported."),
+        "type": "invalid_request_error",
+        "param": "temperature",
+        "code": "unsupported_value",
+    }}))
+}
+
 /// Writes a complete answer, as JSON unless `headers` name another content type.
 async fn write_status(
     socket: &mut TcpStream,
@@ -279,6 +335,43 @@ struct Answer<'a> {
 }
 
 impl Answer<'_> {
+    /// An OpenAI answer with no visible text: the whole `budget` went to reasoning.
+    async fn starved(
+        &self,
+        socket: &mut TcpStream,
+        stream: bool,
+        budget: u64,
+    ) -> std::io::Result<()> {
+        let usage = json!({
+            "prompt_tokens": 10,
+            "completion_tokens": budget,
+            "total_tokens": 10 + budget,
+            "completion_tokens_details": {"reasoning_tokens": budget},
+        });
+        let choice = |key: &str, content: Value| json!({"index": 0, key: {"role": "assistant", "content": content}, "finish_reason": "length"});
+        if !stream {
+            let body = json!({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": self.model,
+                "choices": [choice("message", json!(""))],
+                "usage": usage,
+            });
+            return write_status(socket, 200, &[], body.to_string().as_bytes()).await;
+        }
+        let chunk = |choices: Value, usage: Value| {
+            let chunk = json!({
+                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": self.model,
+                "choices": choices, "usage": usage,
+            });
+            format!("data: {chunk}\n\n").into_bytes()
+        };
+        let events = [
+            chunk(json!([choice("delta", json!(""))]), Value::Null),
+            chunk(json!([]), usage),
+            b"data: [DONE]\n\n".to_vec(),
+        ];
+        write_chunks(socket, "text/event-stream", &events, false).await
+    }
+
     /// Writes an answer of `text` then `calls`; without `end` it stops short of the end.
     async fn complete(
         &self,

@@ -6,7 +6,7 @@
 //! users (`slash_command`, `click`, `user_message`) and then read the state the bot left behind
 //! (`messages`, `threads`, `responses`, `requests`). Payloads have the real shapes, snowflakes are
 //! strings, and the rules a bot trips over are enforced the way Discord enforces them: the
-//! three-second interaction window, one callback per interaction, private threads by default,
+//! three-second interaction window, one callback per interaction, a thread's `type` required,
 //! message and component limits, empty messages, ephemeral messages that never reach the gateway.
 //!
 //! The REST server is the hand-written HTTP/1.1 of [`super::http`]: one request per connection,
