@@ -158,7 +158,7 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
         }
         Command::Run => {
             let (app, outputs) = startup::app(config.clone(), Services::from_config(&config)?);
-            app.recover_runs().await;
+            app.recover().await;
             let shutdown = CancellationToken::new();
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -216,7 +216,7 @@ async fn run(cli: Cli, config: Arc<Config>) -> anyhow::Result<ExitCode> {
         }
         Command::Console { title, resume } => {
             let (app, outputs) = startup::app(config.clone(), Services::from_config(&config)?);
-            app.recover_runs().await;
+            app.recover().await;
             let session = console::run(Arc::new(app), outputs, title, resume);
             let outcome = tokio::select! {
                 outcome = session => outcome.context("console session")?,

@@ -94,9 +94,26 @@ impl App {
         self.runs.shutdown().await;
     }
 
-    /// At start-up: marks the runs a stop interrupted and reports each, so people can resume
-    /// or abort them.
-    pub async fn recover_runs(&self) {
+    /// At start-up, what a stop left behind: pushes the plans each clone holds that its remote
+    /// lacks (committed while it could not be reached; a failure is logged, and the next plan
+    /// tries again), then marks the runs a stop interrupted and reports each, so people can
+    /// resume or abort them.
+    pub async fn recover(&self) {
+        for repo in self.repos.all() {
+            match repo.push_pending().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    repo = %repo.config().path.display(),
+                    pushed = n,
+                    "pushed plans committed while the remote could not be reached"
+                ),
+                Err(err) => tracing::warn!(
+                    repo = %repo.config().path.display(),
+                    error = %err,
+                    "pushing plans committed while the remote could not be reached failed; the next plan tries again"
+                ),
+            }
+        }
         let remote = self.config.agent.executor == crate::config::Executor::GithubActions;
         match runs::recover(&self.store, remote).await {
             Ok(recovered) => {

@@ -103,7 +103,7 @@ impl App {
             self.emit(
                 id,
                 OutputKind::Warning {
-                    message: format!("the plan is committed locally but pushing it failed: {err}"),
+                    message: format!("the plan is committed locally but pushing it failed: {err}. It goes out with the next plan, or when featurebot starts again"),
                 },
             );
         }

@@ -204,6 +204,17 @@ impl Repo {
             .await
     }
 
+    /// With `push_plans`, pushes the plans the clone holds that the remote lacks (committed while
+    /// it could not be reached); how many commits or files went out. See
+    /// [`publish::push_pending`].
+    pub async fn push_pending(&self) -> Result<usize, RepoError> {
+        self.locked(|cfg| match cfg.push_plans {
+            true => publish::push_pending(cfg),
+            false => Ok(0),
+        })
+        .await
+    }
+
     /// Deletes one of the bot's side branches, here and on the remote.
     pub async fn delete_branch(&self, branch: &BranchName) -> Result<(), RepoError> {
         let branch = branch.clone();
@@ -304,6 +315,17 @@ impl Repos {
             .map(|t| (t.name.clone(), repo(&t.repo)))
             .collect();
         Repos { default, named }
+    }
+
+    /// Every target's repository once (targets sharing a clone give one).
+    pub fn all(&self) -> Vec<&Repo> {
+        let mut all = vec![&self.default];
+        for repo in self.named.values() {
+            if !all.iter().any(|r| Arc::ptr_eq(&r.lock, &repo.lock)) {
+                all.push(repo);
+            }
+        }
+        all
     }
 
     /// The repository of target `name`; the default `[repo]` for `None` (or a name no longer

@@ -114,7 +114,11 @@ pub fn publish_file(
             _ => false,
         };
         let (commit, pushed) = match (behind, remote_tip) {
-            (true, Some(tip)) => publish_on(&repo, cfg, &path, contents, message, &tip, &head)?,
+            (true, Some(tip)) => {
+                // Plans whose push failed earlier go along, on the remote's tip.
+                let parent = carry_unpushed(&repo, cfg, &local, &tip)?.unwrap_or(tip);
+                publish_on(&repo, cfg, &path, contents, message, &parent, &head)?
+            }
             // Level with the remote, ahead of it, or a remote without the branch yet.
             _ => {
                 let commit = commit_file(cfg, rel_path, contents, message)?;
@@ -139,6 +143,143 @@ pub fn publish_file(
             "publishing the plan file failed".to_string(),
         )),
     }
+}
+
+/// Pushes what the base branch holds that the remote lacks, at start-up: plans committed while
+/// the remote could not be reached. Ahead of the remote, the branch is pushed; when the remote
+/// moved too, the tasks folder's files that only the clone changed are committed on the
+/// remote's tip and pushed ([`carry_unpushed`]). Returns how many commits or files went out (0:
+/// nothing to do). Without a remote, nothing happens.
+pub fn push_pending(cfg: &RepoConfig) -> Result<usize, RepoError> {
+    if !fetch_base(cfg)? {
+        return Ok(0);
+    }
+    let repo = open(cfg)?;
+    let head = head(&repo)?;
+    let local = base_tip(&repo, cfg, &head)?;
+    let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
+    let Ok(tip) = repo
+        .find_reference(&tracking)
+        .and_then(|r| r.peel_to_commit())
+    else {
+        return Ok(0);
+    };
+    let descends = |a: Oid, b: Oid| repo.graph_descendant_of(a, b).unwrap_or(false);
+    if local.id() == tip.id() || descends(tip.id(), local.id()) {
+        return Ok(0);
+    }
+    if descends(local.id(), tip.id()) {
+        let (ahead, _) = repo
+            .graph_ahead_behind(local.id(), tip.id())
+            .map_err(|e| git_error("counting the commits to push", e))?;
+        push_base(cfg)?;
+        return Ok(ahead);
+    }
+    let Some(carried) = carry_unpushed(&repo, cfg, &local, &tip)? else {
+        return Ok(0);
+    };
+    let files = carried
+        .message()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("- "))
+        .count();
+    let carrier = "refs/featurebot/publish";
+    repo.reference(carrier, carried.id(), true, "featurebot: carry")
+        .map_err(|e| git_error(format!("making {carrier}"), e))?;
+    let pushed = push_ref(&repo, cfg, carrier, &cfg.base_branch);
+    if let Ok(mut reference) = repo.find_reference(carrier) {
+        let _ = reference.delete();
+    }
+    pushed?;
+    repo.reference(&tracking, carried.id(), true, "featurebot: carried")
+        .map_err(|e| git_error(format!("moving {tracking}"), e))?;
+    Ok(files)
+}
+
+/// A commit on the remote's `tip` with the tasks folder's files that the local base branch
+/// changed since the two parted and that nobody changed on the remote since: the plans whose
+/// push failed earlier, carried over. `None` when there are none (or no common history).
+fn carry_unpushed<'r>(
+    repo: &'r Repository,
+    cfg: &RepoConfig,
+    local: &git2::Commit<'_>,
+    tip: &git2::Commit<'r>,
+) -> Result<Option<git2::Commit<'r>>, RepoError> {
+    let Ok(base) = repo.merge_base(local.id(), tip.id()) else {
+        return Ok(None);
+    };
+    if base == local.id() {
+        return Ok(None);
+    }
+    let tree = |id: Oid| {
+        repo.find_commit(id)
+            .and_then(|c| c.tree())
+            .map_err(|e| git_error(format!("reading the tree of {id}"), e))
+    };
+    let (base_tree, local_tree, tip_tree) = (tree(base)?, tree(local.id())?, tree(tip.id())?);
+    let diff = repo
+        .diff_tree_to_tree(Some(&base_tree), Some(&local_tree), None)
+        .map_err(|e| git_error("comparing the base branch with the remote's", e))?;
+    let entry = |tree: &git2::Tree<'_>, path: &str| {
+        tree.get_path(Path::new(path))
+            .ok()
+            .map(|e| (e.id(), e.filemode()))
+    };
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    let mut carried = Vec::new();
+    for delta in diff.deltas() {
+        let Some(path) = delta
+            .new_file()
+            .path()
+            .or_else(|| delta.old_file().path())
+            .and_then(|p| p.to_str())
+        else {
+            continue;
+        };
+        if tree_path(cfg, Path::new(path)).is_err() {
+            continue;
+        }
+        let (theirs, mine) = (entry(&tip_tree, path), entry(&local_tree, path));
+        // Only what nobody else touched, and only where the remote still differs.
+        if theirs != entry(&base_tree, path) || theirs == mine {
+            continue;
+        }
+        match mine {
+            Some((blob, mode)) => {
+                let mode = if mode == i32::from(git2::FileMode::BlobExecutable) {
+                    git2::FileMode::BlobExecutable
+                } else {
+                    git2::FileMode::Blob
+                };
+                update.upsert(path, blob, mode);
+            }
+            None => {
+                update.remove(path);
+            }
+        }
+        carried.push(path.to_string());
+    }
+    if carried.is_empty() {
+        return Ok(None);
+    }
+    let tree_id = update
+        .create_updated(repo, &tip_tree)
+        .map_err(|e| git_error("building the tree of the carried plans", e))?;
+    let new_tree = repo
+        .find_tree(tree_id)
+        .map_err(|e| git_error("reading the tree of the carried plans", e))?;
+    let signature = git2::Signature::now(&cfg.author_name, &cfg.author_email)
+        .map_err(|e| git_error("making the commit signature", e))?;
+    let list: String = carried.iter().map(|p| format!("- {p}\n")).collect();
+    let message = format!("plan: files not pushed earlier\n\n{list}");
+    let commit = repo
+        .commit(None, &signature, &signature, &message, &new_tree, &[tip])
+        .map_err(|e| git_error("writing the commit of the carried plans", e))?;
+    tracing::info!(files = carried.len(), %commit, "carried plan files that were not pushed onto the remote's tip");
+    repo.find_commit(commit)
+        .map(Some)
+        .map_err(|e| git_error("reading the commit of the carried plans", e))
 }
 
 /// The remote's text of `rel_path` on its base branch, freshly fetched, with the latest commit

@@ -319,7 +319,7 @@ async fn a_restart_follows_the_same_run_again_without_a_second_dispatch() {
     p.app().shutdown().await;
     assert!(p.github().cancels().is_empty());
     let mut p = p.restart().await;
-    p.app().recover_runs().await;
+    p.app().recover().await;
     p.github().put_file(BRANCH, &plan_path, &ticked(2));
     p.github().open_pull(BRANCH, "main", "Export CSV");
     p.github()

@@ -754,3 +754,95 @@ async fn a_diverged_branch_is_merged_and_the_thread_is_told() {
         "looks good\n"
     );
 }
+
+/// Feature #2's plan, committed while the remote is unreachable; the remote then comes back
+/// and a teammate pushes to it. Returns feature #2 and its plan file's path.
+async fn plan_while_the_remote_is_away(h: &mut TestApp) -> (FeatureId, String) {
+    let bare = h.repo.remote.clone().unwrap();
+    let away = bare.with_extension("away");
+    std::fs::rename(&bare, &away).unwrap();
+    ask(&h.llm, "Which roles?");
+    confirm(&h.llm, &["admins only"]);
+    let (second, _) = h.start_feature("Audit log").await;
+    h.say(second, "admins").await;
+    plan_reply(&h.llm);
+    let outputs = h
+        .send(Input::GeneratePlan {
+            feature: second,
+            force: false,
+        })
+        .await;
+    let warning = outputs
+        .iter()
+        .find_map(|o| match &o.kind {
+            OutputKind::Warning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no warning: {outputs:?}"));
+    assert!(
+        warning.starts_with("the plan is committed locally but pushing it failed")
+            && warning.ends_with("It goes out with the next plan, or when featurebot starts again"),
+        "{warning}"
+    );
+    std::fs::rename(&away, &bare).unwrap();
+    teammate_pushes(h);
+    let path = h.store().plans(second).unwrap()[0].path.clone();
+    assert!(
+        git(&bare, &["ls-tree", "--name-only", "-r", "main"])
+            .lines()
+            .all(|p| p != path),
+        "not on the remote yet"
+    );
+    (second, path)
+}
+
+#[tokio::test]
+async fn a_plan_committed_while_the_remote_was_away_goes_out_with_the_next_plan() {
+    let (mut h, _) = pushed_plan().await;
+    let bare = h.repo.remote.clone().unwrap();
+    let (_, path) = plan_while_the_remote_is_away(&mut h).await;
+
+    ask(&h.llm, "Which columns?");
+    confirm(&h.llm, &["all"]);
+    let (third, _) = h.start_feature("Report").await;
+    h.say(third, "all").await;
+    plan_reply(&h.llm);
+    let outputs = h
+        .send(Input::GeneratePlan {
+            feature: third,
+            force: false,
+        })
+        .await;
+    assert_no_warning(&outputs);
+    let third_path = h.store().plans(third).unwrap()[0].path.clone();
+    let files = git(&bare, &["ls-tree", "--name-only", "-r", "main"]);
+    for expected in [path.as_str(), third_path.as_str(), "NOTES.md"] {
+        assert!(
+            files.lines().any(|p| p == expected),
+            "{expected} not in {files}"
+        );
+    }
+    let file = git(&bare, &["show", &format!("main:{path}")]);
+    assert!(file.contains("Audit log"), "{file}");
+}
+
+#[tokio::test]
+async fn at_the_next_start_plans_committed_while_the_remote_was_away_are_pushed() {
+    let (mut h, _) = pushed_plan().await;
+    let bare = h.repo.remote.clone().unwrap();
+    let (_, path) = plan_while_the_remote_is_away(&mut h).await;
+    let theirs = git(&bare, &["rev-parse", "main"]).trim().to_string();
+
+    h.app().recover().await;
+    let file = git(&bare, &["show", &format!("main:{path}")]);
+    assert!(file.contains("Audit log"), "{file}");
+    assert_eq!(
+        git(&bare, &["rev-parse", "main^"]).trim(),
+        theirs,
+        "on top of the teammate's commit, not forced"
+    );
+    // Once is enough: a second start pushes nothing more.
+    let tip = git(&bare, &["rev-parse", "main"]);
+    h.app().recover().await;
+    assert_eq!(git(&bare, &["rev-parse", "main"]), tip);
+}

@@ -267,7 +267,7 @@ impl TestApp {
             self.running = Running::Core { app, outputs };
             return;
         };
-        app.recover_runs().await;
+        app.recover().await;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(featurebot::discord::run(
             self.config.clone(),
