@@ -200,7 +200,7 @@ pub fn push_pending(cfg: &RepoConfig) -> Result<usize, RepoError> {
 /// A commit on the remote's `tip` with the tasks folder's files that the local base branch
 /// changed since the two parted and that nobody changed on the remote since: the plans whose
 /// push failed earlier, carried over. `None` when there are none (or no common history).
-fn carry_unpushed<'r>(
+pub(super) fn carry_unpushed<'r>(
     repo: &'r Repository,
     cfg: &RepoConfig,
     local: &git2::Commit<'_>,

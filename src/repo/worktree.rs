@@ -106,7 +106,17 @@ pub fn prepare_worktree(
             let start = repo
                 .find_commit(start_id)
                 .map_err(|e| git_error("reading the base commit", e))?;
-            let commit = start;
+            // Both moved (plans committed here, a merge there): the remote's tip, with the
+            // plan files only this clone has, so the run's branch carries its plan.
+            let commit = match local.filter(|l| *l != start_id) {
+                Some(l) => {
+                    let local = repo
+                        .find_commit(l)
+                        .map_err(|e| git_error("reading the base commit", e))?;
+                    super::publish::carry_unpushed(&repo, cfg, &local, &start)?.unwrap_or(start)
+                }
+                None => start,
+            };
             let new = repo
                 .branch(branch, &commit, false)
                 .map_err(|e| git_error(format!("creating branch {branch}"), e))?;

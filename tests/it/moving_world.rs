@@ -846,3 +846,77 @@ async fn at_the_next_start_plans_committed_while_the_remote_was_away_are_pushed(
     h.app().recover().await;
     assert_eq!(git(&bare, &["rev-parse", "main"]), tip);
 }
+
+/// Feature #1's pull request is merged on the remote (a person clicks Merge); feature #2's run
+/// then starts from the merged base, with its plan, although the clone's own `main` holds
+/// only the plan commit and not the merge.
+#[tokio::test]
+async fn after_a_merge_the_next_run_starts_from_the_merged_base() {
+    use crate::support::scripts::{call, finish_steps, BRANCH};
+    use featurebot::model::RunState;
+    use serde_json::json;
+
+    let (mut p, _, _) = with_open_pull_request().await;
+    let bare = p.repo.remote.clone().unwrap();
+    let clone_main = git(&p.repo.path, &["rev-parse", "main"]);
+    // The merge, done by a person in their own clone.
+    let merger = p.repo.dir.path().join("merger");
+    git(
+        p.repo.dir.path(),
+        &["clone", "--quiet", bare.to_str().unwrap(), "merger"],
+    );
+    git(
+        &merger,
+        &[
+            "-c",
+            "user.name=Pat",
+            "-c",
+            "user.email=pat@test.invalid",
+            "merge",
+            "--quiet",
+            "--no-ff",
+            "-m",
+            "Merge pull request #1",
+            &format!("origin/{BRANCH}"),
+        ],
+    );
+    git(&merger, &["push", "--quiet", "origin", "main"]);
+    let merged = git(&bare, &["rev-parse", "main"]).trim().to_string();
+
+    let second = p.planned().await;
+    p.llm.push(call(
+        "write_file",
+        json!({"path": "import.txt", "content": "POST /import.csv\n"}),
+    ));
+    finish_steps(&p.llm, &["import added", "nothing more"]);
+    p.send(Input::Approve {
+        feature: second,
+        version: 1,
+    })
+    .await;
+    let run = p.run_ended().await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    let branch = run.branch.to_string();
+    assert_ne!(branch, BRANCH);
+    assert_eq!(
+        git(&bare, &["merge-base", &branch, "main"]).trim(),
+        merged,
+        "the branch starts from the merged base"
+    );
+    assert_eq!(
+        git(&bare, &["show", &format!("{branch}:export.txt")]),
+        "GET /export.csv\n",
+        "feature #1's merged work is there"
+    );
+    // The plan, committed only in the clone (no push_plans), goes with the branch.
+    let plan = p.store().plans(second).unwrap()[0].path.clone();
+    let file = git(&bare, &["show", &format!("{branch}:{plan}")]);
+    assert!(file.contains("feature_id: 2"), "{file}");
+    let main = git(&p.repo.path, &["rev-parse", "main"]);
+    assert_ne!(main.trim(), merged, "the clone's main is left as it is");
+    assert_eq!(
+        git(&p.repo.path, &["merge-base", "main", clone_main.trim()]),
+        clone_main,
+        "the clone's main only moved on with the bot's own commits"
+    );
+}
