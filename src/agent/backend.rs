@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::exec::{self, CommandSpec};
+use super::paths;
 use super::tools::{self, Call};
 use super::{Event, Human, Phase, StepReport, StepRequest};
 use crate::config::{AgentBackend, AgentConfig};
@@ -85,10 +86,19 @@ pub fn step_prompt(step: &StepRequest) -> String {
     prompt
 }
 
-/// The repository's own instructions for coding agents, if it has them.
+/// The repository's own instructions for coding agents, if it has them. They are read through
+/// `paths::resolve` like every file the agent reads: a committed link to a file outside the tree
+/// is not followed into the system prompt.
 fn repository_instructions(worktree: &Path) -> String {
     for name in ["AGENTS.md", "CLAUDE.md"] {
-        if let Ok(text) = std::fs::read_to_string(worktree.join(name)) {
+        let file = match paths::resolve(worktree, name) {
+            Ok(file) => file,
+            Err(why) => {
+                tracing::warn!(file = name, reason = %why, "not reading the repository's instructions for agents");
+                continue;
+            }
+        };
+        if let Ok(text) = std::fs::read_to_string(file) {
             let text: String = text.chars().take(20_000).collect();
             return format!("The repository's instructions for agents ({name}):\n\n{text}");
         }

@@ -6,6 +6,8 @@
 //!   or an external coding agent command. A step goes in as a [`StepRequest`] and comes back as
 //!   a [`StepReport`], so a remote backend can take the same place.
 //! - `tools.rs`: the built-in agent's file tools, confined to the work tree.
+//! - `paths.rs`: the one resolver of the paths the agent reads and writes in the work tree
+//!   (links followed only while they stay inside it, never into `.git`).
 //! - `exec.rs`: runs a command with a cleared environment, a timeout and a process-group kill.
 //!
 //! Invariant: the commands the agent runs never see a secret: their environment is cleared
@@ -14,6 +16,7 @@
 pub mod actions;
 pub mod backend;
 pub mod exec;
+pub mod paths;
 pub mod progress;
 pub mod run;
 pub mod tools;

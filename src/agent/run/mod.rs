@@ -379,7 +379,7 @@ fn follow_up_title(request: &str) -> String {
 /// tree's plan file does not tick off as done, and starts there. A plan file that is missing or
 /// lists other steps than the run's changes nothing: the run starts at step 1.
 fn skip_ticked_steps(run: &mut Run, worktree: &Path, plan_path: &str) {
-    let text = super::tools::resolve(worktree, plan_path)
+    let text = super::paths::resolve(worktree, plan_path)
         .ok()
         .and_then(|file| std::fs::read_to_string(file).ok());
     let Some(text) = text else {
@@ -405,7 +405,7 @@ fn skip_ticked_steps(run: &mut Run, worktree: &Path, plan_path: &str) {
 /// Ticks step `index` off in the work tree's copy of the plan file, when the branch has it, so
 /// the repository records what was done (committed with the step).
 fn tick_plan_file(worktree: &Path, plan_path: &str, index: usize) {
-    let Ok(file) = super::tools::resolve(worktree, plan_path) else {
+    let Ok(file) = super::paths::resolve(worktree, plan_path) else {
         return;
     };
     if let Ok(text) = std::fs::read_to_string(&file) {
