@@ -303,12 +303,64 @@ fn find_at_word(bytes: &[u8], start: usize, word_end: usize) -> Option<Found> {
             && body.iter().any(u8::is_ascii_alphabetic);
         return plausible.then(|| whole(word_end));
     }
-    // Slack: xoxa-, xoxb-, xoxp-, xoxr-.
+    // Slack: xoxa-, xoxb-, xoxp-, xoxr-, xoxs-, xoxe- (a refresh token) and app-level xapp-;
+    // all hold digits, unlike a word such as `xoxb-placeholder`.
+    let slack = |prefix: usize| {
+        let found = token(prefix, 10, |b| b.is_ascii_alphanumeric() || b == b'-')?;
+        bytes[start + prefix..found.end]
+            .iter()
+            .any(u8::is_ascii_digit)
+            .then_some(found)
+    };
     if at(b"xox")
-        && matches!(bytes.get(start + 3), Some(b'a' | b'b' | b'p' | b'r'))
+        && matches!(
+            bytes.get(start + 3),
+            Some(b'a' | b'b' | b'p' | b'r' | b's' | b'e')
+        )
         && bytes.get(start + 4) == Some(&b'-')
     {
-        return token(5, 10, |b| b.is_ascii_alphanumeric() || b == b'-');
+        return slack(5);
+    }
+    if at(b"xapp-") {
+        return slack(5);
+    }
+    // Google API keys: AIza and 35 more characters.
+    if at(b"AIza") {
+        return token(4, 35, |b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        });
+    }
+    // GitLab personal access tokens.
+    if at(b"glpat-") {
+        return token(6, 20, |b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        });
+    }
+    // Stripe secret and restricted keys, live and test.
+    for prefix in [b"sk_live_", b"rk_live_", b"sk_test_", b"rk_test_"] {
+        if at(prefix) {
+            return token(prefix.len(), 24, |b| b.is_ascii_alphanumeric());
+        }
+    }
+    // npm access tokens.
+    if at(b"npm_") {
+        return token(4, 36, |b| b.is_ascii_alphanumeric());
+    }
+    // Hugging Face access tokens: letters of both cases, where an identifier such as
+    // `hf_hub_download` has an underscore after a few.
+    if at(b"hf_") {
+        let end = run_end(bytes, start + 3, |b| b.is_ascii_alphanumeric());
+        let body = &bytes[start + 3..end];
+        let plausible = body.len() >= 30
+            && body.iter().any(u8::is_ascii_uppercase)
+            && body.iter().any(u8::is_ascii_lowercase);
+        return plausible.then(|| whole(end));
+    }
+    // PyPI upload tokens: a macaroon, base64 of a header naming pypi.org.
+    if at(b"pypi-AgEIcHlwaS5vcmc") {
+        return token(20, 50, |b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        });
     }
     // AWS access key ids, long-lived (AKIA) and temporary (ASIA).
     if (at(b"AKIA") || at(b"ASIA")) && word_end - start == 20 {
@@ -561,6 +613,107 @@ mod tests {
             ),
         ] {
             check(&r, &input, &expected);
+        }
+    }
+
+    /// Each token shape, masked, beside a near miss that is left alone (too short, a word, an
+    /// identifier of code).
+    #[test]
+    fn each_shape_is_masked_and_its_near_miss_left_alone() {
+        let r = Redactor::default();
+        for (shape, token, near_miss) in [
+            ("GitHub classic", GHP, "ghp_short"),
+            ("GitHub fine-grained", PAT, "github_pat_short"),
+            ("GitHub OAuth", "gho_0123456789abcdefghijKLMN", "gho_abc"),
+            (
+                "GitHub user-to-server",
+                "ghu_0123456789abcdefghijKLMN",
+                "ghu_token",
+            ),
+            (
+                "GitHub server-to-server",
+                "ghs_0123456789abcdefghijKLMN",
+                "ghs_x1",
+            ),
+            ("GitHub refresh", "ghr_0123456789abcdefghijKLMN", "ghr_"),
+            ("OpenAI", "sk-0123456789abcdefghijABCDEFGHIJ", "sk-learn"),
+            (
+                "OpenAI project",
+                "sk-proj-Ab3dEfGh1jKlMnOpQrStUvWx_yz-0123",
+                "sk-proj-setup",
+            ),
+            (
+                "OpenAI service account",
+                "sk-svcacct-Ab3dEfGh1jKlMnOpQrStUvWx0123",
+                "sk-svcacct-notes",
+            ),
+            (
+                "Anthropic",
+                "sk-ant-api03-AbCdEf0123456789_xyz-AAbbCCdd",
+                "sk-antipattern-in-the-docs-here",
+            ),
+            (
+                "Slack bot",
+                "xoxb-123456789012-abcdefABCDEF",
+                "xoxb-placeholder-token",
+            ),
+            (
+                "Slack refresh",
+                "xoxe-1-My0xLTEyMzQ1Njc4OTAxMi1hYmNk",
+                "xoxe-",
+            ),
+            (
+                "Slack app-level",
+                "xapp-1-A0123456789-0123456789012-abcdef0123456789",
+                "xapp-configuration-file",
+            ),
+            ("AWS", "AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPL"),
+            (
+                "Discord bot",
+                DISCORD,
+                "MTEyMzQ1Njc4OTAxMjM0NTY3OA.GaBcDe.short",
+            ),
+            ("JWT", JWT, "eyJhbGciOiJIUzI1NiJ9.e30"),
+            (
+                "Google",
+                "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+                "AIzawl",
+            ),
+            ("GitLab", "glpat-Ab1Cd2Ef3Gh4Ij5Kl6Mn", "glpat-short"),
+            ("Stripe", "sk_live_0123456789abcdefGHIJKLMN", "sk_live_mode"),
+            (
+                "Stripe restricted",
+                "rk_test_0123456789abcdefGHIJKLMN",
+                "rk_test_helpers",
+            ),
+            (
+                "npm",
+                "npm_0123456789abcdefghijABCDEFGHIJ0123456789",
+                "npm_config_registry",
+            ),
+            (
+                "Hugging Face",
+                "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh",
+                "hf_hub_download",
+            ),
+            (
+                "PyPI",
+                &format!("pypi-AgEIcHlwaS5vcmc{}", "A1b2C3d4E5".repeat(6)),
+                "pypi-server",
+            ),
+            (
+                "private key",
+                "-----BEGIN PRIVATE KEY-----\nMIIEvg\n-----END PRIVATE KEY-----",
+                "-----BEGIN PUBLIC KEY-----\nMIIBIj\n-----END PUBLIC KEY-----",
+            ),
+            ("Bearer", "Bearer abc.def.ghi123", "Bearer token"),
+        ] {
+            let shown = r.redact(&format!("x = \"{token}\";"));
+            assert!(
+                shown.contains(MASK) && !shown.contains(token),
+                "{shape}: {token:?} shown as {shown:?}"
+            );
+            check(&r, near_miss, near_miss);
         }
     }
 
