@@ -78,6 +78,28 @@ impl Redactor {
         self.redact_open(text).0
     }
 
+    /// `text` with only the configured values replaced by [`MASK`]; token shapes stay as they
+    /// are. For what the coding agent reads and writes in a work tree, where a shape is often
+    /// code (`"Bearer " + token`, a test's `ghp_...` fixture) and must stay as written, while a
+    /// real token of ours must never be read or committed.
+    pub fn mask_values(&self, text: &str) -> String {
+        let mut text = Cow::Borrowed(text);
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = Cow::Owned(text.replace(secret.as_str(), MASK));
+            }
+        }
+        text.into_owned()
+    }
+
+    /// Whether `bytes` (a file's, not necessarily UTF-8) hold one of the configured values.
+    pub fn holds_value(&self, bytes: &[u8]) -> bool {
+        self.secrets.iter().any(|secret| {
+            let secret = secret.as_bytes();
+            bytes.windows(secret.len()).any(|window| window == secret)
+        })
+    }
+
     /// A redactor for text that arrives in pieces, released a line at a time.
     pub fn stream(&self) -> StreamRedactor<'_> {
         StreamRedactor {
@@ -101,13 +123,7 @@ impl Redactor {
     /// Like [`Redactor::redact`], and whether the text ends inside a private key block (its
     /// `-----END` line is yet to come).
     fn redact_open(&self, text: &str) -> (String, bool) {
-        let mut text = Cow::Borrowed(text);
-        for secret in &self.secrets {
-            if text.contains(secret.as_str()) {
-                text = Cow::Owned(text.replace(secret.as_str(), MASK));
-            }
-        }
-        mask_shapes(&text)
+        mask_shapes(&self.mask_values(text))
     }
 }
 
@@ -520,6 +536,25 @@ mod tests {
         ] {
             check(&r, input, expected);
         }
+    }
+
+    /// What the agent reads and writes keeps its token shapes; only our own values go.
+    #[test]
+    fn mask_values_leaves_shapes_and_finds_values_in_bytes() {
+        let r = Redactor::new(["configured-secret".to_string()]);
+        let code = format!(
+            "const auth = \"Bearer \" + token; // {GHP}\nheaders = {{\"Authorization\": \"Basic x\"}}\n"
+        );
+        assert_eq!(r.mask_values(&code), code);
+        assert_ne!(r.redact(&code), code, "shown, the shapes are masked");
+        assert_eq!(
+            r.mask_values("key = configured-secret; ghp_x"),
+            "key = ***; ghp_x"
+        );
+        assert!(r.holds_value(b"\xff\x00key=configured-secret\n"));
+        assert!(!r.holds_value(b"configured-secre"));
+        assert!(!r.holds_value(code.as_bytes()));
+        assert!(!Redactor::default().holds_value(b"anything"));
     }
 
     #[test]
