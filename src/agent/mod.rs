@@ -95,6 +95,10 @@ pub enum Event {
     /// Before the run, its branch took in commits others pushed to it (a reviewer's): a
     /// fast-forward to their tip, or a merge of it (`merged`). `theirs` is the remote's tip.
     BranchCaughtUp { theirs: String, merged: bool },
+    /// These changed files hold one of featurebot's own configured secrets (in their contents
+    /// or their name), so the step's commit left them out; they stay, uncommitted, in the work
+    /// tree.
+    SecretsLeftOut { step: usize, files: Vec<String> },
     /// The agent asks the humans; the run waits for an answer on its answer channel.
     Question { text: String },
     /// A run on GitHub Actions: where it stands there ("queued", "running: Install

@@ -18,7 +18,7 @@ use crate::support::fake_llm::{FakeLlm, Reply};
 use crate::support::git::git;
 use crate::support::ids::{self, custom_ids, Pick};
 use crate::support::scripts::{
-    ask, call, confirm, finish_steps, plan_reply, script_conversation, GOOD_PLAN,
+    ask, call, confirm, finish_steps, plan_reply, script_conversation, write_export, GOOD_PLAN,
 };
 
 const NOT_ADMIN: &str = "only featurebot admins";
@@ -988,6 +988,84 @@ async fn agent_instructions_linked_from_outside_never_reach_the_llm() {
             !request.body.to_string().contains("8675309"),
             "the outside file reached the LLM"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_file_holding_our_secret_is_left_out_of_the_commit_and_never_read() {
+    // Someone put the LLM key into the checks' environment, and the formatter writes it into
+    // a new file and into the README.
+    let bot = TestApp::bot()
+        .with_config(|c| {
+            let llm_key = c.llm.api_key.clone().unwrap().expose().to_string();
+            c.agent.env = vec![("DEPLOY_KEY".to_string(), llm_key)];
+            c.agent.format = vec![
+                "printf 'key=%s\\n' \"$DEPLOY_KEY\" > settings.env; printf '%s\\n' \"$DEPLOY_KEY\" >> README.md"
+                    .to_string(),
+            ];
+        })
+        .build()
+        .await;
+    let secret = bot.config.llm.api_key.clone().unwrap().expose().to_string();
+    let readme = std::fs::read_to_string(bot.repo.path.join("README.md")).unwrap();
+    let plan = bot.planned_in_discord().await;
+    let thread = bot.thread_id();
+    write_export(&bot.llm);
+    finish_steps(&bot.llm, &["endpoint added"]);
+    let tool = |name: &str, args: Value| (name.to_string(), args);
+    bot.llm.push(Reply::ToolCalls(vec![
+        tool("read_file", json!({"path": "settings.env"})),
+        tool("search", json!({"pattern": "key="})),
+        tool("read_file", json!({"path": "README.md"})),
+    ]));
+    finish_steps(&bot.llm, &["button added"]);
+    bot.discord().click(ADMIN, plan, &ids::approve(1, 1)).await;
+    bot.wait_for("the pull request", |b| {
+        contents(&b.bot_messages())
+            .iter()
+            .any(|c| c.starts_with("✅ Pull request: "))
+    })
+    .await;
+
+    // Said in the thread, for each step that would have committed them.
+    let shown = contents(&bot.bot_messages()).join("\n");
+    for step in [1, 2] {
+        assert!(
+            shown.contains(&format!(
+                "🔒 Left out of step {step}'s commit: `README.md`, `settings.env`. Each holds one of featurebot's own secrets"
+            )),
+            "{shown}"
+        );
+    }
+    // The rest of the step is committed and pushed; the two files are not.
+    let remote = bot.repo.remote.clone().unwrap();
+    let branch = "featurebot/1-export-csv";
+    let tree = git(&remote, &["ls-tree", "-r", "--name-only", branch]);
+    assert!(tree.contains("export.txt"), "{tree}");
+    assert!(!tree.contains("settings.env"), "{tree}");
+    assert_eq!(
+        git(&remote, &["show", &format!("{branch}:README.md")]),
+        readme
+    );
+    // The agent read them masked.
+    let results = tool_results(&bot);
+    assert!(results[0].contains("key=***"), "{results:#?}");
+    assert!(
+        results[1].contains("settings.env:1: key=***"),
+        "{results:#?}"
+    );
+    // The secret is nowhere but in the work tree's uncommitted files.
+    let worktree = bot.config.agent.worktrees_dir.join("1-export-csv");
+    assert!(std::fs::read_to_string(worktree.join("settings.env"))
+        .unwrap()
+        .contains(&secret));
+    let mut places = places_a_secret_could_reach(&bot, thread);
+    places.retain(|(place, _)| !Path::new(place).starts_with(&worktree));
+    for request in bot.llm.requests() {
+        places.push((format!("LLM {}", request.path), request.body.to_string()));
+    }
+    for (place, text) in &places {
+        assert!(!text.contains(&secret), "the secret in {place}:\n{text}");
     }
 }
 
