@@ -78,6 +78,28 @@ impl Redactor {
         self.redact_open(text).0
     }
 
+    /// `text` with only the configured values replaced by [`MASK`]; token shapes stay as they
+    /// are. For what the coding agent reads and writes in a work tree, where a shape is often
+    /// code (`"Bearer " + token`, a test's `ghp_...` fixture) and must stay as written, while a
+    /// real token of ours must never be read or committed.
+    pub fn mask_values(&self, text: &str) -> String {
+        let mut text = Cow::Borrowed(text);
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = Cow::Owned(text.replace(secret.as_str(), MASK));
+            }
+        }
+        text.into_owned()
+    }
+
+    /// Whether `bytes` (a file's, not necessarily UTF-8) hold one of the configured values.
+    pub fn holds_value(&self, bytes: &[u8]) -> bool {
+        self.secrets.iter().any(|secret| {
+            let secret = secret.as_bytes();
+            bytes.windows(secret.len()).any(|window| window == secret)
+        })
+    }
+
     /// A redactor for text that arrives in pieces, released a line at a time.
     pub fn stream(&self) -> StreamRedactor<'_> {
         StreamRedactor {
@@ -101,13 +123,7 @@ impl Redactor {
     /// Like [`Redactor::redact`], and whether the text ends inside a private key block (its
     /// `-----END` line is yet to come).
     fn redact_open(&self, text: &str) -> (String, bool) {
-        let mut text = Cow::Borrowed(text);
-        for secret in &self.secrets {
-            if text.contains(secret.as_str()) {
-                text = Cow::Owned(text.replace(secret.as_str(), MASK));
-            }
-        }
-        mask_shapes(&text)
+        mask_shapes(&self.mask_values(text))
     }
 }
 
@@ -303,12 +319,64 @@ fn find_at_word(bytes: &[u8], start: usize, word_end: usize) -> Option<Found> {
             && body.iter().any(u8::is_ascii_alphabetic);
         return plausible.then(|| whole(word_end));
     }
-    // Slack: xoxa-, xoxb-, xoxp-, xoxr-.
+    // Slack: xoxa-, xoxb-, xoxp-, xoxr-, xoxs-, xoxe- (a refresh token) and app-level xapp-;
+    // all hold digits, unlike a word such as `xoxb-placeholder`.
+    let slack = |prefix: usize| {
+        let found = token(prefix, 10, |b| b.is_ascii_alphanumeric() || b == b'-')?;
+        bytes[start + prefix..found.end]
+            .iter()
+            .any(u8::is_ascii_digit)
+            .then_some(found)
+    };
     if at(b"xox")
-        && matches!(bytes.get(start + 3), Some(b'a' | b'b' | b'p' | b'r'))
+        && matches!(
+            bytes.get(start + 3),
+            Some(b'a' | b'b' | b'p' | b'r' | b's' | b'e')
+        )
         && bytes.get(start + 4) == Some(&b'-')
     {
-        return token(5, 10, |b| b.is_ascii_alphanumeric() || b == b'-');
+        return slack(5);
+    }
+    if at(b"xapp-") {
+        return slack(5);
+    }
+    // Google API keys: AIza and 35 more characters.
+    if at(b"AIza") {
+        return token(4, 35, |b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        });
+    }
+    // GitLab personal access tokens.
+    if at(b"glpat-") {
+        return token(6, 20, |b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        });
+    }
+    // Stripe secret and restricted keys, live and test.
+    for prefix in [b"sk_live_", b"rk_live_", b"sk_test_", b"rk_test_"] {
+        if at(prefix) {
+            return token(prefix.len(), 24, |b| b.is_ascii_alphanumeric());
+        }
+    }
+    // npm access tokens.
+    if at(b"npm_") {
+        return token(4, 36, |b| b.is_ascii_alphanumeric());
+    }
+    // Hugging Face access tokens: letters of both cases, where an identifier such as
+    // `hf_hub_download` has an underscore after a few.
+    if at(b"hf_") {
+        let end = run_end(bytes, start + 3, |b| b.is_ascii_alphanumeric());
+        let body = &bytes[start + 3..end];
+        let plausible = body.len() >= 30
+            && body.iter().any(u8::is_ascii_uppercase)
+            && body.iter().any(u8::is_ascii_lowercase);
+        return plausible.then(|| whole(end));
+    }
+    // PyPI upload tokens: a macaroon, base64 of a header naming pypi.org.
+    if at(b"pypi-AgEIcHlwaS5vcmc") {
+        return token(20, 50, |b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        });
     }
     // AWS access key ids, long-lived (AKIA) and temporary (ASIA).
     if (at(b"AKIA") || at(b"ASIA")) && word_end - start == 20 {
@@ -470,6 +538,25 @@ mod tests {
         }
     }
 
+    /// What the agent reads and writes keeps its token shapes; only our own values go.
+    #[test]
+    fn mask_values_leaves_shapes_and_finds_values_in_bytes() {
+        let r = Redactor::new(["configured-secret".to_string()]);
+        let code = format!(
+            "const auth = \"Bearer \" + token; // {GHP}\nheaders = {{\"Authorization\": \"Basic x\"}}\n"
+        );
+        assert_eq!(r.mask_values(&code), code);
+        assert_ne!(r.redact(&code), code, "shown, the shapes are masked");
+        assert_eq!(
+            r.mask_values("key = configured-secret; ghp_x"),
+            "key = ***; ghp_x"
+        );
+        assert!(r.holds_value(b"\xff\x00key=configured-secret\n"));
+        assert!(!r.holds_value(b"configured-secre"));
+        assert!(!r.holds_value(code.as_bytes()));
+        assert!(!Redactor::default().holds_value(b"anything"));
+    }
+
     #[test]
     fn a_secret_containing_another_is_masked_whole() {
         let r = Redactor::new(["abcdef".to_string(), "abcdefghijkl".to_string()]);
@@ -561,6 +648,107 @@ mod tests {
             ),
         ] {
             check(&r, &input, &expected);
+        }
+    }
+
+    /// Each token shape, masked, beside a near miss that is left alone (too short, a word, an
+    /// identifier of code).
+    #[test]
+    fn each_shape_is_masked_and_its_near_miss_left_alone() {
+        let r = Redactor::default();
+        for (shape, token, near_miss) in [
+            ("GitHub classic", GHP, "ghp_short"),
+            ("GitHub fine-grained", PAT, "github_pat_short"),
+            ("GitHub OAuth", "gho_0123456789abcdefghijKLMN", "gho_abc"),
+            (
+                "GitHub user-to-server",
+                "ghu_0123456789abcdefghijKLMN",
+                "ghu_token",
+            ),
+            (
+                "GitHub server-to-server",
+                "ghs_0123456789abcdefghijKLMN",
+                "ghs_x1",
+            ),
+            ("GitHub refresh", "ghr_0123456789abcdefghijKLMN", "ghr_"),
+            ("OpenAI", "sk-0123456789abcdefghijABCDEFGHIJ", "sk-learn"),
+            (
+                "OpenAI project",
+                "sk-proj-Ab3dEfGh1jKlMnOpQrStUvWx_yz-0123",
+                "sk-proj-setup",
+            ),
+            (
+                "OpenAI service account",
+                "sk-svcacct-Ab3dEfGh1jKlMnOpQrStUvWx0123",
+                "sk-svcacct-notes",
+            ),
+            (
+                "Anthropic",
+                "sk-ant-api03-AbCdEf0123456789_xyz-AAbbCCdd",
+                "sk-antipattern-in-the-docs-here",
+            ),
+            (
+                "Slack bot",
+                "xoxb-123456789012-abcdefABCDEF",
+                "xoxb-placeholder-token",
+            ),
+            (
+                "Slack refresh",
+                "xoxe-1-My0xLTEyMzQ1Njc4OTAxMi1hYmNk",
+                "xoxe-",
+            ),
+            (
+                "Slack app-level",
+                "xapp-1-A0123456789-0123456789012-abcdef0123456789",
+                "xapp-configuration-file",
+            ),
+            ("AWS", "AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPL"),
+            (
+                "Discord bot",
+                DISCORD,
+                "MTEyMzQ1Njc4OTAxMjM0NTY3OA.GaBcDe.short",
+            ),
+            ("JWT", JWT, "eyJhbGciOiJIUzI1NiJ9.e30"),
+            (
+                "Google",
+                "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+                "AIzawl",
+            ),
+            ("GitLab", "glpat-Ab1Cd2Ef3Gh4Ij5Kl6Mn", "glpat-short"),
+            ("Stripe", "sk_live_0123456789abcdefGHIJKLMN", "sk_live_mode"),
+            (
+                "Stripe restricted",
+                "rk_test_0123456789abcdefGHIJKLMN",
+                "rk_test_helpers",
+            ),
+            (
+                "npm",
+                "npm_0123456789abcdefghijABCDEFGHIJ0123456789",
+                "npm_config_registry",
+            ),
+            (
+                "Hugging Face",
+                "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh",
+                "hf_hub_download",
+            ),
+            (
+                "PyPI",
+                &format!("pypi-AgEIcHlwaS5vcmc{}", "A1b2C3d4E5".repeat(6)),
+                "pypi-server",
+            ),
+            (
+                "private key",
+                "-----BEGIN PRIVATE KEY-----\nMIIEvg\n-----END PRIVATE KEY-----",
+                "-----BEGIN PUBLIC KEY-----\nMIIBIj\n-----END PUBLIC KEY-----",
+            ),
+            ("Bearer", "Bearer abc.def.ghi123", "Bearer token"),
+        ] {
+            let shown = r.redact(&format!("x = \"{token}\";"));
+            assert!(
+                shown.contains(MASK) && !shown.contains(token),
+                "{shape}: {token:?} shown as {shown:?}"
+            );
+            check(&r, near_miss, near_miss);
         }
     }
 

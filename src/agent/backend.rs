@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::exec::{self, CommandSpec};
+use super::paths;
 use super::tools::{self, Call};
 use super::{Event, Human, Phase, StepReport, StepRequest};
 use crate::config::{AgentBackend, AgentConfig};
@@ -85,11 +86,21 @@ pub fn step_prompt(step: &StepRequest) -> String {
     prompt
 }
 
-/// The repository's own instructions for coding agents, if it has them.
-fn repository_instructions(worktree: &Path) -> String {
+/// The repository's own instructions for coding agents, if it has them. They are read through
+/// `paths::resolve` like every file the agent reads: a committed link to a file outside the tree
+/// is not followed into the system prompt. Like every file the agent reads, they reach the LLM
+/// as written, but for our own secrets.
+fn repository_instructions(worktree: &Path, redactor: &Redactor) -> String {
     for name in ["AGENTS.md", "CLAUDE.md"] {
-        if let Ok(text) = std::fs::read_to_string(worktree.join(name)) {
-            let text: String = text.chars().take(20_000).collect();
+        let file = match paths::resolve(worktree, name) {
+            Ok(file) => file,
+            Err(why) => {
+                tracing::warn!(file = name, reason = %why, "not reading the repository's instructions for agents");
+                continue;
+            }
+        };
+        if let Ok(text) = std::fs::read_to_string(file) {
+            let text: String = redactor.mask_values(&text).chars().take(20_000).collect();
             return format!("The repository's instructions for agents ({name}):\n\n{text}");
         }
     }
@@ -99,7 +110,10 @@ fn repository_instructions(worktree: &Path) -> String {
 async fn builtin(step: &StepRequest, t: &mut Tools<'_>) -> anyhow::Result<StepReport> {
     let system = prompts::render(
         &t.prompts.agent,
-        &[("instructions", &repository_instructions(&step.worktree))],
+        &[(
+            "instructions",
+            &repository_instructions(&step.worktree, t.redactor),
+        )],
     );
     let mut messages = vec![Message::system(system), Message::user(step_prompt(step))];
     let mut usage = Usage::default();
@@ -148,16 +162,25 @@ async fn builtin(step: &StepRequest, t: &mut Tools<'_>) -> anyhow::Result<StepRe
                         stopped: None,
                     })
                 }
-                Ok(Call::RunChecks) => Ok(checks_for_model(step, t, usage).await?),
-                Ok(Call::AskHuman { question }) => Ok(ask_human(&question, t).await?),
+                Ok(Call::RunChecks) => {
+                    Ok(t.redactor.redact(&checks_for_model(step, t, usage).await?))
+                }
+                Ok(Call::AskHuman { question }) => {
+                    Ok(t.redactor.redact(&ask_human(&question, t).await?))
+                }
                 Ok(file_call) => {
-                    let file_call = redact_writes(file_call, t.redactor);
+                    let file_call = mask_values_in_writes(file_call, t.redactor);
                     let root = step.worktree.clone();
                     tokio::task::spawn_blocking(move || tools::run_file_tool(&root, &file_call))
                         .await
                         .map_err(|e| anyhow::anyhow!("a file tool panicked: {e}"))?
                 }
             };
+            // The work tree's true bytes, token shapes included (they are often code), but
+            // never one of our own secrets. Commands' output and answers were redacted whole.
+            let result = result
+                .map(|text| t.redactor.mask_values(&text))
+                .map_err(|err| t.redactor.mask_values(&err));
             let text = match result {
                 Ok(text) => text,
                 Err(err) => {
@@ -168,19 +191,16 @@ async fn builtin(step: &StepRequest, t: &mut Tools<'_>) -> anyhow::Result<StepRe
                         return Ok(StepReport {
                             summary: String::new(),
                             usage,
-                            stopped: Some(format!(
+                            stopped: Some(t.redactor.redact(&format!(
                                 "the agent repeated a failing action {REPEATED_FAILURES} times ({}: {err})",
                                 call.name
-                            )),
+                            ))),
                         });
                     }
                     format!("error: {err}")
                 }
             };
-            messages.push(Message::tool_result(
-                call.id.clone(),
-                t.redactor.redact(&text),
-            ));
+            messages.push(Message::tool_result(call.id.clone(), text));
         }
     }
     Ok(StepReport {
@@ -229,22 +249,23 @@ async fn ask_human(question: &str, t: &mut Tools<'_>) -> anyhow::Result<String> 
     }))
 }
 
-/// `call` with the secrets masked in what it would write, so that no secret the model repeats
-/// (from an injection, or a key it knows) is committed and pushed.
-fn redact_writes(call: Call, redactor: &Redactor) -> Call {
+/// `call` with our configured secrets masked in what it would write, so that no secret the
+/// model repeats (from an injection) is committed and pushed. Token shapes are written as the
+/// model wrote them: `"Bearer " + token` or a test's `ghp_...` fixture is code, not a leak.
+fn mask_values_in_writes(call: Call, redactor: &Redactor) -> Call {
     match call {
         Call::WriteFile { path, content } => Call::WriteFile {
-            path: redactor.redact(&path),
-            content: redactor.redact(&content),
+            path: redactor.mask_values(&path),
+            content: redactor.mask_values(&content),
         },
         Call::EditFile {
             path,
             search,
             replace,
         } => Call::EditFile {
-            path: redactor.redact(&path),
+            path: redactor.mask_values(&path),
             search,
-            replace: redactor.redact(&replace),
+            replace: redactor.mask_values(&replace),
         },
         other => other,
     }

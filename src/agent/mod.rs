@@ -6,6 +6,8 @@
 //!   or an external coding agent command. A step goes in as a [`StepRequest`] and comes back as
 //!   a [`StepReport`], so a remote backend can take the same place.
 //! - `tools.rs`: the built-in agent's file tools, confined to the work tree.
+//! - `paths.rs`: the one resolver of the paths the agent reads and writes in the work tree
+//!   (links followed only while they stay inside it, never into `.git`).
 //! - `exec.rs`: runs a command with a cleared environment, a timeout and a process-group kill.
 //!
 //! Invariant: the commands the agent runs never see a secret: their environment is cleared
@@ -14,6 +16,7 @@
 pub mod actions;
 pub mod backend;
 pub mod exec;
+pub mod paths;
 pub mod progress;
 pub mod run;
 pub mod tools;
@@ -92,6 +95,10 @@ pub enum Event {
     /// Before the run, its branch took in commits others pushed to it (a reviewer's): a
     /// fast-forward to their tip, or a merge of it (`merged`). `theirs` is the remote's tip.
     BranchCaughtUp { theirs: String, merged: bool },
+    /// These changed files hold one of featurebot's own configured secrets (in their contents
+    /// or their name), so the step's commit left them out; they stay, uncommitted, in the work
+    /// tree.
+    SecretsLeftOut { step: usize, files: Vec<String> },
     /// The agent asks the humans; the run waits for an answer on its answer channel.
     Question { text: String },
     /// A run on GitHub Actions: where it stands there ("queued", "running: Install

@@ -14,6 +14,9 @@ pub const CHECKS_FAILED: &str = "featurebot: checks failed";
 /// How a failed push after a step starts its line on stderr (`agent.push_each_step`).
 pub const PUSH_FAILED: &str = "featurebot: push failed";
 
+/// How the line about files left out of a step's commit starts: they hold a configured secret.
+pub const SECRETS_LEFT_OUT: &str = "featurebot: left out";
+
 /// One line about an event, for logs and terminals.
 pub fn describe(event: &Event) -> String {
     match event {
@@ -90,6 +93,11 @@ pub fn describe(event: &Event) -> String {
             } else {
                 "checks failing"
             }
+        ),
+        Event::SecretsLeftOut { step, files } => format!(
+            "{SECRETS_LEFT_OUT} of step {}'s commit: {}: each holds one of featurebot's own secrets (a configured token), so it is not committed or pushed; take the value out of the file (read it from the environment instead)",
+            step + 1,
+            files.join(", ")
         ),
         Event::Question { text } => format!("the agent asks: {text}"),
         Event::Remote { state, url } => match url {

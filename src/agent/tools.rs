@@ -1,14 +1,15 @@
 //! The built-in agent's file tools, confined to the work tree.
 //!
 //! Each tool takes the model's JSON arguments and returns text for the model: a result, or an
-//! error it can act on (a missing file, a search text that is not unique). Paths are relative
-//! to the work tree; absolute paths, `..` and `.git` are refused, so the model cannot read or
-//! write outside it.
+//! error it can act on (a missing file, a search text that is not unique). Every path goes
+//! through `paths::resolve`, for reads as for writes, so the model cannot read or write outside
+//! the work tree or inside `.git`, not even through a link the repository holds.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
+use super::paths::resolve;
 use crate::llm::ToolSpec;
 use crate::repo;
 
@@ -143,41 +144,6 @@ pub fn specs() -> Vec<ToolSpec> {
             json!({"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}),
         ),
     ]
-}
-
-/// Resolves a model-given relative path inside `root`, refusing anything that could leave it.
-pub fn resolve(root: &Path, relative: &str) -> Result<PathBuf, String> {
-    let relative = relative.trim().trim_start_matches("./");
-    let path = Path::new(relative);
-    if relative.is_empty() {
-        return Err("the path is empty".to_string());
-    }
-    for component in path.components() {
-        match component {
-            Component::Normal(part) if part != ".git" => {}
-            _ => {
-                return Err(format!(
-                    "{relative:?} is not allowed: use a path relative to the repository root, without `..` or `.git`"
-                ))
-            }
-        }
-    }
-    let full = root.join(path);
-    // A symlink inside the tree may point outside it: check where the path really leads.
-    let root = root
-        .canonicalize()
-        .map_err(|e| format!("the work tree is unreadable: {e}"))?;
-    let mut existing = full.as_path();
-    while !existing.exists() {
-        match existing.parent() {
-            Some(parent) => existing = parent,
-            None => break,
-        }
-    }
-    match existing.canonicalize() {
-        Ok(real) if real.starts_with(&root) => Ok(full),
-        _ => Err(format!("{relative:?} leads outside the repository")),
-    }
 }
 
 /// Runs a file tool; `RunChecks`, `AskHuman` and `FinishStep` are the run's to handle.

@@ -103,6 +103,7 @@ fn redact(redactor: &Redactor, mut kind: OutputKind) -> OutputKind {
         OutputKind::RunEvent { event } => match event {
             Event::Question { text } => r(text),
             Event::StepPushFailed { message, .. } => r(message),
+            Event::SecretsLeftOut { files, .. } => files.iter_mut().for_each(r),
             Event::ChecksFailed { command, tail, .. } => {
                 r(command);
                 r(tail);

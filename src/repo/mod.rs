@@ -252,12 +252,17 @@ impl Repo {
         .await
     }
 
-    /// Commits everything in the work tree at `dir`; `None` when nothing changed. See
-    /// [`worktree::commit_all`].
-    pub async fn commit_all(&self, dir: &Path, message: &str) -> Result<Option<String>, RepoError> {
+    /// Commits everything in the work tree at `dir` but the files `keep_out` refuses (given
+    /// each changed file's path and contents). See [`worktree::commit_all`].
+    pub async fn commit_all(
+        &self,
+        dir: &Path,
+        message: &str,
+        keep_out: impl Fn(&str, &[u8]) -> bool + Send + 'static,
+    ) -> Result<worktree::Committed, RepoError> {
         let dir = dir.to_path_buf();
         let message = message.to_string();
-        self.locked(move |cfg| worktree::commit_all(cfg, &dir, &message))
+        self.locked(move |cfg| worktree::commit_all(cfg, &dir, &message, &keep_out))
             .await
     }
 

@@ -259,37 +259,98 @@ fn catch_up_with(
     Ok(Some(caught_up))
 }
 
+/// What [`commit_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The new commit's hex id; `None` when nothing was left to commit.
+    pub id: Option<String>,
+    /// Changed files that `keep_out` refused, as relative paths, sorted: left out of the
+    /// commit, still changed in the work tree.
+    pub left_out: Vec<String>,
+}
+
 /// Commits every change in the work tree at `dir` (new, changed and deleted files, except
-/// ignored ones) on its branch. Returns `None` when nothing changed.
+/// ignored ones) on its branch, but for the files `keep_out` refuses: it is asked about each
+/// changed file with its path and what git would store (a file's bytes, a link's target), and
+/// a file it refuses keeps its committed version (a new one stays untracked). That holds for a
+/// file some command staged itself, too.
 pub fn commit_all(
     cfg: &RepoConfig,
     dir: &Path,
     message: &str,
-) -> Result<Option<String>, RepoError> {
+    keep_out: &dyn Fn(&str, &[u8]) -> bool,
+) -> Result<Committed, RepoError> {
     let repo = Repository::open(dir).map_err(|_| RepoError::NotARepository {
         path: dir.to_path_buf(),
     })?;
+    let parent = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| git_error("reading the work tree's HEAD", e))?;
+    let parent_tree = parent
+        .tree()
+        .map_err(|e| git_error("reading the work tree's HEAD", e))?;
     let mut index = repo
         .index()
         .map_err(|e| git_error("reading the work tree's index", e))?;
+    let mut left_out = Vec::new();
+    // Refused files are skipped before git reads them, so their contents never reach the
+    // object database.
+    let mut skip = |path: &Path, _: &[u8]| -> i32 {
+        let relative = path.to_string_lossy();
+        match stored_bytes(&dir.join(path)) {
+            Some(bytes) if keep_out(&relative, &bytes) => {
+                left_out.push(relative.into_owned());
+                1
+            }
+            _ => 0,
+        }
+    };
     index
-        .add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None)
+        .add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, Some(&mut skip))
         .map_err(|e| git_error("staging changes", e))?;
     index
-        .update_all(["*"].iter(), None)
+        .update_all(["*"].iter(), Some(&mut skip))
         .map_err(|e| git_error("staging deletions", e))?;
+    // What was staged before (by a command of the run) is checked as git stored it.
+    let staged = repo
+        .diff_tree_to_index(Some(&parent_tree), Some(&index), None)
+        .map_err(|e| git_error("comparing the index with HEAD", e))?;
+    for delta in staged.deltas() {
+        let new = delta.new_file();
+        let Some(path) = new.path().map(Path::to_path_buf) else {
+            continue;
+        };
+        let relative = path.to_string_lossy().into_owned();
+        let refused = new.exists()
+            && repo
+                .find_blob(new.id())
+                .is_ok_and(|blob| keep_out(&relative, blob.content()));
+        if !refused {
+            continue;
+        }
+        let old = delta.old_file();
+        if old.exists() {
+            index
+                .add(&unstatted_entry(&relative, old.id(), u32::from(old.mode())))
+                .map_err(|e| git_error(format!("restoring {relative} in the index"), e))?;
+        } else {
+            index
+                .remove_path(&path)
+                .map_err(|e| git_error(format!("unstaging {relative}"), e))?;
+        }
+        left_out.push(relative);
+    }
+    left_out.sort();
+    left_out.dedup();
     index
         .write()
         .map_err(|e| git_error("writing the index", e))?;
     let tree_id = index
         .write_tree()
         .map_err(|e| git_error("writing the tree", e))?;
-    let parent = repo
-        .head()
-        .and_then(|h| h.peel_to_commit())
-        .map_err(|e| git_error("reading the work tree's HEAD", e))?;
     if parent.tree_id() == tree_id {
-        return Ok(None);
+        return Ok(Committed { id: None, left_out });
     }
     let tree = repo
         .find_tree(tree_id)
@@ -306,7 +367,45 @@ pub fn commit_all(
             &[&parent],
         )
         .map_err(|e| git_error("committing", e))?;
-    Ok(Some(id.to_string()))
+    Ok(Committed {
+        id: Some(id.to_string()),
+        left_out,
+    })
+}
+
+/// What git stores for the file at `path`: a link's target, a file's bytes; `None` for a
+/// folder (a submodule) or what cannot be read, which git then handles itself.
+fn stored_bytes(path: &Path) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path).ok()?;
+        Some(target.as_os_str().as_bytes().to_vec())
+    } else if meta.is_file() {
+        std::fs::read(path).ok()
+    } else {
+        None
+    }
+}
+
+/// An index entry for blob `id` at `path` without stat data, so git compares the work tree's
+/// file by its contents and shows it as changed.
+fn unstatted_entry(path: &str, id: git2::Oid, mode: u32) -> git2::IndexEntry {
+    let zero = git2::IndexTime::new(0, 0);
+    git2::IndexEntry {
+        ctime: zero,
+        mtime: zero,
+        dev: 0,
+        ino: 0,
+        mode,
+        uid: 0,
+        gid: 0,
+        file_size: 0,
+        id,
+        flags: 0,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    }
 }
 
 /// The files git sees in the work tree at `dir`: tracked ones and untracked ones that are not

@@ -426,6 +426,58 @@ async fn a_planted_secret_is_masked_in_tool_results_and_check_output() {
 }
 
 #[tokio::test]
+async fn code_holding_token_shapes_is_read_and_committed_unchanged() {
+    let f = fixture()
+        .with_config(|c| c.agent.max_repair_attempts = 0)
+        .build()
+        .await;
+    // Code that looks like credentials without being ours: a header built from a variable, a
+    // test fixture in GitHub's token shape, a key's BEGIN line.
+    let fixture_token = "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8";
+    let written = format!(
+        "const FIXTURE = \"{fixture_token}\";\nconst auth = (token) => ({{ Authorization: \"Bearer \" + token }});\nconst PEM = \"-----BEGIN PRIVATE KEY-----\\nMIIEvg\\n-----END PRIVATE KEY-----\";\n"
+    );
+    let edited = written.replace("\"Bearer \" + token", "\"Bearer \" + token.trim()");
+    f.llm.push(call(
+        "write_file",
+        json!({"path": "client.js", "content": written}),
+    ));
+    f.llm.push(call(
+        "edit_file",
+        json!({"path": "client.js", "search": "\"Bearer \" + token", "replace": "\"Bearer \" + token.trim()"}),
+    ));
+    f.llm.push(call("read_file", json!({"path": "client.js"})));
+    f.llm.push(call("search", json!({"pattern": "ghp_"})));
+    finish_steps(&f.llm, &["client", "docs"]);
+    let (run, _) = run_agent(&f, CancellationToken::new(), None).await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+
+    let remote = f.repo.remote.clone().unwrap();
+    let committed = git(&remote, &["show", "featurebot/1-fix-adding:client.js"]);
+    assert_eq!(committed, edited, "committed byte for byte");
+    // The model read back what it wrote: the edit matched, the file and the search came back
+    // as they are.
+    let results: Vec<String> = f
+        .llm
+        .requests()
+        .iter()
+        .filter_map(|r| r.body["messages"].as_array()?.last().cloned())
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(results[1].starts_with("edited client.js"), "{results:#?}");
+    for line in edited.lines() {
+        assert!(results[2].contains(line), "{line:?} in {results:#?}");
+    }
+    assert!(
+        results[3].contains(&format!(
+            "client.js:1: const FIXTURE = \"{fixture_token}\";"
+        )),
+        "{results:#?}"
+    );
+}
+
+#[tokio::test]
 async fn a_finished_run_opens_a_pull_request_and_a_red_one_a_draft() {
     let f = fixture().with_github().build().await;
     f.llm.push(call(

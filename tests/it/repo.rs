@@ -847,11 +847,12 @@ fn a_branch_that_moved_on_both_sides_is_merged_or_refused() {
     let dir = repo.dir.path().join("worktrees/9-export");
     let worktree = repo::worktree::prepare_worktree(&cfg, &branch, &dir).unwrap();
     std::fs::write(worktree.path.join("a.txt"), "the bot's\n").unwrap();
-    repo::worktree::commit_all(&cfg, &worktree.path, "step 1/2: a").unwrap();
+    repo::worktree::commit_all(&cfg, &worktree.path, "step 1/2: a", &|_, _| false).unwrap();
     repo::remote::push_branch(&cfg, &branch).unwrap();
     std::fs::write(worktree.path.join("b.txt"), "the bot's too\n").unwrap();
-    let ours = repo::worktree::commit_all(&cfg, &worktree.path, "step 2/2: b")
+    let ours = repo::worktree::commit_all(&cfg, &worktree.path, "step 2/2: b", &|_, _| false)
         .unwrap()
+        .id
         .unwrap();
 
     let reviewer = repo.dir.path().join("reviewer");
@@ -895,8 +896,9 @@ fn a_branch_that_moved_on_both_sides_is_merged_or_refused() {
 
     // Both sides change the same line: refused, and the local branch left as it was.
     std::fs::write(dir.join("a.txt"), "the bot's second thought\n").unwrap();
-    let local = repo::worktree::commit_all(&cfg, &dir, "step: a again")
+    let local = repo::worktree::commit_all(&cfg, &dir, "step: a again", &|_, _| false)
         .unwrap()
+        .id
         .unwrap();
     git(&reviewer, &["pull", "--quiet", "--ff-only"]);
     std::fs::write(reviewer.join("a.txt"), "the reviewer's take\n").unwrap();
@@ -909,4 +911,64 @@ fn a_branch_that_moved_on_both_sides_is_merged_or_refused() {
         "{err}"
     );
     assert_eq!(rev(&repo.path, branch.as_str()), local);
+}
+
+/// A step's commit leaves out what `keep_out` refuses, however the file changed: a new file, a
+/// tracked one edited, one a command staged itself, a link; the rest is committed, and what is
+/// left out stays in the work tree, still changed.
+#[test]
+fn commit_all_leaves_out_the_files_it_is_told_to() {
+    let repo = repo_with_remote("main");
+    let cfg = repo_config(&repo);
+    let dir = repo.dir.path().join("worktrees/3-keys");
+    let worktree =
+        repo::worktree::prepare_worktree(&cfg, &name("featurebot/3-keys"), &dir).unwrap();
+    let dir = worktree.path;
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    std::fs::write(dir.join("ok.txt"), "fine\n").unwrap();
+    std::fs::write(dir.join("new.env"), "KEY=hunter2hunter2\n").unwrap();
+    std::fs::write(dir.join("README.md"), format!("{readme}hunter2hunter2\n")).unwrap();
+    std::fs::write(dir.join("staged.env"), "hunter2hunter2").unwrap();
+    git(&dir, &["add", "staged.env"]);
+    std::os::unix::fs::symlink("/tmp/hunter2hunter2", dir.join("link")).unwrap();
+    std::fs::write(dir.join("hunter2hunter2.txt"), "a name\n").unwrap();
+    let keep_out = |path: &str, bytes: &[u8]| {
+        path.contains("hunter2hunter2") || String::from_utf8_lossy(bytes).contains("hunter2hunter2")
+    };
+
+    let committed = repo::worktree::commit_all(&cfg, &dir, "step 1/1: keys", &keep_out).unwrap();
+    assert_eq!(
+        committed.left_out,
+        [
+            "README.md",
+            "hunter2hunter2.txt",
+            "link",
+            "new.env",
+            "staged.env"
+        ]
+    );
+    let id = committed.id.expect("ok.txt is committed");
+    assert_eq!(
+        git(&dir, &["show", "--name-only", "--format=", &id]),
+        "ok.txt\n"
+    );
+    assert!(!git(&dir, &["log", "-p", "--all"]).contains("hunter2hunter2"));
+    // The files refused before staging never reached the object database.
+    let objects = std::process::Command::new("git")
+        .args(["cat-file", "--batch-all-objects", "--batch"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(objects.status.success());
+    let objects = String::from_utf8_lossy(&objects.stdout);
+    assert!(objects.contains("fine\n"), "{objects}");
+    assert!(!objects.contains("KEY=hunter2hunter2"), "{objects}");
+    assert_eq!(
+        status(&dir),
+        " M README.md\n?? hunter2hunter2.txt\n?? link\n?? new.env\n?? staged.env\n"
+    );
+    // Nothing else changed: the next commit has nothing to do, and says what it left out.
+    let again = repo::worktree::commit_all(&cfg, &dir, "step 2/2", &keep_out).unwrap();
+    assert_eq!(again.id, None);
+    assert_eq!(again.left_out.len(), 5);
 }

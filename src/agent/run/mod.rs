@@ -2,8 +2,8 @@
 //!
 //! For each step: the backend edits; the formatters and tests run; on failure the backend gets
 //! the failing output and repairs, up to `agent.max_repair_attempts`; then the step is
-//! committed (`step k/n: <title>`), green or not, and the run record is saved, so a run can
-//! resume from the next step. At the end the branch is pushed and a pull request opened (a
+//! committed (`step k/n: <title>`), green or not (a file holding one of our configured secrets
+//! is left out, and said), and the run record is saved, so a run can resume from the next step. At the end the branch is pushed and a pull request opened (a
 //! draft when anything is red or unfinished). Limits (run time, tokens, tool calls, a
 //! repeated failure) stop the run gracefully: what exists is committed, pushed and proposed.
 
@@ -28,7 +28,7 @@ use crate::model::{BranchName, Feature, PlanVersion, Run, RunState, StepRecord};
 use crate::plan::{self, Slug};
 use crate::prompts::Prompts;
 use crate::redact::Redactor;
-use crate::repo::worktree::CaughtUp;
+use crate::repo::worktree::{CaughtUp, Committed};
 use crate::repo::{Repo, Repos};
 use crate::store::Store;
 use steps::{RunIo, StepLoop};
@@ -308,15 +308,17 @@ impl Runner {
         self.github.for_repo(job.feature.repo.as_deref())
     }
 
-    async fn commit(
-        &self,
-        job: &Job,
-        worktree: &Path,
-        message: &str,
-    ) -> anyhow::Result<Option<String>> {
+    /// Commits the step's changes, but not a file that holds one of our configured secrets
+    /// (in its name or its contents, however it got there: the agent, a check, an external
+    /// agent): that one is left out, and said.
+    async fn commit(&self, job: &Job, worktree: &Path, message: &str) -> anyhow::Result<Committed> {
         let message = self.redactor.redact(message);
+        let redactor = self.redactor.clone();
+        let holds_secret = move |path: &str, bytes: &[u8]| {
+            redactor.holds_value(path.as_bytes()) || redactor.holds_value(bytes)
+        };
         self.repo(job)
-            .commit_all(worktree, &message)
+            .commit_all(worktree, &message, holds_secret)
             .await
             .context("committing the step")
     }
@@ -379,7 +381,7 @@ fn follow_up_title(request: &str) -> String {
 /// tree's plan file does not tick off as done, and starts there. A plan file that is missing or
 /// lists other steps than the run's changes nothing: the run starts at step 1.
 fn skip_ticked_steps(run: &mut Run, worktree: &Path, plan_path: &str) {
-    let text = super::tools::resolve(worktree, plan_path)
+    let text = super::paths::resolve(worktree, plan_path)
         .ok()
         .and_then(|file| std::fs::read_to_string(file).ok());
     let Some(text) = text else {
@@ -405,7 +407,7 @@ fn skip_ticked_steps(run: &mut Run, worktree: &Path, plan_path: &str) {
 /// Ticks step `index` off in the work tree's copy of the plan file, when the branch has it, so
 /// the repository records what was done (committed with the step).
 fn tick_plan_file(worktree: &Path, plan_path: &str, index: usize) {
-    let Ok(file) = super::tools::resolve(worktree, plan_path) else {
+    let Ok(file) = super::paths::resolve(worktree, plan_path) else {
         return;
     };
     if let Ok(text) = std::fs::read_to_string(&file) {

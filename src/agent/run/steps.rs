@@ -191,7 +191,17 @@ impl StepLoop<'_> {
             ),
             None => format!("step {}/{}: {}{redone}", index + 1, total, title),
         };
-        let commit = runner.commit(job, &self.worktree, &message).await?;
+        let Committed {
+            id: commit,
+            left_out,
+        } = runner.commit(job, &self.worktree, &message).await?;
+        if !left_out.is_empty() {
+            tracing::warn!(step = index + 1, files = ?left_out, "left files holding a configured secret out of the step's commit");
+            let _ = self.io.events.send(Event::SecretsLeftOut {
+                step: index,
+                files: left_out,
+            });
+        }
         let summary = runner.redactor.redact(summary);
         let step = &mut self.run.steps[index];
         step.green = Some(green);

@@ -325,6 +325,20 @@ pub(super) fn step_push_failed(step: usize, message: &str) -> CreateMessage {
     CreateMessage::new().content(text)
 }
 
+/// Files the step's commit left out because they hold one of featurebot's own secrets.
+pub(super) fn secrets_left_out(step: usize, files: &[String]) -> CreateMessage {
+    let files: Vec<String> = files
+        .iter()
+        .map(|f| format!("`{}`", truncate(f, 200)))
+        .collect();
+    let text = format!(
+        "🔒 Left out of step {}'s commit: {}. Each holds one of featurebot's own secrets (a configured token), so it is not committed or pushed. Ask for a follow-up that reads the value from the environment instead.",
+        step + 1,
+        files.join(", ")
+    );
+    CreateMessage::new().content(truncate(&text, MESSAGE_LIMIT))
+}
+
 /// The agent's question; an admin's next message in the thread answers it.
 pub(super) fn question(text: &str) -> CreateMessage {
     let text = format!(

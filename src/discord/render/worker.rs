@@ -4,7 +4,8 @@
 use super::messages::{
     awaiting_approval, checks_failed, confirmed, feature_updated, intro, plan_conflict,
     plan_conflict_settled, plan_diff, plan_message, pull_request_changed, question, run_ended,
-    run_interrupted, run_queued, run_row, run_summary, step_push_failed, truncate, Shown,
+    run_interrupted, run_queued, run_row, run_summary, secrets_left_out, step_push_failed,
+    truncate, Shown,
 };
 use super::*;
 use crate::model::Run;
@@ -365,6 +366,9 @@ impl Worker {
             }
             Event::StepPushFailed { step, message } => {
                 self.post(step_push_failed(step, &message)).await;
+            }
+            Event::SecretsLeftOut { step, files } => {
+                self.post(secrets_left_out(step, &files)).await;
             }
             Event::Question { text } => self.post(question(&text)).await,
             Event::AwaitingApproval {
