@@ -16,12 +16,15 @@ COPY tests tests
 COPY benches benches
 RUN cargo build --release --locked --bin featurebot
 
-# The runtime image has git and a shell. The coding agent runs your agent.format and
-# agent.test commands (and an external agent, for backend = "command") inside it: build your
-# own image FROM this one with those toolchains added.
+# The runtime image has git, a shell and bubblewrap. The coding agent runs your agent.format and
+# agent.test commands (and an external agent, for backend = "command") inside it, each in
+# bubblewrap's sandbox: build your own image FROM this one with those toolchains added. The
+# sandbox needs user namespaces, which Docker's default seccomp profile refuses: run with
+# --security-opt seccomp=unconfined (or a profile that allows clone/unshare of namespaces),
+# or set FEATUREBOT__AGENT__SANDBOX=off to run the commands unconfined.
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git ca-certificates libssl3 \
+ && apt-get install -y --no-install-recommends git ca-certificates libssl3 bubblewrap \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 featurebot \
  && mkdir -p /data /repo /config \

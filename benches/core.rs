@@ -5,6 +5,8 @@
 //!    instant fake LLM.
 //! 2. Committing a plan in a repository of 100,000 files (checked out, base branch = HEAD).
 //! 3. Opening a store that holds 10,000 features, and listing them.
+//! 4. An agent run's steps.
+//! 5. The sandbox's cost per command: `true` with and without bubblewrap.
 //!
 //! Figures are printed as a table; BENCH_QUICK=1 shrinks the sizes for a smoke run.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -48,6 +50,60 @@ fn main() {
     );
     runtime.block_on(store_open(if quick { 500 } else { 10_000 }));
     runtime.block_on(agent_steps(if quick { 5 } else { 50 }));
+    runtime.block_on(sandbox_overhead(if quick { 20 } else { 200 }));
+}
+
+/// What the sandbox costs a command (section 5): `true` through `exec::run`, in bubblewrap's
+/// sandbox and without it, interleaved so both see the same machine.
+async fn sandbox_overhead(n: usize) {
+    use featurebot::agent::exec::{self, CommandSpec};
+    use featurebot::agent::sandbox::Sandbox;
+    use featurebot::redact::Redactor;
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (work, home) = (dir.path().join("work"), dir.path().join("home"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    let spec = |sandbox: Option<Sandbox>| CommandSpec {
+        line: "true".to_string(),
+        dir: work.clone(),
+        timeout: Duration::from_secs(20),
+        env: Vec::new(),
+        max_output_bytes: 1024,
+        sandbox,
+    };
+    let sandboxed = spec(Some(Sandbox {
+        work_tree: work.clone(),
+        git_dir: work.clone(),
+        readable: Vec::new(),
+        home: home.clone(),
+        network: false,
+    }));
+    let plain = spec(None);
+    let (cancel, redactor) = (CancellationToken::new(), Redactor::default());
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let start = Instant::now();
+        assert!(
+            exec::run(&plain, &cancel, &redactor, None)
+                .await
+                .unwrap()
+                .success
+        );
+        without.push(start.elapsed());
+        let start = Instant::now();
+        let result = exec::run(&sandboxed, &cancel, &redactor, None)
+            .await
+            .unwrap();
+        assert!(result.success, "{}", result.output);
+        with.push(start.elapsed());
+    }
+    row(&format!("command `true`, unsandboxed (n={n})"), without);
+    row(
+        &format!("command `true`, in bubblewrap's sandbox (n={n})"),
+        with,
+    );
 }
 
 fn row(name: &str, mut samples: Vec<Duration>) {

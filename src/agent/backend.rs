@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exec::{self, CommandSpec};
 use super::paths;
+use super::sandbox::Sandbox;
 use super::tools::{self, Call};
 use super::{Event, Human, Phase, StepReport, StepRequest};
 use crate::config::{AgentBackend, AgentConfig};
@@ -40,6 +41,8 @@ pub struct Tools<'a> {
     pub answers: &'a mut mpsc::UnboundedReceiver<Human>,
     /// Where logs and prompt files go (outside the work tree).
     pub scratch: &'a Path,
+    /// Where commands run; `None` unconfined (`agent.sandbox = "off"`).
+    pub sandbox: Option<&'a Sandbox>,
     /// Tokens left in the run's budget.
     pub tokens_left: u64,
 }
@@ -228,7 +231,15 @@ async fn checks_for_model(
         usage,
     };
     let _ = t.events.send(phase(Phase::Testing));
-    let outcome = run_checks(t.agent, &step.worktree, t.cancel, t.redactor, t.scratch).await?;
+    let outcome = run_checks(
+        t.agent,
+        &step.worktree,
+        t.cancel,
+        t.redactor,
+        t.scratch,
+        t.sandbox,
+    )
+    .await?;
     let _ = t.events.send(phase(Phase::Editing));
     Ok(outcome.for_model())
 }
@@ -304,6 +315,7 @@ async fn command(
         timeout: t.agent.command_timeout,
         env: t.agent.env.clone(),
         max_output_bytes: 64 * 1024,
+        sandbox: t.sandbox.cloned(),
     };
     let result = exec::run(&spec, t.cancel, t.redactor, Some(&log)).await?;
     if result.cancelled {
@@ -353,6 +365,43 @@ pub fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
+/// Runs `agent.setup` once, in order, with the network (in `sandbox`, which allows it):
+/// fetching dependencies before the steps' commands run without it. The first failure ends the
+/// run with its output.
+pub async fn run_setup(
+    agent: &AgentConfig,
+    worktree: &Path,
+    cancel: &CancellationToken,
+    redactor: &Redactor,
+    scratch: &Path,
+    sandbox: Option<Sandbox>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(scratch)?;
+    for (i, line) in agent.setup.iter().enumerate() {
+        let log = scratch.join(format!("setup-{i}.log"));
+        let spec = CommandSpec {
+            line: line.clone(),
+            dir: worktree.to_path_buf(),
+            timeout: agent.command_timeout,
+            env: agent.env.clone(),
+            max_output_bytes: 64 * 1024,
+            sandbox: sandbox.clone(),
+        };
+        let result = exec::run(&spec, cancel, redactor, Some(&log)).await?;
+        if result.cancelled {
+            anyhow::bail!("cancelled");
+        }
+        if !result.success {
+            anyhow::bail!(
+                "agent.setup's `{line}` failed{}; fix the command (it runs in the work tree, with the network) or remove it. Its last lines:\n{}",
+                if result.timed_out { " (timed out: agent.command_timeout_secs)" } else { "" },
+                last_lines(&result.output, 20)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The result of running the formatters and tests once.
 pub struct Checks {
     pub green: bool,
@@ -379,6 +428,7 @@ pub async fn run_checks(
     cancel: &CancellationToken,
     redactor: &Redactor,
     scratch: &Path,
+    sandbox: Option<&Sandbox>,
 ) -> anyhow::Result<Checks> {
     std::fs::create_dir_all(scratch)?;
     let mut ran = 0;
@@ -395,6 +445,7 @@ pub async fn run_checks(
             timeout: agent.command_timeout,
             env: agent.env.clone(),
             max_output_bytes: 256 * 1024,
+            sandbox: sandbox.cloned(),
         };
         let mut result = exec::run(&spec, cancel, redactor, Some(&log)).await?;
         if result.cancelled {

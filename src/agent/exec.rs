@@ -2,7 +2,8 @@
 //! agent.
 //!
 //! The command is `sh -c LINE` in the work tree, with a cleared environment (see [`clean_env`]:
-//! the bot's tokens cannot reach it), no standard input, and a process group of its own. When it
+//! the bot's tokens cannot reach it), no standard input, and a process group of its own; with a
+//! [`Sandbox`], inside it (bubblewrap, which dies with the group). When it
 //! times out, is cancelled, or simply ends, what is left of the group gets SIGTERM and, if still
 //! there two seconds later, SIGKILL, so nothing it started in the background lives on.
 //!
@@ -31,6 +32,7 @@ use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use super::sandbox::Sandbox;
 use crate::redact::{Redactor, StreamRedactor};
 
 /// One command to run.
@@ -46,6 +48,9 @@ pub struct CommandSpec {
     /// When the output is bigger, only its last bytes are kept, after a `[... N bytes cut ...]`
     /// line.
     pub max_output_bytes: usize,
+    /// Where it is confined; `None` runs it as featurebot's own user with only the cleared
+    /// environment (`agent.sandbox = "off"`).
+    pub sandbox: Option<Sandbox>,
 }
 
 /// How a command ended.
@@ -149,13 +154,22 @@ pub async fn run(
         receiver: Some(pipe::Receiver::from_owned_fd(OwnedFd::from(reader))?),
         buf: vec![0; READ_CHUNK],
     };
-    let mut command = Command::new("sh");
+    let env = clean_env(&spec.env);
+    let mut command = match &spec.sandbox {
+        Some(sandbox) => {
+            let (program, args) = sandbox.command(&spec.line, &spec.dir, &env);
+            let mut command = Command::new(program);
+            command.args(args).env_clear().envs(sandbox.env(&env));
+            command
+        }
+        None => {
+            let mut command = Command::new("sh");
+            command.arg("-c").arg(&spec.line).env_clear().envs(env);
+            command
+        }
+    };
     command
-        .arg("-c")
-        .arg(&spec.line)
         .current_dir(&spec.dir)
-        .env_clear()
-        .envs(clean_env(&spec.env))
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
         .stderr(writer)

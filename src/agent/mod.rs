@@ -19,6 +19,7 @@ pub mod exec;
 pub mod paths;
 pub mod progress;
 pub mod run;
+pub mod sandbox;
 pub mod tools;
 
 use std::path::PathBuf;
@@ -99,6 +100,8 @@ pub enum Event {
     /// or their name), so the step's commit left them out; they stay, uncommitted, in the work
     /// tree.
     SecretsLeftOut { step: usize, files: Vec<String> },
+    /// `agent.sandbox = "off"`: this run's commands are not confined.
+    Unconfined,
     /// The agent asks the humans; the run waits for an answer on its answer channel.
     Question { text: String },
     /// A run on GitHub Actions: where it stands there ("queued", "running: Install

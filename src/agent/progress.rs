@@ -64,6 +64,7 @@ pub fn describe(event: &Event) -> String {
             }
             text
         }
+        Event::Unconfined => "warning: agent.sandbox = \"off\": this run's commands are not confined and can read whatever featurebot can".to_string(),
         Event::BranchCaughtUp { theirs, merged } => {
             let theirs = &theirs[..theirs.len().min(7)];
             match merged {

@@ -1,14 +1,19 @@
 //! `featurebot check`: proves each configured service works before people rely on it: the
-//! store, the LLM, the repository, and GitHub and Discord when configured.
+//! store, the LLM, the agent's sandbox, the repository, and GitHub and Discord when configured.
 //!
 //! One line per service: `ok` and what was found, or `FAIL` and what to do. The checks only
 //! read, except the LLM check, which sends one tiny request.
 
 use std::fmt;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::agent::actions::workflow::workflow_yaml;
+use crate::agent::exec::{self, CommandSpec};
+use crate::agent::sandbox::{self, Sandbox};
 use crate::config::{ActionsConfig, Config, Executor, GithubConfig, Provider, RepoConfig};
 use crate::llm;
+use crate::redact::Redactor;
 use crate::repo;
 use crate::store::{Store, StoreError};
 
@@ -17,12 +22,18 @@ use crate::store::{Store, StoreError};
 pub struct Line {
     pub service: &'static str,
     pub ok: bool,
+    /// Works, but not as it should: shown as `warn` (a sandbox turned off).
+    pub warning: bool,
     pub detail: String,
 }
 
 impl fmt::Display for Line {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = if self.ok { "ok  " } else { "FAIL" };
+        let status = match (self.ok, self.warning) {
+            (false, _) => "FAIL",
+            (true, true) => "warn",
+            (true, false) => "ok  ",
+        };
         write!(f, "{status} {:<6} {}", self.service, self.detail)
     }
 }
@@ -32,6 +43,7 @@ pub async fn run(config: &Config) -> Vec<Line> {
     let mut lines = vec![Line {
         service: "config",
         ok: true,
+        warning: false,
         detail: "valid".to_string(),
     }];
 
@@ -42,17 +54,20 @@ pub async fn run(config: &Config) -> Vec<Line> {
             Line {
                 service: "store",
                 ok: true,
+                warning: false,
                 detail: format!("{} ({count} features)", path.display()),
             }
         }
         Err(StoreError::Locked { .. }) => Line {
             service: "store",
             ok: true,
+            warning: false,
             detail: format!("{} is open in a running featurebot", path.display()),
         },
         Err(err) => Line {
             service: "store",
             ok: false,
+            warning: false,
             detail: err.to_string(),
         },
     });
@@ -70,21 +85,25 @@ pub async fn run(config: &Config) -> Vec<Line> {
             Ok(()) => Line {
                 service: "llm",
                 ok: true,
+                warning: false,
                 detail: where_,
             },
             Err(err) => Line {
                 service: "llm",
                 ok: false,
+                warning: false,
                 detail: format!("{where_}: {err}"),
             },
         },
         Err(err) => Line {
             service: "llm",
             ok: false,
+            warning: false,
             detail: format!("{err:#}"),
         },
     });
 
+    lines.push(sandbox_line(config).await);
     lines.push(repo_line(None, &config.repo).await);
     for target in &config.targets {
         lines.push(repo_line(Some(&target.name), &target.repo).await);
@@ -118,16 +137,115 @@ pub async fn run(config: &Config) -> Vec<Line> {
             Ok(name) => Line {
                 service: "discord",
                 ok: true,
+                warning: false,
                 detail: format!("logged in as {name}"),
             },
             Err(err) => Line {
                 service: "discord",
                 ok: false,
+                warning: false,
                 detail: format!("{err:#}"),
             },
         });
     }
     lines
+}
+
+/// Which sandbox the agent's commands get, proven: one sandboxed command tries to read a file
+/// outside its work tree and to connect to a listener on this host's loopback, and both must
+/// fail (the connection only with `agent.network = "off"`).
+async fn sandbox_line(config: &Config) -> Line {
+    let agent = &config.agent;
+    let line = |ok, warning, detail: String| Line {
+        service: "sandbox",
+        ok,
+        warning,
+        detail,
+    };
+    match sandbox::available(agent.sandbox) {
+        Ok(false) => {
+            return line(
+                true,
+                true,
+                "off (agent.sandbox = \"off\"): the agent's commands run unconfined, as featurebot's user, and can read whatever it can; set agent.sandbox = \"auto\" to confine them".to_string(),
+            )
+        }
+        Err(err) => return line(false, false, err),
+        Ok(true) => {}
+    }
+    match prove_sandbox(agent.network).await {
+        Ok(detail) => line(true, false, detail),
+        Err(err) => line(false, false, err),
+    }
+}
+
+async fn prove_sandbox(network: bool) -> Result<String, String> {
+    const MARK: &str = "featurebot-check-outside-the-work-tree";
+    const RAN: &str = "featurebot-check-sandbox-ran";
+    let dir =
+        tempfile_dir().map_err(|e| format!("making a folder for the sandbox's proof: {e}"))?;
+    let (work, home, outside) = (dir.join("work"), dir.join("home"), dir.join("outside.txt"));
+    for d in [&work, &home] {
+        std::fs::create_dir_all(d).map_err(|e| format!("making {}: {e}", d.display()))?;
+    }
+    std::fs::write(&outside, MARK).map_err(|e| format!("writing {}: {e}", outside.display()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("listening on the loopback for the sandbox's proof: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let accepted = tokio::spawn(async move { listener.accept().await.is_ok() });
+    let spec = CommandSpec {
+        line: format!(
+            "echo {RAN}; cat {}; timeout 5 git ls-remote http://127.0.0.1:{port}/proof.git; true",
+            outside.display()
+        ),
+        dir: work.clone(),
+        timeout: std::time::Duration::from_secs(20),
+        env: Vec::new(),
+        max_output_bytes: 16 * 1024,
+        sandbox: Some(Sandbox {
+            work_tree: work.clone(),
+            git_dir: work,
+            readable: Vec::new(),
+            home,
+            network,
+        }),
+    };
+    let ran = exec::run(&spec, &CancellationToken::new(), &Redactor::default(), None).await;
+    // Whatever connected has connected by now: the command waited for its answer.
+    let connected = if accepted.is_finished() {
+        accepted.await.unwrap_or(false)
+    } else {
+        accepted.abort();
+        false
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = ran.map_err(|e| format!("the sandboxed command did not start: {e}"))?;
+    if !result.output.contains(RAN) {
+        return Err(format!(
+            "the sandboxed command did not run: {}",
+            result.output.trim()
+        ));
+    }
+    if result.output.contains(MARK) {
+        return Err("a sandboxed command read a file outside its work tree; the sandbox does not hold here: report this, and set agent.sandbox = \"off\" only if you accept it".to_string());
+    }
+    match (network, connected) {
+        (false, true) => Err("a sandboxed command reached this host's network although agent.network is \"off\"; the sandbox does not hold here".to_string()),
+        (false, false) => Ok("bubblewrap, network off: a command reading a file outside its work tree and connecting to this host were both refused".to_string()),
+        (true, _) => Ok("bubblewrap, network on (agent.network = \"on\"): a command reading a file outside its work tree was refused; the network is open to it".to_string()),
+    }
+}
+
+/// A fresh folder under the system's temporary one.
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "featurebot-check-{}-{}",
+        std::process::id(),
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// Inspects one target repository; `name` is `None` for the default `[repo]`.
@@ -165,6 +283,7 @@ async fn repo_line(name: Option<&str>, cfg: &RepoConfig) -> Line {
     Line {
         service: "repo",
         ok,
+        warning: false,
         detail: format!("{prefix}{detail}"),
     }
 }
@@ -223,6 +342,7 @@ async fn actions_line(
     Line {
         service: "actions",
         ok,
+        warning: false,
         detail: format!("{prefix}{detail}"),
     }
 }
@@ -241,6 +361,7 @@ async fn github_line(name: Option<&str>, cfg: &GithubConfig) -> Line {
     Line {
         service: "github",
         ok,
+        warning: false,
         detail: format!("{prefix}{detail}"),
     }
 }

@@ -112,10 +112,34 @@ pub(super) fn validate_agent(
             Executor::Local
         }
     };
+    let sandbox = match raw.sandbox.as_deref().unwrap_or("auto") {
+        "auto" => SandboxMode::Auto,
+        "bwrap" => SandboxMode::Bwrap,
+        "off" => SandboxMode::Off,
+        other => {
+            problems.push(format!(
+                "agent.sandbox is {other:?}; use \"auto\" (the strongest sandbox this host has), \"bwrap\" (bubblewrap) or \"off\" (no sandbox: the agent's commands can read everything featurebot can)"
+            ));
+            SandboxMode::Auto
+        }
+    };
+    let network = match raw.network.as_deref().unwrap_or("off") {
+        "off" => false,
+        "on" => true,
+        other => {
+            problems.push(format!(
+                "agent.network is {other:?}; use \"off\" (the agent's commands have no network; agent.setup still does) or \"on\""
+            ));
+            false
+        }
+    };
     if approve_each_step && executor == Executor::GithubActions {
         problems.push("agent.approval = \"step\" needs agent.executor = \"local\": a run on GitHub Actions cannot wait for Continue between steps".to_string());
     }
     AgentConfig {
+        sandbox,
+        network,
+        setup: raw.setup.unwrap_or_default(),
         executor,
         github_actions: actions,
         push_each_step: raw.push_each_step.unwrap_or(false),

@@ -18,6 +18,7 @@ use raw::{RawAgent, RawConfig};
 mod agent;
 mod raw;
 mod validate;
+pub use validate::git_host;
 
 /// The validated configuration of one featurebot process.
 #[derive(Debug, Clone)]
@@ -135,6 +136,25 @@ pub struct AgentConfig {
     /// `[agent.github_actions]` as configured, whatever `executor` says: `featurebot
     /// install-workflow` writes the workflow before the executor is switched.
     pub github_actions: ActionsConfig,
+    /// How the agent's commands are confined (`agent::sandbox`).
+    pub sandbox: SandboxMode,
+    /// `agent.network = "on"`: the agent's commands may use the network.
+    pub network: bool,
+    /// Commands run once per run in the work tree before the first step, sandboxed but with
+    /// the network, to fetch dependencies (`cargo fetch`, `npm ci`).
+    pub setup: Vec<String>,
+}
+
+/// `agent.sandbox`: how the agent's commands are confined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// The strongest mechanism this host supports (bubblewrap for now); a run is refused when
+    /// there is none.
+    Auto,
+    /// bubblewrap, named.
+    Bwrap,
+    /// No sandbox: an explicit opt-out, warned about by `check` and on the run card.
+    Off,
 }
 
 /// Where agent runs happen.
@@ -229,8 +249,15 @@ pub struct RepoConfig {
     pub push_plans: bool,
     pub author_name: String,
     pub author_email: String,
-    /// From `GITHUB_TOKEN`; used as the password when pushing over HTTPS.
+    /// From `GITHUB_TOKEN`; used as the password when pushing over HTTPS to `token_host`.
     pub github_token: Option<Secret>,
+    /// Where pushes (and fetches) go: `repo.push_url`, or the remote's URL as the clone's git
+    /// config had it when featurebot started (`repo::Repos` reads it once), never as it is at
+    /// push time.
+    pub push_url: Option<String>,
+    /// The only host the GitHub token is offered to, over HTTPS: `github.com`, or the host of
+    /// `github.api_base` for GitHub Enterprise (without its `api.`).
+    pub token_host: String,
 }
 
 #[derive(Debug, Clone)]

@@ -30,6 +30,7 @@ pub(super) struct RawTarget {
     pub(super) push_plans: Option<bool>,
     pub(super) author_name: Option<String>,
     pub(super) author_email: Option<String>,
+    pub(super) push_url: Option<String>,
     pub(super) github_api_base: Option<String>,
     pub(super) github_owner: Option<String>,
     pub(super) github_repo: Option<String>,
@@ -65,6 +66,9 @@ pub(super) struct RawAgent {
     pub(super) push_each_step: Option<bool>,
     pub(super) executor: Option<String>,
     pub(super) github_actions: Option<RawActions>,
+    pub(super) sandbox: Option<String>,
+    pub(super) network: Option<String>,
+    pub(super) setup: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +162,7 @@ pub(super) struct RawRepo {
     pub(super) push_plans: Option<bool>,
     pub(super) author_name: Option<String>,
     pub(super) author_email: Option<String>,
+    pub(super) push_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,10 +17,13 @@ impl RawConfig {
     pub(super) fn validate(self, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let llm = validate_llm(self.llm, env, &mut problems);
-        let repo = validate_repo(self.repo, "repo", env, &mut problems);
+        let mut repo = validate_repo(self.repo, "repo", env, &mut problems);
         let github = self
             .github
             .map(|raw| validate_github(raw, env, &mut problems));
+        if let Some(github) = &github {
+            repo.token_host = git_host(&github.api_base);
+        }
         let targets = validate_targets(self.repos, &repo, github.as_ref(), env, &mut problems);
         let store_path = PathBuf::from(self.store.path.as_deref().unwrap_or("featurebot-data"));
         let prompts_dir = self
@@ -115,6 +118,11 @@ fn validate_llm(
             Provider::Anthropic => "ANTHROPIC_API_KEY".to_string(),
         });
     let api_key = secret(&api_key_env);
+    if api_key.is_some() {
+        if let Some(url) = &base_url {
+            over_https("llm.base_url", url, &api_key_env, problems);
+        }
+    }
     let max_context_tokens = positive(
         "llm.max_context_tokens",
         raw.max_context_tokens,
@@ -215,6 +223,7 @@ fn validate_targets(
                 Vec::new()
             }
         };
+        let default_token_host = repo.token_host.clone();
         let github = match (raw.github_owner.clone(), raw.github_repo.clone()) {
             (None, None) => None,
             (owner, repo) => Some(validate_github(
@@ -247,11 +256,17 @@ fn validate_targets(
                 push_plans: raw.push_plans,
                 author_name: raw.author_name.or_else(|| Some(repo.author_name.clone())),
                 author_email: raw.author_email.or_else(|| Some(repo.author_email.clone())),
+                push_url: raw.push_url,
             },
             &key,
             env,
             problems,
         );
+        let mut repo = repo;
+        repo.token_host = match &github {
+            Some(own) => git_host(&own.api_base),
+            None => default_token_host.clone(),
+        };
         targets.push(Target {
             name,
             repo,
@@ -332,6 +347,9 @@ fn validate_discord(
         .api_base
         .filter(|b| !b.trim().is_empty() && b.trim() != "https://discord.com")
         .and_then(|b| parse_base_url("discord.api_base", &b, problems));
+    if let Some(url) = &api_base {
+        over_https("discord.api_base", url, "DISCORD_TOKEN", problems);
+    }
     let interval = positive(
         "discord.stream_edit_interval_ms",
         raw.stream_edit_interval_ms,
@@ -411,7 +429,17 @@ fn validate_repo(
             .map(|v| v.trim())
             .filter(|v| !v.is_empty())
             .map(Secret::new),
+        push_url: raw.push_url.filter(|u| !u.trim().is_empty()),
+        token_host: "github.com".to_string(),
     }
+}
+
+/// The git host of a GitHub API base: `github.com` for `api.github.com`, the host itself for
+/// GitHub Enterprise Server (`https://github.example.com/api/v3`), without a leading `api.`
+/// (`api.acme.ghe.com` serves `acme.ghe.com`).
+pub fn git_host(api_base: &Url) -> String {
+    let host = api_base.host_str().unwrap_or("github.com");
+    host.strip_prefix("api.").unwrap_or(host).to_string()
 }
 
 fn validate_github(
@@ -424,6 +452,9 @@ fn validate_github(
         raw.api_base.as_deref().unwrap_or("https://api.github.com"),
         problems,
     );
+    if let Some(url) = &api_base {
+        over_https("github.api_base", url, "GITHUB_TOKEN", problems);
+    }
     let mut name = |key: &str, value: Option<String>| -> String {
         match value.map(|v| v.trim().to_string()) {
             Some(v)
@@ -460,6 +491,22 @@ fn validate_github(
 #[allow(clippy::unwrap_used)] // A constant URL that parses.
 pub(super) fn unreachable_url() -> Url {
     Url::parse("http://invalid.invalid/").unwrap()
+}
+
+/// A secret (`what`) goes to `url` only over HTTPS, or plain HTTP to this machine itself (a
+/// local model server, a proxy on the loopback).
+fn over_https(key: &str, url: &Url, what: &str, problems: &mut Vec<String>) {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if url.scheme() != "https" && !loopback {
+        problems.push(format!(
+            "{key} {url} is plain http to another machine, and {what} would travel unencrypted; use https (plain http is allowed only to localhost)"
+        ));
+    }
 }
 
 pub(super) fn parse_base_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> {

@@ -308,8 +308,12 @@ impl Repos {
         let mut by_path: HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
         let mut repo = |cfg: &RepoConfig| {
             let key = cfg.path.canonicalize().unwrap_or_else(|_| cfg.path.clone());
+            let mut cfg = cfg.clone();
+            if cfg.push_url.is_none() {
+                cfg.push_url = configured_url(&cfg);
+            }
             Repo {
-                cfg: Arc::new(cfg.clone()),
+                cfg: Arc::new(cfg),
                 lock: by_path.entry(key).or_default().clone(),
             }
         };
@@ -339,6 +343,17 @@ impl Repos {
         name.and_then(|n| self.named.get(n))
             .unwrap_or(&self.default)
     }
+}
+
+/// The remote's push URL (or its URL) as the clone's git config has it now, read once at
+/// start-up: pushes and fetches use it ever after, whatever the config says later.
+fn configured_url(cfg: &RepoConfig) -> Option<String> {
+    let repo = Repository::open(&cfg.path).ok()?;
+    let remote = repo.find_remote(&cfg.remote).ok()?;
+    remote
+        .pushurl()
+        .or_else(|| remote.url())
+        .map(str::to_string)
 }
 
 /// Runs a blocking git call off the async runtime.

@@ -3,8 +3,13 @@
 //!
 //! Invariant: no push is ever forced; a commit someone else pushed is never overwritten.
 //!
-//! Invariant: the GitHub token is handed to libgit2 only as the password of an HTTPS push and
-//! never appears in a log line or an error message; remote URLs are shown without userinfo.
+//! Invariant: the GitHub token is handed to libgit2 only as the password of an HTTPS request
+//! to `RepoConfig::token_host` (never plain HTTP, never another host, never in a URL) and never
+//! appears in a log line or an error message; remote URLs are shown without userinfo.
+//!
+//! Invariant: pushes and fetches go to `RepoConfig::push_url`, fixed when featurebot starts
+//! (`repo.push_url`, or the remote's URL read then), never to the clone's config as it is at
+//! push time.
 
 use std::cell::{Cell, RefCell};
 
@@ -50,18 +55,17 @@ pub(super) fn push_ref(
         remote: cfg.remote.clone(),
         message,
     };
-    let mut remote = repo.find_remote(&cfg.remote).map_err(|e| match e.code() {
-        ErrorCode::NotFound | ErrorCode::InvalidSpec => remote_error(format!(
-            "there is no such remote; add it with git remote add {} URL, or set repo.remote",
+    // The URL featurebot was configured with (or read at start-up), never the clone's config
+    // as it is now: the agent's commands could have rewritten that.
+    let Some(url) = cfg.push_url.clone() else {
+        return Err(remote_error(format!(
+            "there was no such remote when featurebot started; add it with git remote add {} URL and restart featurebot, or set repo.push_url",
             cfg.remote
-        )),
-        _ => remote_error(e.message().to_string()),
-    })?;
-    let url = remote
-        .pushurl()
-        .or_else(|| remote.url())
-        .unwrap_or_default()
-        .to_string();
+        )));
+    };
+    let mut remote = repo
+        .remote_anonymous(&url)
+        .map_err(|e| remote_error(e.message().to_string()))?;
     let shown = strip_userinfo(&url);
     let ssh = is_ssh(&url);
     let token = cfg
@@ -75,8 +79,8 @@ pub(super) fn push_ref(
     let asked = Cell::new(0u32);
     let rejections = RefCell::new(Vec::<(String, String)>::new());
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.credentials(|_url, username, allowed| {
-        let answer = credentials(token, &asked, username, allowed);
+    callbacks.credentials(|url, username, allowed| {
+        let answer = credentials(token_for(cfg, url, token), &asked, username, allowed);
         if answer.is_err() {
             credentials_refused.set(true);
         }
@@ -114,6 +118,14 @@ pub(super) fn push_ref(
             remote_error(format!(
                 "{shown} refused the ssh agent's keys; load a key that may push (ssh-add) in the agent of featurebot's user, or use the https URL with GITHUB_TOKEN"
             ))
+        } else if credentials_refused.get()
+            && token.is_some()
+            && token_for(cfg, &url, token).is_none()
+        {
+            remote_error(format!(
+                "{shown} asks for credentials, and the GitHub token goes only to https://{}; push over HTTPS to that host, use an ssh remote, or set repo.push_url",
+                cfg.token_host
+            ))
         } else if credentials_refused.get() && token.is_some() {
             remote_error(format!(
                 "{shown} refused the GitHub token; check that GITHUB_TOKEN is valid and may push to the repository"
@@ -138,6 +150,16 @@ pub(super) fn push_ref(
             reference,
             message,
         });
+    }
+    // An anonymous remote does not move the remote-tracking branch: it follows here.
+    let tracking = format!("refs/remotes/{}/{branch}", cfg.remote);
+    if source.is_empty() {
+        if let Ok(mut reference) = repo.find_reference(&tracking) {
+            let _ = reference.delete();
+        }
+    } else if let Ok(id) = repo.refname_to_id(source) {
+        repo.reference(&tracking, id, true, "featurebot: pushed")
+            .map_err(|e| git_error(format!("moving {tracking}"), e))?;
     }
     tracing::info!(remote = %cfg.remote, %branch, "pushed");
     Ok(())
@@ -167,14 +189,13 @@ pub fn fetch_branch(cfg: &RepoConfig, branch: &BranchName) -> Result<bool, RepoE
 /// branch the remote lacks fetches nothing and is no error.
 fn fetch(cfg: &RepoConfig, branch: &str) -> Result<bool, RepoError> {
     let repo = open(cfg)?;
-    let mut remote = match repo.find_remote(&cfg.remote) {
-        Ok(remote) => remote,
-        Err(e) if matches!(e.code(), ErrorCode::NotFound | ErrorCode::InvalidSpec) => {
-            return Ok(false)
-        }
-        Err(e) => return Err(git_error(format!("reading remote {}", cfg.remote), e)),
+    // As for a push: the URL of featurebot's configuration, not of the clone's config now.
+    let Some(url) = cfg.push_url.clone() else {
+        return Ok(false);
     };
-    let url = remote.url().unwrap_or_default().to_string();
+    let mut remote = repo
+        .remote_anonymous(&url)
+        .map_err(|e| git_error(format!("reading remote {}", cfg.remote), e))?;
     let shown = strip_userinfo(&url);
     let token = cfg
         .github_token
@@ -184,7 +205,9 @@ fn fetch(cfg: &RepoConfig, branch: &str) -> Result<bool, RepoError> {
     let scrub = scrubber(&url, &shown, token);
     let asked = Cell::new(0u32);
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.credentials(|_url, username, allowed| credentials(token, &asked, username, allowed));
+    callbacks.credentials(|url, username, allowed| {
+        credentials(token_for(cfg, url, token), &asked, username, allowed)
+    });
     // Like a push: through the proxy the environment names, if any.
     let mut proxy = git2::ProxyOptions::new();
     proxy.auto();
@@ -269,6 +292,21 @@ fn credentials(
     }
 }
 
+/// The token, when `url` (the address libgit2 asks credentials for) is HTTPS on the GitHub host
+/// featurebot is configured for (`RepoConfig::token_host`); `None` for any other host or for
+/// plain HTTP, so a rewritten remote never receives it.
+fn token_for<'a>(cfg: &RepoConfig, url: &str, token: Option<&'a str>) -> Option<&'a str> {
+    let parsed = url::Url::parse(url).ok()?;
+    let allowed = parsed.scheme() == "https"
+        && parsed
+            .host_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case(&cfg.token_host));
+    if !allowed && token.is_some() {
+        tracing::warn!(url = %strip_userinfo(url), host = %cfg.token_host, "not offering the GitHub token: it goes only to its own host over HTTPS");
+    }
+    token.filter(|_| allowed)
+}
+
 /// Whether git would reach `url` over ssh: an `ssh://` URL or the scp-like `host:path`.
 fn is_ssh(url: &str) -> bool {
     if let Some((scheme, _)) = url.split_once("://") {
@@ -299,4 +337,58 @@ pub fn delete_branch(cfg: &RepoConfig, branch: &BranchName) -> Result<(), RepoEr
         let _ = reference.delete();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(host: &str) -> RepoConfig {
+        RepoConfig {
+            path: ".".into(),
+            base_branch: "main".to_string(),
+            remote: "origin".to_string(),
+            tasks_dir: "tasks".into(),
+            push_plans: false,
+            author_name: "featurebot".to_string(),
+            author_email: "featurebot@localhost".to_string(),
+            github_token: None,
+            push_url: None,
+            token_host: host.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_token_goes_only_to_its_own_host_over_https() {
+        let token = Some("ghp_x");
+        let github = cfg("github.com");
+        assert_eq!(
+            token_for(&github, "https://github.com/acme/shop.git", token),
+            token
+        );
+        assert_eq!(
+            token_for(&github, "https://GitHub.com/acme/shop.git", token),
+            token
+        );
+        for other in [
+            "http://github.com/acme/shop.git",
+            "https://github.com.evil.example/acme/shop.git",
+            "https://evil.example/github.com/acme/shop.git",
+            "https://x-access-token@evil.example/shop.git",
+            "git://github.com/acme/shop.git",
+            "ssh://git@github.com/acme/shop.git",
+            "/srv/git/shop.git",
+        ] {
+            assert_eq!(token_for(&github, other, token), None, "{other}");
+        }
+        let enterprise = cfg("git.acme.example");
+        assert_eq!(
+            token_for(&enterprise, "https://git.acme.example/shop.git", token),
+            token
+        );
+        assert_eq!(
+            token_for(&enterprise, "https://github.com/acme/shop.git", token),
+            None
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use featurebot::agent::run::Job;
 use featurebot::agent::{Event, Human, Phase};
-use featurebot::config::AgentBackend;
+use featurebot::config::{AgentBackend, SandboxMode};
 use featurebot::model::{Author, Place, PlanVersion, Run, RunState};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -22,7 +22,7 @@ const PLAN: &str = "## Summary & goal\nAdd numbers right.\n\n## User stories / a
 
 /// A repository with [`BROKEN_ADD`] and a remote, and an agent that formats app.sh and runs
 /// test.sh after each step; tests change the config further before `build`.
-fn fixture<'a>() -> Builder<'a> {
+pub(crate) fn fixture<'a>() -> Builder<'a> {
     TestApp::builder()
         .with_remote()
         .with_repo(|repo| commit_and_push(repo, &BROKEN_ADD, "fixture"))
@@ -34,12 +34,12 @@ fn fixture<'a>() -> Builder<'a> {
 }
 
 /// Where the run of feature #1 works.
-fn worktree(f: &TestApp) -> PathBuf {
+pub(crate) fn worktree(f: &TestApp) -> PathBuf {
     f.config.agent.worktrees_dir.join("1-fix-adding")
 }
 
 /// Runs the agent on PLAN and collects its events.
-async fn run_agent(
+pub(crate) async fn run_agent(
     f: &TestApp,
     cancel: CancellationToken,
     answers: Option<Vec<String>>,
@@ -314,6 +314,8 @@ async fn cancel_during_a_long_test_stops_the_run_and_its_processes() {
     let pid_file = scratch.path().join("sleeper.pid");
     let f = fixture()
         .with_config(|c| {
+            // Unconfined, so the host sees the sleeper's pid; the sandboxed case is below.
+            c.agent.sandbox = SandboxMode::Off;
             c.agent.test = vec![format!("sleep 60 & echo $! > {}; wait", pid_file.display())]
         })
         .build()
@@ -352,19 +354,63 @@ async fn wait_until_gone(pid: &str) {
     .await;
 }
 
+/// The processes a sandboxed command leaves behind die with it: nothing of the command's
+/// marked sleeper is left on the host after a cancel.
+#[tokio::test]
+async fn cancel_during_a_long_sandboxed_test_stops_every_process_in_the_sandbox() {
+    let marker = format!("{}.{}", 60 + std::process::id() % 1000, std::process::id());
+    let f = fixture()
+        .with_config(|c| c.agent.test = vec![format!("touch started; sleep {marker} & wait")])
+        .build()
+        .await;
+    finish_steps(&f.llm, &["nothing"]);
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let started = worktree(&f).join("started");
+    tokio::spawn(async move {
+        eventually("the long test to start", Duration::from_secs(20), || {
+            started.exists()
+        })
+        .await;
+        trigger.cancel();
+    });
+    let sleepers = move || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|cmdline| cmdline == format!("sleep\0{marker}\0").as_bytes())
+            .count()
+    };
+    let (run, _) = run_agent(&f, cancel, None).await;
+    assert_eq!(run.state, RunState::Cancelled);
+    eventually(
+        "the sandboxed sleeper to be gone after the cancel",
+        Duration::from_secs(10),
+        || sleepers() == 0,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn the_command_backend_runs_an_external_agent_per_step() {
+    // Installed like a real one: a program on PATH.
     let scratch = tempfile::tempdir().unwrap();
-    let script = scratch.path().join("agent.sh");
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("fake-agent");
     std::fs::write(
         &script,
         "#!/bin/sh\n# A stand-in for codex/claude/aider: reads the prompt, edits the tree.\ngrep -q 'Do step' \"$1\" || exit 9\nif [ \"$2\" = 1 ]; then sed -i 's/\\$1 - \\$2/$1 + $2/' app.sh; else echo docs > docs.md; fi\necho \"agent step $2 done; secret env: ${OPENAI_API_KEY:-none}\"\n",
     )
     .unwrap();
+    let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&script, permissions).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let f = fixture()
         .with_config(|c| {
-            c.agent.backend =
-                AgentBackend::Command(format!("sh {} {{prompt_file}} {{step}}", script.display()))
+            c.agent.env.push(("PATH".to_string(), path));
+            c.agent.backend = AgentBackend::Command("fake-agent {prompt_file} {step}".to_string())
         })
         .build()
         .await;
@@ -704,9 +750,9 @@ async fn step_approval_abort_stops_and_keeps_the_work() {
 /// Serves the fixture's bare remote over `git://` with `hooks` (name, script) installed, so
 /// pushes run them as on a real server, and points `origin` there.
 async fn serve_remote_with_hooks(
-    f: &TestApp,
+    f: TestApp,
     hooks: &[(&str, String)],
-) -> crate::support::git::AbortOnDrop {
+) -> (TestApp, crate::support::git::AbortOnDrop) {
     let remote = f.repo.remote.clone().unwrap();
     for (name, script) in hooks {
         let hook = remote.join("hooks").join(name);
@@ -720,7 +766,8 @@ async fn serve_remote_with_hooks(
         &f.repo.path,
         &["remote", "set-url", "origin", &format!("{url}/remote.git")],
     );
-    daemon
+    // featurebot reads the remote's URL when it starts.
+    (f.restart().await, daemon)
 }
 
 /// The fake LLM's part of a two-step run that goes green at once.
@@ -745,8 +792,8 @@ async fn push_each_step_pushes_the_branch_after_every_step() {
         .await;
     // The remote logs the tip of every push it receives.
     let pushes = f.dir().join("pushes.log");
-    let _daemon = serve_remote_with_hooks(
-        &f,
+    let (f, _daemon) = serve_remote_with_hooks(
+        f,
         &[(
             "post-receive",
             format!(
@@ -782,8 +829,8 @@ async fn a_failed_push_after_a_step_is_reported_and_the_run_goes_on() {
         .await;
     // The remote refuses the first push only.
     let refused = f.dir().join("refused-once");
-    let _daemon = serve_remote_with_hooks(
-        &f,
+    let (f, _daemon) = serve_remote_with_hooks(
+        f,
         &[(
             "pre-receive",
             format!(

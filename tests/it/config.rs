@@ -277,3 +277,34 @@ fn github_actions_runs_need_github_and_pushed_plans() {
         &["agent.github_actions.workflow", "agent.github_actions.llm_key_secret"],
     );
 }
+
+#[test]
+fn secrets_travel_only_over_https_or_to_this_machine() {
+    let llm = |base: &str| format!("[llm]\nmodel = \"m\"\nbase_url = \"{base}\"\n");
+    let key = [("OPENAI_API_KEY", "sk-test")];
+    let err = load(&llm("http://gpu-box:8000/v1"), &key).unwrap_err();
+    assert!(
+        err.contains("llm.base_url http://gpu-box:8000/v1/ is plain http to another machine, and OPENAI_API_KEY would travel unencrypted"),
+        "{err}"
+    );
+    // Without a key nothing secret goes there; localhost is this machine.
+    assert!(load(&llm("http://gpu-box:8000/v1"), &[]).is_ok());
+    assert!(load(&llm("http://localhost:11434/v1"), &key).is_ok());
+    assert!(load(&llm("http://127.0.0.1:11434/v1"), &key).is_ok());
+    assert!(load(&llm("http://[::1]:11434/v1"), &key).is_ok());
+
+    let github = |base: &str| {
+        format!("[llm]\nmodel = \"m\"\n\n[github]\nowner = \"acme\"\nrepo = \"shop\"\napi_base = \"{base}\"\n")
+    };
+    let token = [("GITHUB_TOKEN", "ghp_x")];
+    let err = load(&github("http://git.acme.example/api/v3"), &token).unwrap_err();
+    assert!(
+        err.contains("GITHUB_TOKEN would travel unencrypted"),
+        "{err}"
+    );
+    // The token's git host follows the API's: Enterprise Server, and github.com.
+    let config = load(&github("https://git.acme.example/api/v3"), &token).unwrap();
+    assert_eq!(config.repo.token_host, "git.acme.example");
+    let config = load(&github("https://api.github.com"), &token).unwrap();
+    assert_eq!(config.repo.token_host, "github.com");
+}

@@ -148,8 +148,17 @@ async fn check_reports_one_line_per_service() {
         .lines()
         .map(|l| l.split_whitespace().nth(1).unwrap())
         .collect();
-    assert_eq!(services, ["config", "store", "llm", "repo"], "{stdout}");
+    assert_eq!(
+        services,
+        ["config", "store", "llm", "sandbox", "repo"],
+        "{stdout}"
+    );
     assert!(stdout.lines().all(|l| l.starts_with("ok")), "{stdout}");
+    let sandbox = stdout.lines().find(|l| l.contains(" sandbox ")).unwrap();
+    assert!(
+        sandbox.ends_with("bubblewrap, network off: a command reading a file outside its work tree and connecting to this host were both refused"),
+        "{sandbox}"
+    );
 
     // A repository that is not one fails its line with the fix.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -163,6 +172,111 @@ async fn check_reports_one_line_per_service() {
     assert!(
         repo_line.starts_with("FAIL") && repo_line.contains("set repo.path"),
         "{repo_line}"
+    );
+}
+
+#[tokio::test]
+async fn check_warns_when_the_sandbox_is_off_and_proves_the_network_when_on() {
+    let s = TestApp::binary().build().await;
+    let check = |env: (&str, &str)| {
+        s.llm.push(Reply::Text("ok".to_string()));
+        let mut cmd = s.command(&["check"]);
+        cmd.env(env.0, env.1);
+        cmd
+    };
+    let output = check(("FEATUREBOT__AGENT__SANDBOX", "off"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout.lines().find(|l| l.contains(" sandbox ")).unwrap();
+    assert!(
+        line.starts_with("warn") && line.contains("unconfined") && line.contains("\"auto\""),
+        "{line}"
+    );
+    assert!(
+        output.status.success(),
+        "a warning is not a failure: {stdout}"
+    );
+
+    let output = check(("FEATUREBOT__AGENT__NETWORK", "on"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout.lines().find(|l| l.contains(" sandbox ")).unwrap();
+    assert!(
+        line.starts_with("ok") && line.contains("network on") && line.contains("refused"),
+        "{line}"
+    );
+}
+
+/// As root (CI) the bot runs as `nobody` too: its `check` proves the same sandbox for an
+/// unprivileged bot (bubblewrap then needs user namespaces).
+#[tokio::test]
+async fn check_proves_the_sandbox_for_a_bot_running_as_nobody() {
+    use std::os::unix::fs::PermissionsExt;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let root = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        == Some("0");
+    if !root {
+        // Already unprivileged: the test above is this one.
+        return check_reports_one_line_per_service_as_is().await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(dir.path(), 0o755);
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    mode(&store, 0o777);
+    let binary = dir.path().join("featurebot");
+    std::fs::copy(env!("CARGO_BIN_EXE_featurebot"), &binary).unwrap();
+    mode(&binary, 0o755);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[llm]\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\nmax_retries = 0\n\n[store]\npath = {store:?}\n"),
+    )
+    .unwrap();
+    mode(&config, 0o644);
+    let output = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&binary)
+        .args(["check", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", dir.path())
+        .env("OPENAI_API_KEY", "sk-test")
+        .output()
+        .await
+        .expect("setpriv runs featurebot as nobody");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" sandbox "))
+        .unwrap_or_else(|| panic!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
+    assert!(
+        line.starts_with("ok") && line.contains("both refused"),
+        "{line}"
+    );
+}
+
+/// [`check_reports_one_line_per_service`]'s sandbox line, for a test already unprivileged.
+async fn check_reports_one_line_per_service_as_is() {
+    let s = TestApp::binary().build().await;
+    s.llm.push(Reply::Text("ok".to_string()));
+    let (_, stdout, _) = s.run(&["check"], "").await;
+    let line = stdout.lines().find(|l| l.contains(" sandbox ")).unwrap();
+    assert!(
+        line.starts_with("ok") && line.contains("both refused"),
+        "{line}"
     );
 }
 

@@ -20,6 +20,7 @@ fn spec(dir: &Path, line: &str) -> CommandSpec {
         timeout: Duration::from_secs(20),
         env: Vec::new(),
         max_output_bytes: 64 * 1024,
+        sandbox: None,
     }
 }
 

@@ -498,7 +498,7 @@ async fn a_run_on_a_branch_someone_else_pushed_to_goes_on_on_top_of_it() {
 
 #[tokio::test]
 async fn a_push_refused_by_a_pre_receive_hook_says_the_hook_declined() {
-    let mut p = TestApp::builder().with_remote().with_github().build().await;
+    let p = TestApp::builder().with_remote().with_github().build().await;
     let remote = p.repo.remote.clone().unwrap();
     let hook = remote.join("hooks/pre-receive");
     std::fs::write(
@@ -514,6 +514,8 @@ async fn a_push_refused_by_a_pre_receive_hook_says_the_hook_declined() {
         &p.repo.path,
         &["remote", "set-url", "origin", &format!("{url}/remote.git")],
     );
+    // featurebot reads the remote's URL when it starts.
+    let mut p = p.restart().await;
 
     push_refused(&mut p, &["pre-receive hook declined"]).await;
     let refs = git(&remote, &["for-each-ref", "--format=%(refname)"]);

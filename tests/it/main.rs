@@ -24,6 +24,7 @@ mod prompts;
 mod rate_limits;
 mod repo;
 mod rules;
+mod sandbox;
 mod shutdown;
 mod store;
 mod workflow;

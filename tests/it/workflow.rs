@@ -162,6 +162,7 @@ fn the_workflow_declares_the_dispatch_inputs_and_keeps_them_out_of_scripts() {
         [
             "Check out",
             "Install featurebot",
+            "Prepare the sandbox",
             "Set the commit identity",
             "Run the plan"
         ]
@@ -262,6 +263,8 @@ github_owner = "acme"
 github_repo = "shop"
 
 [agent]
+network = "on"
+setup = ["cargo fetch --locked"]
 format = ["cargo fmt"]
 test = ["cargo test --quiet", "sh -c 'echo \"quoted\"'"]
 max_repair_attempts = 2
@@ -352,6 +355,10 @@ fn the_runner_config_is_the_bots_settings_for_one_repository_without_secrets() {
     assert!(!runner.agent.approve_each_step);
     assert!(runner.agent.push_each_step);
     assert_eq!(runner.agent.executor, Executor::Local);
+    // The runner's commands are sandboxed as the bot's host's would be.
+    assert_eq!(runner.agent.sandbox, bot.agent.sandbox);
+    assert_eq!(runner.agent.network, bot.agent.network);
+    assert_eq!(runner.agent.setup, bot.agent.setup);
     assert_eq!(runner.store.path, PathBuf::from(workflow::RUNNER_STORE));
     assert!(runner.discord.is_none());
 

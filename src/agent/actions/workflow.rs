@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::config::{ActionsConfig, AgentBackend, Config, Provider, RepoConfig};
+use crate::config::{ActionsConfig, AgentBackend, Config, Provider, RepoConfig, SandboxMode};
 
 /// The names of the workflow's inputs, in the order it declares them.
 /// GitHub allows at most 10 (`you may only define up to 10 inputs for a workflow_dispatch event`).
@@ -37,6 +37,7 @@ pub const INPUTS: [&str; 10] = [
 pub const STEP_CHECK_OUT: &str = "Check out";
 pub const STEP_INSTALL: &str = "Install featurebot";
 pub const STEP_IDENTITY: &str = "Set the commit identity";
+pub const STEP_SANDBOX: &str = "Prepare the sandbox";
 pub const STEP_RUN: &str = "Run the plan";
 
 /// Where the runner keeps featurebot's store (and the work trees under it) when the workflow
@@ -131,7 +132,13 @@ jobs:
           persist-credentials: false
       - name: {STEP_INSTALL}
         run: |
-{install}      - name: {STEP_IDENTITY}
+{install}      - name: {STEP_SANDBOX}
+        # The agent's commands run in bubblewrap (agent.sandbox); Ubuntu keeps unprivileged
+        # user namespaces from programs AppArmor does not know, and bubblewrap needs them.
+        run: |
+          command -v bwrap >/dev/null || sudo apt-get install -y -qq bubblewrap || {{ sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; }}
+          sudo sysctl -q -w kernel.apparmor_restrict_unprivileged_userns=0 || true
+      - name: {STEP_IDENTITY}
         run: |
           git config --global user.name "github-actions[bot]"
           git config --global user.email "41898282+github-actions[bot]@users.noreply.github.com"
@@ -270,6 +277,16 @@ pub fn runner_config(config: &Config, target: Option<&str>) -> String {
         ),
         ("push_each_step", Value::Boolean(true)),
         ("executor", text("local")),
+        (
+            "sandbox",
+            text(match agent.sandbox {
+                SandboxMode::Auto => "auto",
+                SandboxMode::Bwrap => "bwrap",
+                SandboxMode::Off => "off",
+            }),
+        ),
+        ("network", text(if agent.network { "on" } else { "off" })),
+        ("setup", list(&agent.setup)),
     ]);
     root.insert("agent".to_string(), table(agent_entries));
     let body = toml::to_string(&root).unwrap_or_default();

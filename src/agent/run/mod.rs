@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 mod steps;
 
 use super::backend::{self, Backend, Tools};
+use super::sandbox::{self, Sandbox};
 use super::{Event, Human, Phase, StepReport, StepRequest};
 use crate::config::{Config, RepoConfig};
 use crate::github::{Clients, GitHub, PullRequest, PullRequestSpec};
@@ -200,6 +201,11 @@ impl Runner {
                 "the plan has no numbered implementation steps; press Request changes and ask for numbered steps"
             );
         }
+        // No sandbox, no run: refused before anything is prepared.
+        let sandboxed = sandbox::available(agent.sandbox).map_err(anyhow::Error::msg)?;
+        if !sandboxed {
+            let _ = io.events.send(Event::Unconfined);
+        }
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + agent.max_run;
         let _ = io.events.send(Event::Phase {
@@ -245,7 +251,31 @@ impl Runner {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         ));
+        // A fresh HOME per run, beside its logs.
+        let home = scratch.with_extension("home");
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).context("making the run's home folder")?;
+        let sandbox = sandboxed.then(|| Sandbox {
+            work_tree: prepared.path.clone(),
+            git_dir: self.repo_cfg(job).path.join(".git"),
+            readable: vec![scratch.clone()],
+            home,
+            network: agent.network,
+        });
+        if !agent.setup.is_empty() {
+            let setup = sandbox.clone().map(|s| Sandbox { network: true, ..s });
+            backend::run_setup(
+                agent,
+                &prepared.path,
+                io.cancel,
+                &self.redactor,
+                &scratch,
+                setup,
+            )
+            .await?;
+        }
         let mut steps = StepLoop {
+            sandbox,
             runner: self,
             job,
             run,

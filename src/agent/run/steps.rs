@@ -25,6 +25,8 @@ pub(super) struct StepLoop<'a> {
     pub(super) plan_file: PathBuf,
     /// Logs and prompt files, outside the work tree.
     pub(super) scratch: PathBuf,
+    /// Where the agent's commands run; `None` with `agent.sandbox = "off"`.
+    pub(super) sandbox: Option<Sandbox>,
     pub(super) backend: Backend,
     pub(super) deadline: tokio::time::Instant,
     pub(super) total: usize,
@@ -112,6 +114,7 @@ impl StepLoop<'_> {
                 self.io.cancel,
                 &self.runner.redactor,
                 &self.scratch,
+                self.sandbox.as_ref(),
             )
             .await?;
             if checks.green {
@@ -149,6 +152,7 @@ impl StepLoop<'_> {
             events: self.io.events,
             answers: self.io.answers,
             scratch: &self.scratch,
+            sandbox: self.sandbox.as_ref(),
             tokens_left: agent.max_tokens.saturating_sub(spent),
         };
         match tokio::time::timeout_at(self.deadline, self.backend.run_step(request, &mut tools))

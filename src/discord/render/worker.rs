@@ -360,6 +360,13 @@ impl Worker {
                 }
                 self.edit_card(feature, true, true).await;
             }
+            Event::Unconfined => {
+                let text = format!(
+                    "⚠️ {}",
+                    crate::agent::progress::describe(&Event::Unconfined)
+                );
+                self.post(CreateMessage::new().content(text)).await;
+            }
             event @ Event::BranchCaughtUp { .. } => {
                 let text = format!("↪️ {}", crate::agent::progress::describe(&event));
                 self.post(CreateMessage::new().content(text)).await;

@@ -97,12 +97,22 @@ pub fn plan_path_on_main(repo: &Path) -> String {
     path.trim().to_string()
 }
 
-/// The settings featurebot would have for `repo`: the branch HEAD is on as base (so call this
-/// before switching branches), `origin`, plans in `tasks`, no pushing, a test identity and no
-/// token.
+/// The settings featurebot would have for `repo` when started now: the branch HEAD is on as base
+/// (so call this before switching branches), `origin` with its URL as the clone has it now (so
+/// call this again after changing it, as featurebot reads it at start-up), plans in `tasks`, no
+/// pushing, a test identity and no token.
 pub fn repo_config(repo: &TestRepo) -> RepoConfig {
     let head = git(&repo.path, &["symbolic-ref", "--short", "HEAD"]);
+    let push_url = std::process::Command::new("git")
+        .args(["remote", "get-url", "--push", "origin"])
+        .current_dir(&repo.path)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     RepoConfig {
+        push_url,
+        token_host: "github.com".to_string(),
         path: repo.path.clone(),
         base_branch: head.trim().to_string(),
         remote: "origin".to_string(),

@@ -213,6 +213,12 @@ impl<'a> Builder<'a> {
             agent: AgentConfig::with_defaults(&store),
         };
         config.repo.github_token = config.github.as_ref().and_then(|g| g.token.clone());
+        // As a user's config has it: the remote's URL is read at start-up, and the token goes
+        // to the configured GitHub's host only.
+        config.repo.push_url = None;
+        if let Some(g) = &config.github {
+            config.repo.token_host = featurebot::config::git_host(&g.api_base);
+        }
         for change in self.changes {
             change(&mut config);
         }

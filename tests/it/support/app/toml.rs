@@ -99,6 +99,9 @@ fn repo(out: &mut String, r: &RepoConfig) {
         "path = {:?}\nbase_branch = {:?}\nremote = {:?}\ntasks_dir = {:?}\npush_plans = {}\nauthor_name = {:?}\nauthor_email = {:?}",
         r.path, r.base_branch, r.remote, r.tasks_dir, r.push_plans, r.author_name, r.author_email
     );
+    if let Some(url) = &r.push_url {
+        let _ = writeln!(out, "push_url = {url:?}");
+    }
 }
 
 fn agent(out: &mut String, config: &Config) {
