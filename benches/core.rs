@@ -219,6 +219,7 @@ fn plan_commit(files: usize, commits: usize) {
             &cfg,
             &featurebot::model::BranchName::parse(&format!("bench/ours-{i}")).unwrap(),
             &dir.path().join(format!("ours-{i}")),
+            None,
         )
         .unwrap();
         ours.push(start.elapsed());

@@ -96,6 +96,9 @@ pub enum Event {
     /// Before the run, its branch took in commits others pushed to it (a reviewer's): a
     /// fast-forward to their tip, or a merge of it (`merged`). `theirs` is the remote's tip.
     BranchCaughtUp { theirs: String, merged: bool },
+    /// Before the run, its branch followed a rewrite of the remote's (a force-push) to
+    /// `theirs`: nothing of the bot's was lost, it had all been pushed.
+    BranchRewritten { theirs: String },
     /// These changed files hold one of featurebot's own configured secrets (in their contents
     /// or their name), so the step's commit left them out; they stay, uncommitted, in the work
     /// tree.

@@ -65,6 +65,10 @@ pub fn describe(event: &Event) -> String {
             text
         }
         Event::Unconfined => "warning: agent.sandbox = \"off\": this run's commands are not confined and can read whatever featurebot can".to_string(),
+        Event::BranchRewritten { theirs } => format!(
+            "the branch was force-pushed on the remote (now at {}): the run goes on on top of the rewritten history",
+            &theirs[..theirs.len().min(7)]
+        ),
         Event::BranchCaughtUp { theirs, merged } => {
             let theirs = &theirs[..theirs.len().min(7)];
             match merged {

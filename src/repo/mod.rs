@@ -244,10 +244,13 @@ impl Repo {
             if let Err(err) = remote::fetch_base(cfg) {
                 tracing::warn!(error = %err, "fetching the base branch failed; starting from the local one");
             }
+            // Where the remote's branch was before this fetch: a force-push shows as a new tip
+            // that does not descend from it.
+            let before = worktree::tracking_tip(cfg, &branch);
             if let Err(err) = remote::fetch_branch(cfg, &branch) {
                 tracing::warn!(error = %err, %branch, "fetching the run's branch failed; using what is here");
             }
-            worktree::prepare_worktree(cfg, &branch, &dir)
+            worktree::prepare_worktree(cfg, &branch, &dir, before)
         })
         .await
     }

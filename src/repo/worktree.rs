@@ -32,6 +32,16 @@ pub enum CaughtUp {
     FastForward { to: String },
     /// Both had moved: the remote's tip `theirs` is merged into the branch, as `merge`.
     Merged { theirs: String, merge: String },
+    /// Someone rewrote the remote's branch (a force-push) and the branch had nothing of its
+    /// own beyond what was pushed: it follows the rewrite, to `to`.
+    Rewritten { to: String },
+}
+
+/// The commit `<remote>/<branch>` points at here, if any.
+pub fn tracking_tip(cfg: &RepoConfig, branch: &BranchName) -> Option<git2::Oid> {
+    let repo = open(cfg).ok()?;
+    repo.refname_to_id(&format!("refs/remotes/{}/{}", cfg.remote, branch.as_str()))
+        .ok()
 }
 
 /// Creates (or, for a resumed run, reuses) a work tree at `dir` on branch `branch`. An
@@ -44,6 +54,7 @@ pub fn prepare_worktree(
     cfg: &RepoConfig,
     branch: &BranchName,
     dir: &Path,
+    before: Option<git2::Oid>,
 ) -> Result<Worktree, RepoError> {
     let branch = branch.as_str();
     let repo = open(cfg)?;
@@ -63,10 +74,10 @@ pub fn prepare_worktree(
             // Others' commits on the pushed branch (a reviewer's) come first: the run goes on
             // on top of them.
             if let Some(remote) = pushed.filter(|r| r.id() != commit.id()) {
-                caught_up = catch_up_with(&repo, cfg, branch, &commit, &remote)?;
+                caught_up = catch_up_with(&repo, cfg, branch, &commit, &remote, before)?;
             }
             let tip = match &caught_up {
-                Some(CaughtUp::FastForward { to }) => to.clone(),
+                Some(CaughtUp::FastForward { to } | CaughtUp::Rewritten { to }) => to.clone(),
                 Some(CaughtUp::Merged { merge, .. }) => merge.clone(),
                 None => commit.id().to_string(),
             };
@@ -202,9 +213,33 @@ fn catch_up_with(
     branch: &str,
     local: &git2::Commit<'_>,
     remote: &git2::Commit<'_>,
+    before: Option<git2::Oid>,
 ) -> Result<Option<CaughtUp>, RepoError> {
     let descends = |a: git2::Oid, b: git2::Oid| repo.graph_descendant_of(a, b).unwrap_or(false);
     let refname = format!("refs/heads/{branch}");
+    // A force-push: the remote's new tip does not build on what it had before.
+    let rewritten = before.filter(|b| *b != remote.id() && !descends(remote.id(), *b));
+    if let Some(before) = rewritten {
+        if local.id() != before && !descends(before, local.id()) {
+            return Err(RepoError::Git(format!(
+                "{branch} was force-pushed on {remote} (it no longer has {}, which it had), and the local branch has commits that were never pushed; featurebot does not merge a rewrite back: keep what you want on {remote}/{branch}, delete the local branch (git branch -D {branch}), then resume",
+                short(&before.to_string()),
+                remote = cfg.remote
+            )));
+        }
+        tracing::info!(%branch, commit = %remote.id(), "the pushed branch was rewritten; following it");
+        repo.reference_matching(
+            &refname,
+            remote.id(),
+            true,
+            local.id(),
+            "featurebot: follow a rewrite",
+        )
+        .map_err(|e| git_error(format!("moving {refname}"), e))?;
+        return Ok(Some(CaughtUp::Rewritten {
+            to: remote.id().to_string(),
+        }));
+    }
     if descends(local.id(), remote.id()) {
         return Ok(None);
     }
@@ -512,4 +547,8 @@ pub fn unified_diff(old: &str, new: &str, path: &str) -> Result<String, RepoErro
         .skip_while(|l| !l.starts_with("--- "))
         .map(|l| format!("{l}\n"))
         .collect())
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(7)]
 }

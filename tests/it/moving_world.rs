@@ -920,3 +920,178 @@ async fn after_a_merge_the_next_run_starts_from_the_merged_base() {
         "the clone's main only moved on with the bot's own commits"
     );
 }
+
+/// Someone force-pushes the pull request's branch (squashed the bot's commits): with nothing
+/// of the bot's unpushed, the follow-up goes on on top of their rewrite, says so, and the
+/// push is not forced; the removed history does not come back.
+#[tokio::test]
+async fn a_force_pushed_branch_is_followed_not_merged_back() {
+    use crate::support::app::alice;
+    use crate::support::scripts::{call, finish_steps, BRANCH};
+    use featurebot::agent::Event;
+    use featurebot::model::RunState;
+    use serde_json::json;
+
+    let (mut p, id, _) = with_open_pull_request().await;
+    let bare = p.repo.remote.clone().unwrap();
+    let old_tip = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
+    // Squash the branch into one commit on main and force-push it.
+    let squasher = p.repo.dir.path().join("squasher");
+    git(
+        p.repo.dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--branch",
+            BRANCH,
+            bare.to_str().unwrap(),
+            "squasher",
+        ],
+    );
+    git(&squasher, &["reset", "--quiet", "--soft", "origin/main"]);
+    git(
+        &squasher,
+        &[
+            "-c",
+            "user.name=Pat",
+            "-c",
+            "user.email=pat@test.invalid",
+            "commit",
+            "--quiet",
+            "-m",
+            "Export CSV (squashed)",
+        ],
+    );
+    git(&squasher, &["push", "--quiet", "--force", "origin", BRANCH]);
+    let squashed = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
+
+    p.send(Input::FollowUp { feature: id }).await;
+    p.llm.push(call(
+        "write_file",
+        json!({"path": "more.txt", "content": "more\n"}),
+    ));
+    finish_steps(&p.llm, &["more"]);
+    p.send(Input::Message {
+        feature: id,
+        author: alice(),
+        text: "Add more".to_string(),
+        source_id: None,
+    })
+    .await;
+    let (run, outputs) = p.until_run_ended().await;
+    assert_eq!(run.state, RunState::Finished, "{:?}", run.message);
+    assert!(
+        outputs.iter().any(|o| matches!(
+            &o.kind,
+            OutputKind::RunEvent { event: Event::BranchRewritten { theirs } } if *theirs == squashed
+        )),
+        "{outputs:?}"
+    );
+    assert_eq!(
+        git(&bare, &["rev-parse", &format!("{BRANCH}^")]).trim(),
+        squashed
+    );
+    let history = git(&bare, &["rev-list", BRANCH]);
+    assert!(
+        !history.lines().any(|c| c == old_tip),
+        "the rewritten history stays gone"
+    );
+}
+
+/// A force-push while the bot's branch holds a commit that was never pushed: the run stops and
+/// says what to do, instead of merging the rewritten-away history back; nothing is pushed.
+#[tokio::test]
+async fn a_force_push_over_unpushed_work_stops_the_run_with_what_to_do() {
+    use crate::support::app::alice;
+    use crate::support::scripts::BRANCH;
+    use featurebot::model::{RunState, Status};
+
+    let (mut p, id, _) = with_open_pull_request().await;
+    let bare = p.repo.remote.clone().unwrap();
+    let squasher = p.repo.dir.path().join("squasher");
+    git(
+        p.repo.dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--branch",
+            BRANCH,
+            bare.to_str().unwrap(),
+            "squasher",
+        ],
+    );
+    git(&squasher, &["reset", "--quiet", "--soft", "origin/main"]);
+    git(
+        &squasher,
+        &[
+            "-c",
+            "user.name=Pat",
+            "-c",
+            "user.email=pat@test.invalid",
+            "commit",
+            "--quiet",
+            "-m",
+            "squashed",
+        ],
+    );
+    git(&squasher, &["push", "--quiet", "--force", "origin", BRANCH]);
+    let squashed = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
+    // The bot's commit that never reached the remote.
+    let clone = &p.repo.path.clone();
+    let tree = git(clone, &["rev-parse", &format!("{BRANCH}^{{tree}}")])
+        .trim()
+        .to_string();
+    let parent = git(clone, &["rev-parse", BRANCH]).trim().to_string();
+    let local = git(
+        clone,
+        &[
+            "-c",
+            "user.name=featurebot",
+            "-c",
+            "user.email=bot@test.invalid",
+            "commit-tree",
+            &tree,
+            "-p",
+            &parent,
+            "-m",
+            "step: not pushed",
+        ],
+    )
+    .trim()
+    .to_string();
+    git(
+        clone,
+        &["update-ref", &format!("refs/heads/{BRANCH}"), &local],
+    );
+
+    p.send(Input::FollowUp { feature: id }).await;
+    p.send(Input::Message {
+        feature: id,
+        author: alice(),
+        text: "Add more".to_string(),
+        source_id: None,
+    })
+    .await;
+    let run = p.run_ended().await;
+    assert_eq!(run.state, RunState::Failed, "{run:?}");
+    let message = run.message.unwrap_or_default();
+    assert!(
+        message.contains("was force-pushed on origin") && message.contains("git branch -D"),
+        "{message}"
+    );
+    assert_eq!(
+        git(&bare, &["rev-parse", BRANCH]).trim(),
+        squashed,
+        "nothing was pushed"
+    );
+    assert_eq!(
+        git(clone, &["rev-parse", BRANCH]).trim(),
+        local,
+        "the bot's commit is kept"
+    );
+    assert_eq!(
+        p.status(id),
+        Status::PrOpen,
+        "the pull request is still open and tracked"
+    );
+}

@@ -771,7 +771,7 @@ fn a_branch_pushed_elsewhere_is_fetched_and_worked_on_from_its_tip() {
     assert!(repo::remote::fetch_branch(&cfg, &name(branch)).unwrap());
     assert_eq!(rev(&repo.path, &format!("origin/{branch}")), tip);
     let dir = repo.dir.path().join("worktrees/7-dark-mode");
-    let worktree = repo::worktree::prepare_worktree(&cfg, &name(branch), &dir).unwrap();
+    let worktree = repo::worktree::prepare_worktree(&cfg, &name(branch), &dir, None).unwrap();
     assert!(!worktree.created);
     assert_eq!(worktree.base_commit, tip);
     assert_eq!(
@@ -786,7 +786,7 @@ fn a_branch_pushed_elsewhere_is_fetched_and_worked_on_from_its_tip() {
     // A branch nobody pushed still starts from the base branch.
     let fresh = repo.dir.path().join("worktrees/8-fresh");
     let worktree =
-        repo::worktree::prepare_worktree(&cfg, &name("featurebot/8-fresh"), &fresh).unwrap();
+        repo::worktree::prepare_worktree(&cfg, &name("featurebot/8-fresh"), &fresh, None).unwrap();
     assert!(worktree.created);
     assert_eq!(rev(&fresh, "HEAD"), rev(&repo.path, "main"));
 }
@@ -846,7 +846,7 @@ fn a_branch_that_moved_on_both_sides_is_merged_or_refused() {
     let cfg = repo_config(&repo);
     let branch = name("featurebot/9-export");
     let dir = repo.dir.path().join("worktrees/9-export");
-    let worktree = repo::worktree::prepare_worktree(&cfg, &branch, &dir).unwrap();
+    let worktree = repo::worktree::prepare_worktree(&cfg, &branch, &dir, None).unwrap();
     std::fs::write(worktree.path.join("a.txt"), "the bot's\n").unwrap();
     repo::worktree::commit_all(&cfg, &worktree.path, "step 1/2: a", &|_, _| false).unwrap();
     repo::remote::push_branch(&cfg, &branch).unwrap();
@@ -875,7 +875,7 @@ fn a_branch_that_moved_on_both_sides_is_merged_or_refused() {
     let theirs = rev(&remote, branch.as_str());
 
     assert!(repo::remote::fetch_branch(&cfg, &branch).unwrap());
-    let again = repo::worktree::prepare_worktree(&cfg, &branch, &dir).unwrap();
+    let again = repo::worktree::prepare_worktree(&cfg, &branch, &dir, None).unwrap();
     let tip = rev(&dir, "HEAD");
     assert_eq!(again.base_commit, tip);
     let parents = git(&dir, &["rev-list", "--parents", "-n1", "HEAD"]);
@@ -906,7 +906,7 @@ fn a_branch_that_moved_on_both_sides_is_merged_or_refused() {
     git(&reviewer, &["commit", "--quiet", "-am", "review: a"]);
     git(&reviewer, &["push", "--quiet", "origin", branch.as_str()]);
     assert!(repo::remote::fetch_branch(&cfg, &branch).unwrap());
-    let err = repo::worktree::prepare_worktree(&cfg, &branch, &dir).unwrap_err();
+    let err = repo::worktree::prepare_worktree(&cfg, &branch, &dir, None).unwrap_err();
     assert!(
         err.to_string().contains("both changed the same lines"),
         "{err}"
@@ -923,7 +923,7 @@ fn commit_all_leaves_out_the_files_it_is_told_to() {
     let cfg = repo_config(&repo);
     let dir = repo.dir.path().join("worktrees/3-keys");
     let worktree =
-        repo::worktree::prepare_worktree(&cfg, &name("featurebot/3-keys"), &dir).unwrap();
+        repo::worktree::prepare_worktree(&cfg, &name("featurebot/3-keys"), &dir, None).unwrap();
     let dir = worktree.path;
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     std::fs::write(dir.join("ok.txt"), "fine\n").unwrap();

@@ -233,6 +233,11 @@ impl Runner {
                     merged: true,
                 });
             }
+            Some(CaughtUp::Rewritten { to }) => {
+                let _ = io
+                    .events
+                    .send(Event::BranchRewritten { theirs: to.clone() });
+            }
             None => {}
         }
         if job.continue_from_ticks && run.next_step == 0 && job.follow_up.is_none() {

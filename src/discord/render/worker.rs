@@ -367,7 +367,7 @@ impl Worker {
                 );
                 self.post(CreateMessage::new().content(text)).await;
             }
-            event @ Event::BranchCaughtUp { .. } => {
+            event @ (Event::BranchCaughtUp { .. } | Event::BranchRewritten { .. }) => {
                 let text = format!("↪️ {}", crate::agent::progress::describe(&event));
                 self.post(CreateMessage::new().content(text)).await;
             }
