@@ -83,6 +83,8 @@ pub fn publish_file(
     let mut made: Option<String> = None;
     let mut last_error = None;
     let path = tree_path(cfg, rel_path)?;
+    let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
+    let had_base = open(cfg)?.find_reference(&tracking).is_ok();
     for _ in 0..PUBLISH_ATTEMPTS {
         if let Err(err) = fetch_base(cfg) {
             let commit = commit_file(cfg, rel_path, contents, message)?;
@@ -91,7 +93,6 @@ pub fn publish_file(
         let repo = open(cfg)?;
         let head = head(&repo)?;
         let local = base_tip(&repo, cfg, &head)?;
-        let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
         let remote_tip = match repo.find_reference(&tracking) {
             Ok(reference) => Some(
                 reference
@@ -100,6 +101,20 @@ pub fn publish_file(
             ),
             Err(_) => None,
         };
+        if had_base && remote_tip.is_none() {
+            // Deleted or renamed by someone: not recreated behind their back.
+            let commit = commit_file(cfg, rel_path, contents, message)?;
+            return Ok(Published::pushed(
+                commit,
+                Some(RepoError::Remote {
+                    remote: cfg.remote.clone(),
+                    message: format!(
+                        "the remote no longer has the branch {base} (deleted or renamed), so featurebot does not push it back; set repo.base_branch to the branch plans go to now, or push {base} yourself",
+                        base = cfg.base_branch
+                    ),
+                }),
+            ));
+        }
         if let (Some(guard), Some(tip)) = (guard, &remote_tip) {
             let theirs = text_at(&repo, tip, &path)?;
             if theirs.is_some_and(|text| (guard.foreign)(&text)) {

@@ -226,6 +226,20 @@ fn fetch(cfg: &RepoConfig, branch: &str) -> Result<bool, RepoError> {
                 scrub(e.message())
             ),
         })?;
+    // A branch the remote no longer has (deleted, renamed) leaves no stale tracking branch:
+    // the refs the remote advertised stay listed after the fetch.
+    let wanted = format!("refs/heads/{branch}");
+    let advertised = remote
+        .list()
+        .map(|heads| heads.iter().any(|h| h.name() == wanted))
+        .unwrap_or(true);
+    if !advertised {
+        let tracking = format!("refs/remotes/{}/{branch}", cfg.remote);
+        if let Ok(mut reference) = repo.find_reference(&tracking) {
+            tracing::info!(%branch, "the remote no longer has the branch");
+            let _ = reference.delete();
+        }
+    }
     Ok(true)
 }
 

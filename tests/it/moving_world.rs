@@ -1095,3 +1095,38 @@ async fn a_force_push_over_unpushed_work_stops_the_run_with_what_to_do() {
         "the pull request is still open and tracked"
     );
 }
+
+/// Someone renames the base branch on the remote (`main` to `trunk`): the next front-matter
+/// update is committed here only and says so; `main` is not pushed back into existence.
+#[tokio::test]
+async fn a_base_branch_deleted_on_the_remote_is_not_pushed_back() {
+    let (mut h, id) = pushed_plan().await;
+    let bare = h.repo.remote.clone().unwrap();
+    git(&bare, &["branch", "--quiet", "-m", "main", "trunk"]);
+    let outputs = h
+        .send(Input::SetPriority {
+            feature: id,
+            priority: Priority::P0,
+        })
+        .await;
+    let warning = outputs
+        .iter()
+        .find_map(|o| match &o.kind {
+            OutputKind::Warning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no warning: {outputs:?}"));
+    assert!(
+        warning.contains("no longer has the branch main") && warning.contains("repo.base_branch"),
+        "{warning}"
+    );
+    assert!(
+        git(&bare, &["branch", "--list", "main"]).trim().is_empty(),
+        "main was not recreated"
+    );
+    let subject = git(&h.repo.path, &["log", "-1", "--format=%s", "main"]);
+    assert!(subject.contains("priority p0"), "committed here: {subject}");
+    // At the next start, nothing is pushed either.
+    h.app().recover().await;
+    assert!(git(&bare, &["branch", "--list", "main"]).trim().is_empty());
+}
