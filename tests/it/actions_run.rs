@@ -533,3 +533,42 @@ async fn a_run_github_stops_answering_about_fails_after_a_few_polls() {
     assert!(message.contains("`actions: read`"), "{message}");
     assert_eq!(p.status(id), Status::Failed);
 }
+
+/// A job that fails before featurebot runs (its install step): the thread names the step and
+/// shows the cause printed above the runner's closing line.
+#[tokio::test]
+async fn a_failed_install_step_shows_its_cause_and_name() {
+    let (mut p, id, _) = planned().await;
+    let log = "2026-12-04T10:00:00.0000000Z ##[group]Run cargo install --locked --git https://github.com/x/y featurebot\n\
+               2026-12-04T10:00:00.0000000Z shell: /usr/bin/bash -e {0}\n\
+               2026-12-04T10:00:00.0000000Z ##[endgroup]\n\
+               2026-12-04T10:00:01.0000000Z error: failed to clone into: /home/runner/.cargo/git/db/y\n\
+               2026-12-04T10:00:01.0000000Z Caused by: remote: Repository not found.\n\
+               2026-12-04T10:00:01.0000000Z ##[error]Process completed with exit code 101.\n";
+    p.github().add_workflow(
+        WORKFLOW,
+        FakeWorkflow::new("featurebot {correlation_id}")
+            .autopilot(&[("in_progress", None), ("completed", Some("failure"))])
+            .with_jobs(vec![FakeJob::new("agent", "completed", Some("failure"))
+                .step("Check out", "completed", Some("success"))
+                .step("Install featurebot", "completed", Some("failure"))
+                .step("Run the plan", "completed", Some("skipped"))
+                .log(log)]),
+    );
+    let (run, outputs) = approve(&mut p, id).await;
+    assert_eq!(run.state, RunState::Failed);
+    let (command, tail) = events(&outputs)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::ChecksFailed { command, tail, .. } => Some((command.clone(), tail.clone())),
+            _ => None,
+        })
+        .expect("the failure is shown");
+    assert_eq!(
+        command,
+        "GitHub Actions job `agent`, step `Install featurebot` (failure)"
+    );
+    assert!(tail.contains("Repository not found"), "{tail}");
+    assert!(tail.starts_with("error: failed to clone"), "{tail}");
+    assert!(!tail.contains("shell: /usr/bin/bash"), "{tail}");
+}

@@ -518,10 +518,14 @@ impl Follow<'_> {
 
     /// Posts the log's failure excerpt, with the full log attached.
     fn report_log(&self, run: &Run, log: &JobLog, what: &str) {
+        let command = match &log.failed_step {
+            Some(step) => format!("GitHub Actions job `{}`, step `{step}` ({what})", log.job),
+            None => format!("GitHub Actions job `{}` ({what})", log.job),
+        };
         let _ = self.events.send(Event::ChecksFailed {
             step: run.next_step.min(run.steps.len().saturating_sub(1)),
             attempt: 0,
-            command: format!("GitHub Actions job `{}` ({what})", log.job),
+            command,
             tail: excerpt(&log.text),
             log: log.path.clone(),
         });
@@ -552,8 +556,14 @@ impl Follow<'_> {
         if let Err(err) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &text)) {
             tracing::warn!(path = %path.display(), error = %err, "saving the job log failed");
         }
+        let failed_step = job
+            .steps
+            .iter()
+            .find(|s| s.conclusion.as_deref() == Some("failure"))
+            .map(|s| s.name.clone());
         Some(JobLog {
             job: job.name.clone(),
+            failed_step,
             text,
             path,
         })
@@ -562,6 +572,8 @@ impl Follow<'_> {
 
 struct JobLog {
     job: String,
+    /// The job's step that failed, by the jobs API.
+    failed_step: Option<String>,
     text: String,
     path: PathBuf,
 }
@@ -590,25 +602,34 @@ fn red_step(line: &str) -> Option<usize> {
     number.trim().parse::<usize>().ok()?.checked_sub(1)
 }
 
-/// What to show of a log: from the last failure `featurebot agent` reported (its
-/// [`CHECKS_FAILED`] line, or an error), else its end; timestamps removed.
+/// What to show of a log, timestamps removed: from the last red check `featurebot agent`
+/// reported (its [`CHECKS_FAILED`] line); else the cause of the failure, that is the last lines
+/// the failing step printed before the runner's `##[error]` line (a failed install, checkout,
+/// or featurebot's own `error:`), within that step's output and without its `##[group]`
+/// header; else the log's end.
 fn excerpt(log: &str) -> String {
     let lines: Vec<&str> = log.lines().map(strip_timestamp).collect();
-    let start = lines
-        .iter()
-        .rposition(|l| l.starts_with(CHECKS_FAILED))
-        .or_else(|| {
-            lines
-                .iter()
-                .rposition(|l| l.starts_with("error:") || l.starts_with("##[error]"))
-        })
-        .unwrap_or(lines.len().saturating_sub(EXCERPT_LINES));
-    lines[start..]
-        .iter()
-        .take(EXCERPT_LINES)
-        .copied()
-        .collect::<Vec<_>>()
-        .join("\n")
+    let take = |from: usize, to: usize| {
+        lines[from..to]
+            .iter()
+            .filter(|l| !l.starts_with("##[group]") && !l.starts_with("##[endgroup]"))
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if let Some(start) = lines.iter().rposition(|l| l.starts_with(CHECKS_FAILED)) {
+        return take(start, (start + EXCERPT_LINES).min(lines.len()));
+    }
+    if let Some(error) = lines.iter().position(|l| l.starts_with("##[error]")) {
+        // The failing step's output begins after its header group closes.
+        let section = lines[..error]
+            .iter()
+            .rposition(|l| l.starts_with("##[endgroup]") || l.starts_with("##[group]"))
+            .map_or(0, |i| i + 1);
+        let from = section.max(error.saturating_sub(EXCERPT_LINES - 1));
+        return take(from, error + 1);
+    }
+    take(lines.len().saturating_sub(EXCERPT_LINES), lines.len())
 }
 
 /// Actions prefixes each log line with an RFC 3339 timestamp and a space.
@@ -648,5 +669,38 @@ mod tests {
             "featurebot: checks failed: step 1, attempt 1: `cargo test` failed:\n    assertion failed"
         );
         assert_eq!(excerpt("a\nb"), "a\nb");
+    }
+
+    /// A job whose install step failed: the cause, printed above the runner's closing line,
+    /// not only that closing line; nothing of the step's header or the later cleanup.
+    #[test]
+    fn a_failed_step_shows_the_lines_before_its_error() {
+        let log = "\
+2026-12-04T10:00:00.0000000Z ##[group]Run actions/checkout@v4
+2026-12-04T10:00:01.0000000Z ##[endgroup]
+2026-12-04T10:00:02.0000000Z Syncing repository: acme/shop
+2026-12-04T10:00:03.0000000Z ##[group]Run cargo install --locked --git https://github.com/x/y featurebot
+2026-12-04T10:00:03.0000000Z shell: /usr/bin/bash -e {0}
+2026-12-04T10:00:03.0000000Z ##[endgroup]
+2026-12-04T10:00:04.0000000Z     Updating git repository `https://github.com/x/y`
+2026-12-04T10:00:05.0000000Z error: failed to clone into: /home/runner/.cargo/git/db/y
+2026-12-04T10:00:05.0000000Z Caused by: remote: Repository not found.
+2026-12-04T10:00:05.0000000Z ##[error]Process completed with exit code 101.
+2026-12-04T10:00:06.0000000Z Post job cleanup.
+";
+        assert_eq!(
+            excerpt(log),
+            "    Updating git repository `https://github.com/x/y`\nerror: failed to clone into: /home/runner/.cargo/git/db/y\nCaused by: remote: Repository not found.\n##[error]Process completed with exit code 101."
+        );
+        // A long step shows only its last lines before the error.
+        let long: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let shown = excerpt(&format!(
+            "##[group]Run make\n##[endgroup]\n{long}##[error]Process completed with exit code 2.\n"
+        ));
+        assert_eq!(shown.lines().count(), EXCERPT_LINES);
+        assert!(
+            shown.starts_with("line 61\n") && shown.ends_with("exit code 2."),
+            "{shown}"
+        );
     }
 }
