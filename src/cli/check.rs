@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::actions::workflow::workflow_yaml;
 use crate::agent::exec::{self, CommandSpec};
 use crate::agent::sandbox::{self, Sandbox};
-use crate::config::{ActionsConfig, Config, Executor, GithubConfig, Provider, RepoConfig};
+use crate::config::{
+    ActionsConfig, Config, Executor, GithubConfig, Install, Provider, RepoConfig, INSTALL_UNSET,
+};
 use crate::llm;
 use crate::redact::Redactor;
 use crate::repo;
@@ -329,6 +331,10 @@ async fn actions_line(
         ),
         Err(err) => (false, err),
     };
+    if actions.install == Install::Unset {
+        ok = false;
+        detail.push_str(&format!("; {INSTALL_UNSET}"));
+    }
     let host = config.llm.base_url.host_str().unwrap_or_default();
     if matches!(
         host,

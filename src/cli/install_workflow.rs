@@ -3,7 +3,7 @@
 //! target repository's clone with what to do next.
 
 use crate::agent::actions::workflow;
-use crate::config::Config;
+use crate::config::{Config, Install, INSTALL_UNSET};
 
 /// What to print: the workflow itself, or, with `write`, where it was written and the next
 /// steps. `repo` names a `[[repos]]` entry instead of `[repo]`.
@@ -19,6 +19,9 @@ pub fn run(
         }
     }
     let actions = &config.agent.github_actions;
+    if actions.install == Install::Unset {
+        anyhow::bail!("{INSTALL_UNSET}; see the README's \"Runs on GitHub Actions\"");
+    }
     if !write {
         return Ok(workflow::workflow_yaml(actions));
     }

@@ -163,6 +163,7 @@ pub(super) fn validate_agent(
 }
 
 pub(super) fn validate_actions(raw: RawActions, problems: &mut Vec<String>) -> ActionsConfig {
+    let install = validate_install(&raw, problems);
     let workflow = raw
         .workflow
         .map(|w| w.trim().to_string())
@@ -175,10 +176,6 @@ pub(super) fn validate_actions(raw: RawActions, problems: &mut Vec<String>) -> A
             "agent.github_actions.workflow is {workflow:?}; give the workflow's file name in .github/workflows, e.g. \"featurebot.yml\""
         ));
     }
-    let install = raw
-        .install
-        .filter(|c| !c.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_ACTIONS_INSTALL.to_string());
     let llm_key_secret = raw
         .llm_key_secret
         .map(|s| s.trim().to_string())
@@ -214,4 +211,72 @@ pub(super) fn validate_actions(raw: RawActions, problems: &mut Vec<String>) -> A
         poll_interval: Duration::from_secs(poll),
         start_timeout: Duration::from_secs(start),
     }
+}
+
+/// The runner's install source: at most one of `install`, `install_git` (with `install_rev`,
+/// a full commit id) and `install_url` (HTTPS, with `install_sha256`).
+fn validate_install(raw: &RawActions, problems: &mut Vec<String>) -> Install {
+    let given = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let hex = |v: &str, len: usize| v.len() == len && v.bytes().all(|b| b.is_ascii_hexdigit());
+    let (command, git, rev, url, sha) = (
+        given(&raw.install),
+        given(&raw.install_git),
+        given(&raw.install_rev),
+        given(&raw.install_url),
+        given(&raw.install_sha256),
+    );
+    let sources = [command.is_some(), git.is_some(), url.is_some()]
+        .iter()
+        .filter(|s| **s)
+        .count();
+    if sources > 1 {
+        problems.push("agent.github_actions has more than one install source; keep one of install, install_git (with install_rev) and install_url (with install_sha256)".to_string());
+    }
+    if let Some(command) = command {
+        return Install::Command(command);
+    }
+    if let Some(url) = git {
+        return match rev {
+            Some(rev) if hex(&rev, 40) => Install::Git {
+                url,
+                rev: rev.to_ascii_lowercase(),
+            },
+            other => {
+                problems.push(format!(
+                    "agent.github_actions.install_rev is {:?}; give the full commit id (40 hex characters) of install_git that the bot runs: a branch or a tag can move, and the runner must install exactly this version",
+                    other.unwrap_or_default()
+                ));
+                Install::Unset
+            }
+        };
+    }
+    if let Some(url) = url {
+        if !url.starts_with("https://") {
+            problems.push(format!(
+                "agent.github_actions.install_url {url:?} must be an https:// address"
+            ));
+        }
+        return match sha {
+            Some(sha) if hex(&sha, 64) => Install::Release {
+                url,
+                sha256: sha.to_ascii_lowercase(),
+            },
+            other => {
+                problems.push(format!(
+                    "agent.github_actions.install_sha256 is {:?}; give the archive's SHA-256 (64 hex characters, from sha256sum), so the runner refuses any other file",
+                    other.unwrap_or_default()
+                ));
+                Install::Unset
+            }
+        };
+    }
+    if rev.is_some() || sha.is_some() {
+        problems.push("agent.github_actions.install_rev needs install_git, and install_sha256 needs install_url".to_string());
+    }
+    Install::Unset
 }

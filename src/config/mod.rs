@@ -172,8 +172,8 @@ pub enum Executor {
 pub struct ActionsConfig {
     /// The workflow's file name under `.github/workflows/`.
     pub workflow: String,
-    /// The shell command that installs featurebot on the runner.
-    pub install: String,
+    /// How the runner gets featurebot.
+    pub install: Install,
     /// The Actions secret holding the LLM API key on the runner.
     pub llm_key_secret: String,
     /// How often the run is polled while nothing changes (backing off on rate limits).
@@ -182,9 +182,24 @@ pub struct ActionsConfig {
     pub start_timeout: Duration,
 }
 
-/// The default install command: featurebot built from its repository on the runner.
-pub const DEFAULT_ACTIONS_INSTALL: &str =
-    "cargo install --locked --git https://github.com/featurebot/featurebot featurebot";
+/// How the GitHub Actions runner gets featurebot: exactly the version the bot runs, from a
+/// source the user pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Install {
+    /// Not configured: `install-workflow` and `check` refuse, naming the options.
+    Unset,
+    /// `cargo install` from a git repository at a commit (`install_git`, `install_rev`),
+    /// cached between runs under that commit.
+    Git { url: String, rev: String },
+    /// A release archive holding the `featurebot` binary (`install_url`), checked against its
+    /// SHA-256 (`install_sha256`).
+    Release { url: String, sha256: String },
+    /// A shell command of your own (`install`), which you pin.
+    Command(String),
+}
+
+/// What to do about an unset install source.
+pub const INSTALL_UNSET: &str = "agent.github_actions has no install source, so the runner cannot install featurebot: set install_git and install_rev (a repository with featurebot and the full commit id the bot runs), or install_url and install_sha256 (a release archive and its checksum), or install (a command of your own)";
 
 impl AgentConfig {
     /// The defaults, for configs built in code (tests, tools).

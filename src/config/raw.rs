@@ -76,6 +76,10 @@ pub(super) struct RawAgent {
 pub(super) struct RawActions {
     pub(super) workflow: Option<String>,
     pub(super) install: Option<String>,
+    pub(super) install_git: Option<String>,
+    pub(super) install_rev: Option<String>,
+    pub(super) install_url: Option<String>,
+    pub(super) install_sha256: Option<String>,
     pub(super) llm_key_secret: Option<String>,
     pub(super) poll_interval_secs: Option<i64>,
     pub(super) start_timeout_secs: Option<i64>,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use featurebot::agent::Event;
-use featurebot::config::{ActionsConfig, Config, Executor, DEFAULT_ACTIONS_INSTALL};
+use featurebot::config::{ActionsConfig, Config, Executor, Install};
 use featurebot::core::protocol::{Input, Output, OutputKind};
 use featurebot::core::rules::FOLLOW_UPS_ON_HOST;
 use featurebot::discord::Action;
@@ -29,7 +29,10 @@ fn on_actions(config: &mut Config) {
     config.agent.executor = Executor::GithubActions;
     config.agent.github_actions = ActionsConfig {
         workflow: WORKFLOW.to_string(),
-        install: DEFAULT_ACTIONS_INSTALL.to_string(),
+        install: Install::Git {
+            url: "https://github.com/acme/featurebot".to_string(),
+            rev: "0123456789abcdef0123456789abcdef01234567".to_string(),
+        },
         llm_key_secret: "FEATUREBOT_LLM_API_KEY".to_string(),
         poll_interval: Duration::from_millis(20),
         start_timeout: Duration::from_secs(20),

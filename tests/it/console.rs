@@ -380,11 +380,37 @@ async fn check_tries_github_when_configured() {
 #[tokio::test]
 async fn check_looks_for_the_workflow_when_runs_go_to_github_actions() {
     let s = TestApp::binary().with_github().build().await;
+    // No install source yet: the line says what to set.
+    s.llm.push(Reply::Text("ok".to_string()));
+    let output = s
+        .command(&["check"])
+        .env("FEATUREBOT__REPO__PUSH_PLANS", "true")
+        .env("FEATUREBOT__AGENT__EXECUTOR", "github-actions")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout.lines().find(|l| l.contains(" actions ")).unwrap();
+    assert!(
+        line.starts_with("FAIL") && line.contains("has no install source"),
+        "{line}"
+    );
+    let pinned = |cmd: &mut tokio::process::Command| {
+        cmd.env("FEATUREBOT__REPO__PUSH_PLANS", "true")
+            .env("FEATUREBOT__AGENT__EXECUTOR", "github-actions")
+            .env(
+                "FEATUREBOT__AGENT__GITHUB_ACTIONS__INSTALL_GIT",
+                "https://github.com/acme/featurebot",
+            )
+            .env(
+                "FEATUREBOT__AGENT__GITHUB_ACTIONS__INSTALL_REV",
+                "0123456789abcdef0123456789abcdef01234567",
+            );
+    };
     let check = || {
         s.llm.push(Reply::Text("ok".to_string()));
         let mut cmd = s.command(&["check"]);
-        cmd.env("FEATUREBOT__REPO__PUSH_PLANS", "true")
-            .env("FEATUREBOT__AGENT__EXECUTOR", "github-actions");
+        pinned(&mut cmd);
         cmd
     };
     let output = check().output().await.unwrap();
@@ -420,9 +446,7 @@ async fn check_looks_for_the_workflow_when_runs_go_to_github_actions() {
 
     // The one `install-workflow` prints, with the same settings.
     let mut print = s.command(&["install-workflow"]);
-    print
-        .env("FEATUREBOT__REPO__PUSH_PLANS", "true")
-        .env("FEATUREBOT__AGENT__EXECUTOR", "github-actions");
+    pinned(&mut print);
     let printed = print.output().await.unwrap();
     assert!(printed.status.success(), "{printed:?}");
     let yaml = String::from_utf8(printed.stdout).unwrap();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use featurebot::agent::actions::workflow::{self, DispatchInputs, INPUTS, STEP_RUN};
 use featurebot::agent::progress::CHECKS_FAILED;
+use featurebot::config::Install;
 use featurebot::config::{ActionsConfig, AgentConfig, Config, Executor, RepoConfig, Target};
 use featurebot::plan::{self, file::parse_plan_file};
 use serde_json::{json, Value};
@@ -24,10 +25,11 @@ const PLAN_PATH: &str = "tasks/20261126-000000-fix-adding.md";
 const PLAN_FILE: &str = "---\nfeature_id: 7\ntitle: \"Fix adding\"\nversion: 1\nstatus: approved\n---\n\n# Fix adding\n\n## Summary & goal\nAdd numbers right.\n\n## User stories / acceptance criteria\n- [ ] add 2 3 gives 5\n\n## Implementation steps\n1. Fix the add function\n2. Document add\n\n## Test plan\n- sh test.sh\n";
 const BRANCH: &str = "featurebot/7-fix-adding";
 const LLM_KEY: &str = "sk-test-secret";
+const REV: &str = "0123456789abcdef0123456789abcdef01234567";
 
 fn actions(install: &str, secret: &str) -> ActionsConfig {
     let mut actions = AgentConfig::with_defaults(Path::new("store")).github_actions;
-    actions.install = install.to_string();
+    actions.install = Install::Command(install.to_string());
     actions.llm_key_secret = secret.to_string();
     actions
 }
@@ -712,6 +714,10 @@ async fn install_workflow_prints_writes_and_refuses_to_overwrite() {
             });
             c.agent.github_actions.workflow = "agent.yml".to_string();
             c.agent.github_actions.llm_key_secret = "MY_LLM_KEY".to_string();
+            c.agent.github_actions.install = Install::Git {
+                url: "https://github.com/acme/featurebot".to_string(),
+                rev: REV.to_string(),
+            };
         })
         .build()
         .await;
@@ -723,6 +729,15 @@ async fn install_workflow_prints_writes_and_refuses_to_overwrite() {
     assert!(ok, "{stderr}");
     assert_eq!(stdout, yaml);
     assert!(stdout.contains("MY_LLM_KEY: ${{ secrets.MY_LLM_KEY }}"));
+    // Exactly the pinned version, built once and then taken from the cache under its commit.
+    assert!(
+        stdout.contains(&format!("cargo install --locked --git 'https://github.com/acme/featurebot' --rev {REV} --root \"$HOME/.featurebot\" featurebot")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("      - name: Cache featurebot\n        uses: actions/cache@v4\n        with:\n          path: ~/.featurebot\n          key: featurebot-${{{{ runner.os }}}}-{REV}\n")),
+        "{stdout}"
+    );
     assert!(!main.join(".github").exists());
 
     // Written, with what to do next.
@@ -814,4 +829,55 @@ async fn a_cancelled_job_stops_the_run_and_keeps_the_pushed_steps() {
     // Step 1 was pushed as it was committed.
     assert_eq!(branch_log(&r)[0], "step 1/2: Fix the add function");
     assert!(r.github().pulls().is_empty());
+}
+
+#[tokio::test]
+async fn install_workflow_and_config_refuse_an_unpinned_install_source() {
+    let app = TestApp::binary().build().await;
+    let (ok, _, stderr) = featurebot(&app, &["install-workflow"]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("has no install source")
+            && stderr.contains("install_git and install_rev")
+            && stderr.contains("install_url and install_sha256"),
+        "{stderr}"
+    );
+    // A branch instead of a commit, a release without its checksum: refused when loaded.
+    let load = |extra: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            format!("[llm]\nmodel = \"m\"\n\n[agent.github_actions]\n{extra}\n"),
+        )
+        .unwrap();
+        Config::load_with_env(&path, true, &HashMap::new()).map(|c| c.agent.github_actions.install)
+    };
+    let err = load("install_git = \"https://github.com/acme/featurebot\"\ninstall_rev = \"main\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("full commit id (40 hex characters)"), "{err}");
+    let err = load("install_url = \"https://example.com/featurebot.tar.gz\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("install_sha256"), "{err}");
+    let err = load("install_url = \"http://example.com/f.tar.gz\"\ninstall_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"").unwrap_err().to_string();
+    assert!(err.contains("must be an https:// address"), "{err}");
+    let sha = "ab".repeat(32);
+    let release = load(&format!(
+        "install_url = \"https://example.com/f.tar.gz\"\ninstall_sha256 = \"{sha}\""
+    ))
+    .unwrap();
+    assert_eq!(
+        release,
+        Install::Release {
+            url: "https://example.com/f.tar.gz".to_string(),
+            sha256: sha.clone()
+        }
+    );
+    // The release's install checks the archive before using it.
+    let script = workflow::install_script(&release);
+    let check = script.find("sha256sum -c -").unwrap();
+    assert!(check < script.find("tar -xzf").unwrap(), "{script}");
+    assert!(script.contains(&sha), "{script}");
 }

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::config::{ActionsConfig, AgentBackend, Config, Provider, RepoConfig, SandboxMode};
+use crate::config::{
+    ActionsConfig, AgentBackend, Config, Install, Provider, RepoConfig, SandboxMode, INSTALL_UNSET,
+};
 
 /// The names of the workflow's inputs, in the order it declares them.
 /// GitHub allows at most 10 (`you may only define up to 10 inputs for a workflow_dispatch event`).
@@ -36,6 +38,7 @@ pub const INPUTS: [&str; 10] = [
 /// The job's step names, which the bot shows as the run's progress before the agent starts.
 pub const STEP_CHECK_OUT: &str = "Check out";
 pub const STEP_INSTALL: &str = "Install featurebot";
+pub const STEP_CACHE: &str = "Cache featurebot";
 pub const STEP_IDENTITY: &str = "Set the commit identity";
 pub const STEP_SANDBOX: &str = "Prepare the sandbox";
 pub const STEP_RUN: &str = "Run the plan";
@@ -44,15 +47,42 @@ pub const STEP_RUN: &str = "Run the plan";
 /// does not say: the workflow puts it under `$RUNNER_TEMP`.
 pub const RUNNER_STORE: &str = "/tmp/featurebot";
 
+/// The shell script of the install step: exactly the configured version of featurebot on the
+/// runner's PATH. An unset source fails the step with what to configure.
+pub fn install_script(install: &Install) -> String {
+    use crate::agent::backend::shell_quote;
+    match install {
+        Install::Unset => format!("echo {} >&2\nexit 1", shell_quote(INSTALL_UNSET)),
+        Install::Git { url, rev } => format!(
+            "if [ ! -x \"$HOME/.featurebot/bin/featurebot\" ]; then\n  cargo install --locked --git {} --rev {rev} --root \"$HOME/.featurebot\" featurebot\nfi\necho \"$HOME/.featurebot/bin\" >> \"$GITHUB_PATH\"",
+            shell_quote(url)
+        ),
+        Install::Release { url, sha256 } => format!(
+            "curl -fsSL --retry 3 -o \"$RUNNER_TEMP/featurebot.tar.gz\" {}\necho \"{sha256}  $RUNNER_TEMP/featurebot.tar.gz\" | sha256sum -c -\ntar -xzf \"$RUNNER_TEMP/featurebot.tar.gz\" -C \"$RUNNER_TEMP\" featurebot\nsudo install \"$RUNNER_TEMP/featurebot\" /usr/local/bin/featurebot",
+            shell_quote(url)
+        ),
+        Install::Command(command) => command.clone(),
+    }
+}
+
 /// The workflow file `featurebot install-workflow` writes.
 pub fn workflow_yaml(actions: &ActionsConfig) -> String {
     let secret = &actions.llm_key_secret;
-    let install: String = actions
-        .install
-        .trim()
-        .lines()
-        .map(|line| format!("          {line}\n"))
-        .collect();
+    let indent = |script: &str| -> String {
+        script
+            .trim()
+            .lines()
+            .map(|line| format!("          {line}\n"))
+            .collect()
+    };
+    let install = indent(&install_script(&actions.install));
+    // A build from git is cached under its commit: the install takes seconds after the first run.
+    let cache = match &actions.install {
+        Install::Git { rev, .. } => format!(
+            "      - name: {STEP_CACHE}\n        uses: actions/cache@v4\n        with:\n          path: ~/.featurebot\n          key: featurebot-${{{{ runner.os }}}}-{rev}\n"
+        ),
+        _ => String::new(),
+    };
     format!(
         r#"# Written by `featurebot install-workflow`: runs featurebot's coding agent on an approved plan
 # when the bot dispatches it (agent.executor = "github-actions"). The bot follows the run by the
@@ -130,7 +160,7 @@ jobs:
           # The token stays out of .git/config, where the agent's commands could read it;
           # featurebot pushes with GITHUB_TOKEN from its own environment.
           persist-credentials: false
-      - name: {STEP_INSTALL}
+{cache}      - name: {STEP_INSTALL}
         run: |
 {install}      - name: {STEP_SANDBOX}
         # The agent's commands run in bubblewrap (agent.sandbox); Ubuntu keeps unprivileged

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use featurebot::config::{AgentBackend, Config, Executor, Provider, RepoConfig};
+use featurebot::config::{
+    AgentBackend, Config, Executor, Install, Provider, RepoConfig, SandboxMode,
+};
 
 /// The TOML text of `config`.
 pub fn render(config: &Config) -> String {
@@ -133,16 +135,34 @@ fn agent(out: &mut String, config: &Config) {
     }
     let env: Vec<String> = a.env.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
     let _ = writeln!(out, "env = {{ {} }}", env.join(", "));
+    let sandbox = match a.sandbox {
+        SandboxMode::Auto => "auto",
+        SandboxMode::Bwrap => "bwrap",
+        SandboxMode::Off => "off",
+    };
+    let _ = writeln!(
+        out,
+        "sandbox = {sandbox:?}\nnetwork = {:?}\nsetup = {:?}",
+        if a.network { "on" } else { "off" },
+        a.setup
+    );
     let g = &a.github_actions;
     let _ = writeln!(
         out,
-        "\n[agent.github_actions]\nworkflow = {:?}\ninstall = {:?}\nllm_key_secret = {:?}\npoll_interval_secs = {}\nstart_timeout_secs = {}",
+        "\n[agent.github_actions]\nworkflow = {:?}\nllm_key_secret = {:?}\npoll_interval_secs = {}\nstart_timeout_secs = {}",
         g.workflow,
-        g.install,
         g.llm_key_secret,
         g.poll_interval.as_secs(),
         g.start_timeout.as_secs()
     );
+    let _ = match &g.install {
+        Install::Unset => Ok(()),
+        Install::Git { url, rev } => writeln!(out, "install_git = {url:?}\ninstall_rev = {rev:?}"),
+        Install::Release { url, sha256 } => {
+            writeln!(out, "install_url = {url:?}\ninstall_sha256 = {sha256:?}")
+        }
+        Install::Command(command) => writeln!(out, "install = {command:?}"),
+    };
 }
 
 /// Loads the file at `path` with `secrets` as the environment and checks it is `config`.
