@@ -199,14 +199,7 @@ pub fn push_pending(cfg: &RepoConfig) -> Result<usize, RepoError> {
         .lines()
         .filter(|l| l.starts_with("- "))
         .count();
-    let carrier = "refs/featurebot/publish";
-    repo.reference(carrier, carried.id(), true, "featurebot: carry")
-        .map_err(|e| git_error(format!("making {carrier}"), e))?;
-    let pushed = push_ref(&repo, cfg, carrier, &cfg.base_branch);
-    if let Ok(mut reference) = repo.find_reference(carrier) {
-        let _ = reference.delete();
-    }
-    pushed?;
+    push_commit(&repo, cfg, carried.id())?;
     repo.reference(&tracking, carried.id(), true, "featurebot: carried")
         .map_err(|e| git_error(format!("moving {tracking}"), e))?;
     Ok(files)
@@ -386,15 +379,7 @@ fn publish_on(
     head: &Head,
 ) -> Result<(String, Result<(), RepoError>), RepoError> {
     let (commit, _, _) = build_commit(repo, cfg, path, contents, message, tip)?;
-    // libgit2 pushes references, not bare ids: a private one carries the commit.
-    let carrier = "refs/featurebot/publish";
-    repo.reference(carrier, commit, true, "featurebot: publish")
-        .map_err(|e| git_error(format!("making {carrier}"), e))?;
-    let pushed = push_ref(repo, cfg, carrier, &cfg.base_branch);
-    if let Ok(mut reference) = repo.find_reference(carrier) {
-        let _ = reference.delete();
-    }
-    if let Err(err) = pushed {
+    if let Err(err) = push_commit(repo, cfg, commit) {
         return Ok((commit.to_string(), Err(err)));
     }
     let tracking = format!("refs/remotes/{}/{}", cfg.remote, cfg.base_branch);
@@ -417,6 +402,19 @@ fn publish_on(
     }
     tracing::info!(%commit, %path, "published plan file on the remote's tip");
     Ok((commit.to_string(), Ok(())))
+}
+
+/// Pushes `commit` (on no local branch) to the remote's base branch, without force.
+fn push_commit(repo: &Repository, cfg: &RepoConfig, commit: Oid) -> Result<(), RepoError> {
+    // libgit2 pushes references, not bare ids: a private one carries the commit.
+    let carrier = "refs/featurebot/publish";
+    repo.reference(carrier, commit, true, "featurebot: publish")
+        .map_err(|e| git_error(format!("making {carrier}"), e))?;
+    let pushed = push_ref(repo, cfg, carrier, &cfg.base_branch);
+    if let Ok(mut reference) = repo.find_reference(carrier) {
+        let _ = reference.delete();
+    }
+    pushed
 }
 
 /// The latest commit from `tip` back (first parents, a bounded walk) that changed `path`;

@@ -215,45 +215,19 @@ async fn check_warns_when_the_sandbox_is_off_and_proves_the_network_when_on() {
 /// unprivileged bot (bubblewrap then needs user namespaces).
 #[tokio::test]
 async fn check_proves_the_sandbox_for_a_bot_running_as_nobody() {
-    use std::os::unix::fs::PermissionsExt;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let root = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        == Some("0");
-    if !root {
+    use crate::support::nobody::{running_as_root, NobodyBot};
+    if !running_as_root() {
         // Already unprivileged: the test above is this one.
         return check_reports_one_line_per_service_as_is().await;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mode = |path: &std::path::Path, mode| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
-    };
-    mode(dir.path(), 0o755);
-    let store = dir.path().join("store");
-    std::fs::create_dir(&store).unwrap();
-    mode(&store, 0o777);
-    let binary = dir.path().join("featurebot");
-    std::fs::copy(env!("CARGO_BIN_EXE_featurebot"), &binary).unwrap();
-    mode(&binary, 0o755);
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("[llm]\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\nmax_retries = 0\n\n[store]\npath = {store:?}\n"),
-    )
-    .unwrap();
-    mode(&config, 0o644);
-    let output = tokio::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&binary)
+    let bot = NobodyBot::new();
+    let mut command = bot.command(&bot.binary);
+    command
         .args(["check", "--config"])
-        .arg(&config)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", dir.path())
-        .env("OPENAI_API_KEY", "sk-test")
+        .arg(&bot.config)
+        .env("HOME", bot.dir.path())
+        .env("OPENAI_API_KEY", "sk-test");
+    let output = tokio::process::Command::from(command)
         .output()
         .await
         .expect("setpriv runs featurebot as nobody");

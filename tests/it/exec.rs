@@ -429,44 +429,20 @@ fn the_bots_environment_is_hidden_from_its_commands() {
 /// the console; another process of `nobody` cannot read its environment, while it can read
 /// that of a plain `nobody` process started the same way, so the check can fail.
 fn an_unprivileged_bots_environment_is_hidden_from_its_own_user() {
-    use std::os::unix::fs::PermissionsExt;
-    use std::process::{Command, Stdio};
+    use crate::support::nobody::NobodyBot;
+    use std::process::Stdio;
     const SECRET: &str = "hunter2-in-the-bots-environment";
-    let dir = tempfile::tempdir().unwrap();
-    let mode = |path: &Path, mode| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
-    };
-    mode(dir.path(), 0o755);
-    let store = dir.path().join("store");
-    std::fs::create_dir(&store).unwrap();
-    mode(&store, 0o777);
-    let binary = dir.path().join("featurebot");
-    std::fs::copy(env!("CARGO_BIN_EXE_featurebot"), &binary).unwrap();
-    mode(&binary, 0o755);
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[llm]\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\nmax_retries = 0\n\n[store]\npath = {store:?}\n"
-        ),
-    )
-    .unwrap();
-    mode(&config, 0o644);
+    let setup = NobodyBot::new();
+    let (store, binary, config) = (&setup.store, &setup.binary, &setup.config);
     let nobody = |program: &Path| {
-        let mut command = Command::new("setpriv");
-        command
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(program)
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("FEATUREBOT_TEST_SECRET", SECRET);
+        let mut command = setup.command(program);
+        command.env("FEATUREBOT_TEST_SECRET", SECRET);
         command
     };
     // The bot, past start-up and waiting for a feature title on stdin.
-    let mut bot = nobody(&binary)
+    let mut bot = nobody(binary)
         .args(["console", "--config"])
-        .arg(&config)
+        .arg(config)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -693,32 +693,7 @@ async fn a_diverged_branch_is_merged_and_the_thread_is_told() {
     git(&reviewer, &["push", "--quiet", "origin", BRANCH]);
     let theirs = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
     // A local commit of the bot's that never reached the remote.
-    let clone = &p.repo.path;
-    let tree = git(clone, &["rev-parse", &format!("{BRANCH}^{{tree}}")])
-        .trim()
-        .to_string();
-    let parent = git(clone, &["rev-parse", BRANCH]).trim().to_string();
-    let local = git(
-        clone,
-        &[
-            "-c",
-            "user.name=featurebot",
-            "-c",
-            "user.email=bot@test.invalid",
-            "commit-tree",
-            &tree,
-            "-p",
-            &parent,
-            "-m",
-            "step: not pushed",
-        ],
-    )
-    .trim()
-    .to_string();
-    git(
-        clone,
-        &["update-ref", &format!("refs/heads/{BRANCH}"), &local],
-    );
+    let local = commit_never_pushed(&p.repo.path);
 
     p.send(Input::FollowUp { feature: id }).await;
     p.llm.push(call(
@@ -936,34 +911,7 @@ async fn a_force_pushed_branch_is_followed_not_merged_back() {
     let bare = p.repo.remote.clone().unwrap();
     let old_tip = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
     // Squash the branch into one commit on main and force-push it.
-    let squasher = p.repo.dir.path().join("squasher");
-    git(
-        p.repo.dir.path(),
-        &[
-            "clone",
-            "--quiet",
-            "--branch",
-            BRANCH,
-            bare.to_str().unwrap(),
-            "squasher",
-        ],
-    );
-    git(&squasher, &["reset", "--quiet", "--soft", "origin/main"]);
-    git(
-        &squasher,
-        &[
-            "-c",
-            "user.name=Pat",
-            "-c",
-            "user.email=pat@test.invalid",
-            "commit",
-            "--quiet",
-            "-m",
-            "Export CSV (squashed)",
-        ],
-    );
-    git(&squasher, &["push", "--quiet", "--force", "origin", BRANCH]);
-    let squashed = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
+    let squashed = squash_and_force_push(&p);
 
     p.send(Input::FollowUp { feature: id }).await;
     p.llm.push(call(
@@ -1008,61 +956,10 @@ async fn a_force_push_over_unpushed_work_stops_the_run_with_what_to_do() {
 
     let (mut p, id, _) = with_open_pull_request().await;
     let bare = p.repo.remote.clone().unwrap();
-    let squasher = p.repo.dir.path().join("squasher");
-    git(
-        p.repo.dir.path(),
-        &[
-            "clone",
-            "--quiet",
-            "--branch",
-            BRANCH,
-            bare.to_str().unwrap(),
-            "squasher",
-        ],
-    );
-    git(&squasher, &["reset", "--quiet", "--soft", "origin/main"]);
-    git(
-        &squasher,
-        &[
-            "-c",
-            "user.name=Pat",
-            "-c",
-            "user.email=pat@test.invalid",
-            "commit",
-            "--quiet",
-            "-m",
-            "squashed",
-        ],
-    );
-    git(&squasher, &["push", "--quiet", "--force", "origin", BRANCH]);
-    let squashed = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
+    let squashed = squash_and_force_push(&p);
     // The bot's commit that never reached the remote.
     let clone = &p.repo.path.clone();
-    let tree = git(clone, &["rev-parse", &format!("{BRANCH}^{{tree}}")])
-        .trim()
-        .to_string();
-    let parent = git(clone, &["rev-parse", BRANCH]).trim().to_string();
-    let local = git(
-        clone,
-        &[
-            "-c",
-            "user.name=featurebot",
-            "-c",
-            "user.email=bot@test.invalid",
-            "commit-tree",
-            &tree,
-            "-p",
-            &parent,
-            "-m",
-            "step: not pushed",
-        ],
-    )
-    .trim()
-    .to_string();
-    git(
-        clone,
-        &["update-ref", &format!("refs/heads/{BRANCH}"), &local],
-    );
+    let local = commit_never_pushed(clone);
 
     p.send(Input::FollowUp { feature: id }).await;
     p.send(Input::Message {
@@ -1129,4 +1026,68 @@ async fn a_base_branch_deleted_on_the_remote_is_not_pushed_back() {
     // At the next start, nothing is pushed either.
     h.app().recover().await;
     assert!(git(&bare, &["branch", "--list", "main"]).trim().is_empty());
+}
+
+/// The bot's branch in the clone gets a commit that never reaches the remote (a step whose
+/// push failed); returns it.
+fn commit_never_pushed(clone: &std::path::Path) -> String {
+    use crate::support::scripts::BRANCH;
+    let tree = git(clone, &["rev-parse", &format!("{BRANCH}^{{tree}}")]);
+    let parent = git(clone, &["rev-parse", BRANCH]);
+    let local = git(
+        clone,
+        &[
+            "-c",
+            "user.name=featurebot",
+            "-c",
+            "user.email=bot@test.invalid",
+            "commit-tree",
+            tree.trim(),
+            "-p",
+            parent.trim(),
+            "-m",
+            "step: not pushed",
+        ],
+    );
+    let local = local.trim().to_string();
+    git(
+        clone,
+        &["update-ref", &format!("refs/heads/{BRANCH}"), &local],
+    );
+    local
+}
+
+/// A person squashes the pull request's branch into one commit on main in their own clone and
+/// force-pushes it; returns the new tip.
+fn squash_and_force_push(p: &TestApp) -> String {
+    use crate::support::scripts::BRANCH;
+    let bare = p.repo.remote.clone().unwrap();
+    let squasher = p.repo.dir.path().join("squasher");
+    git(
+        p.repo.dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--branch",
+            BRANCH,
+            bare.to_str().unwrap(),
+            "squasher",
+        ],
+    );
+    git(&squasher, &["reset", "--quiet", "--soft", "origin/main"]);
+    git(
+        &squasher,
+        &[
+            "-c",
+            "user.name=Pat",
+            "-c",
+            "user.email=pat@test.invalid",
+            "commit",
+            "--quiet",
+            "-m",
+            "squashed",
+        ],
+    );
+    git(&squasher, &["push", "--quiet", "--force", "origin", BRANCH]);
+    git(&bare, &["rev-parse", BRANCH]).trim().to_string()
 }

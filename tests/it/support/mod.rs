@@ -8,6 +8,7 @@ pub mod fake_llm;
 pub mod git;
 pub mod http;
 pub mod ids;
+pub mod nobody;
 pub mod outputs;
 pub mod scripts;
 pub mod wait;
