@@ -450,7 +450,7 @@ fn an_unprivileged_bots_environment_is_hidden_from_its_own_user() {
         .unwrap();
     let mut plain = nobody(Path::new("sleep")).arg("60").spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_dir(&store).unwrap().next().is_none() {
+    while std::fs::read_dir(store).unwrap().next().is_none() {
         if let Some(status) = bot.try_wait().unwrap() {
             let output = bot.wait_with_output().unwrap();
             panic!(
