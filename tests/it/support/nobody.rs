@@ -1,13 +1,14 @@
-//! featurebot as an unprivileged user, for the checks that only mean something there when the
-//! tests run as root (CI): the binary, a config and a store in a folder `nobody` can use, and
-//! commands run as `nobody` through util-linux's `setpriv`.
+//! featurebot as an unprivileged user, for the checks that only mean something there (root
+//! reads any process's environment, bubblewrap as root needs no user namespace): the binary, a
+//! config and a store in a folder `nobody` can use, and commands run unprivileged. As root (CI)
+//! they run as `nobody` through util-linux's `setpriv`; as any other user they already are.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Whether this test process runs as root.
-pub fn running_as_root() -> bool {
+fn running_as_root() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
         .lines()
@@ -55,12 +56,19 @@ impl NobodyBot {
         }
     }
 
-    /// `program` as `nobody`, in the folder, with only `PATH` in its environment.
+    /// `program` as an unprivileged user (`nobody` when the tests run as root), in the folder,
+    /// with only `PATH` in its environment.
     pub fn command(&self, program: &Path) -> Command {
-        let mut command = Command::new("setpriv");
+        let mut command = if running_as_root() {
+            let mut command = Command::new("setpriv");
+            command
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(program);
+            command
+        } else {
+            Command::new(program)
+        };
         command
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(program)
             .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", "/usr/bin:/bin");
