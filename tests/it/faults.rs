@@ -12,7 +12,6 @@ use featurebot::config::{Config, Secret};
 use featurebot::core::protocol::{Input, OutputKind};
 use featurebot::discord::Action;
 use featurebot::model::{FeatureId, RunState, Speaker, Status};
-use featurebot::store::{Store, StoreError};
 use serde_json::json;
 
 use crate::support::app::{TestApp, ADMIN};
@@ -828,38 +827,23 @@ async fn a_locked_repository_fails_the_plan_clearly_and_generate_plan_works_once
 // ---------------------------------------------------------------------------------------------
 // The store cannot be written
 
-/// What `featurebot check` says of the store at `store` when run as `nobody` (uid 65534), from
-/// a copy of the binary in `dir`: the way to make "the folder is not writable" as root, who can
-/// write anywhere. Uses util-linux's `setpriv`, part of every Debian.
-fn store_error_as_nobody(dir: &std::path::Path, store: &std::path::Path) -> String {
+/// A store folder featurebot may not write to: `featurebot check`, run unprivileged (as
+/// `nobody` when the tests run as root, who writes whatever the mode says), refuses it with the
+/// fix.
+#[tokio::test]
+async fn a_store_folder_without_write_permission_is_refused_with_the_fix() {
+    use crate::support::nobody::NobodyBot;
     use std::os::unix::fs::PermissionsExt;
-    let open = std::fs::Permissions::from_mode(0o755);
-    std::fs::set_permissions(dir, open.clone()).unwrap();
-    let binary = dir.join("featurebot");
-    std::fs::copy(env!("CARGO_BIN_EXE_featurebot"), &binary).unwrap();
-    std::fs::set_permissions(&binary, open).unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[llm]\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\nmax_retries = 0\n\n[store]\npath = {:?}\n",
-            store
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let output = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&binary)
+    let bot = NobodyBot::new();
+    std::fs::set_permissions(&bot.store, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let output = bot
+        .command(&bot.binary)
         .args(["check", "--config"])
-        .arg(&config)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
+        .arg(&bot.config)
         .output()
-        .expect("setpriv runs featurebot as nobody");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    stdout
+        .expect("featurebot check runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let message = stdout
         .lines()
         .find(|l| l.contains(" store "))
         .unwrap_or_else(|| {
@@ -867,40 +851,14 @@ fn store_error_as_nobody(dir: &std::path::Path, store: &std::path::Path) -> Stri
                 "no store line: {stdout}\n{}",
                 String::from_utf8_lossy(&output.stderr)
             )
-        })
-        .to_string()
-}
-
-#[tokio::test]
-async fn a_store_folder_without_write_permission_is_refused_with_the_fix() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    std::fs::create_dir(&store).unwrap();
-    let mut permissions = std::fs::metadata(&store).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o555);
-    std::fs::set_permissions(&store, permissions.clone()).unwrap();
-    // Root (as on CI containers) writes whatever the mode says: there the fault is made by
-    // opening the store as an unprivileged user, through `featurebot check`.
-    let probe = store.join("probe");
-    let writable = std::fs::write(&probe, "x").is_ok();
-    let message = if writable {
-        let _ = std::fs::remove_file(&probe);
-        store_error_as_nobody(dir.path(), &store)
-    } else {
-        let err = match Store::open(&store) {
-            Ok(_) => panic!("a read-only store folder was opened"),
-            Err(err) => err,
-        };
-        assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
-        err.to_string()
-    };
+        });
     assert!(
-        message.contains("could not be opened")
+        message.starts_with("FAIL")
+            && message.contains("could not be opened")
             && message.contains("check that the folder is writable"),
         "{message}"
     );
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&store, permissions).unwrap();
+    std::fs::set_permissions(&bot.store, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[tokio::test]
