@@ -165,7 +165,8 @@ impl Sandbox {
             "-c".into(),
             line.to_string(),
         ]);
-        ("bwrap".to_string(), args)
+        let program = bwrap().map_or_else(|| "bwrap".to_string(), |p| p.display().to_string());
+        (program, args)
     }
 
     /// `env` with the run's own `HOME`; toolchains that lived under the real one keep their
@@ -241,7 +242,31 @@ pub fn available(mode: SandboxMode) -> Result<bool, String> {
     PROBE.get_or_init(probe).clone().map(|()| true)
 }
 
+/// bubblewrap on featurebot's own `PATH`, found once: the probe and every command run this
+/// one program, whatever `PATH` a command's environment names.
+fn bwrap() -> Option<&'static Path> {
+    static BWRAP: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BWRAP
+        .get_or_init(|| {
+            use std::os::unix::fs::PermissionsExt;
+            let path = std::env::var_os("PATH")?;
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("bwrap"))
+                .find(|p| {
+                    std::fs::metadata(p)
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                })
+        })
+        .as_deref()
+}
+
 fn probe() -> Result<(), String> {
+    let fix = "install bubblewrap (apt-get install bubblewrap) and allow user namespaces (sysctl kernel.unprivileged_userns_clone=1; in Docker, run the container with --security-opt seccomp=unconfined), or set agent.sandbox = \"off\" to run the agent's commands unconfined";
+    if bwrap().is_none() {
+        return Err(format!(
+            "the sandbox needs bubblewrap (bwrap), which is not installed (not on featurebot's PATH); {fix}"
+        ));
+    }
     let dir = std::env::temp_dir().join(format!("featurebot-sandbox-probe-{}", std::process::id()));
     let home = dir.join("home");
     std::fs::create_dir_all(&home).map_err(|e| format!("creating {}: {e}", home.display()))?;
@@ -261,15 +286,11 @@ fn probe() -> Result<(), String> {
         .stdin(std::process::Stdio::null())
         .output();
     let _ = std::fs::remove_dir_all(&dir);
-    let fix = "install bubblewrap (apt-get install bubblewrap) and allow user namespaces (sysctl kernel.unprivileged_userns_clone=1; in Docker, run as root or with --security-opt seccomp=unconfined), or set agent.sandbox = \"off\" to run the agent's commands unconfined";
     match output {
         Ok(out) if out.status.success() => Ok(()),
         Ok(out) => Err(format!(
             "the sandbox (bubblewrap) cannot start here: {}; {fix}",
             String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-            "the sandbox needs bubblewrap (bwrap), which is not installed; {fix}"
         )),
         Err(e) => Err(format!(
             "the sandbox (bubblewrap) cannot start here: {e}; {fix}"

@@ -551,3 +551,63 @@ async fn the_console_masks_a_secret_the_llm_streams_in_pieces() {
         "{stdout}"
     );
 }
+
+/// A host where no sandbox can start (here: no `bwrap` on PATH): `check` fails its line with
+/// the fix, and a run is refused before anything is prepared; nothing runs unconfined.
+#[tokio::test]
+async fn without_a_sandbox_a_run_is_refused_before_it_starts() {
+    let s = TestApp::binary().build().await;
+    let empty = tempfile::tempdir().unwrap();
+    let without_bwrap = |args: &[&str]| {
+        let mut cmd = s.command(args);
+        cmd.env("PATH", empty.path());
+        cmd
+    };
+    s.llm.push(Reply::Text("ok".to_string()));
+    let output = without_bwrap(&["check"]).output().await.unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout.lines().find(|l| l.contains(" sandbox ")).unwrap();
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains(
+                "needs bubblewrap (bwrap), which is not installed (not on featurebot's PATH)"
+            )
+            && line.contains("apt-get install bubblewrap")
+            && line.contains("agent.sandbox = \"off\""),
+        "{line}"
+    );
+    assert_eq!(output.status.code(), Some(1));
+
+    let plan = s.repo.path.join("tasks/20261126-000000-add-a-changelog.md");
+    std::fs::create_dir_all(plan.parent().unwrap()).unwrap();
+    std::fs::write(&plan, ONE_STEP_PLAN).unwrap();
+    let output = without_bwrap(&["agent", plan.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    );
+    assert!(!output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains(
+            "needs bubblewrap (bwrap), which is not installed (not on featurebot's PATH)"
+        ),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        s.llm.requests().len() <= 1,
+        "only check's ping reached the LLM"
+    );
+    assert!(
+        git(&s.repo.path, &["branch", "--list", "featurebot/*"])
+            .trim()
+            .is_empty(),
+        "no branch was made"
+    );
+    assert!(
+        !s.store_path().join("worktrees/9-add-a-changelog").exists(),
+        "no work tree was made"
+    );
+}
