@@ -151,19 +151,7 @@ fn teammate_pushes(h: &TestApp) -> String {
     );
     std::fs::write(other.join("NOTES.md"), "merged by a person\n").unwrap();
     git(&other, &["add", "NOTES.md"]);
-    git(
-        &other,
-        &[
-            "-c",
-            "user.name=Pat",
-            "-c",
-            "user.email=pat@test.invalid",
-            "commit",
-            "--quiet",
-            "-m",
-            "a teammate's change",
-        ],
-    );
+    commit_as(&other, "Pat", "a teammate's change");
     git(&other, &["push", "--quiet", "origin", "main"]);
     git(&bare, &["rev-parse", "main"]).trim().to_string()
 }
@@ -206,19 +194,7 @@ async fn a_follow_up_builds_on_a_reviewers_commit() {
         ],
     );
     std::fs::write(reviewer.join("export.txt"), "GET /export.csv?all=1\n").unwrap();
-    git(
-        &reviewer,
-        &[
-            "-c",
-            "user.name=Rae",
-            "-c",
-            "user.email=rae@test.invalid",
-            "commit",
-            "--quiet",
-            "-am",
-            "Apply suggestion from review",
-        ],
-    );
+    commit_as(&reviewer, "Rae", "Apply suggestion from review");
     git(&reviewer, &["push", "--quiet", "origin", BRANCH]);
     let theirs = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
     assert_ne!(theirs, bots);
@@ -378,19 +354,7 @@ fn teammate_edits_the_plan(h: &TestApp, id: FeatureId) -> String {
     );
     assert_ne!(edited, text);
     std::fs::write(&file, edited).unwrap();
-    git(
-        &other,
-        &[
-            "-c",
-            "user.name=Pat",
-            "-c",
-            "user.email=pat@test.invalid",
-            "commit",
-            "--quiet",
-            "-am",
-            "plan: paginate the export",
-        ],
-    );
+    commit_as(&other, "Pat", "plan: paginate the export");
     git(&other, &["push", "--quiet", "origin", "main"]);
     git(&bare, &["rev-parse", "main"]).trim().to_string()
 }
@@ -625,19 +589,7 @@ async fn a_ticked_plan_file_from_a_merged_run_is_not_a_conflict() {
         featurebot::plan::tick_step(&featurebot::plan::tick_step(&text, 0), 1),
     )
     .unwrap();
-    git(
-        &other,
-        &[
-            "-c",
-            "user.name=Pat",
-            "-c",
-            "user.email=pat@test.invalid",
-            "commit",
-            "--quiet",
-            "-am",
-            "Merge pull request #1",
-        ],
-    );
+    commit_as(&other, "Pat", "Merge pull request #1");
     git(&other, &["push", "--quiet", "origin", "main"]);
     let outputs = h
         .send(Input::SetPriority {
@@ -677,19 +629,7 @@ async fn a_diverged_branch_is_merged_and_the_thread_is_told() {
     );
     std::fs::write(reviewer.join("review.txt"), "looks good\n").unwrap();
     git(&reviewer, &["add", "review.txt"]);
-    git(
-        &reviewer,
-        &[
-            "-c",
-            "user.name=Rae",
-            "-c",
-            "user.email=rae@test.invalid",
-            "commit",
-            "--quiet",
-            "-m",
-            "review note",
-        ],
-    );
+    commit_as(&reviewer, "Rae", "review note");
     git(&reviewer, &["push", "--quiet", "origin", BRANCH]);
     let theirs = git(&bare, &["rev-parse", BRANCH]).trim().to_string();
     // A local commit of the bot's that never reached the remote.
@@ -1075,19 +1015,62 @@ fn squash_and_force_push(p: &TestApp) -> String {
         ],
     );
     git(&squasher, &["reset", "--quiet", "--soft", "origin/main"]);
-    git(
-        &squasher,
-        &[
-            "-c",
-            "user.name=Pat",
-            "-c",
-            "user.email=pat@test.invalid",
-            "commit",
-            "--quiet",
-            "-m",
-            "squashed",
-        ],
-    );
+    commit_as(&squasher, "Pat", "squashed");
     git(&squasher, &["push", "--quiet", "--force", "origin", BRANCH]);
     git(&bare, &["rev-parse", BRANCH]).trim().to_string()
+}
+
+/// After the conflict, someone deletes the plan file on main: Take theirs has nothing to take,
+/// says so, and the conflict stays for Keep mine.
+#[tokio::test]
+async fn take_theirs_when_their_file_is_gone_says_so_and_keeps_the_choice() {
+    let (mut h, id, _) = conflicted().await;
+    let bare = h.repo.remote.clone().unwrap();
+    let path = h.store().plans(id).unwrap()[1].path.clone();
+    let other = h.repo.dir.path().join("deleter");
+    git(
+        h.repo.dir.path(),
+        &["clone", "--quiet", bare.to_str().unwrap(), "deleter"],
+    );
+    git(&other, &["rm", "--quiet", &path]);
+    commit_as(&other, "Pat", "drop the plan");
+    git(&other, &["push", "--quiet", "origin", "main"]);
+
+    let outputs = h
+        .send(Input::SettlePlanConflict {
+            feature: id,
+            version: 2,
+            keep_mine: false,
+        })
+        .await;
+    let refused = rejections(&outputs);
+    assert!(
+        refused.len() == 1 && refused[0].contains("is no longer on the remote's base branch"),
+        "{outputs:?}"
+    );
+    assert_eq!(h.store().plans(id).unwrap().len(), 2, "no version was made");
+    assert!(h.store().feature(id).unwrap().plan_conflict.is_some());
+    // Keep mine still works: version 2 goes back onto main.
+    h.send(Input::SettlePlanConflict {
+        feature: id,
+        version: 2,
+        keep_mine: true,
+    })
+    .await;
+    let file = git(&bare, &["show", &format!("main:{path}")]);
+    assert!(file.contains("with a header row"), "{file}");
+    assert!(h.store().feature(id).unwrap().plan_conflict.is_none());
+}
+
+/// Commits everything changed in a person's clone, as `who`.
+fn commit_as(clone: &std::path::Path, who: &str, message: &str) {
+    git(clone, &["add", "--all"]);
+    let name = format!("user.name={who}");
+    let email = format!("user.email={}@test.invalid", who.to_lowercase());
+    git(
+        clone,
+        &[
+            "-c", &name, "-c", &email, "commit", "--quiet", "-m", message,
+        ],
+    );
 }
